@@ -1,0 +1,3 @@
+//! kappa-operator: runs the Kappa architecture on Kubernetes.
+
+pub mod api;
