@@ -1,3 +1,15 @@
 //! kappa-operator: runs the Kappa architecture on Kubernetes.
 
 pub mod api;
+pub mod conditions;
+pub mod controller;
+pub mod duration;
+pub mod error;
+pub mod http;
+pub mod kube_client;
+pub mod leader;
+pub mod metrics;
+pub mod operator;
+pub mod shutdown;
+pub mod telemetry;
+pub mod validation;

@@ -1,0 +1,61 @@
+//! Standard conditions, kept stable across reconciles.
+
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
+
+/// The `Ready` condition type.
+pub const READY: &str = "Ready";
+
+/// Sets `new` in `conditions`, replacing the condition of the same type. The
+/// `lastTransitionTime` of the existing one is kept unless the status flips,
+/// so a reconcile that changes nothing writes nothing.
+pub fn upsert(conditions: &mut Vec<Condition>, mut new: Condition) {
+    match conditions.iter_mut().find(|c| c.type_ == new.type_) {
+        Some(existing) => {
+            if existing.status == new.status {
+                new.last_transition_time = existing.last_transition_time.clone();
+            }
+            *existing = new;
+        }
+        None => conditions.push(new),
+    }
+}
+
+/// The condition of type `type_`, if present.
+pub fn find<'a>(conditions: &'a [Condition], type_: &str) -> Option<&'a Condition> {
+    conditions.iter().find(|c| c.type_ == type_)
+}
+
+/// A condition stamped with `now` as its transition time.
+pub fn condition(type_: &str, status: &str, reason: &str, message: String, generation: Option<i64>, now: Time) -> Condition {
+    Condition {
+        type_: type_.to_string(),
+        status: status.to_string(),
+        reason: reason.to_string(),
+        message,
+        observed_generation: generation,
+        last_transition_time: now,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use k8s_openapi::jiff::Timestamp;
+
+    fn at(seconds: i64) -> Time {
+        Time(Timestamp::from_second(seconds).expect("valid timestamp"))
+    }
+
+    #[test]
+    fn transition_time_moves_only_when_status_flips() {
+        let mut conditions = vec![];
+        upsert(&mut conditions, condition(READY, "False", "InvalidSpec", "a".into(), Some(1), at(10)));
+        upsert(&mut conditions, condition(READY, "False", "InvalidSpec", "b".into(), Some(2), at(20)));
+        assert_eq!(conditions.len(), 1);
+        assert_eq!(conditions[0].last_transition_time, at(10));
+        assert_eq!(conditions[0].message, "b");
+        upsert(&mut conditions, condition(READY, "Unknown", "SpecValid", "c".into(), Some(3), at(30)));
+        assert_eq!(conditions[0].last_transition_time, at(30));
+        assert_eq!(find(&conditions, READY).map(|c| c.reason.as_str()), Some("SpecValid"));
+    }
+}

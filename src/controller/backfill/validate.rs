@@ -1,0 +1,112 @@
+//! Rules for a Backfill that its schema cannot express, including its references.
+
+use crate::api::backfill::{BackfillSpec, StartStateType};
+use crate::api::pipeline::Pipeline;
+use crate::api::savepoint::Savepoint;
+use crate::validation::{check_duration, ProblemReason, Referenced, SpecProblem};
+
+/// The objects a Backfill names.
+pub struct BackfillRefs<'a> {
+    /// `spec.pipelineRef`.
+    pub pipeline: Referenced<'a, Pipeline>,
+    /// `spec.startState.savepoint`, when set.
+    pub start_savepoint: Option<Referenced<'a, Savepoint>>,
+}
+
+/// Every problem with the spec and its references.
+pub fn validate(spec: &BackfillSpec, refs: &BackfillRefs) -> Vec<SpecProblem> {
+    let mut problems = Vec::new();
+    if spec.to.0 <= spec.from.0 {
+        problems.push(SpecProblem::invalid(
+            "spec.to",
+            format!("must be after spec.from ({} is not after {})", spec.to.0, spec.from.0),
+        ));
+    }
+    problems.extend(check_duration("spec.teardownAfter", &spec.teardown_after));
+    refs.pipeline.require(
+        &mut problems,
+        ProblemReason::PipelineNotFound,
+        "spec.pipelineRef",
+        "Pipeline",
+        &spec.pipeline_ref,
+    );
+    match (spec.start_state.type_, &spec.start_state.savepoint) {
+        (StartStateType::Savepoint, None) => problems.push(SpecProblem::invalid(
+            "spec.startState.savepoint",
+            "is required when spec.startState.type is savepoint",
+        )),
+        (StartStateType::Empty, Some(_)) => problems.push(SpecProblem::invalid(
+            "spec.startState.savepoint",
+            "must be unset when spec.startState.type is empty",
+        )),
+        (StartStateType::Savepoint, Some(name)) => {
+            let found = refs.start_savepoint.as_ref().and_then(|r| {
+                r.require(
+                    &mut problems,
+                    ProblemReason::SavepointNotFound,
+                    "spec.startState.savepoint",
+                    "Savepoint",
+                    name,
+                )
+            });
+            if let Some(savepoint) = found.filter(|s| s.spec.pipeline_ref != spec.pipeline_ref) {
+                problems.push(SpecProblem::invalid(
+                    "spec.startState.savepoint",
+                    format!(
+                        "Savepoint `{name}` holds state of Pipeline `{}`, not of `{}`",
+                        savepoint.spec.pipeline_ref, spec.pipeline_ref
+                    ),
+                ));
+            }
+        }
+        (StartStateType::Empty, None) => {}
+    }
+    problems
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn spec(value: serde_json::Value) -> BackfillSpec {
+        serde_json::from_value(value).expect("test spec deserializes")
+    }
+
+    #[test]
+    fn the_range_must_move_forward() {
+        let s = spec(json!({"pipelineRef": "p", "from": "2026-02-01T00:00:00Z", "to": "2026-01-01T00:00:00Z"}));
+        let refs = BackfillRefs {
+            pipeline: Referenced::Missing,
+            start_savepoint: None,
+        };
+        let problems = validate(&s, &refs);
+        assert_eq!(problems[0].field, "spec.to");
+        assert_eq!(problems[1].reason, ProblemReason::PipelineNotFound);
+    }
+
+    #[test]
+    fn the_start_savepoint_must_exist_and_belong_to_the_pipeline() {
+        let other: Savepoint = serde_json::from_value(json!({
+            "apiVersion": "kappa.dev/v1alpha1", "kind": "Savepoint",
+            "metadata": {"name": "sp"}, "spec": {"pipelineRef": "other"}
+        }))
+        .expect("savepoint");
+        let s = spec(json!({
+            "pipelineRef": "p", "from": "2026-01-01T00:00:00Z", "to": "2026-02-01T00:00:00Z",
+            "startState": {"type": "savepoint", "savepoint": "sp"}
+        }));
+        let refs = BackfillRefs {
+            pipeline: Referenced::Unreadable,
+            start_savepoint: Some(Referenced::Found(&other)),
+        };
+        let problems = validate(&s, &refs);
+        assert_eq!(problems.len(), 2);
+        assert!(problems[1].message.contains("Pipeline `other`"));
+        let refs = BackfillRefs {
+            pipeline: Referenced::Unreadable,
+            start_savepoint: Some(Referenced::Missing),
+        };
+        assert_eq!(validate(&s, &refs)[1].reason, ProblemReason::SavepointNotFound);
+    }
+}

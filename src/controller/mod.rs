@@ -1,0 +1,199 @@
+//! One controller per kind, and what they share: the context, the status
+//! writer, the error policy and the wiring.
+
+pub mod backfill;
+pub mod kafka_cluster_set;
+pub mod pipeline;
+pub mod savepoint;
+mod verdict;
+
+use std::collections::HashMap;
+use std::fmt::Debug;
+use std::future::Future;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use futures::{Stream, StreamExt};
+use kube::core::{DeserializeGuard, NamespaceResourceScope};
+use kube::runtime::events::Recorder;
+use kube::runtime::reflector::{self, ObjectRef, Store};
+use kube::runtime::{watcher, Controller, WatchStreamExt};
+use kube::{Api, Client, Resource, ResourceExt};
+use rand::Rng;
+use serde::de::DeserializeOwned;
+
+use crate::api::common::CommonStatus;
+use crate::error::Error;
+use crate::metrics::Metrics;
+use crate::shutdown::Shutdown;
+
+/// What every controller shares.
+pub struct Shared {
+    /// Client to the API server.
+    pub client: Client,
+    /// Publishes Events on the objects.
+    pub recorder: Recorder,
+    /// The operator's metrics.
+    pub metrics: Arc<Metrics>,
+    /// Consecutive failures per object UID, for the error backoff.
+    failures: Mutex<HashMap<String, u32>>,
+    /// Namespace to watch; all when `None`.
+    namespace: Option<String>,
+}
+
+impl Shared {
+    /// Context for controllers watching `namespace`, or every namespace when `None`.
+    pub fn new(client: Client, recorder: Recorder, metrics: Arc<Metrics>, namespace: Option<String>) -> Self {
+        Self {
+            client,
+            recorder,
+            metrics,
+            failures: Mutex::new(HashMap::new()),
+            namespace,
+        }
+    }
+
+    fn api<K>(&self) -> Api<K>
+    where
+        K: Resource<Scope = NamespaceResourceScope, DynamicType = ()>,
+    {
+        match &self.namespace {
+            Some(ns) => Api::namespaced(self.client.clone(), ns),
+            None => Api::all(self.client.clone()),
+        }
+    }
+
+    /// Delay before the next attempt on an object that failed: exponential
+    /// from 1 s to 5 min with jitter, so a broken object does not hot-loop.
+    fn next_backoff(&self, uid: &str) -> Duration {
+        let attempts = {
+            let mut failures = self.failures.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+            let count = failures.entry(uid.to_string()).or_insert(0);
+            *count = count.saturating_add(1);
+            *count
+        };
+        let base = Duration::from_secs(1u64 << attempts.min(9).saturating_sub(1)).min(Duration::from_secs(300));
+        base + base.mul_f64(rand::rng().random_range(0.0..0.25))
+    }
+
+    fn reset_backoff(&self, uid: &str) {
+        let mut failures = self.failures.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        failures.remove(uid);
+    }
+}
+
+/// A kind this operator reconciles.
+pub trait Kind:
+    Resource<DynamicType = (), Scope = NamespaceResourceScope>
+    + Clone
+    + DeserializeOwned
+    + serde::Serialize
+    + Debug
+    + Send
+    + Sync
+    + 'static
+{
+    /// Controller name, used in metrics and logs.
+    const CONTROLLER: &'static str;
+    /// The status fields every kind has, when a status exists.
+    fn common_status(&self) -> Option<&CommonStatus>;
+}
+
+/// Context of one controller: the shared parts plus the stores of the kinds it references.
+pub struct Ctx<S> {
+    /// What all controllers share.
+    pub shared: Arc<Shared>,
+    /// Caches of referenced kinds.
+    pub stores: S,
+}
+
+/// A watched kind: its cache, and a stream that yields each changed or
+/// deleted object after the cache has taken it in.
+type Watched<K> = (
+    Store<DeserializeGuard<K>>,
+    std::pin::Pin<Box<dyn Stream<Item = Result<DeserializeGuard<K>, watcher::Error>> + Send>>,
+);
+
+fn watch<K: Kind>(shared: &Shared) -> Watched<K> {
+    let (reader, writer) = reflector::store();
+    let stream = watcher(shared.api::<DeserializeGuard<K>>(), watcher::Config::default())
+        .default_backoff()
+        .modify(|object: &mut DeserializeGuard<K>| object.managed_fields_mut().clear())
+        .reflect(writer)
+        .touched_objects()
+        .boxed();
+    (reader, stream)
+}
+
+/// Looks up `name` in the namespace of `of` in a cache.
+fn lookup<K: Kind, O: Resource>(store: &Store<DeserializeGuard<K>>, of: &O, name: &str) -> Option<Arc<DeserializeGuard<K>>> {
+    let mut key = ObjectRef::new(name);
+    if let Some(ns) = of.meta().namespace.as_deref() {
+        key = key.within(ns);
+    }
+    store.get(&key)
+}
+
+/// The objects in `store` that `refers` says point at `target`.
+fn referrers<K: Kind, T: Resource>(
+    store: &Store<DeserializeGuard<K>>,
+    target: &T,
+    refers: impl Fn(&K, &str) -> bool,
+) -> Vec<ObjectRef<DeserializeGuard<K>>> {
+    let name = target.name_any();
+    let namespace = target.namespace();
+    store
+        .state()
+        .into_iter()
+        .filter(|object| object.namespace() == namespace)
+        .filter(|object| object.0.as_ref().is_ok_and(|k| refers(k, &name)))
+        .map(|object| ObjectRef::from_obj(&*object))
+        .collect()
+}
+
+fn error_policy<K: Kind, S>(object: Arc<DeserializeGuard<K>>, error: &Error, ctx: Arc<Ctx<S>>) -> kube::runtime::controller::Action {
+    let delay = ctx.shared.next_backoff(&object.uid().unwrap_or_default());
+    tracing::warn!(
+        controller = K::CONTROLLER,
+        namespace = object.namespace().unwrap_or_default(),
+        name = object.name_any(),
+        error = %error,
+        retry_in_ms = delay.as_millis() as u64,
+        "reconcile failed"
+    );
+    kube::runtime::controller::Action::requeue(delay)
+}
+
+/// Runs a controller built by `build` until `shutdown` completes.
+async fn drive<K, S, F, Fut>(
+    controller: Controller<DeserializeGuard<K>>,
+    ctx: Arc<Ctx<S>>,
+    reconcile: F,
+    shutdown: impl Future<Output = ()> + Send + Sync + 'static,
+) where
+    K: Kind,
+    S: Send + Sync + 'static,
+    F: FnMut(Arc<DeserializeGuard<K>>, Arc<Ctx<S>>) -> Fut,
+    Fut: Future<Output = Result<kube::runtime::controller::Action, Error>> + Send + 'static,
+{
+    controller
+        .with_config(kube::runtime::controller::Config::default().concurrency(8))
+        .graceful_shutdown_on(shutdown)
+        .run(reconcile, error_policy::<K, S>, ctx)
+        .for_each(|result| async move {
+            if let Err(error) = result {
+                tracing::debug!(controller = K::CONTROLLER, %error, "controller event");
+            }
+        })
+        .await;
+}
+
+/// Runs the four controllers until `shutdown` completes.
+pub async fn run(shared: Arc<Shared>, shutdown: Shutdown) {
+    tokio::join!(
+        kafka_cluster_set::run(shared.clone(), shutdown.signalled()),
+        pipeline::run(shared.clone(), shutdown.signalled()),
+        savepoint::run(shared.clone(), shutdown.signalled()),
+        backfill::run(shared, shutdown.signalled()),
+    );
+}

@@ -1,0 +1,89 @@
+//! What happens to a Pipeline: its spec and references are validated and the
+//! verdict recorded; a change to its KafkaClusterSet or restore Savepoint
+//! re-validates it.
+
+pub mod validate;
+
+use std::future::Future;
+use std::sync::Arc;
+
+use kube::core::DeserializeGuard;
+use kube::runtime::controller::Action;
+use kube::runtime::reflector::Store;
+use kube::runtime::Controller;
+
+use super::{drive, lookup, referrers, verdict, watch, Ctx, Kind, Shared};
+use crate::api::common::CommonStatus;
+use crate::api::kafka_cluster_set::KafkaClusterSet;
+use crate::api::pipeline::Pipeline;
+use crate::api::savepoint::Savepoint;
+use crate::error::Error;
+use crate::validation::Referenced;
+use validate::PipelineRefs;
+
+impl Kind for Pipeline {
+    const CONTROLLER: &'static str = "pipeline";
+    fn common_status(&self) -> Option<&CommonStatus> {
+        self.status.as_ref().map(|s| &s.common)
+    }
+}
+
+/// Caches of the kinds a Pipeline references.
+pub struct Stores {
+    sets: Store<DeserializeGuard<KafkaClusterSet>>,
+    savepoints: Store<DeserializeGuard<Savepoint>>,
+}
+
+/// What a cache lookup found, in the terms validation uses.
+pub(crate) fn referenced<K>(found: &Option<Arc<DeserializeGuard<K>>>) -> Referenced<'_, K> {
+    match found.as_deref() {
+        None => Referenced::Missing,
+        Some(DeserializeGuard(Ok(object))) => Referenced::Found(object),
+        Some(DeserializeGuard(Err(_))) => Referenced::Unreadable,
+    }
+}
+
+async fn reconcile(pipeline: Arc<DeserializeGuard<Pipeline>>, ctx: Arc<Ctx<Stores>>) -> Result<Action, Error> {
+    verdict::reconcile(&ctx.shared, &pipeline, |p| {
+        let set = lookup(&ctx.stores.sets, p, &p.spec.cluster_set);
+        let savepoint = p
+            .spec
+            .restore_from
+            .as_ref()
+            .and_then(|r| r.savepoint.as_ref())
+            .map(|name| lookup(&ctx.stores.savepoints, p, name));
+        let refs = PipelineRefs {
+            cluster_set: referenced(&set),
+            restore_savepoint: savepoint.as_ref().map(referenced),
+        };
+        validate::validate(&p.spec, &refs)
+    })
+    .await
+}
+
+/// Runs the Pipeline controller until `shutdown` completes.
+pub async fn run(shared: Arc<Shared>, shutdown: impl Future<Output = ()> + Send + Sync + 'static) {
+    let (reader, stream) = watch::<Pipeline>(&shared);
+    let (sets, sets_stream) = watch::<KafkaClusterSet>(&shared);
+    let (savepoints, savepoints_stream) = watch::<Savepoint>(&shared);
+    let by_set = reader.clone();
+    let by_savepoint = reader.clone();
+    let controller = Controller::for_stream(stream, reader)
+        .watches_stream(sets_stream, move |set| {
+            referrers(&by_set, &set, |p: &Pipeline, name| p.spec.cluster_set == name)
+        })
+        .watches_stream(savepoints_stream, move |savepoint| {
+            referrers(&by_savepoint, &savepoint, |p: &Pipeline, name| {
+                p.spec
+                    .restore_from
+                    .as_ref()
+                    .and_then(|r| r.savepoint.as_deref())
+                    == Some(name)
+            })
+        });
+    let ctx = Arc::new(Ctx {
+        shared,
+        stores: Stores { sets, savepoints },
+    });
+    drive(controller, ctx, reconcile, shutdown).await;
+}

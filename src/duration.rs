@@ -1,0 +1,82 @@
+//! Durations as users write them in specs: `30s`, `5m`, `1h30m`, `7d`, `250ms`.
+
+use std::time::Duration;
+
+/// Why a duration string could not be read.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum DurationError {
+    /// The string does not match `<number><unit>` repeated.
+    #[error("`{0}` is not a duration such as 30s, 5m, 1h30m or 7d")]
+    Malformed(String),
+    /// The value does not fit in 64 bits of milliseconds.
+    #[error("`{0}` is too long a duration")]
+    Overflow(String),
+}
+
+/// Parses a duration made of `<digits><unit>` parts, unit one of ms, s, m, h, d.
+pub fn parse_duration(text: &str) -> Result<Duration, DurationError> {
+    let malformed = || DurationError::Malformed(text.to_string());
+    let overflow = || DurationError::Overflow(text.to_string());
+    if text.is_empty() {
+        return Err(malformed());
+    }
+    let mut total_ms: u64 = 0;
+    let mut rest = text;
+    while !rest.is_empty() {
+        let digits = rest.bytes().take_while(u8::is_ascii_digit).count();
+        if digits == 0 {
+            return Err(malformed());
+        }
+        let value: u64 = rest[..digits].parse().map_err(|_| overflow())?;
+        rest = &rest[digits..];
+        let (unit_ms, unit_len) = if rest.starts_with("ms") {
+            (1, 2)
+        } else {
+            match rest.as_bytes().first() {
+                Some(b's') => (1_000, 1),
+                Some(b'm') => (60_000, 1),
+                Some(b'h') => (3_600_000, 1),
+                Some(b'd') => (86_400_000, 1),
+                _ => return Err(malformed()),
+            }
+        };
+        rest = &rest[unit_len..];
+        let part = value.checked_mul(unit_ms).ok_or_else(overflow)?;
+        total_ms = total_ms.checked_add(part).ok_or_else(overflow)?;
+    }
+    Ok(Duration::from_millis(total_ms))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reads_compound_durations() {
+        assert_eq!(parse_duration("30s"), Ok(Duration::from_secs(30)));
+        assert_eq!(parse_duration("1h30m"), Ok(Duration::from_secs(5400)));
+        assert_eq!(parse_duration("250ms"), Ok(Duration::from_millis(250)));
+        assert_eq!(parse_duration("7d"), Ok(Duration::from_secs(7 * 86400)));
+        assert_eq!(parse_duration("0s"), Ok(Duration::ZERO));
+    }
+
+    #[test]
+    fn refuses_what_is_not_a_duration() {
+        for bad in ["", "5", "m", "5x", "1h 30m", "-5s", "5sm"] {
+            assert!(
+                matches!(parse_duration(bad), Err(DurationError::Malformed(_))),
+                "{bad}"
+            );
+        }
+        assert!(matches!(
+            parse_duration("99999999999999999999d"),
+            Err(DurationError::Overflow(_))
+        ));
+    }
+
+    #[test]
+    fn agrees_with_the_schema_pattern() {
+        let pattern = crate::api::common::DURATION_PATTERN;
+        assert_eq!(pattern, "^([0-9]+(ms|s|m|h|d))+$", "update parse_duration with the pattern");
+    }
+}

@@ -1,0 +1,27 @@
+//! Errors of the reconcilers. A spec problem is not an error: it becomes a
+//! condition. These are failures to talk to the cluster, retried with backoff.
+
+/// A reconcile that could not finish.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// A Kubernetes API call failed.
+    #[error("Kubernetes API call failed: {0}")]
+    Kube(#[from] kube::Error),
+    /// Kubernetes returned an object this operator could not read.
+    #[error("could not encode or decode an object: {0}")]
+    Serialization(#[from] serde_json::Error),
+    /// The object lacks a field every stored object has.
+    #[error("object has no {0}")]
+    MissingObjectField(&'static str),
+}
+
+impl Error {
+    /// A fixed name per variant, for metric labels and Event reasons.
+    pub fn category(&self) -> &'static str {
+        match self {
+            Self::Kube(_) => "KubeApiError",
+            Self::Serialization(_) => "SerializationError",
+            Self::MissingObjectField(_) => "MissingObjectField",
+        }
+    }
+}
