@@ -1,0 +1,266 @@
+//! Test harness: one real control plane per test binary (started by
+//! `e2e/testbed/up`, stopped by itself when the test process exits), the
+//! operator binary as a child process, and a namespace per test.
+#![allow(dead_code)] // each test binary uses a different part of the harness
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+use k8s_openapi::api::core::v1::Namespace;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
+use kube::api::{ApiResource, DynamicObject, GroupVersionKind, ObjectMeta, PostParams};
+use kube::config::{KubeConfigOptions, Kubeconfig};
+use kube::{Api, Client, Config};
+
+/// Lines of an operator log that do not count as failures.
+const LOG_ALLOW_LIST: [&str; 2] = [
+    // A killed leader's lease expiring is expected in the leader-election test.
+    "lost the leader lease",
+    "kappa-operator stopped",
+];
+
+/// The repository root.
+pub fn repo() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// The control plane of this test binary.
+pub struct Testbed {
+    /// Kubeconfig of the admin user.
+    pub kubeconfig: PathBuf,
+    /// Runtime state folder (logs, pids).
+    pub state: PathBuf,
+}
+
+impl Testbed {
+    /// Starts the control plane on first use and installs the CRDs from `crds/`.
+    pub fn get() -> &'static Testbed {
+        static TESTBED: OnceLock<Testbed> = OnceLock::new();
+        TESTBED.get_or_init(Testbed::start)
+    }
+
+    fn start() -> Testbed {
+        let binary = std::env::current_exe()
+            .ok()
+            .and_then(|p| p.file_stem().map(|s| s.to_string_lossy().into_owned()))
+            .unwrap_or_else(|| "tests".into());
+        let state = std::env::temp_dir().join(format!("kappa-testbed-{binary}-{}", std::process::id()));
+        let output = Command::new(repo().join("e2e/testbed/up"))
+            .env("KAPPA_TESTBED_STATE", &state)
+            .env("KAPPA_TESTBED_OWNER_PID", std::process::id().to_string())
+            .stderr(Stdio::inherit())
+            .output()
+            .expect("e2e/testbed/up runs");
+        assert!(output.status.success(), "e2e/testbed/up failed");
+        let stdout = String::from_utf8_lossy(&output.stdout);
+        let kubeconfig = stdout
+            .lines()
+            .find_map(|line| line.strip_prefix("export KUBECONFIG="))
+            .map(PathBuf::from)
+            .expect("e2e/testbed/up prints KUBECONFIG");
+        let testbed = Testbed { kubeconfig, state };
+        testbed.kubectl(&["apply", "-f", &repo().join("crds").to_string_lossy()]);
+        testbed.kubectl(&["wait", "--for=condition=Established", "crd", "--all", "--timeout=60s"]);
+        testbed.kubectl(&["create", "namespace", "kappa-system"]);
+        testbed
+    }
+
+    /// Runs kubectl against the testbed; panics with its output on failure.
+    pub fn kubectl(&self, args: &[&str]) -> String {
+        let output = self.kubectl_output(args);
+        assert!(
+            output.status.success(),
+            "kubectl {args:?} failed: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        String::from_utf8_lossy(&output.stdout).into_owned()
+    }
+
+    /// Runs kubectl against the testbed and returns what happened.
+    pub fn kubectl_output(&self, args: &[&str]) -> std::process::Output {
+        Command::new("kubectl")
+            .args(args)
+            .env("KUBECONFIG", &self.kubeconfig)
+            .output()
+            .expect("kubectl runs")
+    }
+
+    /// A client of the admin user, bound to the calling test's runtime.
+    pub async fn client(&self) -> Client {
+        let kubeconfig = Kubeconfig::read_from(&self.kubeconfig).expect("kubeconfig reads");
+        let config = Config::from_custom_kubeconfig(kubeconfig, &KubeConfigOptions::default())
+            .await
+            .expect("kubeconfig is usable");
+        Client::try_from(config).expect("client builds")
+    }
+
+    /// A fresh namespace for one test.
+    pub async fn namespace(&self, name: &str) -> String {
+        let api: Api<Namespace> = Api::all(self.client().await);
+        let namespace = Namespace {
+            metadata: ObjectMeta {
+                name: Some(name.to_string()),
+                ..ObjectMeta::default()
+            },
+            ..Namespace::default()
+        };
+        api.create(&PostParams::default(), &namespace)
+            .await
+            .expect("test namespace is created");
+        name.to_string()
+    }
+}
+
+/// The operator binary running against the testbed.
+pub struct Operator {
+    child: Child,
+    /// Its log file.
+    pub log: PathBuf,
+    /// Its metrics and health address.
+    pub http: SocketAddr,
+    /// Its lease identity.
+    pub identity: String,
+}
+
+impl Operator {
+    /// Starts `kappa-operator run` with `args`, registered with the testbed so
+    /// that it stops with it.
+    pub fn start(testbed: &Testbed, identity: &str, args: &[&str]) -> Operator {
+        let http = free_address();
+        let log = testbed.state.join("logs").join(format!("operator-{identity}.log"));
+        let log_file = std::fs::File::create(&log).expect("operator log file");
+        let child = Command::new(env!("CARGO_BIN_EXE_kappa-operator"))
+            .arg("run")
+            .args(["--http-address", &http.to_string(), "--identity", identity])
+            .args(args)
+            .env("KUBECONFIG", &testbed.kubeconfig)
+            .env("RUST_LOG", "info,kube=warn")
+            .stdout(Stdio::null())
+            .stderr(log_file)
+            .spawn()
+            .expect("operator starts");
+        std::fs::write(
+            testbed.state.join("pids").join(format!("operator-{identity}.pid")),
+            child.id().to_string(),
+        )
+        .expect("operator pid file");
+        Operator {
+            child,
+            log,
+            http,
+            identity: identity.to_string(),
+        }
+    }
+
+    /// Kills the process at once (SIGKILL), as a crashed node would.
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// Sends SIGTERM and waits for the process to exit; returns whether it exited cleanly.
+    pub fn terminate(&mut self) -> bool {
+        let _ = Command::new("kill").args(["-TERM", &self.child.id().to_string()]).status();
+        self.child.wait().map(|s| s.success()).unwrap_or(false)
+    }
+
+    /// The body of an HTTP GET on the operator's server, `None` when it does not answer.
+    pub fn http_get(&self, path: &str) -> Option<(u16, String)> {
+        let mut stream = TcpStream::connect_timeout(&self.http, Duration::from_secs(2)).ok()?;
+        stream.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+        write!(stream, "GET {path} HTTP/1.1\r\nHost: test\r\nConnection: close\r\n\r\n").ok()?;
+        let mut response = String::new();
+        stream.read_to_string(&mut response).ok()?;
+        let status = response.split_whitespace().nth(1)?.parse().ok()?;
+        let body = response.split_once("\r\n\r\n").map(|(_, b)| b.to_string())?;
+        Some((status, body))
+    }
+
+    /// The value of a metric line starting with `prefix` (name and labels), 0 when absent.
+    pub fn metric(&self, prefix: &str) -> f64 {
+        let (_, body) = self.http_get("/metrics").expect("operator serves /metrics");
+        body.lines()
+            .filter(|line| line.starts_with(prefix))
+            .filter_map(|line| line.rsplit(' ').next()?.parse::<f64>().ok())
+            .sum()
+    }
+
+    /// Panics on any ERROR or panic line of the log not on the allow-list.
+    pub fn assert_log_clean(&self) {
+        let log = std::fs::read_to_string(&self.log).unwrap_or_default();
+        let bad: Vec<&str> = log
+            .lines()
+            .filter(|line| line.contains("ERROR") || line.contains("panicked"))
+            .filter(|line| !LOG_ALLOW_LIST.iter().any(|allowed| line.contains(allowed)))
+            .collect();
+        assert!(bad.is_empty(), "operator {} logged errors:\n{}", self.identity, bad.join("\n"));
+    }
+}
+
+fn free_address() -> SocketAddr {
+    let listener = TcpListener::bind("127.0.0.1:0").expect("a free port");
+    listener.local_addr().expect("bound address")
+}
+
+/// The API of a kappa.dev kind, as untyped objects.
+pub fn kappa_api(client: &Client, namespace: &str, kind: &str) -> Api<DynamicObject> {
+    let resource = ApiResource::from_gvk(&GroupVersionKind::gvk("kappa.dev", "v1alpha1", kind));
+    Api::namespaced_with(client.clone(), namespace, &resource)
+}
+
+/// Creates an object from JSON; the API server's error message when refused.
+pub async fn create(client: &Client, namespace: &str, object: serde_json::Value) -> Result<DynamicObject, String> {
+    let kind = object["kind"].as_str().expect("object has a kind").to_string();
+    let object: DynamicObject = serde_json::from_value(object).expect("object is an object");
+    kappa_api(client, namespace, &kind)
+        .create(&PostParams::default(), &object)
+        .await
+        .map_err(|e| match e {
+            kube::Error::Api(status) => status.message,
+            other => other.to_string(),
+        })
+}
+
+/// The Ready condition of an object, once `accept` says yes; panics after `timeout`.
+pub async fn wait_for_ready(
+    client: &Client,
+    namespace: &str,
+    kind: &str,
+    name: &str,
+    timeout: Duration,
+    accept: impl Fn(&Condition) -> bool,
+) -> Condition {
+    let api = kappa_api(client, namespace, kind);
+    let started = Instant::now();
+    let mut last = None;
+    while started.elapsed() < timeout {
+        if let Ok(object) = api.get(name).await {
+            last = ready_condition(&object);
+            if let Some(ready) = last.as_ref().filter(|c| accept(c)) {
+                return ready.clone();
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("{kind} {namespace}/{name}: Ready condition not as expected within {timeout:?}; last: {last:?}");
+}
+
+/// The Ready condition in an object's status.
+pub fn ready_condition(object: &DynamicObject) -> Option<Condition> {
+    let conditions = object.data.get("status")?.get("conditions")?.clone();
+    let conditions: Vec<Condition> = serde_json::from_value(conditions).ok()?;
+    conditions.into_iter().find(|c| c.type_ == "Ready")
+}
+
+/// Every YAML document in a file, as JSON values.
+pub fn yaml_documents(path: &Path) -> Vec<serde_json::Value> {
+    let text = std::fs::read_to_string(path).expect("example reads");
+    serde_yaml::Deserializer::from_str(&text)
+        .map(|doc| serde::Deserialize::deserialize(doc).expect("example is YAML"))
+        .filter(|v: &serde_json::Value| !v.is_null())
+        .collect()
+}
