@@ -26,7 +26,14 @@ pub fn find<'a>(conditions: &'a [Condition], type_: &str) -> Option<&'a Conditio
 }
 
 /// A condition stamped with `now` as its transition time.
-pub fn condition(type_: &str, status: &str, reason: &str, message: String, generation: Option<i64>, now: Time) -> Condition {
+pub fn condition(
+    type_: &str,
+    status: &str,
+    reason: &str,
+    message: String,
+    generation: Option<i64>,
+    now: Time,
+) -> Condition {
     Condition {
         type_: type_.to_string(),
         status: status.to_string(),
@@ -49,13 +56,25 @@ mod tests {
     #[test]
     fn transition_time_moves_only_when_status_flips() {
         let mut conditions = vec![];
-        upsert(&mut conditions, condition(READY, "False", "InvalidSpec", "a".into(), Some(1), at(10)));
-        upsert(&mut conditions, condition(READY, "False", "InvalidSpec", "b".into(), Some(2), at(20)));
+        upsert(
+            &mut conditions,
+            condition(READY, "False", "InvalidSpec", "a".into(), Some(1), at(10)),
+        );
+        upsert(
+            &mut conditions,
+            condition(READY, "False", "InvalidSpec", "b".into(), Some(2), at(20)),
+        );
         assert_eq!(conditions.len(), 1);
         assert_eq!(conditions[0].last_transition_time, at(10));
         assert_eq!(conditions[0].message, "b");
-        upsert(&mut conditions, condition(READY, "Unknown", "SpecValid", "c".into(), Some(3), at(30)));
+        upsert(
+            &mut conditions,
+            condition(READY, "Unknown", "SpecValid", "c".into(), Some(3), at(30)),
+        );
         assert_eq!(conditions[0].last_transition_time, at(30));
-        assert_eq!(find(&conditions, READY).map(|c| c.reason.as_str()), Some("SpecValid"));
+        assert_eq!(
+            find(&conditions, READY).map(|c| c.reason.as_str()),
+            Some("SpecValid")
+        );
     }
 }

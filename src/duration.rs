@@ -77,6 +77,9 @@ mod tests {
     #[test]
     fn agrees_with_the_schema_pattern() {
         let pattern = crate::api::common::DURATION_PATTERN;
-        assert_eq!(pattern, "^([0-9]+(ms|s|m|h|d))+$", "update parse_duration with the pattern");
+        assert_eq!(
+            pattern, "^([0-9]+(ms|s|m|h|d))+$",
+            "update parse_duration with the pattern"
+        );
     }
 }

@@ -24,7 +24,12 @@ pub struct Health {
 
 async fn metrics(State(health): State<Health>) -> impl IntoResponse {
     match health.metrics.render() {
-        Ok(text) => (StatusCode::OK, [("content-type", "text/plain; version=0.0.4")], text).into_response(),
+        Ok(text) => (
+            StatusCode::OK,
+            [("content-type", "text/plain; version=0.0.4")],
+            text,
+        )
+            .into_response(),
         Err(error) => (StatusCode::INTERNAL_SERVER_ERROR, error.to_string()).into_response(),
     }
 }

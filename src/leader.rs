@@ -144,9 +144,10 @@ impl LeaderElector {
     }
 
     fn observe(&mut self, spec: &LeaseSpec) {
-        let changed = self.observed.as_ref().is_none_or(|o| {
-            o.holder != spec.holder_identity || o.renew_time != spec.renew_time
-        });
+        let changed = self
+            .observed
+            .as_ref()
+            .is_none_or(|o| o.holder != spec.holder_identity || o.renew_time != spec.renew_time);
         if changed {
             self.observed = Some(Observed {
                 holder: spec.holder_identity.clone(),
@@ -161,7 +162,9 @@ impl LeaderElector {
             .lease_duration_seconds
             .and_then(|s| u64::try_from(s).ok())
             .map_or(self.settings.lease_duration, Duration::from_secs);
-        self.observed.as_ref().is_some_and(|o| o.at.elapsed() >= duration)
+        self.observed
+            .as_ref()
+            .is_some_and(|o| o.at.elapsed() >= duration)
     }
 
     fn lease_seconds(&self) -> i32 {

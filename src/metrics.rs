@@ -1,7 +1,8 @@
 //! Prometheus metrics of the operator, with bounded label sets.
 
 use prometheus::{
-    Encoder, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry, TextEncoder,
+    Encoder, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry,
+    TextEncoder,
 };
 
 /// Every metric the operator exports.
@@ -32,7 +33,10 @@ impl Metrics {
             &["controller"],
         )?;
         let reconcile_errors = IntCounterVec::new(
-            Opts::new("kappa_reconcile_errors_total", "Reconciles that failed, by error category"),
+            Opts::new(
+                "kappa_reconcile_errors_total",
+                "Reconciles that failed, by error category",
+            ),
             &["controller", "reason"],
         )?;
         let reconcile_duration = HistogramVec::new(
@@ -52,10 +56,16 @@ impl Metrics {
             &["controller", "reason"],
         )?;
         let kube_requests = IntCounterVec::new(
-            Opts::new("kappa_kube_requests_total", "Requests sent to the Kubernetes API"),
+            Opts::new(
+                "kappa_kube_requests_total",
+                "Requests sent to the Kubernetes API",
+            ),
             &["method"],
         )?;
-        let leader = IntGauge::new("kappa_leader", "1 while this replica holds the leader lease")?;
+        let leader = IntGauge::new(
+            "kappa_leader",
+            "1 while this replica holds the leader lease",
+        )?;
         let build_info = IntGaugeVec::new(
             Opts::new("kappa_build_info", "Build of the running operator"),
             &["version"],

@@ -78,12 +78,24 @@ pub async fn run(settings: Settings) -> Result<(), RunError> {
             controller::run(shared, shutdown.clone()).await;
             Ok(())
         }
-        Some(lease) => lead(LeaderElector::new(client, lease), shared, &metrics, &ready, &trigger, &shutdown).await,
+        Some(lease) => {
+            lead(
+                LeaderElector::new(client, lease),
+                shared,
+                &metrics,
+                &ready,
+                &trigger,
+                &shutdown,
+            )
+            .await
+        }
     };
     ready.store(false, Ordering::Relaxed);
     trigger.trigger();
     signals.abort();
-    server.await.map_err(|e| std::io::Error::other(e.to_string()))??;
+    server
+        .await
+        .map_err(|e| std::io::Error::other(e.to_string()))??;
     outcome
 }
 

@@ -54,7 +54,11 @@ impl SpecProblem {
     }
 
     /// An object named by `field` that does not exist.
-    pub fn not_found(reason: ProblemReason, field: impl Into<String>, message: impl Into<String>) -> Self {
+    pub fn not_found(
+        reason: ProblemReason,
+        field: impl Into<String>,
+        message: impl Into<String>,
+    ) -> Self {
         Self {
             reason,
             field: field.into(),
@@ -162,7 +166,9 @@ pub fn duplicates<'a>(
     names
         .into_iter()
         .filter(|(_, name)| !seen.insert(*name))
-        .map(|(field, name)| SpecProblem::invalid(field, format!("{what} `{name}` appears more than once")))
+        .map(|(field, name)| {
+            SpecProblem::invalid(field, format!("{what} `{name}` appears more than once"))
+        })
         .collect()
 }
 
@@ -181,7 +187,11 @@ mod tests {
     #[test]
     fn spec_errors_are_reported_before_missing_references() {
         let verdict = Verdict::from_problems(vec![
-            SpecProblem::not_found(ProblemReason::PipelineNotFound, "spec.pipelineRef", "no Pipeline `p`"),
+            SpecProblem::not_found(
+                ProblemReason::PipelineNotFound,
+                "spec.pipelineRef",
+                "no Pipeline `p`",
+            ),
             SpecProblem::invalid("spec.to", "must be after spec.from"),
         ]);
         assert_eq!(verdict.reason(), Some(ProblemReason::InvalidSpec));
@@ -195,7 +205,11 @@ mod tests {
     #[test]
     fn duplicates_name_the_second_occurrence() {
         let problems = duplicates(
-            [("a[0]".to_string(), "x"), ("a[1]".to_string(), "y"), ("a[2]".to_string(), "x")],
+            [
+                ("a[0]".to_string(), "x"),
+                ("a[1]".to_string(), "y"),
+                ("a[2]".to_string(), "x"),
+            ],
             "topic",
         );
         assert_eq!(problems.len(), 1);

@@ -16,7 +16,13 @@ const VERDICT_WITHIN: Duration = Duration::from_secs(5);
 /// One operator for the whole binary, watching every namespace.
 fn operator() -> &'static Operator {
     static OPERATOR: OnceLock<Operator> = OnceLock::new();
-    OPERATOR.get_or_init(|| Operator::start(Testbed::get(), "api-server-tests", &["--no-leader-election"]))
+    OPERATOR.get_or_init(|| {
+        Operator::start(
+            Testbed::get(),
+            "api-server-tests",
+            &["--no-leader-election"],
+        )
+    })
 }
 
 fn kcs(spec: Value) -> Value {
@@ -77,13 +83,25 @@ fn with(mut base: Value, path: &str, value: Value) -> Value {
 #[tokio::test]
 async fn crds_are_established_with_names_and_columns() {
     let testbed = Testbed::get();
-    let names = testbed.kubectl(&["api-resources", "--api-group=kappa.dev", "--no-headers", "-o", "name"]);
+    let names = testbed.kubectl(&[
+        "api-resources",
+        "--api-group=kappa.dev",
+        "--no-headers",
+        "-o",
+        "name",
+    ]);
     for plural in ["kafkaclustersets", "pipelines", "savepoints", "backfills"] {
-        assert!(names.contains(&format!("{plural}.kappa.dev")), "{plural} missing: {names}");
+        assert!(
+            names.contains(&format!("{plural}.kappa.dev")),
+            "{plural} missing: {names}"
+        );
     }
     let short = testbed.kubectl(&["api-resources", "--categories=kappa", "--no-headers"]);
     for short_name in ["kcs", "kpipe", "ksp", "kbf"] {
-        assert!(short.contains(short_name), "short name {short_name} missing: {short}");
+        assert!(
+            short.contains(short_name),
+            "short name {short_name} missing: {short}"
+        );
     }
     // The API server publishes a new CRD's OpenAPI a few seconds after it is established.
     let mut explained = String::new();
@@ -95,7 +113,10 @@ async fn crds_are_established_with_names_and_columns() {
         }
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
-    assert!(explained.contains("Flink Kubernetes"), "doc comments reach kubectl explain: {explained}");
+    assert!(
+        explained.contains("Flink Kubernetes"),
+        "doc comments reach kubectl explain: {explained}"
+    );
 }
 
 #[tokio::test]
@@ -105,11 +126,15 @@ async fn every_example_is_accepted_and_found_valid() {
     let client = testbed.client().await;
     let ns = testbed.namespace("examples").await;
     let mut objects = Vec::new();
-    let examples = std::fs::read_dir(common::repo().join("manifests/examples")).expect("examples folder");
+    let examples =
+        std::fs::read_dir(common::repo().join("manifests/examples")).expect("examples folder");
     for entry in examples {
         let path = entry.expect("example entry").path();
         for document in yaml_documents(&path) {
-            let name = document["metadata"]["name"].as_str().expect("example name").to_string();
+            let name = document["metadata"]["name"]
+                .as_str()
+                .expect("example name")
+                .to_string();
             let kind = document["kind"].as_str().expect("example kind").to_string();
             create(&client, &ns, document)
                 .await
@@ -119,7 +144,10 @@ async fn every_example_is_accepted_and_found_valid() {
     }
     assert!(objects.len() >= 4, "examples cover the kinds: {objects:?}");
     for (kind, name) in objects {
-        wait_for_ready(&client, &ns, &kind, &name, Duration::from_secs(30), |c| c.reason == "SpecValid").await;
+        wait_for_ready(&client, &ns, &kind, &name, Duration::from_secs(30), |c| {
+            c.reason == "SpecValid"
+        })
+        .await;
     }
     operator().assert_log_clean();
 }
@@ -135,70 +163,358 @@ async fn the_schema_refuses_malformed_objects_naming_the_field() {
     let base_backfill = backfill("bf", valid_backfill_spec());
     // The API server of Kubernetes 1.20 names list items without their index.
     let cases: Vec<(&str, Value, &str)> = vec![
-        ("clusters of the wrong type", with(base_kcs.clone(), "/spec/clusters", json!("blue")), "spec.clusters"),
-        ("a cluster name with capitals", with(base_kcs.clone(), "/spec/clusters/0/name", json!("Blue_1")), "spec.clusters.name"),
-        ("an unknown cluster role", with(base_kcs.clone(), "/spec/clusters/0/role", json!("leader")), "spec.clusters.role"),
-        ("no routing", with(base_kcs.clone(), "/spec/routing", Value::Null), "spec.routing"),
-        ("zero partitions", with(base_kcs.clone(), "/spec/streams/0/partitions", json!(0)), "spec.streams.partitions"),
-        ("too many partitions", with(base_kcs.clone(), "/spec/streams/0/partitions", json!(20000)), "spec.streams.partitions"),
-        ("a retention in words", with(base_kcs.clone(), "/spec/streams/0/retention", json!("7 days")), "spec.streams.retention"),
-        ("a bootstrap server without port", with(base_kcs.clone(), "/spec/template/external/bootstrapServers", json!(["kafka"])), "spec.template.external.bootstrapServers"),
-        ("two clusters of one name", with(base_kcs.clone(), "/spec/clusters", json!([{"name": "a"}, {"name": "a"}])), "spec.clusters[1]"),
-        ("an unknown provider", with(base_kcs.clone(), "/spec/template/provider", json!("strimzi")), "spec.template.provider"),
-        ("no clusters", with(base_kcs.clone(), "/spec/clusters", json!([])), "spec.clusters"),
-        ("a storage size in words", with(base_kcs.clone(), "/spec/template/builtin", json!({"storage": {"size": "lots"}})), "spec.template.builtin.storage.size"),
-        ("two streams of one name", with(base_kcs.clone(), "/spec/streams", json!([{"name": "a"}, {"name": "a"}])), "spec.streams[1]"),
-        ("an unknown engine", with(base_pipeline.clone(), "/spec/engine/type", json!("spark")), "spec.engine.type"),
-        ("an unknown upgrade mode", with(base_pipeline.clone(), "/spec/upgradeMode", json!("rolling")), "spec.upgradeMode"),
-        ("a savepoint interval in words", with(base_pipeline.clone(), "/spec/savepoints", json!({"interval": "often"})), "spec.savepoints.interval"),
-        ("zero parallelism", with(base_pipeline.clone(), "/spec/engine/flink/parallelism", json!(0)), "spec.engine.flink.parallelism"),
-        ("no cluster set", with(base_pipeline.clone(), "/spec/clusterSet", Value::Null), "spec.clusterSet"),
-        ("availability of 100%", with(base_pipeline.clone(), "/spec/slo", json!({"availability": 100})), "spec.slo.availability"),
-        ("no inputs", with(base_pipeline.clone(), "/spec/inputs", json!([])), "spec.inputs"),
-        ("a restart nonce in words", with(base_pipeline.clone(), "/spec/restartNonce", json!("again")), "spec.restartNonce"),
-        ("a jar URI that is no jar", with(base_pipeline.clone(), "/spec/engine/flink/jarUri", json!("ftp://x/y.zip")), "spec.engine.flink.jarUri"),
-        ("an unknown savepoint type", with(base_savepoint.clone(), "/spec/type", json!("snapshot")), "spec.type"),
-        ("a negative backoff limit", with(base_savepoint.clone(), "/spec/backoffLimit", json!(-1)), "spec.backoffLimit"),
-        ("no pipeline reference", with(base_savepoint.clone(), "/spec/pipelineRef", Value::Null), "spec.pipelineRef"),
-        ("a start time in words", with(base_backfill.clone(), "/spec/from", json!("yesterday")), "spec.from"),
-        ("zero extra clusters", with(base_backfill.clone(), "/spec/capacity", json!({"clusters": 0})), "spec.capacity.clusters"),
-        ("an unknown completion", with(base_backfill.clone(), "/spec/completion", json!("merge")), "spec.completion"),
-        ("a teardown delay in words", with(base_backfill.clone(), "/spec/teardownAfter", json!("soon")), "spec.teardownAfter"),
-        ("an object name with capitals", with(base_backfill.clone(), "/metadata/name", json!("Bad_Name")), "metadata.name"),
+        (
+            "clusters of the wrong type",
+            with(base_kcs.clone(), "/spec/clusters", json!("blue")),
+            "spec.clusters",
+        ),
+        (
+            "a cluster name with capitals",
+            with(base_kcs.clone(), "/spec/clusters/0/name", json!("Blue_1")),
+            "spec.clusters.name",
+        ),
+        (
+            "an unknown cluster role",
+            with(base_kcs.clone(), "/spec/clusters/0/role", json!("leader")),
+            "spec.clusters.role",
+        ),
+        (
+            "no routing",
+            with(base_kcs.clone(), "/spec/routing", Value::Null),
+            "spec.routing",
+        ),
+        (
+            "zero partitions",
+            with(base_kcs.clone(), "/spec/streams/0/partitions", json!(0)),
+            "spec.streams.partitions",
+        ),
+        (
+            "too many partitions",
+            with(base_kcs.clone(), "/spec/streams/0/partitions", json!(20000)),
+            "spec.streams.partitions",
+        ),
+        (
+            "a retention in words",
+            with(
+                base_kcs.clone(),
+                "/spec/streams/0/retention",
+                json!("7 days"),
+            ),
+            "spec.streams.retention",
+        ),
+        (
+            "a bootstrap server without port",
+            with(
+                base_kcs.clone(),
+                "/spec/template/external/bootstrapServers",
+                json!(["kafka"]),
+            ),
+            "spec.template.external.bootstrapServers",
+        ),
+        (
+            "two clusters of one name",
+            with(
+                base_kcs.clone(),
+                "/spec/clusters",
+                json!([{"name": "a"}, {"name": "a"}]),
+            ),
+            "spec.clusters[1]",
+        ),
+        (
+            "an unknown provider",
+            with(
+                base_kcs.clone(),
+                "/spec/template/provider",
+                json!("strimzi"),
+            ),
+            "spec.template.provider",
+        ),
+        (
+            "no clusters",
+            with(base_kcs.clone(), "/spec/clusters", json!([])),
+            "spec.clusters",
+        ),
+        (
+            "a storage size in words",
+            with(
+                base_kcs.clone(),
+                "/spec/template/builtin",
+                json!({"storage": {"size": "lots"}}),
+            ),
+            "spec.template.builtin.storage.size",
+        ),
+        (
+            "two streams of one name",
+            with(
+                base_kcs.clone(),
+                "/spec/streams",
+                json!([{"name": "a"}, {"name": "a"}]),
+            ),
+            "spec.streams[1]",
+        ),
+        (
+            "an unknown engine",
+            with(base_pipeline.clone(), "/spec/engine/type", json!("spark")),
+            "spec.engine.type",
+        ),
+        (
+            "an unknown upgrade mode",
+            with(base_pipeline.clone(), "/spec/upgradeMode", json!("rolling")),
+            "spec.upgradeMode",
+        ),
+        (
+            "a savepoint interval in words",
+            with(
+                base_pipeline.clone(),
+                "/spec/savepoints",
+                json!({"interval": "often"}),
+            ),
+            "spec.savepoints.interval",
+        ),
+        (
+            "zero parallelism",
+            with(
+                base_pipeline.clone(),
+                "/spec/engine/flink/parallelism",
+                json!(0),
+            ),
+            "spec.engine.flink.parallelism",
+        ),
+        (
+            "no cluster set",
+            with(base_pipeline.clone(), "/spec/clusterSet", Value::Null),
+            "spec.clusterSet",
+        ),
+        (
+            "availability of 100%",
+            with(
+                base_pipeline.clone(),
+                "/spec/slo",
+                json!({"availability": 100}),
+            ),
+            "spec.slo.availability",
+        ),
+        (
+            "no inputs",
+            with(base_pipeline.clone(), "/spec/inputs", json!([])),
+            "spec.inputs",
+        ),
+        (
+            "a restart nonce in words",
+            with(base_pipeline.clone(), "/spec/restartNonce", json!("again")),
+            "spec.restartNonce",
+        ),
+        (
+            "a jar URI that is no jar",
+            with(
+                base_pipeline.clone(),
+                "/spec/engine/flink/jarUri",
+                json!("ftp://x/y.zip"),
+            ),
+            "spec.engine.flink.jarUri",
+        ),
+        (
+            "an unknown savepoint type",
+            with(base_savepoint.clone(), "/spec/type", json!("snapshot")),
+            "spec.type",
+        ),
+        (
+            "a negative backoff limit",
+            with(base_savepoint.clone(), "/spec/backoffLimit", json!(-1)),
+            "spec.backoffLimit",
+        ),
+        (
+            "no pipeline reference",
+            with(base_savepoint.clone(), "/spec/pipelineRef", Value::Null),
+            "spec.pipelineRef",
+        ),
+        (
+            "a start time in words",
+            with(base_backfill.clone(), "/spec/from", json!("yesterday")),
+            "spec.from",
+        ),
+        (
+            "zero extra clusters",
+            with(
+                base_backfill.clone(),
+                "/spec/capacity",
+                json!({"clusters": 0}),
+            ),
+            "spec.capacity.clusters",
+        ),
+        (
+            "an unknown completion",
+            with(base_backfill.clone(), "/spec/completion", json!("merge")),
+            "spec.completion",
+        ),
+        (
+            "a teardown delay in words",
+            with(base_backfill.clone(), "/spec/teardownAfter", json!("soon")),
+            "spec.teardownAfter",
+        ),
+        (
+            "an object name with capitals",
+            with(base_backfill.clone(), "/metadata/name", json!("Bad_Name")),
+            "metadata.name",
+        ),
     ];
     assert!(cases.len() >= 20);
     let mut failures = Vec::new();
     for (what, object, field) in cases {
         match create(&client, &ns, object).await {
-            Ok(created) => failures.push(format!("{what}: accepted as {:?}", created.metadata.name)),
+            Ok(created) => {
+                failures.push(format!("{what}: accepted as {:?}", created.metadata.name))
+            }
             Err(message) if message.contains(field) => {}
-            Err(message) => failures.push(format!("{what}: message does not name `{field}`: {message}")),
+            Err(message) => failures.push(format!(
+                "{what}: message does not name `{field}`: {message}"
+            )),
         }
     }
     assert!(failures.is_empty(), "{}", failures.join("\n"));
     for valid in [base_kcs, base_pipeline, base_savepoint, base_backfill] {
-        create(&client, &ns, valid).await.expect("the valid base objects are accepted");
+        create(&client, &ns, valid)
+            .await
+            .expect("the valid base objects are accepted");
     }
 }
 
 /// Objects the schema accepts but the operator refuses, with the reason and
 /// the field its message must name.
 fn semantic_cases() -> Vec<(&'static str, Value, &'static str, &'static str)> {
-    let consumer = json!({"type": "consumer", "consumer": {"template": {"spec": {"containers": "app"}}}});
+    let consumer =
+        json!({"type": "consumer", "consumer": {"template": {"spec": {"containers": "app"}}}});
     vec![
-        ("a write cluster not in the set", kcs(with(valid_kcs_spec(), "/routing/writeCluster", json!("red"))), "InvalidSpec", "spec.routing.writeCluster"),
-        ("two streams on one topic", kcs(with(valid_kcs_spec(), "/streams", json!([{"name": "a", "topic": "t"}, {"name": "b", "topic": "t"}]))), "InvalidSpec", "spec.streams[1].topic"),
-        ("a raw key for a typed field", kcs(with(valid_kcs_spec(), "/streams", json!([{"name": "a", "config": {"cleanup.policy": "compact"}}]))), "InvalidSpec", "spec.streams[0].config[cleanup.policy]"),
-        ("an external cluster without servers", kcs(with(valid_kcs_spec(), "/template", json!({"provider": "external"}))), "InvalidSpec", "spec.clusters[0].overrides.external"),
-        ("an undeclared input stream", pipeline("undeclared", with(valid_pipeline_spec(), "/inputs", json!([{"stream": "payments"}]))), "InvalidSpec", "spec.inputs[0].stream"),
-        ("a missing cluster set", pipeline("orphan", with(valid_pipeline_spec(), "/clusterSet", json!("nowhere"))), "KafkaClusterSetNotFound", "spec.clusterSet"),
-        ("a flink engine without its section", pipeline("no-flink", with(valid_pipeline_spec(), "/engine", json!({"type": "flink"}))), "InvalidSpec", "spec.engine.flink"),
-        ("two restore sources", pipeline("two-sources", with(valid_pipeline_spec(), "/restoreFrom", json!({"savepoint": "a", "path": "/b"}))), "InvalidSpec", "spec.restoreFrom"),
-        ("a pod template of the wrong shape", pipeline("bad-template", with(valid_pipeline_spec(), "/engine", consumer)), "InvalidSpec", "spec.engine.consumer.template.spec.containers"),
-        ("a savepoint of a missing pipeline", savepoint("orphan", json!({"pipelineRef": "nowhere"})), "PipelineNotFound", "spec.pipelineRef"),
-        ("an offsets savepoint with a path", savepoint("offsets-path", json!({"pipelineRef": "job", "type": "offsets", "path": "/x"})), "InvalidSpec", "spec.path"),
-        ("a range that ends before it starts", backfill("backwards", with(valid_backfill_spec(), "/to", json!("2025-12-01T00:00:00Z"))), "InvalidSpec", "spec.to"),
-        ("a savepoint start without a savepoint", backfill("no-start", with(valid_backfill_spec(), "/startState", json!({"type": "savepoint"}))), "InvalidSpec", "spec.startState.savepoint"),
+        (
+            "a write cluster not in the set",
+            kcs(with(
+                valid_kcs_spec(),
+                "/routing/writeCluster",
+                json!("red"),
+            )),
+            "InvalidSpec",
+            "spec.routing.writeCluster",
+        ),
+        (
+            "two streams on one topic",
+            kcs(with(
+                valid_kcs_spec(),
+                "/streams",
+                json!([{"name": "a", "topic": "t"}, {"name": "b", "topic": "t"}]),
+            )),
+            "InvalidSpec",
+            "spec.streams[1].topic",
+        ),
+        (
+            "a raw key for a typed field",
+            kcs(with(
+                valid_kcs_spec(),
+                "/streams",
+                json!([{"name": "a", "config": {"cleanup.policy": "compact"}}]),
+            )),
+            "InvalidSpec",
+            "spec.streams[0].config[cleanup.policy]",
+        ),
+        (
+            "an external cluster without servers",
+            kcs(with(
+                valid_kcs_spec(),
+                "/template",
+                json!({"provider": "external"}),
+            )),
+            "InvalidSpec",
+            "spec.clusters[0].overrides.external",
+        ),
+        (
+            "an undeclared input stream",
+            pipeline(
+                "undeclared",
+                with(
+                    valid_pipeline_spec(),
+                    "/inputs",
+                    json!([{"stream": "payments"}]),
+                ),
+            ),
+            "InvalidSpec",
+            "spec.inputs[0].stream",
+        ),
+        (
+            "a missing cluster set",
+            pipeline(
+                "orphan",
+                with(valid_pipeline_spec(), "/clusterSet", json!("nowhere")),
+            ),
+            "KafkaClusterSetNotFound",
+            "spec.clusterSet",
+        ),
+        (
+            "a flink engine without its section",
+            pipeline(
+                "no-flink",
+                with(valid_pipeline_spec(), "/engine", json!({"type": "flink"})),
+            ),
+            "InvalidSpec",
+            "spec.engine.flink",
+        ),
+        (
+            "two restore sources",
+            pipeline(
+                "two-sources",
+                with(
+                    valid_pipeline_spec(),
+                    "/restoreFrom",
+                    json!({"savepoint": "a", "path": "/b"}),
+                ),
+            ),
+            "InvalidSpec",
+            "spec.restoreFrom",
+        ),
+        (
+            "a pod template of the wrong shape",
+            pipeline(
+                "bad-template",
+                with(valid_pipeline_spec(), "/engine", consumer),
+            ),
+            "InvalidSpec",
+            "spec.engine.consumer.template.spec.containers",
+        ),
+        (
+            "a savepoint of a missing pipeline",
+            savepoint("orphan", json!({"pipelineRef": "nowhere"})),
+            "PipelineNotFound",
+            "spec.pipelineRef",
+        ),
+        (
+            "an offsets savepoint with a path",
+            savepoint(
+                "offsets-path",
+                json!({"pipelineRef": "job", "type": "offsets", "path": "/x"}),
+            ),
+            "InvalidSpec",
+            "spec.path",
+        ),
+        (
+            "a range that ends before it starts",
+            backfill(
+                "backwards",
+                with(valid_backfill_spec(), "/to", json!("2025-12-01T00:00:00Z")),
+            ),
+            "InvalidSpec",
+            "spec.to",
+        ),
+        (
+            "a savepoint start without a savepoint",
+            backfill(
+                "no-start",
+                with(
+                    valid_backfill_spec(),
+                    "/startState",
+                    json!({"type": "savepoint"}),
+                ),
+            ),
+            "InvalidSpec",
+            "spec.startState.savepoint",
+        ),
     ]
 }
 
@@ -209,13 +525,28 @@ async fn the_operator_refuses_what_the_schema_cannot_within_seconds() {
     let client = testbed.client().await;
     let ns = testbed.namespace("semantic").await;
     // The referenced objects of the cases that are not about references.
-    create(&client, &ns, kcs(valid_kcs_spec())).await.expect("set");
-    create(&client, &ns, pipeline("job", valid_pipeline_spec())).await.expect("pipeline");
-    wait_for_ready(&client, &ns, "Pipeline", "job", Duration::from_secs(30), |c| c.reason == "SpecValid").await;
+    create(&client, &ns, kcs(valid_kcs_spec()))
+        .await
+        .expect("set");
+    create(&client, &ns, pipeline("job", valid_pipeline_spec()))
+        .await
+        .expect("pipeline");
+    wait_for_ready(
+        &client,
+        &ns,
+        "Pipeline",
+        "job",
+        Duration::from_secs(30),
+        |c| c.reason == "SpecValid",
+    )
+    .await;
     // The set is replaced by each of its cases in turn, in its own namespace.
     for (i, (what, object, reason, field)) in semantic_cases().into_iter().enumerate() {
         let kind = object["kind"].as_str().expect("kind").to_string();
-        let name = object["metadata"]["name"].as_str().expect("name").to_string();
+        let name = object["metadata"]["name"]
+            .as_str()
+            .expect("name")
+            .to_string();
         let target = if kind == "KafkaClusterSet" {
             testbed.namespace(&format!("semantic-set-{i}")).await
         } else {
@@ -224,18 +555,39 @@ async fn the_operator_refuses_what_the_schema_cannot_within_seconds() {
         create(&client, &target, object)
             .await
             .unwrap_or_else(|e| panic!("{what}: the schema should accept it: {e}"));
-        let ready = wait_for_ready(&client, &target, &kind, &name, VERDICT_WITHIN, |c| c.status == "False").await;
+        let ready = wait_for_ready(&client, &target, &kind, &name, VERDICT_WITHIN, |c| {
+            c.status == "False"
+        })
+        .await;
         assert_eq!(ready.reason, reason, "{what}: {}", ready.message);
-        assert!(ready.message.contains(field), "{what}: message does not name {field}: {}", ready.message);
-        let object = kappa_api(&client, &target, &kind).get(&name).await.expect("object");
+        assert!(
+            ready.message.contains(field),
+            "{what}: message does not name {field}: {}",
+            ready.message
+        );
+        let object = kappa_api(&client, &target, &kind)
+            .get(&name)
+            .await
+            .expect("object");
         assert_eq!(
-            object.data["status"]["observedGeneration"], object.metadata.generation.map_or(Value::Null, Value::from),
+            object.data["status"]["observedGeneration"],
+            object.metadata.generation.map_or(Value::Null, Value::from),
             "{what}: observedGeneration"
         );
     }
-    let events = testbed.kubectl(&["get", "events.events.k8s.io", "-n", &ns, "-o", "jsonpath={.items[*].reason}"]);
+    let events = testbed.kubectl(&[
+        "get",
+        "events.events.k8s.io",
+        "-n",
+        &ns,
+        "-o",
+        "jsonpath={.items[*].reason}",
+    ]);
     for reason in ["InvalidSpec", "KafkaClusterSetNotFound", "PipelineNotFound"] {
-        assert!(events.contains(reason), "an Event with reason {reason}: {events}");
+        assert!(
+            events.contains(reason),
+            "an Event with reason {reason}: {events}"
+        );
     }
     operator.assert_log_clean();
 }
@@ -249,11 +601,33 @@ async fn fixing_an_object_or_creating_its_reference_clears_the_condition() {
     let params = PatchParams::default();
 
     // A missing reference: the Pipeline recovers when its set appears.
-    create(&client, &ns, pipeline("job", valid_pipeline_spec())).await.expect("pipeline");
-    wait_for_ready(&client, &ns, "Pipeline", "job", VERDICT_WITHIN, |c| c.reason == "KafkaClusterSetNotFound").await;
-    create(&client, &ns, kcs(with(valid_kcs_spec(), "/streams", json!([{"name": "orders"}])))).await.expect("set");
-    let ready = wait_for_ready(&client, &ns, "Pipeline", "job", VERDICT_WITHIN, |c| c.reason != "KafkaClusterSetNotFound").await;
-    assert_eq!(ready.reason, "InvalidSpec", "the output stream is still undeclared: {}", ready.message);
+    create(&client, &ns, pipeline("job", valid_pipeline_spec()))
+        .await
+        .expect("pipeline");
+    wait_for_ready(&client, &ns, "Pipeline", "job", VERDICT_WITHIN, |c| {
+        c.reason == "KafkaClusterSetNotFound"
+    })
+    .await;
+    create(
+        &client,
+        &ns,
+        kcs(with(
+            valid_kcs_spec(),
+            "/streams",
+            json!([{"name": "orders"}]),
+        )),
+    )
+    .await
+    .expect("set");
+    let ready = wait_for_ready(&client, &ns, "Pipeline", "job", VERDICT_WITHIN, |c| {
+        c.reason != "KafkaClusterSetNotFound"
+    })
+    .await;
+    assert_eq!(
+        ready.reason, "InvalidSpec",
+        "the output stream is still undeclared: {}",
+        ready.message
+    );
 
     // A change to the referenced set re-validates the Pipeline.
     let streams = json!({"spec": {"streams": [{"name": "orders"}, {"name": "totals"}]}});
@@ -261,26 +635,45 @@ async fn fixing_an_object_or_creating_its_reference_clears_the_condition() {
         .patch("events", &params, &Patch::Merge(&streams))
         .await
         .expect("set patched");
-    wait_for_ready(&client, &ns, "Pipeline", "job", VERDICT_WITHIN, |c| c.reason == "SpecValid").await;
+    wait_for_ready(&client, &ns, "Pipeline", "job", VERDICT_WITHIN, |c| {
+        c.reason == "SpecValid"
+    })
+    .await;
 
     // Deleting the set makes it missing again.
     kappa_api(&client, &ns, "KafkaClusterSet")
         .delete("events", &Default::default())
         .await
         .expect("set deleted");
-    wait_for_ready(&client, &ns, "Pipeline", "job", VERDICT_WITHIN, |c| c.reason == "KafkaClusterSetNotFound").await;
+    wait_for_ready(&client, &ns, "Pipeline", "job", VERDICT_WITHIN, |c| {
+        c.reason == "KafkaClusterSetNotFound"
+    })
+    .await;
 
     // A fixed spec: the Backfill recovers and records the new generation.
-    create(&client, &ns, backfill("bf", with(valid_backfill_spec(), "/to", json!("2025-12-01T00:00:00Z"))))
-        .await
-        .expect("backfill");
-    wait_for_ready(&client, &ns, "Backfill", "bf", VERDICT_WITHIN, |c| c.reason == "InvalidSpec").await;
+    create(
+        &client,
+        &ns,
+        backfill(
+            "bf",
+            with(valid_backfill_spec(), "/to", json!("2025-12-01T00:00:00Z")),
+        ),
+    )
+    .await
+    .expect("backfill");
+    wait_for_ready(&client, &ns, "Backfill", "bf", VERDICT_WITHIN, |c| {
+        c.reason == "InvalidSpec"
+    })
+    .await;
     let fix = json!({"spec": {"to": "2026-03-01T00:00:00Z"}});
     kappa_api(&client, &ns, "Backfill")
         .patch("bf", &params, &Patch::Merge(&fix))
         .await
         .expect("backfill patched");
-    let ready = wait_for_ready(&client, &ns, "Backfill", "bf", VERDICT_WITHIN, |c| c.reason != "InvalidSpec").await;
+    let ready = wait_for_ready(&client, &ns, "Backfill", "bf", VERDICT_WITHIN, |c| {
+        c.reason != "InvalidSpec"
+    })
+    .await;
     assert_eq!(ready.reason, "SpecValid", "{}", ready.message);
     assert_eq!(ready.observed_generation, Some(2));
 }
@@ -291,14 +684,21 @@ async fn a_converged_object_is_not_written_again() {
     let operator = operator();
     let client = testbed.client().await;
     let ns = testbed.namespace("idle").await;
-    create(&client, &ns, pipeline("job", valid_pipeline_spec())).await.expect("pipeline");
-    wait_for_ready(&client, &ns, "Pipeline", "job", VERDICT_WITHIN, |c| c.reason == "KafkaClusterSetNotFound").await;
+    create(&client, &ns, pipeline("job", valid_pipeline_spec()))
+        .await
+        .expect("pipeline");
+    wait_for_ready(&client, &ns, "Pipeline", "job", VERDICT_WITHIN, |c| {
+        c.reason == "KafkaClusterSetNotFound"
+    })
+    .await;
     let resource_version = |object: kube::api::DynamicObject| object.metadata.resource_version;
     let api = kappa_api(&client, &ns, "Pipeline");
     let before = resource_version(api.get("job").await.expect("pipeline"));
     // A label change triggers a reconcile that must find nothing to write.
     let label = json!({"metadata": {"labels": {"touched": "yes"}}});
-    api.patch("job", &PatchParams::default(), &Patch::Merge(&label)).await.expect("labelled");
+    api.patch("job", &PatchParams::default(), &Patch::Merge(&label))
+        .await
+        .expect("labelled");
     let reconciles = operator.metric("kappa_reconcile_total{controller=\"pipeline\"}");
     let after_label = resource_version(api.get("job").await.expect("pipeline"));
     assert_ne!(before, after_label);
@@ -310,7 +710,10 @@ async fn a_converged_object_is_not_written_again() {
     }
     tokio::time::sleep(Duration::from_millis(500)).await;
     let after = resource_version(api.get("job").await.expect("pipeline"));
-    assert_eq!(after_label, after, "the reconcile after the label change wrote the object");
+    assert_eq!(
+        after_label, after,
+        "the reconcile after the label change wrote the object"
+    );
 }
 
 #[tokio::test]
@@ -319,8 +722,13 @@ async fn health_and_metrics_are_served() {
     let operator = operator();
     let client = testbed.client().await;
     let ns = testbed.namespace("metrics").await;
-    create(&client, &ns, savepoint("sp", json!({"pipelineRef": "job"}))).await.expect("savepoint");
-    wait_for_ready(&client, &ns, "Savepoint", "sp", VERDICT_WITHIN, |c| c.reason == "PipelineNotFound").await;
+    create(&client, &ns, savepoint("sp", json!({"pipelineRef": "job"})))
+        .await
+        .expect("savepoint");
+    wait_for_ready(&client, &ns, "Savepoint", "sp", VERDICT_WITHIN, |c| {
+        c.reason == "PipelineNotFound"
+    })
+    .await;
     let mut ready = None;
     for _ in 0..100 {
         ready = operator.http_get("/readyz");
@@ -330,7 +738,10 @@ async fn health_and_metrics_are_served() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     assert_eq!(ready.map(|(status, _)| status), Some(200));
-    assert_eq!(operator.http_get("/healthz").map(|(status, _)| status), Some(200));
+    assert_eq!(
+        operator.http_get("/healthz").map(|(status, _)| status),
+        Some(200)
+    );
     let (_, metrics) = operator.http_get("/metrics").expect("metrics");
     for name in [
         "kappa_build_info",

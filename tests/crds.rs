@@ -16,8 +16,16 @@ fn crd_files_match_the_types() {
     }
     let files = std::fs::read_dir(&dir)
         .expect("crds/ exists")
-        .filter_map(|entry| entry.ok().map(|e| e.file_name().to_string_lossy().into_owned()))
-        .filter(|name| !kappa_operator::api::crds().iter().any(|(file, _)| file == name))
+        .filter_map(|entry| {
+            entry
+                .ok()
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+        })
+        .filter(|name| {
+            !kappa_operator::api::crds()
+                .iter()
+                .any(|(file, _)| file == name)
+        })
         .collect::<Vec<_>>();
     assert!(
         stale.is_empty() && files.is_empty(),
@@ -29,10 +37,28 @@ fn crd_files_match_the_types() {
 fn every_crd_has_status_short_name_category_and_columns() {
     for (file, crd) in kappa_operator::api::crds() {
         let names = &crd.spec.names;
-        assert_eq!(names.categories.as_deref(), Some(&["kappa".to_string()][..]), "{file}");
+        assert_eq!(
+            names.categories.as_deref(),
+            Some(&["kappa".to_string()][..]),
+            "{file}"
+        );
         assert_eq!(names.short_names.as_ref().map(Vec::len), Some(1), "{file}");
         let version = &crd.spec.versions[0];
-        assert!(version.subresources.as_ref().and_then(|s| s.status.as_ref()).is_some(), "{file}");
-        assert!(version.additional_printer_columns.as_ref().map_or(0, Vec::len) >= 3, "{file}");
+        assert!(
+            version
+                .subresources
+                .as_ref()
+                .and_then(|s| s.status.as_ref())
+                .is_some(),
+            "{file}"
+        );
+        assert!(
+            version
+                .additional_printer_columns
+                .as_ref()
+                .map_or(0, Vec::len)
+                >= 3,
+            "{file}"
+        );
     }
 }

@@ -22,9 +22,22 @@ use super::common::{CommonStatus, DURATION_PATTERN, NAME_PATTERN};
     doc = "A reprocessing run of a Pipeline over a time range on temporary extra Kafka clusters.",
     printcolumn(name = "Pipeline", type_ = "string", json_path = ".spec.pipelineRef"),
     printcolumn(name = "Phase", type_ = "string", json_path = ".status.phase"),
-    printcolumn(name = "Progress", type_ = "string", json_path = ".status.progress.percent"),
-    printcolumn(name = "ETA", type_ = "string", json_path = ".status.progress.eta", priority = 1),
-    printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp")
+    printcolumn(
+        name = "Progress",
+        type_ = "string",
+        json_path = ".status.progress.percent"
+    ),
+    printcolumn(
+        name = "ETA",
+        type_ = "string",
+        json_path = ".status.progress.eta",
+        priority = 1
+    ),
+    printcolumn(
+        name = "Age",
+        type_ = "date",
+        json_path = ".metadata.creationTimestamp"
+    )
 )]
 #[serde(rename_all = "camelCase")]
 pub struct BackfillSpec {
@@ -128,7 +141,9 @@ pub enum Completion {
 }
 
 /// Phases of a backfill; each is recorded before it acts.
-#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, JsonSchema)]
+#[derive(
+    Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, JsonSchema,
+)]
 pub enum BackfillPhase {
     /// Accepted, not started.
     Pending,

@@ -23,11 +23,34 @@ use super::common::{
     shortname = "kcs",
     category = "kappa",
     doc = "An ordered set of immutable Kafka clusters carrying the same streams; clients are routed among them through the `<name>-discovery` ConfigMap.",
-    printcolumn(name = "Clusters", type_ = "integer", json_path = ".status.clusterCount", description = "Clusters in the set, ephemeral ones included"),
-    printcolumn(name = "Write Cluster", type_ = "string", json_path = ".spec.routing.writeCluster", description = "Where producers write"),
-    printcolumn(name = "Epoch", type_ = "integer", json_path = ".status.epoch", description = "Discovery document epoch"),
-    printcolumn(name = "Ready", type_ = "string", json_path = ".status.conditions[?(@.type==\"Ready\")].status"),
-    printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp")
+    printcolumn(
+        name = "Clusters",
+        type_ = "integer",
+        json_path = ".status.clusterCount",
+        description = "Clusters in the set, ephemeral ones included"
+    ),
+    printcolumn(
+        name = "Write Cluster",
+        type_ = "string",
+        json_path = ".spec.routing.writeCluster",
+        description = "Where producers write"
+    ),
+    printcolumn(
+        name = "Epoch",
+        type_ = "integer",
+        json_path = ".status.epoch",
+        description = "Discovery document epoch"
+    ),
+    printcolumn(
+        name = "Ready",
+        type_ = "string",
+        json_path = ".status.conditions[?(@.type==\"Ready\")].status"
+    ),
+    printcolumn(
+        name = "Age",
+        type_ = "date",
+        json_path = ".metadata.creationTimestamp"
+    )
 )]
 #[serde(rename_all = "camelCase")]
 pub struct KafkaClusterSetSpec {

@@ -1,5 +1,9 @@
 //! The `kappa.dev/v1alpha1` API: one module per kind.
 
+// Printer columns repeat `type_ = "string"` inside `#[kube(...)]`, which this
+// lint mistakes for duplicated attributes.
+#![allow(clippy::duplicated_attributes)]
+
 pub mod backfill;
 pub mod common;
 pub mod kafka_cluster_set;

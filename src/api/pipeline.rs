@@ -23,12 +23,40 @@ use super::common::{CommonStatus, Resources, DURATION_PATTERN, NAME_PATTERN};
     category = "kappa",
     doc = "A streaming job (Flink or a consumer app) reading and writing streams of a KafkaClusterSet.",
     printcolumn(name = "Engine", type_ = "string", json_path = ".spec.engine.type"),
-    printcolumn(name = "State", type_ = "string", json_path = ".status.phase", description = "Lifecycle phase"),
-    printcolumn(name = "Job", type_ = "string", json_path = ".status.job.state", description = "Job state reported by the engine"),
-    printcolumn(name = "Lag", type_ = "integer", json_path = ".status.totalLagRecords", description = "Records behind, over all inputs"),
-    printcolumn(name = "Last Savepoint", type_ = "date", json_path = ".status.lastSavepoint.time"),
-    printcolumn(name = "Ready", type_ = "string", json_path = ".status.conditions[?(@.type==\"Ready\")].status", priority = 1),
-    printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp")
+    printcolumn(
+        name = "State",
+        type_ = "string",
+        json_path = ".status.phase",
+        description = "Lifecycle phase"
+    ),
+    printcolumn(
+        name = "Job",
+        type_ = "string",
+        json_path = ".status.job.state",
+        description = "Job state reported by the engine"
+    ),
+    printcolumn(
+        name = "Lag",
+        type_ = "integer",
+        json_path = ".status.totalLagRecords",
+        description = "Records behind, over all inputs"
+    ),
+    printcolumn(
+        name = "Last Savepoint",
+        type_ = "date",
+        json_path = ".status.lastSavepoint.time"
+    ),
+    printcolumn(
+        name = "Ready",
+        type_ = "string",
+        json_path = ".status.conditions[?(@.type==\"Ready\")].status",
+        priority = 1
+    ),
+    printcolumn(
+        name = "Age",
+        type_ = "date",
+        json_path = ".metadata.creationTimestamp"
+    )
 )]
 #[serde(rename_all = "camelCase")]
 pub struct PipelineSpec {

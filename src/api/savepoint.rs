@@ -22,8 +22,17 @@ use super::common::{CommonStatus, NAME_PATTERN};
     printcolumn(name = "Pipeline", type_ = "string", json_path = ".spec.pipelineRef"),
     printcolumn(name = "Type", type_ = "string", json_path = ".spec.type"),
     printcolumn(name = "Phase", type_ = "string", json_path = ".status.phase"),
-    printcolumn(name = "Location", type_ = "string", json_path = ".status.location", priority = 1),
-    printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp")
+    printcolumn(
+        name = "Location",
+        type_ = "string",
+        json_path = ".status.location",
+        priority = 1
+    ),
+    printcolumn(
+        name = "Age",
+        type_ = "date",
+        json_path = ".metadata.creationTimestamp"
+    )
 )]
 #[serde(rename_all = "camelCase")]
 pub struct SavepointSpec {

@@ -43,7 +43,12 @@ pub struct Shared {
 
 impl Shared {
     /// Context for controllers watching `namespace`, or every namespace when `None`.
-    pub fn new(client: Client, recorder: Recorder, metrics: Arc<Metrics>, namespace: Option<String>) -> Self {
+    pub fn new(
+        client: Client,
+        recorder: Recorder,
+        metrics: Arc<Metrics>,
+        namespace: Option<String>,
+    ) -> Self {
         Self {
             client,
             recorder,
@@ -67,17 +72,24 @@ impl Shared {
     /// from 1 s to 5 min with jitter, so a broken object does not hot-loop.
     fn next_backoff(&self, uid: &str) -> Duration {
         let attempts = {
-            let mut failures = self.failures.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+            let mut failures = self
+                .failures
+                .lock()
+                .unwrap_or_else(|poisoned| poisoned.into_inner());
             let count = failures.entry(uid.to_string()).or_insert(0);
             *count = count.saturating_add(1);
             *count
         };
-        let base = Duration::from_secs(1u64 << attempts.min(9).saturating_sub(1)).min(Duration::from_secs(300));
+        let base = Duration::from_secs(1u64 << attempts.min(9).saturating_sub(1))
+            .min(Duration::from_secs(300));
         base + base.mul_f64(rand::rng().random_range(0.0..0.25))
     }
 
     fn reset_backoff(&self, uid: &str) {
-        let mut failures = self.failures.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        let mut failures = self
+            .failures
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
         failures.remove(uid);
     }
 }
@@ -116,17 +128,24 @@ type Watched<K> = (
 
 fn watch<K: Kind>(shared: &Shared) -> Watched<K> {
     let (reader, writer) = reflector::store();
-    let stream = watcher(shared.api::<DeserializeGuard<K>>(), watcher::Config::default())
-        .default_backoff()
-        .modify(|object: &mut DeserializeGuard<K>| object.managed_fields_mut().clear())
-        .reflect(writer)
-        .touched_objects()
-        .boxed();
+    let stream = watcher(
+        shared.api::<DeserializeGuard<K>>(),
+        watcher::Config::default(),
+    )
+    .default_backoff()
+    .modify(|object: &mut DeserializeGuard<K>| object.managed_fields_mut().clear())
+    .reflect(writer)
+    .touched_objects()
+    .boxed();
     (reader, stream)
 }
 
 /// Looks up `name` in the namespace of `of` in a cache.
-fn lookup<K: Kind, O: Resource>(store: &Store<DeserializeGuard<K>>, of: &O, name: &str) -> Option<Arc<DeserializeGuard<K>>> {
+fn lookup<K: Kind, O: Resource>(
+    store: &Store<DeserializeGuard<K>>,
+    of: &O,
+    name: &str,
+) -> Option<Arc<DeserializeGuard<K>>> {
     let mut key = ObjectRef::new(name);
     if let Some(ns) = of.meta().namespace.as_deref() {
         key = key.within(ns);
@@ -151,7 +170,11 @@ fn referrers<K: Kind, T: Resource>(
         .collect()
 }
 
-fn error_policy<K: Kind, S>(object: Arc<DeserializeGuard<K>>, error: &Error, ctx: Arc<Ctx<S>>) -> kube::runtime::controller::Action {
+fn error_policy<K: Kind, S>(
+    object: Arc<DeserializeGuard<K>>,
+    error: &Error,
+    ctx: Arc<Ctx<S>>,
+) -> kube::runtime::controller::Action {
     let delay = ctx.shared.next_backoff(&object.uid().unwrap_or_default());
     tracing::warn!(
         controller = K::CONTROLLER,

@@ -28,7 +28,13 @@ const SPEC_VALID: &str = "SpecValid";
 const EVENT_NOTE_LIMIT: usize = 1024;
 
 /// The status a verdict calls for, from the status the object has now.
-pub fn desired_status(kind: &str, current: Option<&CommonStatus>, generation: Option<i64>, verdict: &Verdict, now: Time) -> CommonStatus {
+pub fn desired_status(
+    kind: &str,
+    current: Option<&CommonStatus>,
+    generation: Option<i64>,
+    verdict: &Verdict,
+    now: Time,
+) -> CommonStatus {
     let mut conditions = current.map(|c| c.conditions.clone()).unwrap_or_default();
     let ready = match verdict.reason() {
         None => conditions::condition(
@@ -57,7 +63,11 @@ pub async fn reconcile<K: Kind>(
     validate: impl FnOnce(&K) -> Vec<SpecProblem>,
 ) -> Result<Action, Error> {
     let started = Instant::now();
-    shared.metrics.reconciles.with_label_values(&[K::CONTROLLER]).inc();
+    shared
+        .metrics
+        .reconciles
+        .with_label_values(&[K::CONTROLLER])
+        .inc();
     let result = reconcile_inner(shared, guard, validate).await;
     shared
         .metrics
@@ -80,11 +90,20 @@ async fn reconcile_inner<K: Kind>(
     guard: &DeserializeGuard<K>,
     validate: impl FnOnce(&K) -> Vec<SpecProblem>,
 ) -> Result<Action, Error> {
-    let namespace = guard.namespace().ok_or(Error::MissingObjectField("metadata.namespace"))?;
+    let namespace = guard
+        .namespace()
+        .ok_or(Error::MissingObjectField("metadata.namespace"))?;
     let name = guard.name_any();
-    let api: Api<DynamicObject> = Api::namespaced_with(shared.client.clone(), &namespace, &ApiResource::erase::<K>(&()));
+    let api: Api<DynamicObject> = Api::namespaced_with(
+        shared.client.clone(),
+        &namespace,
+        &ApiResource::erase::<K>(&()),
+    );
     let (verdict, current) = match &guard.0 {
-        Ok(object) => (Verdict::from_problems(validate(object)), object.common_status().cloned()),
+        Ok(object) => (
+            Verdict::from_problems(validate(object)),
+            object.common_status().cloned(),
+        ),
         Err(_) => unreadable::<K>(&api, &name).await?,
     };
     if deleting(guard) {
@@ -108,9 +127,17 @@ async fn reconcile_inner<K: Kind>(
         "kind": K::kind(&()),
         "status": desired,
     });
-    api.patch_status(&name, &PatchParams::apply(FIELD_MANAGER).force(), &Patch::Apply(&patch))
-        .await?;
-    shared.metrics.status_writes.with_label_values(&[K::CONTROLLER]).inc();
+    api.patch_status(
+        &name,
+        &PatchParams::apply(FIELD_MANAGER).force(),
+        &Patch::Apply(&patch),
+    )
+    .await?;
+    shared
+        .metrics
+        .status_writes
+        .with_label_values(&[K::CONTROLLER])
+        .inc();
     tracing::info!(
         controller = K::CONTROLLER,
         %namespace,
@@ -130,13 +157,19 @@ fn deleting<K: Resource>(object: &K) -> bool {
 /// The verdict on an object that the API server accepted but that does not
 /// read as its kind (possible where the schema keeps unknown fields, such as
 /// a consumer's pod template): names the offending field.
-async fn unreadable<K: Kind>(api: &Api<DynamicObject>, name: &str) -> Result<(Verdict, Option<CommonStatus>), Error> {
+async fn unreadable<K: Kind>(
+    api: &Api<DynamicObject>,
+    name: &str,
+) -> Result<(Verdict, Option<CommonStatus>), Error> {
     let raw = serde_json::to_value(api.get(name).await?)?;
     let current = raw
         .get("status")
         .and_then(|status| serde_json::from_value::<CommonStatus>(status.clone()).ok());
     let problem = match serde_path_to_error::deserialize::<_, K>(raw) {
-        Ok(_) => SpecProblem::invalid("spec", "the object changed while it was read; it will be read again"),
+        Ok(_) => SpecProblem::invalid(
+            "spec",
+            "the object changed while it was read; it will be read again",
+        ),
         Err(error) => SpecProblem::invalid(error.path().to_string(), error.inner().to_string()),
     };
     Ok((Verdict::from_problems(vec![problem]), current))
@@ -145,7 +178,12 @@ async fn unreadable<K: Kind>(api: &Api<DynamicObject>, name: &str) -> Result<(Ve
 /// An Event when the Ready reason changes: a Warning naming the problem, or
 /// a Normal one when a refused spec becomes valid. A first valid reconcile
 /// says nothing, so creating many valid objects creates no Events.
-async fn publish_event<K: Kind>(shared: &Shared, guard: &DeserializeGuard<K>, current: Option<&CommonStatus>, verdict: &Verdict) {
+async fn publish_event<K: Kind>(
+    shared: &Shared,
+    guard: &DeserializeGuard<K>,
+    current: Option<&CommonStatus>,
+    verdict: &Verdict,
+) {
     let previous = current.and_then(|c| conditions::find(&c.conditions, READY));
     let previous_reason = previous.map(|c| c.reason.as_str());
     let event = match verdict.reason() {
@@ -165,10 +203,16 @@ async fn publish_event<K: Kind>(shared: &Shared, guard: &DeserializeGuard<K>, cu
         },
         None => return,
     };
-    if previous_reason == Some(event.reason.as_str()) && previous.map(|c| &c.message) == event.note.as_ref() {
+    if previous_reason == Some(event.reason.as_str())
+        && previous.map(|c| &c.message) == event.note.as_ref()
+    {
         return;
     }
-    if let Err(error) = shared.recorder.publish(&event, &guard.object_ref(&())).await {
+    if let Err(error) = shared
+        .recorder
+        .publish(&event, &guard.object_ref(&()))
+        .await
+    {
         tracing::warn!(controller = K::CONTROLLER, name = guard.name_any(), %error, "could not publish an Event");
     }
 }
@@ -196,12 +240,18 @@ mod tests {
 
     #[test]
     fn an_unchanged_verdict_gives_an_unchanged_status() {
-        let verdict = Verdict::from_problems(vec![SpecProblem::invalid("spec.to", "must be after spec.from")]);
+        let verdict = Verdict::from_problems(vec![SpecProblem::invalid(
+            "spec.to",
+            "must be after spec.from",
+        )]);
         let first = desired_status("Backfill", None, Some(1), &verdict, at(1));
         let again = desired_status("Backfill", Some(&first), Some(1), &verdict, at(99));
         assert_eq!(first, again);
         let ready = conditions::find(&first.conditions, READY).expect("ready condition");
-        assert_eq!((ready.status.as_str(), ready.reason.as_str()), ("False", "InvalidSpec"));
+        assert_eq!(
+            (ready.status.as_str(), ready.reason.as_str()),
+            ("False", "InvalidSpec")
+        );
         assert_eq!(ready.message, "spec.to: must be after spec.from");
     }
 
@@ -211,7 +261,10 @@ mod tests {
         let refused = desired_status("Backfill", None, Some(1), &verdict, at(1));
         let fixed = desired_status("Backfill", Some(&refused), Some(2), &Verdict::Valid, at(5));
         let ready = conditions::find(&fixed.conditions, READY).expect("ready condition");
-        assert_eq!((ready.status.as_str(), ready.reason.as_str()), ("Unknown", SPEC_VALID));
+        assert_eq!(
+            (ready.status.as_str(), ready.reason.as_str()),
+            ("Unknown", SPEC_VALID)
+        );
         assert_eq!(ready.last_transition_time, at(5));
         assert_eq!(fixed.observed_generation, Some(2));
     }

@@ -48,7 +48,8 @@ impl Testbed {
             .ok()
             .and_then(|p| p.file_stem().map(|s| s.to_string_lossy().into_owned()))
             .unwrap_or_else(|| "tests".into());
-        let state = std::env::temp_dir().join(format!("kappa-testbed-{binary}-{}", std::process::id()));
+        let state =
+            std::env::temp_dir().join(format!("kappa-testbed-{binary}-{}", std::process::id()));
         let output = Command::new(repo().join("e2e/testbed/up"))
             .env("KAPPA_TESTBED_STATE", &state)
             .env("KAPPA_TESTBED_OWNER_PID", std::process::id().to_string())
@@ -64,7 +65,13 @@ impl Testbed {
             .expect("e2e/testbed/up prints KUBECONFIG");
         let testbed = Testbed { kubeconfig, state };
         testbed.kubectl(&["apply", "-f", &repo().join("crds").to_string_lossy()]);
-        testbed.kubectl(&["wait", "--for=condition=Established", "crd", "--all", "--timeout=60s"]);
+        testbed.kubectl(&[
+            "wait",
+            "--for=condition=Established",
+            "crd",
+            "--all",
+            "--timeout=60s",
+        ]);
         testbed.kubectl(&["create", "namespace", "kappa-system"]);
         testbed
     }
@@ -131,7 +138,10 @@ impl Operator {
     /// that it stops with it.
     pub fn start(testbed: &Testbed, identity: &str, args: &[&str]) -> Operator {
         let http = free_address();
-        let log = testbed.state.join("logs").join(format!("operator-{identity}.log"));
+        let log = testbed
+            .state
+            .join("logs")
+            .join(format!("operator-{identity}.log"));
         let log_file = std::fs::File::create(&log).expect("operator log file");
         let child = Command::new(env!("CARGO_BIN_EXE_kappa-operator"))
             .arg("run")
@@ -144,7 +154,10 @@ impl Operator {
             .spawn()
             .expect("operator starts");
         std::fs::write(
-            testbed.state.join("pids").join(format!("operator-{identity}.pid")),
+            testbed
+                .state
+                .join("pids")
+                .join(format!("operator-{identity}.pid")),
             child.id().to_string(),
         )
         .expect("operator pid file");
@@ -164,7 +177,9 @@ impl Operator {
 
     /// Sends SIGTERM and waits for the process to exit; returns whether it exited cleanly.
     pub fn terminate(&mut self) -> bool {
-        let _ = Command::new("kill").args(["-TERM", &self.child.id().to_string()]).status();
+        let _ = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status();
         self.child.wait().map(|s| s.success()).unwrap_or(false)
     }
 
@@ -172,11 +187,17 @@ impl Operator {
     pub fn http_get(&self, path: &str) -> Option<(u16, String)> {
         let mut stream = TcpStream::connect_timeout(&self.http, Duration::from_secs(2)).ok()?;
         stream.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
-        write!(stream, "GET {path} HTTP/1.1\r\nHost: test\r\nConnection: close\r\n\r\n").ok()?;
+        write!(
+            stream,
+            "GET {path} HTTP/1.1\r\nHost: test\r\nConnection: close\r\n\r\n"
+        )
+        .ok()?;
         let mut response = String::new();
         stream.read_to_string(&mut response).ok()?;
         let status = response.split_whitespace().nth(1)?.parse().ok()?;
-        let body = response.split_once("\r\n\r\n").map(|(_, b)| b.to_string())?;
+        let body = response
+            .split_once("\r\n\r\n")
+            .map(|(_, b)| b.to_string())?;
         Some((status, body))
     }
 
@@ -197,7 +218,12 @@ impl Operator {
             .filter(|line| line.contains("ERROR") || line.contains("panicked"))
             .filter(|line| !LOG_ALLOW_LIST.iter().any(|allowed| line.contains(allowed)))
             .collect();
-        assert!(bad.is_empty(), "operator {} logged errors:\n{}", self.identity, bad.join("\n"));
+        assert!(
+            bad.is_empty(),
+            "operator {} logged errors:\n{}",
+            self.identity,
+            bad.join("\n")
+        );
     }
 }
 
@@ -213,8 +239,15 @@ pub fn kappa_api(client: &Client, namespace: &str, kind: &str) -> Api<DynamicObj
 }
 
 /// Creates an object from JSON; the API server's error message when refused.
-pub async fn create(client: &Client, namespace: &str, object: serde_json::Value) -> Result<DynamicObject, String> {
-    let kind = object["kind"].as_str().expect("object has a kind").to_string();
+pub async fn create(
+    client: &Client,
+    namespace: &str,
+    object: serde_json::Value,
+) -> Result<DynamicObject, String> {
+    let kind = object["kind"]
+        .as_str()
+        .expect("object has a kind")
+        .to_string();
     let object: DynamicObject = serde_json::from_value(object).expect("object is an object");
     kappa_api(client, namespace, &kind)
         .create(&PostParams::default(), &object)

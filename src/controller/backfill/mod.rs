@@ -33,7 +33,10 @@ pub struct Stores {
     savepoints: Store<DeserializeGuard<Savepoint>>,
 }
 
-async fn reconcile(backfill: Arc<DeserializeGuard<Backfill>>, ctx: Arc<Ctx<Stores>>) -> Result<Action, Error> {
+async fn reconcile(
+    backfill: Arc<DeserializeGuard<Backfill>>,
+    ctx: Arc<Ctx<Stores>>,
+) -> Result<Action, Error> {
     verdict::reconcile(&ctx.shared, &backfill, |b| {
         let pipeline = lookup(&ctx.stores.pipelines, b, &b.spec.pipeline_ref);
         let savepoint = b
@@ -60,7 +63,9 @@ pub async fn run(shared: Arc<Shared>, shutdown: impl Future<Output = ()> + Send 
     let by_savepoint = reader.clone();
     let controller = Controller::for_stream(stream, reader)
         .watches_stream(pipelines_stream, move |pipeline| {
-            referrers(&by_pipeline, &pipeline, |b: &Backfill, name| b.spec.pipeline_ref == name)
+            referrers(&by_pipeline, &pipeline, |b: &Backfill, name| {
+                b.spec.pipeline_ref == name
+            })
         })
         .watches_stream(savepoints_stream, move |savepoint| {
             referrers(&by_savepoint, &savepoint, |b: &Backfill, name| {
@@ -69,7 +74,10 @@ pub async fn run(shared: Arc<Shared>, shutdown: impl Future<Output = ()> + Send 
         });
     let ctx = Arc::new(Ctx {
         shared,
-        stores: Stores { pipelines, savepoints },
+        stores: Stores {
+            pipelines,
+            savepoints,
+        },
     });
     drive(controller, ctx, reconcile, shutdown).await;
 }

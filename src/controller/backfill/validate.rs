@@ -19,7 +19,10 @@ pub fn validate(spec: &BackfillSpec, refs: &BackfillRefs) -> Vec<SpecProblem> {
     if spec.to.0 <= spec.from.0 {
         problems.push(SpecProblem::invalid(
             "spec.to",
-            format!("must be after spec.from ({} is not after {})", spec.to.0, spec.from.0),
+            format!(
+                "must be after spec.from ({} is not after {})",
+                spec.to.0, spec.from.0
+            ),
         ));
     }
     problems.extend(check_duration("spec.teardownAfter", &spec.teardown_after));
@@ -75,7 +78,9 @@ mod tests {
 
     #[test]
     fn the_range_must_move_forward() {
-        let s = spec(json!({"pipelineRef": "p", "from": "2026-02-01T00:00:00Z", "to": "2026-01-01T00:00:00Z"}));
+        let s = spec(
+            json!({"pipelineRef": "p", "from": "2026-02-01T00:00:00Z", "to": "2026-01-01T00:00:00Z"}),
+        );
         let refs = BackfillRefs {
             pipeline: Referenced::Missing,
             start_savepoint: None,
@@ -107,6 +112,9 @@ mod tests {
             pipeline: Referenced::Unreadable,
             start_savepoint: Some(Referenced::Missing),
         };
-        assert_eq!(validate(&s, &refs)[1].reason, ProblemReason::SavepointNotFound);
+        assert_eq!(
+            validate(&s, &refs)[1].reason,
+            ProblemReason::SavepointNotFound
+        );
     }
 }

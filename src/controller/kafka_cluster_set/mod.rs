@@ -21,7 +21,10 @@ impl Kind for KafkaClusterSet {
     }
 }
 
-async fn reconcile(set: Arc<DeserializeGuard<KafkaClusterSet>>, ctx: Arc<Ctx<()>>) -> Result<Action, Error> {
+async fn reconcile(
+    set: Arc<DeserializeGuard<KafkaClusterSet>>,
+    ctx: Arc<Ctx<()>>,
+) -> Result<Action, Error> {
     verdict::reconcile(&ctx.shared, &set, |set| validate::validate(&set.spec)).await
 }
 
@@ -29,5 +32,11 @@ async fn reconcile(set: Arc<DeserializeGuard<KafkaClusterSet>>, ctx: Arc<Ctx<()>
 pub async fn run(shared: Arc<Shared>, shutdown: impl Future<Output = ()> + Send + Sync + 'static) {
     let (reader, stream) = watch::<KafkaClusterSet>(&shared);
     let controller = Controller::for_stream(stream, reader);
-    drive(controller, Arc::new(Ctx { shared, stores: () }), reconcile, shutdown).await;
+    drive(
+        controller,
+        Arc::new(Ctx { shared, stores: () }),
+        reconcile,
+        shutdown,
+    )
+    .await;
 }

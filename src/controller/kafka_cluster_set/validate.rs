@@ -35,7 +35,10 @@ pub struct EffectiveCluster<'a> {
 }
 
 /// Merges a cluster's overrides onto the template.
-pub fn effective_cluster<'a>(spec: &'a KafkaClusterSetSpec, cluster: &'a ClusterEntry) -> EffectiveCluster<'a> {
+pub fn effective_cluster<'a>(
+    spec: &'a KafkaClusterSetSpec,
+    cluster: &'a ClusterEntry,
+) -> EffectiveCluster<'a> {
     let overrides = cluster.overrides.as_ref();
     let provider = overrides
         .and_then(|o| o.provider)
@@ -43,7 +46,8 @@ pub fn effective_cluster<'a>(spec: &'a KafkaClusterSetSpec, cluster: &'a Cluster
     let builtin = overrides
         .and_then(|o| o.builtin.as_ref())
         .or(spec.template.builtin.as_ref());
-    let has_external = overrides.and_then(|o| o.external.as_ref()).is_some() || spec.template.external.is_some();
+    let has_external =
+        overrides.and_then(|o| o.external.as_ref()).is_some() || spec.template.external.is_some();
     EffectiveCluster {
         provider,
         builtin,
@@ -131,18 +135,29 @@ fn check_routing(spec: &KafkaClusterSetSpec, problems: &mut Vec<SpecProblem>) {
             "spec.routing.writeCluster",
             format!(
                 "`{write}` is not one of the set's clusters ({})",
-                spec.clusters.iter().map(|c| c.name.as_str()).collect::<Vec<_>>().join(", ")
+                spec.clusters
+                    .iter()
+                    .map(|c| c.name.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", ")
             ),
         )),
-        Some(cluster) if cluster.role == ClusterRole::Backfill => problems.push(SpecProblem::invalid(
-            "spec.routing.writeCluster",
-            format!("`{write}` has role backfill, which never takes live writes"),
-        )),
+        Some(cluster) if cluster.role == ClusterRole::Backfill => {
+            problems.push(SpecProblem::invalid(
+                "spec.routing.writeCluster",
+                format!("`{write}` has role backfill, which never takes live writes"),
+            ))
+        }
         Some(_) => {}
     }
 }
 
-fn check_cluster(spec: &KafkaClusterSetSpec, i: usize, cluster: &ClusterEntry, problems: &mut Vec<SpecProblem>) {
+fn check_cluster(
+    spec: &KafkaClusterSetSpec,
+    i: usize,
+    cluster: &ClusterEntry,
+    problems: &mut Vec<SpecProblem>,
+) {
     let field = format!("spec.clusters[{i}]");
     let effective = effective_cluster(spec, cluster);
     let overrides = cluster.overrides.as_ref();
@@ -169,7 +184,11 @@ fn check_cluster(spec: &KafkaClusterSetSpec, i: usize, cluster: &ClusterEntry, p
         _ => {}
     }
     if let Some(builtin) = overrides.and_then(|o| o.builtin.as_ref()) {
-        check_broker_config(builtin, &format!("{field}.overrides.builtin.config"), problems);
+        check_broker_config(
+            builtin,
+            &format!("{field}.overrides.builtin.config"),
+            problems,
+        );
     }
 }
 
@@ -238,7 +257,11 @@ mod tests {
         }));
         assert_eq!(
             fields(&validate(&s)),
-            ["spec.streams[1].topic", "spec.streams[1].config[cleanup.policy]", "spec.streams[2].tieredStorage"]
+            [
+                "spec.streams[1].topic",
+                "spec.streams[1].config[cleanup.policy]",
+                "spec.streams[2].tieredStorage"
+            ]
         );
     }
 

@@ -43,7 +43,10 @@ pub(crate) fn referenced<K>(found: &Option<Arc<DeserializeGuard<K>>>) -> Referen
     }
 }
 
-async fn reconcile(pipeline: Arc<DeserializeGuard<Pipeline>>, ctx: Arc<Ctx<Stores>>) -> Result<Action, Error> {
+async fn reconcile(
+    pipeline: Arc<DeserializeGuard<Pipeline>>,
+    ctx: Arc<Ctx<Stores>>,
+) -> Result<Action, Error> {
     verdict::reconcile(&ctx.shared, &pipeline, |p| {
         let set = lookup(&ctx.stores.sets, p, &p.spec.cluster_set);
         let savepoint = p
@@ -70,7 +73,9 @@ pub async fn run(shared: Arc<Shared>, shutdown: impl Future<Output = ()> + Send 
     let by_savepoint = reader.clone();
     let controller = Controller::for_stream(stream, reader)
         .watches_stream(sets_stream, move |set| {
-            referrers(&by_set, &set, |p: &Pipeline, name| p.spec.cluster_set == name)
+            referrers(&by_set, &set, |p: &Pipeline, name| {
+                p.spec.cluster_set == name
+            })
         })
         .watches_stream(savepoints_stream, move |savepoint| {
             referrers(&by_savepoint, &savepoint, |p: &Pipeline, name| {

@@ -6,7 +6,10 @@ use crate::api::savepoint::{Savepoint, SavepointType};
 use crate::validation::{check_duration, ProblemReason, Referenced, SpecProblem};
 
 /// Flink configuration keys naming a default savepoint directory.
-const SAVEPOINT_DIR_KEYS: [&str; 2] = ["execution.checkpointing.savepoint-dir", "state.savepoints.dir"];
+const SAVEPOINT_DIR_KEYS: [&str; 2] = [
+    "execution.checkpointing.savepoint-dir",
+    "state.savepoints.dir",
+];
 
 /// The objects a Pipeline names.
 pub struct PipelineRefs<'a> {
@@ -88,7 +91,11 @@ fn check_engine(spec: &PipelineSpec, problems: &mut Vec<SpecProblem>) {
                 ));
                 return;
             };
-            let containers = consumer.template.spec.as_ref().map_or(0, |s| s.containers.len());
+            let containers = consumer
+                .template
+                .spec
+                .as_ref()
+                .map_or(0, |s| s.containers.len());
             if containers == 0 {
                 problems.push(SpecProblem::invalid(
                     "spec.engine.consumer.template.spec.containers",
@@ -101,7 +108,11 @@ fn check_engine(spec: &PipelineSpec, problems: &mut Vec<SpecProblem>) {
 
 fn check_streams(spec: &PipelineSpec, refs: &PipelineRefs, problems: &mut Vec<SpecProblem>) {
     for (i, output) in spec.outputs.iter().enumerate() {
-        if spec.inputs.iter().any(|input| input.stream == output.stream) {
+        if spec
+            .inputs
+            .iter()
+            .any(|input| input.stream == output.stream)
+        {
             problems.push(SpecProblem::invalid(
                 format!("spec.outputs[{i}].stream"),
                 format!(
@@ -139,7 +150,11 @@ fn check_streams(spec: &PipelineSpec, refs: &PipelineRefs, problems: &mut Vec<Sp
                 format!(
                     "stream `{stream}` is not declared by KafkaClusterSet `{}` (declared: {})",
                     spec.cluster_set,
-                    if declared.is_empty() { "none".to_string() } else { declared.join(", ") }
+                    if declared.is_empty() {
+                        "none".to_string()
+                    } else {
+                        declared.join(", ")
+                    }
                 ),
             ));
         }
@@ -179,10 +194,12 @@ fn check_restore(spec: &PipelineSpec, refs: &PipelineRefs, problems: &mut Vec<Sp
                 ));
             }
         }
-        (None, Some(_)) if spec.engine.type_ == EngineType::Consumer => problems.push(SpecProblem::invalid(
-            "spec.restoreFrom.path",
-            "a consumer engine restores from an offsets Savepoint, not a path",
-        )),
+        (None, Some(_)) if spec.engine.type_ == EngineType::Consumer => {
+            problems.push(SpecProblem::invalid(
+                "spec.restoreFrom.path",
+                "a consumer engine restores from an offsets Savepoint, not a path",
+            ))
+        }
         (None, Some(_)) => {}
     }
 }
@@ -316,6 +333,9 @@ mod tests {
         }));
         let problems = validate(&s, &refs);
         let fields: Vec<_> = problems.iter().map(|p| p.field.as_str()).collect();
-        assert_eq!(fields, ["spec.restoreFrom", "spec.savepoints.targetDirectory"]);
+        assert_eq!(
+            fields,
+            ["spec.restoreFrom", "spec.savepoints.targetDirectory"]
+        );
     }
 }

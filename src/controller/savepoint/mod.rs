@@ -41,9 +41,12 @@ pub async fn run(shared: Arc<Shared>, shutdown: impl Future<Output = ()> + Send 
     let (reader, stream) = watch::<Savepoint>(&shared);
     let (pipelines, pipelines_stream) = watch::<Pipeline>(&shared);
     let by_pipeline = reader.clone();
-    let controller = Controller::for_stream(stream, reader).watches_stream(pipelines_stream, move |pipeline| {
-        referrers(&by_pipeline, &pipeline, |s: &Savepoint, name| s.spec.pipeline_ref == name)
-    });
+    let controller =
+        Controller::for_stream(stream, reader).watches_stream(pipelines_stream, move |pipeline| {
+            referrers(&by_pipeline, &pipeline, |s: &Savepoint, name| {
+                s.spec.pipeline_ref == name
+            })
+        });
     let ctx = Arc::new(Ctx {
         shared,
         stores: pipelines,

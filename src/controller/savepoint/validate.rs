@@ -70,12 +70,14 @@ mod tests {
     #[test]
     fn the_type_must_fit_the_engine() {
         let pipeline = consumer_pipeline();
-        let spec: SavepointSpec = serde_json::from_value(json!({"pipelineRef": "counter"})).expect("spec");
+        let spec: SavepointSpec =
+            serde_json::from_value(json!({"pipelineRef": "counter"})).expect("spec");
         let problems = validate(&spec, &Referenced::Found(&pipeline));
         assert_eq!(problems.len(), 1);
         assert_eq!(problems[0].field, "spec.type");
         let spec: SavepointSpec =
-            serde_json::from_value(json!({"pipelineRef": "counter", "type": "offsets"})).expect("spec");
+            serde_json::from_value(json!({"pipelineRef": "counter", "type": "offsets"}))
+                .expect("spec");
         assert_eq!(validate(&spec, &Referenced::Found(&pipeline)), vec![]);
     }
 
@@ -89,7 +91,12 @@ mod tests {
         let fields: Vec<_> = problems.iter().map(|p| p.field.as_str()).collect();
         assert_eq!(
             fields,
-            ["spec.targetDirectory", "spec.targetDirectory", "spec.path", "spec.pipelineRef"]
+            [
+                "spec.targetDirectory",
+                "spec.targetDirectory",
+                "spec.path",
+                "spec.pipelineRef"
+            ]
         );
         assert_eq!(problems[3].reason, ProblemReason::PipelineNotFound);
     }
