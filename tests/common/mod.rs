@@ -64,7 +64,7 @@ impl Testbed {
             .map(PathBuf::from)
             .expect("e2e/testbed/up prints KUBECONFIG");
         let testbed = Testbed { kubeconfig, state };
-        testbed.kubectl(&["apply", "-f", &repo().join("crds").to_string_lossy()]);
+        testbed.kubectl(&["apply", "-k", &repo().join("crds").to_string_lossy()]);
         testbed.kubectl(&[
             "wait",
             "--for=condition=Established",
@@ -137,6 +137,16 @@ impl Operator {
     /// Starts `kappa-operator run` with `args`, registered with the testbed so
     /// that it stops with it.
     pub fn start(testbed: &Testbed, identity: &str, args: &[&str]) -> Operator {
+        Operator::start_as(testbed, &testbed.kubeconfig, identity, args)
+    }
+
+    /// Like [`Operator::start`], with the identity of another kubeconfig.
+    pub fn start_as(
+        testbed: &Testbed,
+        kubeconfig: &Path,
+        identity: &str,
+        args: &[&str],
+    ) -> Operator {
         let http = free_address();
         let log = testbed
             .state
@@ -147,7 +157,7 @@ impl Operator {
             .arg("run")
             .args(["--http-address", &http.to_string(), "--identity", identity])
             .args(args)
-            .env("KUBECONFIG", &testbed.kubeconfig)
+            .env("KUBECONFIG", kubeconfig)
             .env("RUST_LOG", "info,kube=warn")
             .stdout(Stdio::null())
             .stderr(log_file)
