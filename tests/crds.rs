@@ -1,11 +1,21 @@
-//! The YAML in `crds/` is what the types generate: edit the types, then run
-//! `cargo run -- crds --out crds`.
+//! The YAML in `crds/` and in the chart's `crds/` is what the types generate:
+//! edit the types, then run `cargo run -- crds --out crds` and
+//! `cargo run -- crds --out charts/kappa-operator/crds`.
 
 use std::path::PathBuf;
 
 #[test]
 fn crd_files_match_the_types() {
-    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("crds");
+    assert_generated("crds");
+}
+
+#[test]
+fn chart_crd_files_match_the_types() {
+    assert_generated("charts/kappa-operator/crds");
+}
+
+fn assert_generated(folder: &str) {
+    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(folder);
     let mut stale = Vec::new();
     for (file, crd) in kappa_operator::api::crds() {
         let generated = kappa_operator::api::crd_yaml(&crd).expect("CRD serializes");
@@ -15,7 +25,7 @@ fn crd_files_match_the_types() {
         }
     }
     let files = std::fs::read_dir(&dir)
-        .expect("crds/ exists")
+        .expect("the CRD folder exists")
         .filter_map(|entry| {
             entry
                 .ok()
@@ -30,7 +40,7 @@ fn crd_files_match_the_types() {
         .collect::<Vec<_>>();
     assert!(
         stale.is_empty() && files.is_empty(),
-        "crds/ is out of date (stale: {stale:?}, unknown: {files:?}); run `cargo run -- crds --out crds`"
+        "{folder} is out of date (stale: {stale:?}, unknown: {files:?}); run `cargo run -- crds --out {folder}`"
     );
 }
 
