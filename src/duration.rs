@@ -74,12 +74,18 @@ mod tests {
         ));
     }
 
-    #[test]
-    fn agrees_with_the_schema_pattern() {
-        let pattern = crate::api::common::DURATION_PATTERN;
-        assert_eq!(
-            pattern, "^([0-9]+(ms|s|m|h|d))+$",
-            "update parse_duration with the pattern"
-        );
+    proptest::proptest! {
+        /// Whatever the CRD's pattern lets through, the operator can read.
+        #[test]
+        fn reads_whatever_the_schema_pattern_accepts(text in "([0-9]{1,6}(ms|s|m|h|d)){1,4}") {
+            proptest::prop_assert!(parse_duration(&text).is_ok());
+        }
+
+        /// And it reads nothing the pattern refuses.
+        #[test]
+        fn refuses_whatever_the_schema_pattern_refuses(text in "[0-9a-z ]{0,8}") {
+            let pattern = regex::Regex::new(crate::api::common::DURATION_PATTERN).expect("pattern compiles");
+            proptest::prop_assert_eq!(parse_duration(&text).is_ok(), pattern.is_match(&text));
+        }
     }
 }

@@ -11,6 +11,7 @@ use kube::runtime::controller::Action;
 use kube::runtime::events::{Event, EventType};
 use kube::{Api, Resource, ResourceExt};
 use serde_json::json;
+use tracing::Instrument;
 
 use super::{Kind, Shared};
 use crate::api::common::CommonStatus;
@@ -68,7 +69,15 @@ pub async fn reconcile<K: Kind>(
         .reconciles
         .with_label_values(&[K::CONTROLLER])
         .inc();
-    let result = reconcile_inner(shared, guard, validate).await;
+    let span = tracing::info_span!(
+        "reconcile",
+        controller = K::CONTROLLER,
+        namespace = guard.namespace().unwrap_or_default(),
+        name = guard.name_any()
+    );
+    let result = reconcile_inner(shared, guard, validate)
+        .instrument(span)
+        .await;
     shared
         .metrics
         .reconcile_duration
@@ -139,9 +148,6 @@ async fn reconcile_inner<K: Kind>(
         .with_label_values(&[K::CONTROLLER])
         .inc();
     tracing::info!(
-        controller = K::CONTROLLER,
-        %namespace,
-        %name,
         generation,
         reason = verdict.reason().map_or(SPEC_VALID, |r| r.as_str()),
         "status updated"
