@@ -58,8 +58,22 @@ async fn wait_for_holder(
     }
 }
 
-fn savepoint(name: &str) -> serde_json::Value {
-    json!({"apiVersion": "kappa.dev/v1alpha1", "kind": "Savepoint", "metadata": {"name": name}, "spec": {"pipelineRef": "missing"}})
+/// Creates a Savepoint of a missing pipeline and waits for the leader's verdict on it.
+async fn assert_reconciled(client: &kube::Client, ns: &str, name: &str) {
+    let savepoint = json!({
+        "apiVersion": "kappa.dev/v1alpha1", "kind": "Savepoint",
+        "metadata": {"name": name}, "spec": {"pipelineRef": "missing"}
+    });
+    create(client, ns, savepoint).await.expect("savepoint");
+    wait_for_ready(
+        client,
+        ns,
+        "Savepoint",
+        name,
+        Duration::from_secs(10),
+        |c| c.reason == "PipelineNotFound",
+    )
+    .await;
 }
 
 #[tokio::test]
@@ -73,18 +87,7 @@ async fn one_replica_leads_and_the_other_takes_over_when_it_dies() {
     let leader = wait_for_holder(&leases, |h| h.is_some(), Duration::from_secs(30))
         .await
         .expect("a holder");
-    create(&client, &ns, savepoint("first"))
-        .await
-        .expect("savepoint");
-    wait_for_ready(
-        &client,
-        &ns,
-        "Savepoint",
-        "first",
-        Duration::from_secs(10),
-        |c| c.reason == "PipelineNotFound",
-    )
-    .await;
+    assert_reconciled(&client, &ns, "first").await;
 
     let leader_index = replicas
         .iter()
@@ -111,18 +114,7 @@ async fn one_replica_leads_and_the_other_takes_over_when_it_dies() {
     let killed_at = Instant::now();
     let standby = replicas[standby_index].identity.clone();
     wait_for_holder(&leases, |h| h == Some(standby.as_str()), LEASE_DURATION * 3).await;
-    create(&client, &ns, savepoint("second"))
-        .await
-        .expect("savepoint");
-    wait_for_ready(
-        &client,
-        &ns,
-        "Savepoint",
-        "second",
-        Duration::from_secs(10),
-        |c| c.reason == "PipelineNotFound",
-    )
-    .await;
+    assert_reconciled(&client, &ns, "second").await;
     let handover = killed_at.elapsed();
     println!(
         "handover after the leader was killed: {handover:?} (lease duration {LEASE_DURATION:?})"
