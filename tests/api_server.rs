@@ -6,12 +6,10 @@ mod common;
 use std::sync::OnceLock;
 use std::time::Duration;
 
-use common::{create, kappa_api, wait_for_ready, yaml_documents, Operator, Testbed};
+use common::objects::*;
+use common::{create, kappa_api, wait_for_ready, Operator, Testbed};
 use kube::api::{Patch, PatchParams};
 use serde_json::{json, Value};
-
-/// The semantic verdict must arrive within this long of creating an object.
-const VERDICT_WITHIN: Duration = Duration::from_secs(5);
 
 /// One operator for the whole binary, watching every namespace.
 fn operator() -> &'static Operator {
@@ -23,61 +21,6 @@ fn operator() -> &'static Operator {
             &["--no-leader-election"],
         )
     })
-}
-
-fn kcs(spec: Value) -> Value {
-    json!({"apiVersion": "kappa.dev/v1alpha1", "kind": "KafkaClusterSet", "metadata": {"name": "events"}, "spec": spec})
-}
-
-fn valid_kcs_spec() -> Value {
-    json!({
-        "template": {"provider": "external", "external": {"bootstrapServers": ["kafka:9092"]}},
-        "clusters": [{"name": "blue"}],
-        "streams": [{"name": "orders"}, {"name": "totals"}],
-        "routing": {"writeCluster": "blue"}
-    })
-}
-
-fn pipeline(name: &str, spec: Value) -> Value {
-    json!({"apiVersion": "kappa.dev/v1alpha1", "kind": "Pipeline", "metadata": {"name": name}, "spec": spec})
-}
-
-fn valid_pipeline_spec() -> Value {
-    json!({
-        "clusterSet": "events",
-        "inputs": [{"stream": "orders"}],
-        "outputs": [{"stream": "totals"}],
-        "engine": {"type": "flink", "flink": {"mode": "session", "sessionUrl": "http://flink:8081", "jarUri": "https://x/job.jar"}}
-    })
-}
-
-fn savepoint(name: &str, spec: Value) -> Value {
-    json!({"apiVersion": "kappa.dev/v1alpha1", "kind": "Savepoint", "metadata": {"name": name}, "spec": spec})
-}
-
-fn backfill(name: &str, spec: Value) -> Value {
-    json!({"apiVersion": "kappa.dev/v1alpha1", "kind": "Backfill", "metadata": {"name": name}, "spec": spec})
-}
-
-fn valid_backfill_spec() -> Value {
-    json!({"pipelineRef": "job", "from": "2026-01-01T00:00:00Z", "to": "2026-02-01T00:00:00Z"})
-}
-
-/// `base` with the JSON pointer `path` set to `value` (or removed when `value` is null).
-fn with(mut base: Value, path: &str, value: Value) -> Value {
-    let (parent, key) = path.rsplit_once('/').expect("path has a parent");
-    let target = base.pointer_mut(parent).expect("parent exists");
-    match (target, value) {
-        (Value::Object(map), Value::Null) => {
-            map.remove(key);
-        }
-        (Value::Object(map), value) => {
-            map.insert(key.to_string(), value);
-        }
-        (Value::Array(items), value) => items[key.parse::<usize>().expect("index")] = value,
-        _ => panic!("cannot set {path}"),
-    }
-    base
 }
 
 #[tokio::test]
@@ -125,36 +68,7 @@ async fn every_example_is_accepted_and_found_valid() {
     operator();
     let client = testbed.client().await;
     let ns = testbed.namespace("examples").await;
-    let mut objects = Vec::new();
-    let examples =
-        std::fs::read_dir(common::repo().join("manifests/examples")).expect("examples folder");
-    for entry in examples {
-        let path = entry.expect("example entry").path();
-        if path
-            .file_name()
-            .is_some_and(|name| name == "kustomization.yaml")
-        {
-            continue;
-        }
-        for document in yaml_documents(&path) {
-            let name = document["metadata"]["name"]
-                .as_str()
-                .expect("example name")
-                .to_string();
-            let kind = document["kind"].as_str().expect("example kind").to_string();
-            create(&client, &ns, document)
-                .await
-                .unwrap_or_else(|e| panic!("{} refused: {e}", path.display()));
-            objects.push((kind, name));
-        }
-    }
-    assert!(objects.len() >= 4, "examples cover the kinds: {objects:?}");
-    for (kind, name) in objects {
-        wait_for_ready(&client, &ns, &kind, &name, Duration::from_secs(30), |c| {
-            c.reason == "SpecValid"
-        })
-        .await;
-    }
+    common::objects::assert_examples_valid(&client, &ns).await;
     operator().assert_log_clean();
 }
 
@@ -387,214 +301,13 @@ async fn the_schema_refuses_malformed_objects_naming_the_field() {
 
 /// Objects the schema accepts but the operator refuses, with the reason and
 /// the field its message must name.
-fn semantic_cases() -> Vec<(&'static str, Value, &'static str, &'static str)> {
-    let consumer =
-        json!({"type": "consumer", "consumer": {"template": {"spec": {"containers": "app"}}}});
-    vec![
-        (
-            "a write cluster not in the set",
-            kcs(with(
-                valid_kcs_spec(),
-                "/routing/writeCluster",
-                json!("red"),
-            )),
-            "InvalidSpec",
-            "spec.routing.writeCluster",
-        ),
-        (
-            "two streams on one topic",
-            kcs(with(
-                valid_kcs_spec(),
-                "/streams",
-                json!([{"name": "a", "topic": "t"}, {"name": "b", "topic": "t"}]),
-            )),
-            "InvalidSpec",
-            "spec.streams[1].topic",
-        ),
-        (
-            "a raw key for a typed field",
-            kcs(with(
-                valid_kcs_spec(),
-                "/streams",
-                json!([{"name": "a", "config": {"cleanup.policy": "compact"}}]),
-            )),
-            "InvalidSpec",
-            "spec.streams[0].config[cleanup.policy]",
-        ),
-        (
-            "an external cluster without servers",
-            kcs(with(
-                valid_kcs_spec(),
-                "/template",
-                json!({"provider": "external"}),
-            )),
-            "InvalidSpec",
-            "spec.clusters[0].overrides.external",
-        ),
-        (
-            "an undeclared input stream",
-            pipeline(
-                "undeclared",
-                with(
-                    valid_pipeline_spec(),
-                    "/inputs",
-                    json!([{"stream": "payments"}]),
-                ),
-            ),
-            "InvalidSpec",
-            "spec.inputs[0].stream",
-        ),
-        (
-            "a missing cluster set",
-            pipeline(
-                "orphan",
-                with(valid_pipeline_spec(), "/clusterSet", json!("nowhere")),
-            ),
-            "KafkaClusterSetNotFound",
-            "spec.clusterSet",
-        ),
-        (
-            "a flink engine without its section",
-            pipeline(
-                "no-flink",
-                with(valid_pipeline_spec(), "/engine", json!({"type": "flink"})),
-            ),
-            "InvalidSpec",
-            "spec.engine.flink",
-        ),
-        (
-            "two restore sources",
-            pipeline(
-                "two-sources",
-                with(
-                    valid_pipeline_spec(),
-                    "/restoreFrom",
-                    json!({"savepoint": "a", "path": "/b"}),
-                ),
-            ),
-            "InvalidSpec",
-            "spec.restoreFrom",
-        ),
-        (
-            "a pod template of the wrong shape",
-            pipeline(
-                "bad-template",
-                with(valid_pipeline_spec(), "/engine", consumer),
-            ),
-            "InvalidSpec",
-            "spec.engine.consumer.template.spec.containers",
-        ),
-        (
-            "a savepoint of a missing pipeline",
-            savepoint("orphan", json!({"pipelineRef": "nowhere"})),
-            "PipelineNotFound",
-            "spec.pipelineRef",
-        ),
-        (
-            "an offsets savepoint with a path",
-            savepoint(
-                "offsets-path",
-                json!({"pipelineRef": "job", "type": "offsets", "path": "/x"}),
-            ),
-            "InvalidSpec",
-            "spec.path",
-        ),
-        (
-            "a range that ends before it starts",
-            backfill(
-                "backwards",
-                with(valid_backfill_spec(), "/to", json!("2025-12-01T00:00:00Z")),
-            ),
-            "InvalidSpec",
-            "spec.to",
-        ),
-        (
-            "a savepoint start without a savepoint",
-            backfill(
-                "no-start",
-                with(
-                    valid_backfill_spec(),
-                    "/startState",
-                    json!({"type": "savepoint"}),
-                ),
-            ),
-            "InvalidSpec",
-            "spec.startState.savepoint",
-        ),
-    ]
-}
-
 #[tokio::test]
 async fn the_operator_refuses_what_the_schema_cannot_within_seconds() {
     let testbed = Testbed::get();
     let operator = operator();
     let client = testbed.client().await;
     let ns = testbed.namespace("semantic").await;
-    // The referenced objects of the cases that are not about references.
-    create(&client, &ns, kcs(valid_kcs_spec()))
-        .await
-        .expect("set");
-    create(&client, &ns, pipeline("job", valid_pipeline_spec()))
-        .await
-        .expect("pipeline");
-    wait_for_ready(
-        &client,
-        &ns,
-        "Pipeline",
-        "job",
-        Duration::from_secs(30),
-        |c| c.reason == "SpecValid",
-    )
-    .await;
-    // The set is replaced by each of its cases in turn, in its own namespace.
-    for (i, (what, object, reason, field)) in semantic_cases().into_iter().enumerate() {
-        let kind = object["kind"].as_str().expect("kind").to_string();
-        let name = object["metadata"]["name"]
-            .as_str()
-            .expect("name")
-            .to_string();
-        let target = if kind == "KafkaClusterSet" {
-            testbed.namespace(&format!("semantic-set-{i}")).await
-        } else {
-            ns.clone()
-        };
-        create(&client, &target, object)
-            .await
-            .unwrap_or_else(|e| panic!("{what}: the schema should accept it: {e}"));
-        let ready = wait_for_ready(&client, &target, &kind, &name, VERDICT_WITHIN, |c| {
-            c.status == "False"
-        })
-        .await;
-        assert_eq!(ready.reason, reason, "{what}: {}", ready.message);
-        assert!(
-            ready.message.contains(field),
-            "{what}: message does not name {field}: {}",
-            ready.message
-        );
-        let object = kappa_api(&client, &target, &kind)
-            .get(&name)
-            .await
-            .expect("object");
-        assert_eq!(
-            object.data["status"]["observedGeneration"],
-            object.metadata.generation.map_or(Value::Null, Value::from),
-            "{what}: observedGeneration"
-        );
-    }
-    let events = testbed.kubectl(&[
-        "get",
-        "events.events.k8s.io",
-        "-n",
-        &ns,
-        "-o",
-        "jsonpath={.items[*].reason}",
-    ]);
-    for reason in ["InvalidSpec", "KafkaClusterSetNotFound", "PipelineNotFound"] {
-        assert!(
-            events.contains(reason),
-            "an Event with reason {reason}: {events}"
-        );
-    }
+    common::objects::assert_semantic_verdicts(testbed, &client, &ns).await;
     operator.assert_log_clean();
 }
 

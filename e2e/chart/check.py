@@ -61,7 +61,7 @@ def test_two_replicas_without_a_lease_are_refused():
 
 def test_renderings_are_accepted_by_the_api_server():
     state = tempfile.mkdtemp(prefix="kappa-chart-")
-    env = dict(os.environ, KAPPA_TESTBED_STATE=state)
+    env = dict(os.environ, KAPPA_TESTBED_STATE=state, KAPPA_TESTBED_NODE="0")
     up = subprocess.run([ROOT / "e2e/testbed/up"], env=env, capture_output=True, text=True)
     try:
         assert up.returncode == 0, up.stderr

@@ -4,6 +4,14 @@ set -euo pipefail
 KUBERNETES_VERSION=1.20.2
 TESTBED_CACHE="${KAPPA_TESTBED_CACHE:-$HOME/.cache/kappa-testbed}"
 K8S_BIN="$TESTBED_CACHE/kubernetes-$KUBERNETES_VERSION/bin"
+K8S_BINARIES="kube-apiserver kube-controller-manager kube-scheduler kubelet kube-proxy"
+# The node's network: one bridge whose gateway address the host owns; the API
+# server listens there too so that pods reach it. One node per machine.
+NODE_NAME=kappa-node
+NODE_BRIDGE=kappa0
+NODE_IP=10.244.0.1
+POD_CIDR=10.244.0.0/24
+SERVICE_CIDR=10.0.0.0/24
 # Runtime state of one running testbed (certificates, data, logs, pids).
 TESTBED_STATE="${KAPPA_TESTBED_STATE:-${TMPDIR:-/tmp}/kappa-testbed}"
 
@@ -29,4 +37,24 @@ apt_install() {
 # A TCP port nobody listens on right now.
 free_port() {
   python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1]); s.close()'
+}
+
+# Runs a long-lived service in its own session, logging to logs/<name>.log and
+# recording its pid in pids/<name>.pid (which is how `down` finds it).
+start() {
+  local name="$1"; shift
+  setsid "$@" >"$TESTBED_STATE/logs/$name.log" 2>&1 < /dev/null &
+  echo $! >"$TESTBED_STATE/pids/$name.pid"
+}
+
+# wait_for WHAT SECONDS LOGFILE COMMAND...: retries COMMAND until it succeeds,
+# or fails naming WHAT and showing the end of its log.
+wait_for() {
+  local what="$1" seconds="$2" logfile="$3"; shift 3
+  for _ in $(seq $((seconds * 5))); do
+    if "$@" >/dev/null 2>&1; then return 0; fi
+    sleep 0.2
+  done
+  tail -20 "$logfile" >&2 || true
+  die "$what did not become ready within ${seconds}s (log: $logfile)"
 }

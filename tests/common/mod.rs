@@ -3,6 +3,8 @@
 //! operator binary as a child process, and a namespace per test.
 #![allow(dead_code)] // each test binary uses a different part of the harness
 
+pub mod objects;
+
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
@@ -40,10 +42,17 @@ impl Testbed {
     /// Starts the control plane on first use and installs the CRDs from `crds/`.
     pub fn get() -> &'static Testbed {
         static TESTBED: OnceLock<Testbed> = OnceLock::new();
-        TESTBED.get_or_init(Testbed::start)
+        TESTBED.get_or_init(|| Testbed::start(false))
     }
 
-    fn start() -> Testbed {
+    /// Like [`Testbed::get`], with a real node (kubelet, containerd, DNS) so
+    /// that pods run. One such testbed runs on a machine at a time.
+    pub fn with_node() -> &'static Testbed {
+        static TESTBED: OnceLock<Testbed> = OnceLock::new();
+        TESTBED.get_or_init(|| Testbed::start(true))
+    }
+
+    fn start(node: bool) -> Testbed {
         let binary = std::env::current_exe()
             .ok()
             .and_then(|p| p.file_stem().map(|s| s.to_string_lossy().into_owned()))
@@ -52,6 +61,7 @@ impl Testbed {
             std::env::temp_dir().join(format!("kappa-testbed-{binary}-{}", std::process::id()));
         let output = Command::new(repo().join("e2e/testbed/up"))
             .env("KAPPA_TESTBED_STATE", &state)
+            .env("KAPPA_TESTBED_NODE", if node { "1" } else { "0" })
             .env("KAPPA_TESTBED_OWNER_PID", std::process::id().to_string())
             .stderr(Stdio::inherit())
             .output()

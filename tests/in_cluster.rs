@@ -1,0 +1,212 @@
+//! The operator in-cluster on the testbed's real node, deployed from
+//! `manifests/` under its own ServiceAccount: the node runs pods, Services and
+//! DNS work from pods, `kubectl logs`/`exec` work, the validation tests pass
+//! against the in-cluster operator, no call is refused, and killing the
+//! leader pod while it reconciles converges.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::objects::{
+    assert_examples_valid, assert_semantic_verdicts, pipeline, valid_pipeline_spec,
+};
+use common::{create, kappa_api, Testbed};
+use k8s_openapi::api::coordination::v1::Lease;
+use kube::Api;
+use serde_json::json;
+
+/// Lines of the operator pods' logs that must not appear: a refused call, an error.
+const FORBIDDEN_LOG_WORDS: [&str; 4] = ["403", "forbidden", "\"level\":\"ERROR\"", "panicked"];
+
+fn deploy_operator(testbed: &Testbed) {
+    testbed.kubectl(&[
+        "apply",
+        "-k",
+        &common::repo().join("manifests").to_string_lossy(),
+    ]);
+    let rollout = testbed.kubectl_output(&[
+        "-n",
+        "kappa-system",
+        "rollout",
+        "status",
+        "deployment/kappa-operator",
+        "--timeout=180s",
+    ]);
+    if !rollout.status.success() {
+        let pods = testbed.kubectl_output(&["-n", "kappa-system", "describe", "pods"]);
+        panic!(
+            "the operator did not roll out: {}\n{}",
+            String::from_utf8_lossy(&rollout.stderr),
+            String::from_utf8_lossy(&pods.stdout)
+        );
+    }
+}
+
+fn operator_pods(testbed: &Testbed) -> Vec<String> {
+    testbed
+        .kubectl(&[
+            "-n",
+            "kappa-system",
+            "get",
+            "pods",
+            "-l",
+            "app.kubernetes.io/name=kappa-operator",
+            "--field-selector=status.phase=Running",
+            "-o",
+            "jsonpath={.items[*].metadata.name}",
+        ])
+        .split_whitespace()
+        .map(str::to_string)
+        .collect()
+}
+
+fn assert_pods_logged_no_refusal(testbed: &Testbed) {
+    for pod in operator_pods(testbed) {
+        let log = testbed.kubectl(&["-n", "kappa-system", "logs", &pod]);
+        for word in FORBIDDEN_LOG_WORDS {
+            assert!(!log.contains(word), "pod {pod} logged `{word}`:\n{log}");
+        }
+    }
+}
+
+async fn lease_holder(leases: &Api<Lease>) -> Option<String> {
+    leases
+        .get_opt("kappa-operator-leader")
+        .await
+        .ok()
+        .flatten()
+        .and_then(|lease| lease.spec?.holder_identity)
+}
+
+/// A pod with a shell in the testbed's busybox image; returns its name.
+fn shell_pod(testbed: &Testbed, ns: &str, name: &str, command: &str) {
+    testbed.kubectl(&[
+        "-n",
+        ns,
+        "run",
+        name,
+        "--image=kappa-busybox:1",
+        "--image-pull-policy=Never",
+        "--restart=Never",
+        "--labels",
+        &format!("app={name}"),
+        "--command",
+        "--",
+        "sh",
+        "-c",
+        command,
+    ]);
+    testbed.kubectl(&[
+        "-n",
+        ns,
+        "wait",
+        "--for=condition=Ready",
+        &format!("pod/{name}"),
+        "--timeout=120s",
+    ]);
+}
+
+#[tokio::test]
+async fn the_operator_runs_in_cluster_and_survives_losing_its_leader() {
+    let testbed = Testbed::with_node();
+    let client = testbed.client().await;
+
+    // Pods, a Service, cluster DNS, kubectl exec.
+    let ns = testbed.namespace("node").await;
+    shell_pod(
+        testbed,
+        &ns,
+        "web",
+        "echo served-by-web > /tmp/index.html && httpd -f -p 8080 -h /tmp",
+    );
+    testbed.kubectl(&[
+        "-n",
+        &ns,
+        "expose",
+        "pod",
+        "web",
+        "--port=80",
+        "--target-port=8080",
+    ]);
+    shell_pod(testbed, &ns, "client", "sleep 3600");
+    let url = format!("http://web.{ns}.svc.cluster.local/index.html");
+    let mut fetched = String::new();
+    for _ in 0..60 {
+        let output =
+            testbed.kubectl_output(&["-n", &ns, "exec", "client", "--", "wget", "-qO-", &url]);
+        fetched = String::from_utf8_lossy(&output.stdout).into_owned();
+        if fetched.contains("served-by-web") {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    assert!(
+        fetched.contains("served-by-web"),
+        "a pod reaches a Service by its DNS name: {fetched:?}"
+    );
+
+    // The operator from manifests/, under its ServiceAccount and shipped RBAC.
+    deploy_operator(testbed);
+    assert_eq!(operator_pods(testbed).len(), 2, "two replicas run");
+    let examples = testbed.namespace("in-cluster-examples").await;
+    assert_examples_valid(&client, &examples).await;
+    let semantic = testbed.namespace("in-cluster").await;
+    assert_semantic_verdicts(testbed, &client, &semantic).await;
+    assert_pods_logged_no_refusal(testbed);
+
+    // Kill the leader pod while it reconciles a burst of new objects.
+    let leases: Api<Lease> = Api::namespaced(client.clone(), "kappa-system");
+    let leader = lease_holder(&leases)
+        .await
+        .expect("a leader holds the lease");
+    let burst = testbed.namespace("burst").await;
+    let count = 100;
+    for i in 0..count {
+        create(
+            &client,
+            &burst,
+            pipeline(&format!("job-{i}"), valid_pipeline_spec()),
+        )
+        .await
+        .expect("pipeline");
+        if i == count / 4 {
+            testbed.kubectl(&[
+                "-n",
+                "kappa-system",
+                "delete",
+                "pod",
+                &leader,
+                "--grace-period=0",
+                "--force",
+                "--wait=false",
+            ]);
+        }
+    }
+    let killed_at = Instant::now();
+    let api = kappa_api(&client, &burst, "Pipeline");
+    let mut missing = count;
+    while killed_at.elapsed() < Duration::from_secs(90) {
+        let list = api.list(&Default::default()).await.expect("pipelines");
+        missing = list
+            .items
+            .iter()
+            .filter(|p| p.data["status"]["observedGeneration"] != json!(p.metadata.generation))
+            .count();
+        if missing == 0 && list.items.len() == count {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    assert_eq!(
+        missing, 0,
+        "every pipeline got its status after the leader was killed"
+    );
+    println!(
+        "all {count} pipelines converged {:?} after the leader pod was killed",
+        killed_at.elapsed()
+    );
+    let new_leader = lease_holder(&leases).await.expect("a new leader");
+    assert_ne!(new_leader, leader, "another replica took over");
+    assert_pods_logged_no_refusal(testbed);
+}
