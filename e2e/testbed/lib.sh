@@ -5,6 +5,8 @@ KUBERNETES_VERSION=1.20.2
 TESTBED_CACHE="${KAPPA_TESTBED_CACHE:-$HOME/.cache/kappa-testbed}"
 K8S_BIN="$TESTBED_CACHE/kubernetes-$KUBERNETES_VERSION/bin"
 K8S_BINARIES="kube-apiserver kube-controller-manager kube-scheduler kubelet kube-proxy"
+TANSU_VERSION=0.6.0
+TANSU_HOME="$TESTBED_CACHE/tansu-$TANSU_VERSION"
 # The node's network: one bridge whose gateway address the host owns; the API
 # server listens there too so that pods reach it. One node per machine.
 NODE_NAME=kappa-node

@@ -66,7 +66,13 @@ impl Testbed {
             .stderr(Stdio::inherit())
             .output()
             .expect("e2e/testbed/up runs");
-        assert!(output.status.success(), "e2e/testbed/up failed");
+        if !output.status.success() {
+            // Remove whatever part did start; its output above says what failed.
+            let _ = Command::new(repo().join("e2e/testbed/down"))
+                .env("KAPPA_TESTBED_STATE", &state)
+                .status();
+            panic!("e2e/testbed/up failed");
+        }
         let stdout = String::from_utf8_lossy(&output.stdout);
         let kubeconfig = stdout
             .lines()
