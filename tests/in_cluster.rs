@@ -272,3 +272,76 @@ async fn the_operator_runs_in_cluster_and_survives_losing_its_leader() {
     assert_ne!(new_leader, leader, "another replica took over");
     assert_pods_logged_no_refusal(testbed);
 }
+
+/// The testbed's Tansu image runs as a pod and answers the Kafka protocol
+/// on its pod IP, which the host reaches over the node's bridge.
+#[tokio::test]
+async fn a_tansu_broker_pod_speaks_kafka() {
+    use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+    use rdkafka::client::DefaultClientContext;
+    use rdkafka::ClientConfig;
+
+    let testbed = Testbed::with_node();
+    let ns = testbed.namespace("tansu").await;
+    let manifest = testbed.state.join("tansu.yaml");
+    std::fs::write(
+        &manifest,
+        r#"
+apiVersion: v1
+kind: Pod
+metadata: {name: broker}
+spec:
+  containers:
+    - name: broker
+      image: kappa-tansu:0.6.0
+      imagePullPolicy: Never
+      env:
+        - {name: POD_IP, valueFrom: {fieldRef: {fieldPath: status.podIP}}}
+        - {name: CLUSTER_ID, value: pod-cluster}
+        - {name: LISTENER_URL, value: "tcp://0.0.0.0:9092"}
+        - {name: ADVERTISED_LISTENER_URL, value: "tcp://$(POD_IP):9092"}
+        - {name: STORAGE_ENGINE, value: "memory://pod-cluster/"}
+      ports: [{containerPort: 9092}]
+      readinessProbe: {tcpSocket: {port: 9092}, periodSeconds: 1}
+"#,
+    )
+    .expect("tansu manifest");
+    testbed.kubectl(&["-n", &ns, "apply", "-f", &manifest.to_string_lossy()]);
+    testbed.kubectl(&[
+        "-n",
+        &ns,
+        "wait",
+        "--for=condition=Ready",
+        "pod/broker",
+        "--timeout=120s",
+    ]);
+    let pod_ip = testbed.kubectl(&[
+        "-n",
+        &ns,
+        "get",
+        "pod",
+        "broker",
+        "-o",
+        "jsonpath={.status.podIP}",
+    ]);
+
+    let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
+        .set("bootstrap.servers", format!("{}:9092", pod_ip.trim()))
+        .create()
+        .expect("admin client");
+    let created = admin
+        .create_topics(
+            &[NewTopic::new("orders", 3, TopicReplication::Fixed(1))],
+            &AdminOptions::new().operation_timeout(Some(Duration::from_secs(10))),
+        )
+        .await
+        .expect("CreateTopics answers");
+    assert!(created.iter().all(Result::is_ok), "{created:?}");
+    let metadata = admin
+        .inner()
+        .fetch_metadata(Some("orders"), Duration::from_secs(10))
+        .expect("Metadata answers");
+    let topic = &metadata.topics()[0];
+    assert_eq!(topic.name(), "orders");
+    assert_eq!(topic.partitions().len(), 3, "partitions the broker reports");
+}
