@@ -65,9 +65,9 @@ fn operator_pods(testbed: &Testbed) -> Vec<String> {
 }
 
 fn assert_pods_logged_no_refusal(testbed: &Testbed) {
+    let refusal = regex::Regex::new(REFUSAL_IN_LOG).expect("refusal pattern compiles");
     for pod in operator_pods(testbed) {
         let log = testbed.kubectl(&["-n", "kappa-system", "logs", &pod]);
-        let refusal = regex::Regex::new(REFUSAL_IN_LOG).expect("refusal pattern compiles");
         if let Some(found) = refusal.find(&log) {
             panic!("pod {pod} logged `{}`:\n{log}", found.as_str());
         }
