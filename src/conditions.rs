@@ -4,6 +4,8 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 
 /// The `Ready` condition type.
 pub const READY: &str = "Ready";
+/// The `Degraded` condition type: something needs a person's attention.
+pub const DEGRADED: &str = "Degraded";
 
 /// Sets `new` in `conditions`, replacing the condition of the same type. The
 /// `lastTransitionTime` of the existing one is kept unless the status flips,

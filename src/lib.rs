@@ -3,9 +3,11 @@
 pub mod api;
 pub mod conditions;
 pub mod controller;
+pub mod discovery;
 pub mod duration;
 pub mod error;
 pub mod http;
+pub mod kafka;
 pub mod kube_client;
 pub mod leader;
 pub mod metrics;

@@ -26,6 +26,8 @@ enum Command {
         #[arg(long)]
         out: Option<PathBuf>,
     },
+    /// Print the JSON Schema of the discovery document (docs/discovery.schema.json).
+    DiscoverySchema,
 }
 
 #[derive(clap::Args)]
@@ -100,6 +102,10 @@ async fn main() -> ExitCode {
                 ExitCode::FAILURE
             }
         },
+        Command::DiscoverySchema => {
+            print!("{}", kappa_operator::discovery::json_schema());
+            ExitCode::SUCCESS
+        }
         Command::Run(args) => {
             telemetry::init(args.log_format);
             let lease = (!args.no_leader_election).then(|| LeaseSettings {

@@ -22,6 +22,12 @@ pub struct Metrics {
     pub kube_requests: IntCounterVec,
     /// 1 while this replica holds the leader lease.
     pub leader: IntGauge,
+    /// Epoch of each set's published discovery document.
+    pub discovery_epoch: IntGaugeVec,
+    /// Kafka admin calls that failed, per operation and error category.
+    pub kafka_admin_errors: IntCounterVec,
+    /// Kafka admin call latency, per operation.
+    pub kafka_admin_duration: HistogramVec,
 }
 
 impl Metrics {
@@ -71,6 +77,28 @@ impl Metrics {
             &["version"],
         )?;
         build_info.with_label_values(&[version]).set(1);
+        let discovery_epoch = IntGaugeVec::new(
+            Opts::new(
+                "kappa_discovery_epoch",
+                "Epoch of the published discovery document, per KafkaClusterSet",
+            ),
+            &["namespace", "cluster_set"],
+        )?;
+        let kafka_admin_errors = IntCounterVec::new(
+            Opts::new(
+                "kappa_kafka_admin_errors_total",
+                "Kafka admin calls that failed, by operation and error category",
+            ),
+            &["operation", "reason"],
+        )?;
+        let kafka_admin_duration = HistogramVec::new(
+            HistogramOpts::new(
+                "kappa_kafka_admin_duration_seconds",
+                "Kafka admin call latency",
+            )
+            .buckets(vec![0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1.0, 5.0, 10.0]),
+            &["operation"],
+        )?;
         registry.register(Box::new(reconciles.clone()))?;
         registry.register(Box::new(reconcile_errors.clone()))?;
         registry.register(Box::new(reconcile_duration.clone()))?;
@@ -79,6 +107,9 @@ impl Metrics {
         registry.register(Box::new(kube_requests.clone()))?;
         registry.register(Box::new(leader.clone()))?;
         registry.register(Box::new(build_info))?;
+        registry.register(Box::new(discovery_epoch.clone()))?;
+        registry.register(Box::new(kafka_admin_errors.clone()))?;
+        registry.register(Box::new(kafka_admin_duration.clone()))?;
         Ok(Self {
             registry,
             reconciles,
@@ -88,6 +119,9 @@ impl Metrics {
             spec_problems,
             kube_requests,
             leader,
+            discovery_epoch,
+            kafka_admin_errors,
+            kafka_admin_duration,
         })
     }
 

@@ -563,9 +563,14 @@ async fn the_shipped_manifests_apply_and_their_rbac_is_enough() {
         ("Pipeline", "job"),
         ("Backfill", "bf"),
     ] {
-        wait_for_ready(&client, &ns, kind, name, Duration::from_secs(30), |c| {
-            c.reason == "SpecValid"
-        })
+        wait_for_ready(
+            &client,
+            &ns,
+            kind,
+            name,
+            Duration::from_secs(30),
+            common::spec_accepted,
+        )
         .await;
     }
     // The invalid Savepoint makes the operator publish a Warning Event.

@@ -1,6 +1,7 @@
 //! The YAML in `crds/` and in the chart's `crds/` is what the types generate:
 //! edit the types, then run `cargo run -- crds --out crds` and
-//! `cargo run -- crds --out charts/kappa-operator/crds`.
+//! `cargo run -- crds --out charts/kappa-operator/crds`. Likewise the
+//! discovery document's schema: `cargo run -- discovery-schema > docs/discovery.schema.json`.
 
 use std::path::PathBuf;
 
@@ -72,4 +73,15 @@ fn every_crd_has_status_short_name_category_and_columns() {
             "{file}"
         );
     }
+}
+
+#[test]
+fn discovery_schema_file_matches_the_types() {
+    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("docs/discovery.schema.json");
+    let committed = std::fs::read_to_string(&path).unwrap_or_default();
+    assert!(
+        committed == kappa_operator::discovery::json_schema(),
+        "{} is stale: run `cargo run -- discovery-schema > docs/discovery.schema.json`",
+        path.display()
+    );
 }

@@ -351,6 +351,10 @@ pub struct KafkaClusterSetStatus {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["name"]))]
     pub clusters: Vec<ClusterStatus>,
+    /// Digest of the published discovery document without its epoch: the
+    /// epoch grows only when this changes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub discovery_hash: Option<String>,
 }
 
 /// Observed state of one cluster.
@@ -371,4 +375,35 @@ pub struct ClusterStatus {
     /// The Backfill that added this ephemeral cluster, if any.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub owner: Option<String>,
+    /// Bootstrap servers clients are given.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bootstrap_servers: Option<String>,
+    /// Brokers the cluster's metadata lists.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub brokers: Option<i32>,
+    /// Why the cluster is not Ready, when it is not.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
+    /// The topic of every stream on this cluster.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["stream"]))]
+    pub streams: Vec<TopicStatus>,
+}
+
+/// The topic of one stream on one cluster.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct TopicStatus {
+    /// Stream name.
+    pub stream: String,
+    /// Topic name.
+    pub topic: String,
+    /// Partitions the cluster reports.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub partitions: Option<i32>,
+    /// `Ready`, `Refused` or `Failed`.
+    pub state: String,
+    /// Why it is not Ready, when it is not.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
 }

@@ -3,7 +3,9 @@
 
 use std::time::Instant;
 
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use futures::future::BoxFuture;
+use futures::FutureExt;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use k8s_openapi::jiff::Timestamp;
 use kube::api::{ApiResource, DynamicObject, Patch, PatchParams};
 use kube::core::DeserializeGuard;
@@ -28,40 +30,147 @@ const SPEC_VALID: &str = "SpecValid";
 /// Longest Event note the Events API accepts.
 const EVENT_NOTE_LIMIT: usize = 1024;
 
-/// The status a verdict calls for, from the status the object has now.
+/// A condition a reconcile wants on the object, without its times.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Wanted {
+    /// Condition type.
+    pub type_: &'static str,
+    /// `True`, `False` or `Unknown`.
+    pub status: &'static str,
+    /// Reason a user or an alert can match on.
+    pub reason: String,
+    /// What happened, in words.
+    pub message: String,
+}
+
+impl Wanted {
+    /// A condition of `type_`.
+    pub fn new(
+        type_: &'static str,
+        status: &'static str,
+        reason: impl Into<String>,
+        message: impl Into<String>,
+    ) -> Self {
+        Self {
+            type_,
+            status,
+            reason: reason.into(),
+            message: message.into(),
+        }
+    }
+
+    /// Whether this condition reports a problem: Ready False, or Degraded True.
+    fn is_problem(&self) -> bool {
+        (self.type_ == READY && self.status == "False")
+            || (self.type_ == conditions::DEGRADED && self.status == "True")
+    }
+}
+
+/// What acting on a valid spec produced.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Outcome {
+    /// Conditions to set (Ready among them).
+    pub conditions: Vec<Wanted>,
+    /// Kind-specific status fields, written beside `observedGeneration` and `conditions`.
+    pub fields: serde_json::Map<String, serde_json::Value>,
+    /// When to look again without a change.
+    pub requeue: Requeue,
+}
+
+/// When to reconcile an object again although nothing changed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Requeue {
+    /// Only on a change.
+    OnChange,
+    /// After a fixed time, to notice drift outside Kubernetes.
+    After(std::time::Duration),
+    /// After a growing delay: something outside failed and is retried.
+    Backoff,
+}
+
+impl Outcome {
+    /// The outcome of a kind this operator version validates but does not act on.
+    pub fn validated_only(kind: &str) -> Self {
+        Self {
+            conditions: vec![Wanted::new(
+                READY,
+                "Unknown",
+                SPEC_VALID,
+                format!("the spec is valid; this operator version validates {kind} objects and does not yet act on them"),
+            )],
+            fields: serde_json::Map::new(),
+            requeue: Requeue::OnChange,
+        }
+    }
+}
+
+/// The conditions a verdict (and, for a valid spec, the outcome of acting
+/// on it) calls for, from the status the object has now.
 pub fn desired_status(
-    kind: &str,
     current: Option<&CommonStatus>,
     generation: Option<i64>,
     verdict: &Verdict,
+    outcome: &Outcome,
     now: Time,
 ) -> CommonStatus {
     let mut conditions = current.map(|c| c.conditions.clone()).unwrap_or_default();
-    let ready = match verdict.reason() {
-        None => conditions::condition(
+    let wanted = match verdict.reason() {
+        None => outcome.conditions.clone(),
+        Some(reason) => vec![Wanted::new(
             READY,
-            "Unknown",
-            SPEC_VALID,
-            format!("the spec is valid; this operator version validates {kind} objects and does not yet act on them"),
-            generation,
-            now,
-        ),
-        Some(reason) => conditions::condition(READY, "False", reason.as_str(), verdict.message(), generation, now),
+            "False",
+            reason.as_str(),
+            verdict.message(),
+        )],
     };
-    conditions::upsert(&mut conditions, ready);
+    for want in wanted {
+        conditions::upsert(
+            &mut conditions,
+            conditions::condition(
+                want.type_,
+                want.status,
+                &want.reason,
+                want.message,
+                generation,
+                now.clone(),
+            ),
+        );
+    }
     CommonStatus {
         observed_generation: generation,
         conditions,
     }
 }
 
+/// How a kind acts on a valid spec. Kinds that only validate use [`ValidateOnly`].
+pub trait Act<K>: Send {
+    /// Does the work the spec asks for and says how it went.
+    fn act<'a>(self, object: &'a K) -> BoxFuture<'a, Result<Outcome, Error>>
+    where
+        Self: 'a;
+}
+
+/// Acting on a valid spec is recording that it is valid.
+pub struct ValidateOnly;
+
+impl<K: Kind> Act<K> for ValidateOnly {
+    fn act<'a>(self, _object: &'a K) -> BoxFuture<'a, Result<Outcome, Error>>
+    where
+        Self: 'a,
+    {
+        futures::future::ready(Ok(Outcome::validated_only(&K::kind(&())))).boxed()
+    }
+}
+
 /// Reconciles one object: validates it with `validate` (or reports why it
-/// cannot be read), writes status when it changed, and publishes an Event
-/// when the Ready reason changes.
+/// cannot be read), acts on a valid spec with `act`, writes status when it
+/// changed, and publishes an Event when a condition starts or stops
+/// reporting a problem.
 pub async fn reconcile<K: Kind>(
     shared: &Shared,
     guard: &DeserializeGuard<K>,
     validate: impl FnOnce(&K) -> Vec<SpecProblem>,
+    act: impl Act<K>,
 ) -> Result<Action, Error> {
     let started = Instant::now();
     shared
@@ -75,7 +184,7 @@ pub async fn reconcile<K: Kind>(
         namespace = guard.namespace().unwrap_or_default(),
         name = guard.name_any()
     );
-    let result = reconcile_inner(shared, guard, validate)
+    let result = reconcile_inner(shared, guard, validate, act)
         .instrument(span)
         .await;
     shared
@@ -83,13 +192,12 @@ pub async fn reconcile<K: Kind>(
         .reconcile_duration
         .with_label_values(&[K::CONTROLLER])
         .observe(started.elapsed().as_secs_f64());
-    match &result {
-        Ok(_) => shared.reset_backoff(&guard.uid().unwrap_or_default()),
-        Err(error) => shared
+    if let Err(error) = &result {
+        shared
             .metrics
             .reconcile_errors
             .with_label_values(&[K::CONTROLLER, error.category()])
-            .inc(),
+            .inc();
     }
     result
 }
@@ -98,6 +206,7 @@ async fn reconcile_inner<K: Kind>(
     shared: &Shared,
     guard: &DeserializeGuard<K>,
     validate: impl FnOnce(&K) -> Vec<SpecProblem>,
+    act: impl Act<K>,
 ) -> Result<Action, Error> {
     let namespace = guard
         .namespace()
@@ -108,21 +217,44 @@ async fn reconcile_inner<K: Kind>(
         &namespace,
         &ApiResource::erase::<K>(&()),
     );
-    let (verdict, current) = match &guard.0 {
-        Ok(object) => (
-            Verdict::from_problems(validate(object)),
-            object.common_status().cloned(),
-        ),
-        Err(_) => unreadable::<K>(&api, &name).await?,
-    };
     if deleting(guard) {
         return Ok(Action::await_change());
     }
+    let (verdict, current, current_fields) = match &guard.0 {
+        Ok(object) => (
+            Verdict::from_problems(validate(object)),
+            object.common_status().cloned(),
+            status_value(object)?,
+        ),
+        Err(_) => {
+            let (verdict, current) = unreadable::<K>(&api, &name).await?;
+            (verdict, current, None)
+        }
+    };
+    let outcome = match (&verdict, &guard.0) {
+        (Verdict::Valid, Ok(object)) => act.act(object).await?,
+        _ => Outcome::validated_only(&K::kind(&())),
+    };
     let now = Time(Timestamp::now());
     let generation = guard.meta().generation;
-    let desired = desired_status(&K::kind(&()), current.as_ref(), generation, &verdict, now);
-    if current.as_ref() == Some(&desired) {
-        return Ok(Action::await_change());
+    let common = desired_status(current.as_ref(), generation, &verdict, &outcome, now);
+    let mut desired = serde_json::to_value(&common)?;
+    if verdict == Verdict::Valid {
+        if let Some(map) = desired.as_object_mut() {
+            map.extend(outcome.fields.clone());
+        }
+    }
+    let uid = guard.uid().unwrap_or_default();
+    if outcome.requeue != Requeue::Backoff {
+        shared.reset_backoff(&uid);
+    }
+    let next = match outcome.requeue {
+        Requeue::OnChange => Action::await_change(),
+        Requeue::After(delay) => Action::requeue(delay),
+        Requeue::Backoff => Action::requeue(shared.next_backoff(&uid)),
+    };
+    if current_fields.as_ref() == Some(&desired) {
+        return Ok(next);
     }
     if let Some(reason) = verdict.reason() {
         shared
@@ -147,13 +279,15 @@ async fn reconcile_inner<K: Kind>(
         .status_writes
         .with_label_values(&[K::CONTROLLER])
         .inc();
-    tracing::info!(
-        generation,
-        reason = verdict.reason().map_or(SPEC_VALID, |r| r.as_str()),
-        "status updated"
-    );
-    publish_event(shared, guard, current.as_ref(), &verdict).await;
-    Ok(Action::await_change())
+    let ready = conditions::find(&common.conditions, READY).map(|c| c.reason.as_str());
+    tracing::info!(generation, reason = ready, "status updated");
+    publish_events(shared, guard, current.as_ref(), &common).await;
+    Ok(next)
+}
+
+/// The object's status as JSON, for comparison with the desired one.
+fn status_value<K: Kind>(object: &K) -> Result<Option<serde_json::Value>, Error> {
+    Ok(serde_json::to_value(object)?.get("status").cloned())
 }
 
 fn deleting<K: Resource>(object: &K) -> bool {
@@ -181,46 +315,79 @@ async fn unreadable<K: Kind>(
     Ok((Verdict::from_problems(vec![problem]), current))
 }
 
-/// An Event when the Ready reason changes: a Warning naming the problem, or
-/// a Normal one when a refused spec becomes valid. A first valid reconcile
-/// says nothing, so creating many valid objects creates no Events.
-async fn publish_event<K: Kind>(
+/// Events for conditions that start, change or stop reporting a problem:
+/// a Warning naming the problem, a Normal one when it is gone. Conditions
+/// that report no problem before and after say nothing, so creating many
+/// valid objects creates no Events.
+async fn publish_events<K: Kind>(
     shared: &Shared,
     guard: &DeserializeGuard<K>,
     current: Option<&CommonStatus>,
-    verdict: &Verdict,
+    desired: &CommonStatus,
 ) {
-    let previous = current.and_then(|c| conditions::find(&c.conditions, READY));
-    let previous_reason = previous.map(|c| c.reason.as_str());
-    let event = match verdict.reason() {
-        Some(reason) => Event {
-            type_: EventType::Warning,
-            reason: reason.as_str().to_string(),
-            note: Some(truncate(verdict.message(), EVENT_NOTE_LIMIT)),
-            action: "Validate".into(),
-            secondary: None,
-        },
-        None if previous_reason.is_some_and(|r| r != SPEC_VALID) => Event {
-            type_: EventType::Normal,
-            reason: SPEC_VALID.into(),
-            note: Some("the spec is valid again".into()),
-            action: "Validate".into(),
-            secondary: None,
-        },
-        None => return,
+    for condition in &desired.conditions {
+        let now = as_wanted(condition);
+        let before = current
+            .and_then(|c| conditions::find(&c.conditions, &condition.type_))
+            .map(as_wanted);
+        let event = match &before {
+            _ if now.is_problem() => {
+                if before
+                    .as_ref()
+                    .is_some_and(|b| b.reason == now.reason && b.message == now.message)
+                {
+                    continue;
+                }
+                Event {
+                    type_: EventType::Warning,
+                    reason: now.reason.clone(),
+                    note: Some(truncate(now.message.clone(), EVENT_NOTE_LIMIT)),
+                    action: condition.type_.clone(),
+                    secondary: None,
+                }
+            }
+            Some(b) if b.is_problem() => Event {
+                type_: EventType::Normal,
+                reason: now.reason.clone(),
+                note: Some(truncate(
+                    format!("{} is resolved: {}", b.reason, now.message),
+                    EVENT_NOTE_LIMIT,
+                )),
+                action: condition.type_.clone(),
+                secondary: None,
+            },
+            _ => continue,
+        };
+        if let Err(error) = shared
+            .recorder
+            .publish(&event, &guard.object_ref(&()))
+            .await
+        {
+            tracing::warn!(controller = K::CONTROLLER, name = guard.name_any(), %error, "could not publish an Event");
+        }
+    }
+}
+
+/// A stored condition seen as a wanted one, to tell problems from the rest.
+fn as_wanted(condition: &Condition) -> Wanted {
+    let type_ = if condition.type_ == READY {
+        READY
+    } else if condition.type_ == conditions::DEGRADED {
+        conditions::DEGRADED
+    } else {
+        ""
     };
-    if previous_reason == Some(event.reason.as_str())
-        && previous.map(|c| &c.message) == event.note.as_ref()
-    {
-        return;
-    }
-    if let Err(error) = shared
-        .recorder
-        .publish(&event, &guard.object_ref(&()))
-        .await
-    {
-        tracing::warn!(controller = K::CONTROLLER, name = guard.name_any(), %error, "could not publish an Event");
-    }
+    let status = match condition.status.as_str() {
+        "True" => "True",
+        "False" => "False",
+        _ => "Unknown",
+    };
+    Wanted::new(
+        type_,
+        status,
+        condition.reason.clone(),
+        condition.message.clone(),
+    )
 }
 
 fn truncate(mut text: String, limit: usize) -> String {
@@ -250,8 +417,9 @@ mod tests {
             "spec.to",
             "must be after spec.from",
         )]);
-        let first = desired_status("Backfill", None, Some(1), &verdict, at(1));
-        let again = desired_status("Backfill", Some(&first), Some(1), &verdict, at(99));
+        let outcome = Outcome::validated_only("Backfill");
+        let first = desired_status(None, Some(1), &verdict, &outcome, at(1));
+        let again = desired_status(Some(&first), Some(1), &verdict, &outcome, at(99));
         assert_eq!(first, again);
         let ready = conditions::find(&first.conditions, READY).expect("ready condition");
         assert_eq!(
@@ -264,8 +432,9 @@ mod tests {
     #[test]
     fn a_fixed_spec_flips_ready_and_records_the_new_generation() {
         let verdict = Verdict::from_problems(vec![SpecProblem::invalid("spec.to", "bad")]);
-        let refused = desired_status("Backfill", None, Some(1), &verdict, at(1));
-        let fixed = desired_status("Backfill", Some(&refused), Some(2), &Verdict::Valid, at(5));
+        let outcome = Outcome::validated_only("Backfill");
+        let refused = desired_status(None, Some(1), &verdict, &outcome, at(1));
+        let fixed = desired_status(Some(&refused), Some(2), &Verdict::Valid, &outcome, at(5));
         let ready = conditions::find(&fixed.conditions, READY).expect("ready condition");
         assert_eq!(
             (ready.status.as_str(), ready.reason.as_str()),

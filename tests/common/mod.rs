@@ -34,6 +34,8 @@ pub fn repo() -> PathBuf {
 pub struct Testbed {
     /// Kubeconfig of the admin user.
     pub kubeconfig: PathBuf,
+    /// Bootstrap addresses of the Tansu brokers started with the testbed.
+    pub brokers: Vec<String>,
     /// Runtime state folder (logs, pids).
     pub state: PathBuf,
 }
@@ -42,17 +44,23 @@ impl Testbed {
     /// Starts the control plane on first use and installs the CRDs from `crds/`.
     pub fn get() -> &'static Testbed {
         static TESTBED: OnceLock<Testbed> = OnceLock::new();
-        TESTBED.get_or_init(|| Testbed::start(false))
+        TESTBED.get_or_init(|| Testbed::start(false, 0))
+    }
+
+    /// Like [`Testbed::get`], with two Tansu brokers (two single-node Kafka clusters).
+    pub fn with_brokers() -> &'static Testbed {
+        static TESTBED: OnceLock<Testbed> = OnceLock::new();
+        TESTBED.get_or_init(|| Testbed::start(false, 2))
     }
 
     /// Like [`Testbed::get`], with a real node (kubelet, containerd, DNS) so
     /// that pods run. One such testbed runs on a machine at a time.
     pub fn with_node() -> &'static Testbed {
         static TESTBED: OnceLock<Testbed> = OnceLock::new();
-        TESTBED.get_or_init(|| Testbed::start(true))
+        TESTBED.get_or_init(|| Testbed::start(true, 0))
     }
 
-    fn start(node: bool) -> Testbed {
+    fn start(node: bool, brokers: usize) -> Testbed {
         let binary = std::env::current_exe()
             .ok()
             .and_then(|p| p.file_stem().map(|s| s.to_string_lossy().into_owned()))
@@ -63,6 +71,7 @@ impl Testbed {
             .env("KAPPA_TESTBED_STATE", &state)
             .env("KAPPA_TESTBED_NODE", if node { "1" } else { "0" })
             .env("KAPPA_TESTBED_OWNER_PID", std::process::id().to_string())
+            .env("KAPPA_TESTBED_BROKERS", brokers.to_string())
             .stderr(Stdio::inherit())
             .output()
             .expect("e2e/testbed/up runs");
@@ -79,7 +88,21 @@ impl Testbed {
             .find_map(|line| line.strip_prefix("export KUBECONFIG="))
             .map(PathBuf::from)
             .expect("e2e/testbed/up prints KUBECONFIG");
-        let testbed = Testbed { kubeconfig, state };
+        let brokers = stdout
+            .lines()
+            .find_map(|line| line.strip_prefix("export KAPPA_TESTBED_BROKERS="))
+            .map(|list| {
+                list.split(',')
+                    .filter(|b| !b.is_empty())
+                    .map(String::from)
+                    .collect()
+            })
+            .unwrap_or_default();
+        let testbed = Testbed {
+            kubeconfig,
+            brokers,
+            state,
+        };
         testbed.kubectl(&["apply", "-k", &repo().join("crds").to_string_lossy()]);
         testbed.kubectl(&[
             "wait",
@@ -90,6 +113,18 @@ impl Testbed {
         ]);
         testbed.kubectl(&["create", "namespace", "kappa-system"]);
         testbed
+    }
+
+    /// Starts one more Tansu broker named `name` on `port`; returns its address.
+    pub fn start_broker(&self, name: &str, port: u16) -> String {
+        let output = Command::new(repo().join("e2e/testbed/broker"))
+            .args([name, &port.to_string()])
+            .env("KAPPA_TESTBED_STATE", &self.state)
+            .stderr(Stdio::inherit())
+            .output()
+            .expect("e2e/testbed/broker runs");
+        assert!(output.status.success(), "broker {name} did not start");
+        String::from_utf8_lossy(&output.stdout).trim().to_string()
     }
 
     /// Runs kubectl against the testbed; panics with its output on failure.
@@ -306,6 +341,21 @@ pub async fn wait_for_ready(
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     panic!("{kind} {namespace}/{name}: Ready condition not as expected within {timeout:?}; last: {last:?}");
+}
+
+/// Reasons the operator gives a spec it refuses.
+const REFUSAL_REASONS: [&str; 5] = [
+    "InvalidSpec",
+    "KafkaClusterSetNotFound",
+    "PipelineNotFound",
+    "SavepointNotFound",
+    "ReferencedObjectInvalid",
+];
+
+/// Whether a Ready condition says the spec passed validation; the object
+/// may still wait for something outside (a set's unreachable cluster).
+pub fn spec_accepted(ready: &Condition) -> bool {
+    !REFUSAL_REASONS.contains(&ready.reason.as_str())
 }
 
 /// The Ready condition in an object's status.

@@ -228,9 +228,14 @@ pub async fn assert_examples_valid(client: &kube::Client, ns: &str) {
     }
     assert!(objects.len() >= 4, "examples cover the kinds: {objects:?}");
     for (kind, name) in objects {
-        wait_for_ready(client, ns, &kind, &name, Duration::from_secs(30), |c| {
-            c.reason == "SpecValid"
-        })
+        wait_for_ready(
+            client,
+            ns,
+            &kind,
+            &name,
+            Duration::from_secs(30),
+            super::spec_accepted,
+        )
         .await;
     }
 }

@@ -37,20 +37,25 @@ async fn reconcile(
     backfill: Arc<DeserializeGuard<Backfill>>,
     ctx: Arc<Ctx<Stores>>,
 ) -> Result<Action, Error> {
-    verdict::reconcile(&ctx.shared, &backfill, |b| {
-        let pipeline = lookup(&ctx.stores.pipelines, b, &b.spec.pipeline_ref);
-        let savepoint = b
-            .spec
-            .start_state
-            .savepoint
-            .as_ref()
-            .map(|name| lookup(&ctx.stores.savepoints, b, name));
-        let refs = BackfillRefs {
-            pipeline: referenced(&pipeline),
-            start_savepoint: savepoint.as_ref().map(referenced),
-        };
-        validate::validate(&b.spec, &refs)
-    })
+    verdict::reconcile(
+        &ctx.shared,
+        &backfill,
+        |b| {
+            let pipeline = lookup(&ctx.stores.pipelines, b, &b.spec.pipeline_ref);
+            let savepoint = b
+                .spec
+                .start_state
+                .savepoint
+                .as_ref()
+                .map(|name| lookup(&ctx.stores.savepoints, b, name));
+            let refs = BackfillRefs {
+                pipeline: referenced(&pipeline),
+                start_savepoint: savepoint.as_ref().map(referenced),
+            };
+            validate::validate(&b.spec, &refs)
+        },
+        verdict::ValidateOnly,
+    )
     .await
 }
 

@@ -1,18 +1,28 @@
-//! What happens to a KafkaClusterSet: its spec is validated and the verdict recorded.
+//! What happens to a KafkaClusterSet: its spec is validated, then its
+//! clusters are reached, its streams put on every cluster and its discovery
+//! document published.
 
+pub mod provider;
+pub mod publish;
+pub mod sync;
 pub mod validate;
 
 use std::future::Future;
 use std::sync::Arc;
 
+use k8s_openapi::api::core::v1::ConfigMap;
 use kube::core::DeserializeGuard;
 use kube::runtime::controller::Action;
-use kube::runtime::Controller;
+use kube::runtime::{watcher, Controller};
+use kube::Api;
 
 use super::{drive, verdict, watch, Ctx, Kind, Shared};
 use crate::api::common::CommonStatus;
 use crate::api::kafka_cluster_set::KafkaClusterSet;
 use crate::error::Error;
+use crate::kafka::rdkafka_admin::RdKafkaAdmin;
+use provider::Providers;
+use sync::{SetDeps, SyncSet};
 
 impl Kind for KafkaClusterSet {
     const CONTROLLER: &'static str = "kafkaclusterset";
@@ -23,18 +33,33 @@ impl Kind for KafkaClusterSet {
 
 async fn reconcile(
     set: Arc<DeserializeGuard<KafkaClusterSet>>,
-    ctx: Arc<Ctx<()>>,
+    ctx: Arc<Ctx<SetDeps>>,
 ) -> Result<Action, Error> {
-    verdict::reconcile(&ctx.shared, &set, |set| validate::validate(&set.spec)).await
+    let act = SyncSet {
+        shared: &ctx.shared,
+        deps: &ctx.stores,
+    };
+    verdict::reconcile(&ctx.shared, &set, |set| validate::validate(&set.spec), act).await
 }
 
 /// Runs the KafkaClusterSet controller until `shutdown` completes.
 pub async fn run(shared: Arc<Shared>, shutdown: impl Future<Output = ()> + Send + Sync + 'static) {
     let (reader, stream) = watch::<KafkaClusterSet>(&shared);
-    let controller = Controller::for_stream(stream, reader);
+    let config_maps: Api<ConfigMap> = shared.api();
+    let controller = Controller::for_stream(stream, reader).owns(
+        config_maps,
+        watcher::Config::default().labels("app.kubernetes.io/managed-by=kappa-operator"),
+    );
+    let deps = SetDeps {
+        admin: Arc::new(RdKafkaAdmin::default()),
+        providers: Arc::new(Providers::new(shared.client.clone())),
+    };
     drive(
         controller,
-        Arc::new(Ctx { shared, stores: () }),
+        Arc::new(Ctx {
+            shared,
+            stores: deps,
+        }),
         reconcile,
         shutdown,
     )

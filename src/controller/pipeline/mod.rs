@@ -47,20 +47,25 @@ async fn reconcile(
     pipeline: Arc<DeserializeGuard<Pipeline>>,
     ctx: Arc<Ctx<Stores>>,
 ) -> Result<Action, Error> {
-    verdict::reconcile(&ctx.shared, &pipeline, |p| {
-        let set = lookup(&ctx.stores.sets, p, &p.spec.cluster_set);
-        let savepoint = p
-            .spec
-            .restore_from
-            .as_ref()
-            .and_then(|r| r.savepoint.as_ref())
-            .map(|name| lookup(&ctx.stores.savepoints, p, name));
-        let refs = PipelineRefs {
-            cluster_set: referenced(&set),
-            restore_savepoint: savepoint.as_ref().map(referenced),
-        };
-        validate::validate(&p.spec, &refs)
-    })
+    verdict::reconcile(
+        &ctx.shared,
+        &pipeline,
+        |p| {
+            let set = lookup(&ctx.stores.sets, p, &p.spec.cluster_set);
+            let savepoint = p
+                .spec
+                .restore_from
+                .as_ref()
+                .and_then(|r| r.savepoint.as_ref())
+                .map(|name| lookup(&ctx.stores.savepoints, p, name));
+            let refs = PipelineRefs {
+                cluster_set: referenced(&set),
+                restore_savepoint: savepoint.as_ref().map(referenced),
+            };
+            validate::validate(&p.spec, &refs)
+        },
+        verdict::ValidateOnly,
+    )
     .await
 }
 

@@ -29,10 +29,15 @@ async fn reconcile(
     savepoint: Arc<DeserializeGuard<Savepoint>>,
     ctx: Arc<Ctx<Store<DeserializeGuard<Pipeline>>>>,
 ) -> Result<Action, Error> {
-    verdict::reconcile(&ctx.shared, &savepoint, |s| {
-        let pipeline = lookup(&ctx.stores, s, &s.spec.pipeline_ref);
-        validate::validate(&s.spec, &referenced(&pipeline))
-    })
+    verdict::reconcile(
+        &ctx.shared,
+        &savepoint,
+        |s| {
+            let pipeline = lookup(&ctx.stores, s, &s.spec.pipeline_ref);
+            validate::validate(&s.spec, &referenced(&pipeline))
+        },
+        verdict::ValidateOnly,
+    )
     .await
 }
 

@@ -1,0 +1,133 @@
+//! The discovery document of a set and the ConfigMap that carries it.
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::api::core::v1::ConfigMap;
+use kube::api::{ObjectMeta, Patch, PatchParams};
+use kube::{Api, Client, Resource, ResourceExt};
+
+use super::provider::Endpoint;
+use crate::api::kafka_cluster_set::KafkaClusterSet;
+use crate::controller::verdict::FIELD_MANAGER;
+use crate::discovery::{
+    config_map_name, ClusterState, DiscoveredCluster, DiscoveredStream, DiscoveryDocument,
+    ReadSegment, Segment, DOCUMENT_KEY, FORMAT_VERSION,
+};
+use crate::error::Error;
+use crate::kafka::topic::desired_topic;
+
+/// The document for `set` at `epoch`, given the endpoints found so far.
+/// `None` while the write cluster has no endpoint: clients keep the last map.
+pub fn document(
+    set: &KafkaClusterSet,
+    endpoints: &BTreeMap<String, Endpoint>,
+    epoch: i64,
+) -> Option<DiscoveryDocument> {
+    let write = &set.spec.routing.write_cluster;
+    endpoints.get(write)?;
+    let clusters = set
+        .spec
+        .clusters
+        .iter()
+        .filter_map(|cluster| {
+            let endpoint = endpoints.get(&cluster.name)?;
+            Some(DiscoveredCluster {
+                name: cluster.name.clone(),
+                role: cluster.role,
+                state: ClusterState::Active,
+                bootstrap_servers: endpoint.connection.bootstrap_servers.clone(),
+                security: endpoint.security.clone(),
+            })
+        })
+        .collect();
+    let streams = set
+        .spec
+        .streams
+        .iter()
+        .map(|stream| {
+            let topic = desired_topic(stream).name;
+            DiscoveredStream {
+                name: stream.name.clone(),
+                write: Segment {
+                    cluster: write.clone(),
+                    topic: topic.clone(),
+                },
+                read: vec![ReadSegment {
+                    cluster: write.clone(),
+                    topic,
+                    end_offsets: None,
+                }],
+            }
+        })
+        .collect();
+    Some(DiscoveryDocument {
+        version: FORMAT_VERSION,
+        epoch,
+        namespace: set.namespace().unwrap_or_default(),
+        set: set.name_any(),
+        clusters,
+        streams,
+    })
+}
+
+/// The ConfigMap carrying `document`, owned by the set so that deleting the
+/// set deletes it.
+pub fn config_map(set: &KafkaClusterSet, document: &DiscoveryDocument) -> ConfigMap {
+    ConfigMap {
+        metadata: ObjectMeta {
+            name: Some(config_map_name(&set.name_any())),
+            namespace: set.namespace(),
+            labels: Some(BTreeMap::from([
+                (
+                    "app.kubernetes.io/name".to_string(),
+                    "kafka-discovery".to_string(),
+                ),
+                ("app.kubernetes.io/instance".to_string(), set.name_any()),
+                (
+                    "app.kubernetes.io/managed-by".to_string(),
+                    "kappa-operator".to_string(),
+                ),
+                ("kappa.dev/cluster-set".to_string(), set.name_any()),
+            ])),
+            owner_references: set.controller_owner_ref(&()).map(|owner| vec![owner]),
+            ..ObjectMeta::default()
+        },
+        data: Some(BTreeMap::from([(
+            DOCUMENT_KEY.to_string(),
+            document.to_json(),
+        )])),
+        ..ConfigMap::default()
+    }
+}
+
+/// Writes the ConfigMap unless it already carries this document. Returns
+/// whether it wrote.
+pub async fn publish(
+    client: &Client,
+    set: &KafkaClusterSet,
+    document: &DiscoveryDocument,
+) -> Result<bool, Error> {
+    let namespace = set
+        .namespace()
+        .ok_or(Error::MissingObjectField("metadata.namespace"))?;
+    let api: Api<ConfigMap> = Api::namespaced(client.clone(), &namespace);
+    let name = config_map_name(&set.name_any());
+    let desired = config_map(set, document);
+    if let Some(existing) = api.get_opt(&name).await? {
+        let same_data = existing.data == desired.data;
+        let same_owner = existing.metadata.owner_references == desired.metadata.owner_references;
+        if same_data && same_owner {
+            return Ok(false);
+        }
+    }
+    let mut patch = serde_json::to_value(&desired)?;
+    patch["apiVersion"] = "v1".into();
+    patch["kind"] = "ConfigMap".into();
+    api.patch(
+        &name,
+        &PatchParams::apply(FIELD_MANAGER).force(),
+        &Patch::Apply(&patch),
+    )
+    .await?;
+    Ok(true)
+}

@@ -1,0 +1,439 @@
+//! Acting on a valid KafkaClusterSet: refuse edits to recorded clusters,
+//! reach every cluster, put every stream's topic on it, publish the
+//! discovery document, and say how it went.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use futures::future::{join_all, BoxFuture};
+use futures::FutureExt;
+use kube::ResourceExt;
+
+use super::provider::{ClusterProvider, EffectiveSpec};
+use super::publish;
+use crate::api::kafka_cluster_set::{
+    ClusterStatus, KafkaClusterSet, KafkaClusterSetStatus, TopicStatus,
+};
+use crate::conditions::{DEGRADED, READY};
+use crate::controller::verdict::{Act, Outcome, Requeue, Wanted};
+use crate::controller::Shared;
+use crate::error::Error;
+use crate::kafka::topic::{config_drift, desired_topic, plan, TopicPlan};
+use crate::kafka::{ClusterView, DesiredTopic, KafkaAdmin, KafkaError};
+
+/// How often a healthy set is checked for drift outside Kubernetes (a
+/// deleted topic, a cluster gone away).
+const RESYNC: Duration = Duration::from_secs(300);
+
+/// What the set controller talks to besides the API server.
+pub struct SetDeps {
+    /// Kafka's admin API.
+    pub admin: Arc<dyn KafkaAdmin>,
+    /// Who runs or finds each cluster.
+    pub providers: Arc<dyn ClusterProvider>,
+}
+
+/// Acts on one set.
+pub struct SyncSet<'c> {
+    /// Shared controller parts.
+    pub shared: &'c Shared,
+    /// Kafka and providers.
+    pub deps: &'c SetDeps,
+}
+
+impl Act<KafkaClusterSet> for SyncSet<'_> {
+    fn act<'a>(self, set: &'a KafkaClusterSet) -> BoxFuture<'a, Result<Outcome, Error>>
+    where
+        Self: 'a,
+    {
+        async move { sync(self.shared, self.deps, set).await }.boxed()
+    }
+}
+
+/// A problem found while acting, reported as a condition reason.
+struct Problem {
+    reason: &'static str,
+    message: String,
+}
+
+async fn sync(shared: &Shared, deps: &SetDeps, set: &KafkaClusterSet) -> Result<Outcome, Error> {
+    let namespace = set
+        .namespace()
+        .ok_or(Error::MissingObjectField("metadata.namespace"))?;
+    let current = set.status.clone().unwrap_or_default();
+    let recorded: BTreeMap<&str, &ClusterStatus> = current
+        .clusters
+        .iter()
+        .map(|c| (c.name.as_str(), c))
+        .collect();
+
+    // Immutability: a recorded cluster whose settings changed stops everything.
+    let effective: Vec<(String, EffectiveSpec)> = set
+        .spec
+        .clusters
+        .iter()
+        .map(|c| (c.name.clone(), EffectiveSpec::of(&set.spec, c)))
+        .collect();
+    let changed: Vec<&str> = effective
+        .iter()
+        .filter(|(name, spec)| {
+            recorded
+                .get(name.as_str())
+                .and_then(|c| c.spec_hash.as_deref())
+                .is_some_and(|hash| hash != spec.hash())
+        })
+        .map(|(name, _)| name.as_str())
+        .collect();
+    if !changed.is_empty() {
+        let message = format!(
+            "the spec of cluster(s) {} changed after creation and was not applied: clusters are immutable. \
+             Restore it, or add a new cluster with the new settings and move spec.routing.writeCluster to it",
+            changed.iter().map(|c| format!("`{c}`")).collect::<Vec<_>>().join(", ")
+        );
+        return Ok(Outcome {
+            conditions: vec![Wanted::new(
+                DEGRADED,
+                "True",
+                "ImmutableClusterChanged",
+                message,
+            )],
+            fields: fields(&current)?,
+            requeue: Requeue::OnChange,
+        });
+    }
+
+    // Endpoints, then one look at every reachable cluster.
+    let mut endpoints = BTreeMap::new();
+    let mut statuses: BTreeMap<String, ClusterStatus> = BTreeMap::new();
+    let mut problems = Vec::new();
+    for (entry, (name, spec)) in set.spec.clusters.iter().zip(&effective) {
+        let mut status = ClusterStatus {
+            name: name.clone(),
+            role: entry.role,
+            spec_hash: Some(spec.hash()),
+            ..ClusterStatus::default()
+        };
+        match deps.providers.endpoint(&namespace, spec).await {
+            Ok(endpoint) => {
+                status.bootstrap_servers = Some(endpoint.connection.bootstrap_servers.clone());
+                endpoints.insert(name.clone(), endpoint);
+            }
+            Err(error) => {
+                status.phase = Some("Unavailable".into());
+                status.message = Some(error.to_string());
+                problems.push(Problem {
+                    reason: error.reason(),
+                    message: format!("cluster `{name}`: {error}"),
+                });
+            }
+        }
+        statuses.insert(name.clone(), status);
+    }
+    let topics: Vec<DesiredTopic> = set.spec.streams.iter().map(desired_topic).collect();
+    let topic_names: Vec<String> = topics.iter().map(|t| t.name.clone()).collect();
+    let views = join_all(endpoints.iter().map(|(name, endpoint)| {
+        let names = &topic_names;
+        async move {
+            let result = timed(
+                shared,
+                "describe",
+                deps.admin.describe(&endpoint.connection, names),
+            )
+            .await;
+            (name.clone(), result)
+        }
+    }))
+    .await;
+    let mut reachable: BTreeMap<String, ClusterView> = BTreeMap::new();
+    for (name, view) in views {
+        let status = statuses.entry(name.clone()).or_default();
+        match view {
+            Ok(view) => {
+                status.brokers = i32::try_from(view.brokers).ok();
+                reachable.insert(name, view);
+            }
+            Err(error) => {
+                status.phase = Some("Unreachable".into());
+                status.message = Some(error.to_string());
+                problems.push(Problem {
+                    reason: error.category(),
+                    message: format!("cluster `{name}`: {error}"),
+                });
+            }
+        }
+    }
+
+    // What the declared topics need; refusals stop all changes.
+    let mut refusals = Vec::new();
+    for (name, view) in &reachable {
+        for (index, topic) in topics.iter().enumerate() {
+            let observed = view.topics.get(&topic.name);
+            if observed.is_none() && topic.replication as usize > view.brokers {
+                refusals.push(Problem {
+                    reason: "ReplicationImpossible",
+                    message: format!(
+                        "spec.streams[{index}].replication: {} exceeds the {} broker(s) of cluster `{name}`",
+                        topic.replication, view.brokers
+                    ),
+                });
+            }
+            if let TopicPlan::RefuseShrink { actual } = plan(topic, observed) {
+                refusals.push(Problem {
+                    reason: "PartitionDecreaseRefused",
+                    message: format!(
+                        "spec.streams[{index}].partitions: topic `{}` on cluster `{name}` has {actual} partitions and Kafka cannot remove partitions; declare {actual} or more",
+                        topic.name
+                    ),
+                });
+            }
+        }
+    }
+    if !refusals.is_empty() {
+        for (name, view) in &reachable {
+            let status = statuses.entry(name.clone()).or_default();
+            status.phase = Some("Refused".into());
+            status.streams = observed_topics(set, &topics, view);
+        }
+        let mut refused = current.clone();
+        refused.clusters = merge_recorded(&current, statuses);
+        let reason = refusals[0].reason;
+        let message = joined(&refusals);
+        return Ok(Outcome {
+            conditions: vec![
+                Wanted::new(READY, "False", reason, message.clone()),
+                Wanted::new(
+                    DEGRADED,
+                    "True",
+                    reason,
+                    format!("{message}; nothing was changed"),
+                ),
+            ],
+            fields: fields(&refused)?,
+            requeue: Requeue::After(RESYNC),
+        });
+    }
+
+    // Apply: create what is missing, grow what is short.
+    let mut drifted = Vec::new();
+    for (name, view) in &reachable {
+        let endpoint = &endpoints[name];
+        let mut streams = Vec::new();
+        for (stream, topic) in set.spec.streams.iter().zip(&topics) {
+            let observed = view.topics.get(&topic.name);
+            let applied = match plan(topic, observed) {
+                TopicPlan::Create => {
+                    timed(
+                        shared,
+                        "create_topic",
+                        deps.admin.create_topic(&endpoint.connection, topic),
+                    )
+                    .await
+                }
+                TopicPlan::Grow { .. } => {
+                    timed(
+                        shared,
+                        "grow_partitions",
+                        deps.admin.grow_partitions(
+                            &endpoint.connection,
+                            &topic.name,
+                            topic.partitions,
+                        ),
+                    )
+                    .await
+                }
+                TopicPlan::UpToDate | TopicPlan::RefuseShrink { .. } => Ok(()),
+            };
+            let mut status = TopicStatus {
+                stream: stream.name.clone(),
+                topic: topic.name.clone(),
+                partitions: Some(topic.partitions),
+                state: "Ready".into(),
+                message: None,
+            };
+            match applied {
+                Err(error) => {
+                    status.state = "Failed".into();
+                    status.partitions = observed.map(|o| o.partitions);
+                    status.message = Some(error.to_string());
+                    problems.push(Problem {
+                        reason: error.category(),
+                        message: format!("cluster `{name}`: {error}"),
+                    });
+                }
+                Ok(()) => {
+                    let drift = observed.map(|o| config_drift(topic, o)).unwrap_or_default();
+                    if !drift.is_empty() {
+                        status.message = Some(format!(
+                            "the cluster reports another configuration for {}; this operator version does not change the configuration of existing topics",
+                            drift.join(", ")
+                        ));
+                        drifted.push(format!(
+                            "topic `{}` on cluster `{name}`: {}",
+                            topic.name,
+                            drift.join(", ")
+                        ));
+                    }
+                }
+            }
+            streams.push(status);
+        }
+        let status = statuses.entry(name.clone()).or_default();
+        status.streams = streams;
+        if status.streams.iter().all(|s| s.state == "Ready") {
+            status.phase = Some("Ready".into());
+        } else {
+            status.phase = Some("Failed".into());
+        }
+    }
+
+    // Discovery: the epoch grows only when the content changes.
+    let mut next = current.clone();
+    next.clusters = merge_recorded(&current, statuses);
+    next.cluster_count = i32::try_from(set.spec.clusters.len()).ok();
+    if let Some(mut document) = publish::document(set, &endpoints, 0) {
+        let hash = document.content_hash();
+        let epoch = match (&current.discovery_hash, current.epoch) {
+            (Some(old), Some(epoch)) if *old == hash => epoch,
+            (_, epoch) => epoch.unwrap_or(0) + 1,
+        };
+        document.epoch = epoch;
+        if publish::publish(&shared.client, set, &document).await? {
+            tracing::info!(epoch, "discovery document published");
+        }
+        next.epoch = Some(epoch);
+        next.discovery_hash = Some(hash);
+    }
+    shared
+        .metrics
+        .discovery_epoch
+        .with_label_values(&[&namespace, &set.name_any()])
+        .set(next.epoch.unwrap_or(0));
+
+    let mut conditions = Vec::new();
+    let requeue = if problems.is_empty() {
+        conditions.push(Wanted::new(
+            READY,
+            "True",
+            "ClustersReady",
+            format!(
+                "{} cluster(s) reachable, {} stream(s) on each, discovery epoch {}",
+                reachable.len(),
+                topics.len(),
+                next.epoch.unwrap_or(0)
+            ),
+        ));
+        Requeue::After(RESYNC)
+    } else {
+        conditions.push(Wanted::new(
+            READY,
+            "False",
+            problems[0].reason,
+            joined(&problems),
+        ));
+        Requeue::Backoff
+    };
+    conditions.push(match (problems.first(), drifted.is_empty()) {
+        (Some(problem), _) => Wanted::new(DEGRADED, "True", problem.reason, joined(&problems)),
+        (None, false) => Wanted::new(DEGRADED, "True", "TopicConfigDrift", drifted.join("; ")),
+        (None, true) => Wanted::new(
+            DEGRADED,
+            "False",
+            "AsDeclared",
+            "every cluster carries every stream as declared",
+        ),
+    });
+    Ok(Outcome {
+        conditions,
+        fields: fields(&next)?,
+        requeue,
+    })
+}
+
+/// Runs one admin call, counting its latency and failures.
+async fn timed<T>(
+    shared: &Shared,
+    operation: &str,
+    call: BoxFuture<'_, Result<T, KafkaError>>,
+) -> Result<T, KafkaError> {
+    let started = Instant::now();
+    let result = call.await;
+    shared
+        .metrics
+        .kafka_admin_duration
+        .with_label_values(&[operation])
+        .observe(started.elapsed().as_secs_f64());
+    if let Err(error) = &result {
+        shared
+            .metrics
+            .kafka_admin_errors
+            .with_label_values(&[operation, error.category()])
+            .inc();
+    }
+    result
+}
+
+/// The topics of the declared streams as a cluster reports them.
+fn observed_topics(
+    set: &KafkaClusterSet,
+    topics: &[DesiredTopic],
+    view: &ClusterView,
+) -> Vec<TopicStatus> {
+    set.spec
+        .streams
+        .iter()
+        .zip(topics)
+        .map(|(stream, topic)| {
+            let observed = view.topics.get(&topic.name);
+            let refused = matches!(plan(topic, observed), TopicPlan::RefuseShrink { .. })
+                || (observed.is_none() && topic.replication as usize > view.brokers);
+            TopicStatus {
+                stream: stream.name.clone(),
+                topic: topic.name.clone(),
+                partitions: observed.map(|o| o.partitions),
+                state: if refused { "Refused" } else { "Pending" }.into(),
+                message: None,
+            }
+        })
+        .collect()
+}
+
+/// Cluster statuses for the declared clusters, keeping recorded ones that
+/// the spec no longer names (retiring them is not this version's work).
+fn merge_recorded(
+    current: &KafkaClusterSetStatus,
+    mut statuses: BTreeMap<String, ClusterStatus>,
+) -> Vec<ClusterStatus> {
+    let mut merged: Vec<ClusterStatus> = current
+        .clusters
+        .iter()
+        .filter(|c| !statuses.contains_key(&c.name))
+        .cloned()
+        .collect();
+    merged.extend(std::mem::take(&mut statuses).into_values());
+    merged.sort_by(|a, b| a.name.cmp(&b.name));
+    merged
+}
+
+fn joined(problems: &[Problem]) -> String {
+    problems
+        .iter()
+        .map(|p| p.message.as_str())
+        .collect::<Vec<_>>()
+        .join("; ")
+}
+
+/// The set's own status fields, as written beside the common ones.
+fn fields(
+    status: &KafkaClusterSetStatus,
+) -> Result<serde_json::Map<String, serde_json::Value>, Error> {
+    let mut value = serde_json::to_value(status)?;
+    let map = value
+        .as_object_mut()
+        .map(std::mem::take)
+        .unwrap_or_default();
+    Ok(map
+        .into_iter()
+        .filter(|(key, _)| key != "conditions" && key != "observedGeneration")
+        .collect())
+}

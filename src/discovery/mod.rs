@@ -1,0 +1,215 @@
+//! The discovery document: where clients of a KafkaClusterSet write and read.
+//! It lives under the key [`DOCUMENT_KEY`] of the ConfigMap `<set>-discovery`.
+//! `docs/discovery.md` describes it for client authors and
+//! `docs/discovery.schema.json` (generated from these types) specifies it.
+
+use std::collections::BTreeMap;
+
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+use crate::api::kafka_cluster_set::ClusterRole;
+
+/// Version of the document format; a client refuses a version it does not know.
+pub const FORMAT_VERSION: u32 = 1;
+/// The ConfigMap key holding the document.
+pub const DOCUMENT_KEY: &str = "discovery.json";
+
+/// The name of a set's discovery ConfigMap.
+pub fn config_map_name(set: &str) -> String {
+    format!("{set}-discovery")
+}
+
+/// Where the clients of one KafkaClusterSet write and read.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+#[schemars(title = "kappa-operator discovery document")]
+pub struct DiscoveryDocument {
+    /// Format version; this schema describes version 1.
+    pub version: u32,
+    /// Grows by one every time anything else in the document changes. A
+    /// client acts on a document only when its epoch is greater than the
+    /// last one it acted on.
+    pub epoch: i64,
+    /// Namespace of the KafkaClusterSet.
+    pub namespace: String,
+    /// Name of the KafkaClusterSet.
+    pub set: String,
+    /// Every cluster a client may need to reach, in the set's order.
+    pub clusters: Vec<DiscoveredCluster>,
+    /// Per logical stream: where to write and the segments to read, in order.
+    pub streams: Vec<DiscoveredStream>,
+}
+
+/// One cluster and how to connect to it. Credentials are never in the
+/// document: `security.secretName` names the Secret that holds them.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct DiscoveredCluster {
+    /// Cluster name, unique in the set.
+    pub name: String,
+    /// Role declared in the set.
+    pub role: ClusterRole,
+    /// `active`: written or read normally; `draining`: no longer written,
+    /// still read up to its segments' end offsets.
+    pub state: ClusterState,
+    /// Comma-separated `host:port` list.
+    pub bootstrap_servers: String,
+    /// How to authenticate; absent for plaintext.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub security: Option<ClientSecurity>,
+}
+
+/// Lifecycle of a cluster as clients see it.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub enum ClusterState {
+    /// In normal use.
+    Active,
+    /// Not written any more; read until its end offsets.
+    Draining,
+}
+
+/// Client security settings, with the credentials left in a Secret.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ClientSecurity {
+    /// Kafka's `security.protocol`: `SSL`, `SASL_PLAINTEXT` or `SASL_SSL`.
+    pub protocol: String,
+    /// SASL mechanism, when SASL is used.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sasl_mechanism: Option<String>,
+    /// Secret (same namespace) with `username` and `password` for SASL.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sasl_secret_name: Option<String>,
+    /// Secret (same namespace) and key of the CA certificate for TLS.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ca_secret: Option<SecretKey>,
+}
+
+/// A key in a Secret.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct SecretKey {
+    /// Secret name.
+    pub name: String,
+    /// Key in the Secret's data.
+    pub key: String,
+}
+
+/// Routing of one logical stream.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct DiscoveredStream {
+    /// Logical stream name.
+    pub name: String,
+    /// Where producers write.
+    pub write: Segment,
+    /// What consumers read, oldest first: each segment with `endOffsets` is
+    /// read up to those offsets (exclusive) before the next segment is read.
+    pub read: Vec<ReadSegment>,
+}
+
+/// A topic on a cluster.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Segment {
+    /// Cluster name.
+    pub cluster: String,
+    /// Topic name on that cluster.
+    pub topic: String,
+}
+
+/// A topic on a cluster to read, possibly up to recorded end offsets.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ReadSegment {
+    /// Cluster name.
+    pub cluster: String,
+    /// Topic name on that cluster.
+    pub topic: String,
+    /// For a drained segment: per partition (as a decimal string), the
+    /// offset at which reading stops. Absent for the live segment.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub end_offsets: Option<BTreeMap<String, i64>>,
+}
+
+impl DiscoveryDocument {
+    /// A digest of everything but the epoch: equal digests mean no client
+    /// needs to act, so the epoch stays.
+    pub fn content_hash(&self) -> String {
+        let mut unversioned = self.clone();
+        unversioned.epoch = 0;
+        let bytes = serde_json::to_vec(&unversioned).unwrap_or_default();
+        hex(&Sha256::digest(bytes)[..16])
+    }
+
+    /// The document as stored in the ConfigMap.
+    pub fn to_json(&self) -> String {
+        serde_json::to_string_pretty(self).unwrap_or_default()
+    }
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// The JSON Schema of the document, as committed in `docs/discovery.schema.json`.
+pub fn json_schema() -> String {
+    let schema = schemars::schema_for!(DiscoveryDocument);
+    let mut text = serde_json::to_string_pretty(&schema).unwrap_or_default();
+    text.push('\n');
+    text
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn document(epoch: i64) -> DiscoveryDocument {
+        DiscoveryDocument {
+            version: FORMAT_VERSION,
+            epoch,
+            namespace: "shop".into(),
+            set: "events".into(),
+            clusters: vec![DiscoveredCluster {
+                name: "blue".into(),
+                role: ClusterRole::Primary,
+                state: ClusterState::Active,
+                bootstrap_servers: "blue:9092".into(),
+                security: None,
+            }],
+            streams: vec![DiscoveredStream {
+                name: "orders".into(),
+                write: Segment {
+                    cluster: "blue".into(),
+                    topic: "orders".into(),
+                },
+                read: vec![ReadSegment {
+                    cluster: "blue".into(),
+                    topic: "orders".into(),
+                    end_offsets: None,
+                }],
+            }],
+        }
+    }
+
+    #[test]
+    fn the_epoch_does_not_change_the_content_hash() {
+        assert_eq!(document(1).content_hash(), document(7).content_hash());
+        let mut moved = document(1);
+        moved.clusters[0].bootstrap_servers = "blue-2:9092".into();
+        assert_ne!(document(1).content_hash(), moved.content_hash());
+    }
+
+    #[test]
+    fn a_document_reads_back_and_refuses_unknown_fields() {
+        let text = document(3).to_json();
+        let read: DiscoveryDocument = serde_json::from_str(&text).expect("reads back");
+        assert_eq!(read, document(3));
+        let mut value: serde_json::Value = serde_json::from_str(&text).expect("json");
+        value["surprise"] = serde_json::json!(1);
+        assert!(serde_json::from_value::<DiscoveryDocument>(value).is_err());
+    }
+}

@@ -1,0 +1,142 @@
+//! Everything the operator asks of a Kafka cluster, behind one small trait
+//! ([`KafkaAdmin`]) with one real implementation over librdkafka
+//! ([`rdkafka_admin::RdKafkaAdmin`]).
+
+pub mod rdkafka_admin;
+pub mod topic;
+
+use std::collections::BTreeMap;
+use std::fmt;
+
+use futures::future::BoxFuture;
+
+/// How to reach one cluster: bootstrap servers plus client properties
+/// (security protocol, CA, SASL credentials). `Debug` never prints values,
+/// so a connection can be logged without leaking a secret.
+#[derive(Clone, PartialEq, Eq, Hash)]
+pub struct ClusterConnection {
+    /// Comma-separated `host:port` list.
+    pub bootstrap_servers: String,
+    /// librdkafka properties, some of them secret.
+    pub properties: BTreeMap<String, String>,
+}
+
+impl ClusterConnection {
+    /// A plaintext connection to `bootstrap_servers`.
+    pub fn plaintext(bootstrap_servers: impl Into<String>) -> Self {
+        Self {
+            bootstrap_servers: bootstrap_servers.into(),
+            properties: BTreeMap::new(),
+        }
+    }
+}
+
+impl fmt::Debug for ClusterConnection {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ClusterConnection")
+            .field("bootstrap_servers", &self.bootstrap_servers)
+            .field("properties", &self.properties.keys().collect::<Vec<_>>())
+            .finish()
+    }
+}
+
+/// A topic as the cluster reports it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ObservedTopic {
+    /// Number of partitions.
+    pub partitions: i32,
+    /// Topic configuration entries the cluster reports as set on the topic.
+    pub config: BTreeMap<String, String>,
+}
+
+/// A topic to create.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DesiredTopic {
+    /// Topic name.
+    pub name: String,
+    /// Number of partitions.
+    pub partitions: i32,
+    /// Replication factor.
+    pub replication: i32,
+    /// Topic configuration.
+    pub config: BTreeMap<String, String>,
+}
+
+/// A failed call to a cluster. The messages carry Kafka's own error text.
+#[derive(Debug, Clone, thiserror::Error, PartialEq, Eq)]
+pub enum KafkaError {
+    /// No broker answered.
+    #[error("no broker of {bootstrap} answered: {message}")]
+    Unreachable {
+        /// Bootstrap servers tried.
+        bootstrap: String,
+        /// librdkafka's error.
+        message: String,
+    },
+    /// The client could not be configured (bad property, bad CA, ...).
+    #[error("the Kafka client could not be configured: {0}")]
+    Configuration(String),
+    /// The cluster refused a request.
+    #[error("{operation} on topic `{topic}` failed: {message}")]
+    Refused {
+        /// What was asked.
+        operation: &'static str,
+        /// The topic.
+        topic: String,
+        /// The broker's error.
+        message: String,
+    },
+}
+
+impl KafkaError {
+    /// A fixed name per variant, for metric labels and condition reasons.
+    pub fn category(&self) -> &'static str {
+        match self {
+            Self::Unreachable { .. } => "ClusterUnreachable",
+            Self::Configuration(_) => "ClientConfigInvalid",
+            Self::Refused { .. } => "TopicOperationRefused",
+        }
+    }
+}
+
+/// The admin operations the operator needs. One real implementation; tests
+/// of error paths no broker can be made to produce may supply another.
+pub trait KafkaAdmin: Send + Sync {
+    /// Number of brokers and the named topics that exist, with their state.
+    fn describe(
+        &self,
+        connection: &ClusterConnection,
+        topics: &[String],
+    ) -> BoxFuture<'_, Result<ClusterView, KafkaError>>;
+
+    /// Creates a topic.
+    fn create_topic(
+        &self,
+        connection: &ClusterConnection,
+        topic: &DesiredTopic,
+    ) -> BoxFuture<'_, Result<(), KafkaError>>;
+
+    /// Grows a topic to `partitions` partitions.
+    fn grow_partitions(
+        &self,
+        connection: &ClusterConnection,
+        topic: &str,
+        partitions: i32,
+    ) -> BoxFuture<'_, Result<(), KafkaError>>;
+
+    /// The high watermark (next offset) of every partition of `topic`.
+    fn end_offsets(
+        &self,
+        connection: &ClusterConnection,
+        topic: &str,
+    ) -> BoxFuture<'_, Result<BTreeMap<i32, i64>, KafkaError>>;
+}
+
+/// What one cluster looks like from its admin API.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClusterView {
+    /// Brokers in the cluster's metadata.
+    pub brokers: usize,
+    /// The requested topics that exist.
+    pub topics: BTreeMap<String, ObservedTopic>,
+}

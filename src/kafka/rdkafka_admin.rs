@@ -1,0 +1,280 @@
+//! [`KafkaAdmin`] over librdkafka's admin client. One client per connection
+//! is kept and reused; a client whose cluster stopped answering is dropped so
+//! that the next attempt starts from the bootstrap servers again.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use futures::future::BoxFuture;
+use futures::FutureExt;
+use rdkafka::admin::{
+    AdminClient, AdminOptions, NewPartitions, NewTopic, OwnedResourceSpecifier, ResourceSpecifier,
+    TopicReplication,
+};
+use rdkafka::client::ClientContext;
+use rdkafka::config::RDKafkaLogLevel;
+use rdkafka::error::RDKafkaErrorCode;
+use rdkafka::ClientConfig;
+
+use super::{ClusterConnection, ClusterView, DesiredTopic, KafkaAdmin, KafkaError, ObservedTopic};
+
+type Client = AdminClient<QuietContext>;
+
+/// Routes librdkafka's own log lines to tracing. A cluster that does not
+/// answer is reported in the set's status and conditions; librdkafka's
+/// connection errors are warnings here, its chatter debug lines.
+#[derive(Clone, Copy, Default)]
+pub struct QuietContext;
+
+impl ClientContext for QuietContext {
+    fn log(&self, level: RDKafkaLogLevel, facility: &str, message: &str) {
+        match level {
+            RDKafkaLogLevel::Emerg
+            | RDKafkaLogLevel::Alert
+            | RDKafkaLogLevel::Critical
+            | RDKafkaLogLevel::Error => tracing::warn!(facility, message, "librdkafka"),
+            _ => tracing::debug!(facility, message, "librdkafka"),
+        }
+    }
+
+    fn error(&self, error: rdkafka::error::KafkaError, reason: &str) {
+        tracing::debug!(%error, reason, "librdkafka");
+    }
+}
+
+/// How long one admin request may take before the cluster counts as unreachable.
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// The real admin client.
+#[derive(Default)]
+pub struct RdKafkaAdmin {
+    clients: Mutex<HashMap<ClusterConnection, Arc<Client>>>,
+}
+
+impl RdKafkaAdmin {
+    fn client(&self, connection: &ClusterConnection) -> Result<Arc<Client>, KafkaError> {
+        let mut clients = self
+            .clients
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        if let Some(client) = clients.get(connection) {
+            return Ok(client.clone());
+        }
+        let mut config = ClientConfig::new();
+        config
+            .set("bootstrap.servers", &connection.bootstrap_servers)
+            .set("socket.timeout.ms", REQUEST_TIMEOUT.as_millis().to_string());
+        for (key, value) in &connection.properties {
+            config.set(key, value);
+        }
+        let client: Client = config
+            .create_with_context(QuietContext)
+            .map_err(|e| KafkaError::Configuration(e.to_string()))?;
+        let client = Arc::new(client);
+        clients.insert(connection.clone(), client.clone());
+        Ok(client)
+    }
+
+    fn forget(&self, connection: &ClusterConnection) {
+        self.clients
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .remove(connection);
+    }
+
+    fn unreachable(&self, connection: &ClusterConnection, error: impl ToString) -> KafkaError {
+        self.forget(connection);
+        KafkaError::Unreachable {
+            bootstrap: connection.bootstrap_servers.clone(),
+            message: error.to_string(),
+        }
+    }
+
+    fn options() -> AdminOptions {
+        AdminOptions::new()
+            .request_timeout(Some(REQUEST_TIMEOUT))
+            .operation_timeout(Some(REQUEST_TIMEOUT))
+    }
+
+    async fn describe_inner(
+        &self,
+        connection: &ClusterConnection,
+        topics: &[String],
+    ) -> Result<ClusterView, KafkaError> {
+        let client = self.client(connection)?;
+        let metadata_client = client.clone();
+        let metadata = tokio::task::spawn_blocking(move || {
+            metadata_client
+                .inner()
+                .fetch_metadata(None, REQUEST_TIMEOUT)
+        })
+        .await
+        .map_err(|e| self.unreachable(connection, e))?
+        .map_err(|e| self.unreachable(connection, e))?;
+        let brokers = metadata.brokers().len();
+        let mut partitions = BTreeMap::new();
+        for topic in metadata.topics() {
+            if topics.iter().any(|t| t == topic.name()) && topic.error().is_none() {
+                partitions.insert(topic.name().to_string(), topic.partitions().len() as i32);
+            }
+        }
+        let specifiers: Vec<_> = partitions
+            .keys()
+            .map(|name| ResourceSpecifier::Topic(name))
+            .collect();
+        let mut configs: BTreeMap<String, BTreeMap<String, String>> = BTreeMap::new();
+        if !specifiers.is_empty() {
+            let described = client
+                .describe_configs(&specifiers, &Self::options())
+                .await
+                .map_err(|e| self.unreachable(connection, e))?;
+            for result in described {
+                let resource = result.map_err(|code| KafkaError::Refused {
+                    operation: "DescribeConfigs",
+                    topic: partitions.keys().cloned().collect::<Vec<_>>().join(","),
+                    message: code.to_string(),
+                })?;
+                let OwnedResourceSpecifier::Topic(name) = resource.specifier else {
+                    continue;
+                };
+                let entries = resource
+                    .entries
+                    .into_iter()
+                    .filter_map(|entry| entry.value.map(|value| (entry.name, value)))
+                    .collect();
+                configs.insert(name, entries);
+            }
+        }
+        let topics = partitions
+            .into_iter()
+            .map(|(name, partitions)| {
+                let config = configs.remove(&name).unwrap_or_default();
+                (name, ObservedTopic { partitions, config })
+            })
+            .collect();
+        Ok(ClusterView { brokers, topics })
+    }
+
+    async fn create_inner(
+        &self,
+        connection: &ClusterConnection,
+        topic: &DesiredTopic,
+    ) -> Result<(), KafkaError> {
+        let client = self.client(connection)?;
+        let mut new_topic = NewTopic::new(
+            &topic.name,
+            topic.partitions,
+            TopicReplication::Fixed(topic.replication),
+        );
+        for (key, value) in &topic.config {
+            new_topic = new_topic.set(key, value);
+        }
+        let results = client
+            .create_topics([&new_topic], &Self::options())
+            .await
+            .map_err(|e| self.unreachable(connection, e))?;
+        topic_results("CreateTopics", results)
+    }
+
+    async fn grow_inner(
+        &self,
+        connection: &ClusterConnection,
+        topic: &str,
+        partitions: i32,
+    ) -> Result<(), KafkaError> {
+        let client = self.client(connection)?;
+        let count = usize::try_from(partitions).unwrap_or_default();
+        let results = client
+            .create_partitions([&NewPartitions::new(topic, count)], &Self::options())
+            .await
+            .map_err(|e| self.unreachable(connection, e))?;
+        topic_results("CreatePartitions", results)
+    }
+
+    async fn end_offsets_inner(
+        &self,
+        connection: &ClusterConnection,
+        topic: &str,
+    ) -> Result<BTreeMap<i32, i64>, KafkaError> {
+        let client = self.client(connection)?;
+        let name = topic.to_string();
+        let result = tokio::task::spawn_blocking(move || {
+            let metadata = client
+                .inner()
+                .fetch_metadata(Some(&name), REQUEST_TIMEOUT)?;
+            let partitions: Vec<i32> = metadata
+                .topics()
+                .iter()
+                .flat_map(|t| t.partitions().iter().map(|p| p.id()))
+                .collect();
+            partitions
+                .into_iter()
+                .map(|partition| {
+                    client
+                        .inner()
+                        .fetch_watermarks(&name, partition, REQUEST_TIMEOUT)
+                        .map(|(_, high)| (partition, high))
+                })
+                .collect::<Result<BTreeMap<_, _>, _>>()
+        })
+        .await
+        .map_err(|e| self.unreachable(connection, e))?;
+        result.map_err(|e| self.unreachable(connection, e))
+    }
+}
+
+/// The first refusal among per-topic results, if any.
+fn topic_results(
+    operation: &'static str,
+    results: Vec<Result<String, (String, RDKafkaErrorCode)>>,
+) -> Result<(), KafkaError> {
+    match results.into_iter().find_map(Result::err) {
+        None => Ok(()),
+        Some((_, RDKafkaErrorCode::TopicAlreadyExists)) => Ok(()),
+        Some((topic, code)) => Err(KafkaError::Refused {
+            operation,
+            topic,
+            message: code.to_string(),
+        }),
+    }
+}
+
+impl KafkaAdmin for RdKafkaAdmin {
+    fn describe(
+        &self,
+        connection: &ClusterConnection,
+        topics: &[String],
+    ) -> BoxFuture<'_, Result<ClusterView, KafkaError>> {
+        let (connection, topics) = (connection.clone(), topics.to_vec());
+        async move { self.describe_inner(&connection, &topics).await }.boxed()
+    }
+
+    fn create_topic(
+        &self,
+        connection: &ClusterConnection,
+        topic: &DesiredTopic,
+    ) -> BoxFuture<'_, Result<(), KafkaError>> {
+        let (connection, topic) = (connection.clone(), topic.clone());
+        async move { self.create_inner(&connection, &topic).await }.boxed()
+    }
+
+    fn grow_partitions(
+        &self,
+        connection: &ClusterConnection,
+        topic: &str,
+        partitions: i32,
+    ) -> BoxFuture<'_, Result<(), KafkaError>> {
+        let (connection, topic) = (connection.clone(), topic.to_string());
+        async move { self.grow_inner(&connection, &topic, partitions).await }.boxed()
+    }
+
+    fn end_offsets(
+        &self,
+        connection: &ClusterConnection,
+        topic: &str,
+    ) -> BoxFuture<'_, Result<BTreeMap<i32, i64>, KafkaError>> {
+        let (connection, topic) = (connection.clone(), topic.to_string());
+        async move { self.end_offsets_inner(&connection, &topic).await }.boxed()
+    }
+}

@@ -1,0 +1,318 @@
+//! KafkaClusterSets against real Tansu brokers (as `external` clusters) and
+//! the real API server: topics checked through Kafka's admin API, the
+//! discovery ConfigMap read back, refusals leaving everything untouched.
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::net::TcpListener;
+use std::sync::OnceLock;
+use std::time::Duration;
+
+use common::{create, kappa_api, wait_for_ready, Operator, Testbed};
+use k8s_openapi::api::core::v1::ConfigMap;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
+use kappa_operator::discovery::DiscoveryDocument;
+use kube::api::{Patch, PatchParams};
+use kube::{Api, Client};
+use rdkafka::admin::{AdminClient, AdminOptions, ResourceSpecifier};
+use rdkafka::client::DefaultClientContext;
+use rdkafka::ClientConfig;
+use serde_json::json;
+
+const WITHIN: Duration = Duration::from_secs(60);
+
+fn operator() -> &'static Operator {
+    static OPERATOR: OnceLock<Operator> = OnceLock::new();
+    OPERATOR.get_or_init(|| {
+        Operator::start(
+            Testbed::with_brokers(),
+            "kafka-cluster-set-tests",
+            &["--no-leader-election"],
+        )
+    })
+}
+
+fn set(name: &str, clusters: serde_json::Value, write: &str) -> serde_json::Value {
+    json!({
+        "apiVersion": "kappa.dev/v1alpha1",
+        "kind": "KafkaClusterSet",
+        "metadata": {"name": name},
+        "spec": {
+            "template": {"provider": "external"},
+            "clusters": clusters,
+            "streams": [
+                {"name": "orders", "partitions": 3, "retention": "1h"},
+                {"name": "totals", "topic": "order-totals", "partitions": 2, "cleanupPolicy": "compact"}
+            ],
+            "routing": {"writeCluster": write}
+        }
+    })
+}
+
+fn external(name: &str, bootstrap: &str) -> serde_json::Value {
+    json!({"name": name, "overrides": {"external": {"bootstrapServers": [bootstrap]}}})
+}
+
+/// Partitions and configuration of `topic` as the broker itself reports them.
+async fn topic_on(bootstrap: &str, topic: &str) -> Option<(usize, BTreeMap<String, String>)> {
+    let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
+        .set("bootstrap.servers", bootstrap)
+        .create()
+        .expect("admin client");
+    let metadata = admin
+        .inner()
+        .fetch_metadata(Some(topic), Duration::from_secs(10))
+        .expect("Metadata answers");
+    let found = metadata
+        .topics()
+        .iter()
+        .find(|t| t.name() == topic && t.error().is_none() && !t.partitions().is_empty())?;
+    let partitions = found.partitions().len();
+    let described = admin
+        .describe_configs(&[ResourceSpecifier::Topic(topic)], &AdminOptions::new())
+        .await
+        .expect("DescribeConfigs answers");
+    let config = described
+        .into_iter()
+        .flatten()
+        .flat_map(|resource| resource.entries)
+        .filter_map(|entry| Some((entry.name, entry.value?)))
+        .collect();
+    Some((partitions, config))
+}
+
+async fn discovery(client: &Client, ns: &str, set: &str) -> DiscoveryDocument {
+    let map = Api::<ConfigMap>::namespaced(client.clone(), ns)
+        .get(&format!("{set}-discovery"))
+        .await
+        .expect("discovery ConfigMap exists");
+    let text = map
+        .data
+        .as_ref()
+        .and_then(|d| d.get("discovery.json"))
+        .expect("discovery.json key");
+    serde_json::from_str(text).expect("the document follows its schema")
+}
+
+async fn condition(client: &Client, ns: &str, name: &str, type_: &str) -> Option<Condition> {
+    let object = kappa_api(client, ns, "KafkaClusterSet")
+        .get(name)
+        .await
+        .ok()?;
+    let conditions = object.data.get("status")?.get("conditions")?.clone();
+    let conditions: Vec<Condition> = serde_json::from_value(conditions).ok()?;
+    conditions.into_iter().find(|c| c.type_ == type_)
+}
+
+async fn wait_for_condition(
+    client: &Client,
+    ns: &str,
+    name: &str,
+    type_: &str,
+    reason: &str,
+) -> Condition {
+    let started = std::time::Instant::now();
+    let mut last = None;
+    while started.elapsed() < WITHIN {
+        last = condition(client, ns, name, type_).await;
+        if let Some(found) = last.as_ref().filter(|c| c.reason == reason) {
+            return found.clone();
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    panic!("{type_} of {ns}/{name} did not become {reason}; last: {last:?}");
+}
+
+async fn merge(client: &Client, ns: &str, name: &str, patch: serde_json::Value) {
+    kappa_api(client, ns, "KafkaClusterSet")
+        .patch(name, &PatchParams::default(), &Patch::Merge(&patch))
+        .await
+        .expect("set patched");
+}
+
+#[tokio::test]
+async fn streams_reach_every_cluster_and_the_discovery_map_follows_the_spec() {
+    let testbed = Testbed::with_brokers();
+    operator();
+    let client = testbed.client().await;
+    let ns = testbed.namespace("kcs-streams").await;
+    let (blue, green) = (&testbed.brokers[0], &testbed.brokers[1]);
+    let clusters = json!([external("blue", blue), external("green", green)]);
+    create(&client, &ns, set("events", clusters, "blue"))
+        .await
+        .expect("set created");
+    let ready = wait_for_ready(&client, &ns, "KafkaClusterSet", "events", WITHIN, |c| {
+        c.status == "True"
+    })
+    .await;
+    assert_eq!(ready.reason, "ClustersReady", "{}", ready.message);
+
+    // Each stream's topic on each broker, as the broker reports it.
+    for bootstrap in [blue, green] {
+        let (partitions, config) = topic_on(bootstrap, "orders").await.expect("orders exists");
+        assert_eq!(partitions, 3, "orders on {bootstrap}");
+        assert_eq!(
+            config.get("retention.ms").map(String::as_str),
+            Some("3600000")
+        );
+        let (partitions, config) = topic_on(bootstrap, "order-totals")
+            .await
+            .expect("order-totals exists");
+        assert_eq!(partitions, 2, "order-totals on {bootstrap}");
+        assert_eq!(
+            config.get("cleanup.policy").map(String::as_str),
+            Some("compact")
+        );
+    }
+
+    // The discovery document: both clusters, writes and reads on blue.
+    let document = discovery(&client, &ns, "events").await;
+    assert_eq!((document.version, document.epoch), (1, 1));
+    assert_eq!(
+        (document.namespace.as_str(), document.set.as_str()),
+        (ns.as_str(), "events")
+    );
+    let addresses: Vec<_> = document
+        .clusters
+        .iter()
+        .map(|c| (c.name.as_str(), c.bootstrap_servers.as_str()))
+        .collect();
+    assert_eq!(
+        addresses,
+        [("blue", blue.as_str()), ("green", green.as_str())]
+    );
+    let totals = document
+        .streams
+        .iter()
+        .find(|s| s.name == "totals")
+        .expect("totals routed");
+    assert_eq!(
+        (totals.write.cluster.as_str(), totals.write.topic.as_str()),
+        ("blue", "order-totals")
+    );
+    assert_eq!(totals.read.len(), 1);
+
+    // A change that does not touch routing leaves the epoch alone.
+    merge(
+        &client,
+        &ns,
+        "events",
+        json!({"metadata": {"labels": {"team": "shop"}}}),
+    )
+    .await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(discovery(&client, &ns, "events").await.epoch, 1);
+
+    // Moving the write cluster publishes a new epoch.
+    merge(
+        &client,
+        &ns,
+        "events",
+        json!({"spec": {"routing": {"writeCluster": "green"}}}),
+    )
+    .await;
+    let mut document = discovery(&client, &ns, "events").await;
+    for _ in 0..100 {
+        if document.epoch == 2 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        document = discovery(&client, &ns, "events").await;
+    }
+    assert_eq!(document.epoch, 2);
+    assert!(document.streams.iter().all(|s| s.write.cluster == "green"));
+
+    // Fewer partitions than a topic has: refused, nothing changed.
+    let mut streams = set("x", json!([]), "x")["spec"]["streams"].clone();
+    streams[0]["partitions"] = json!(2);
+    merge(
+        &client,
+        &ns,
+        "events",
+        json!({"spec": {"streams": streams}}),
+    )
+    .await;
+    let degraded = wait_for_condition(
+        &client,
+        &ns,
+        "events",
+        "Degraded",
+        "PartitionDecreaseRefused",
+    )
+    .await;
+    assert!(
+        degraded.message.contains("spec.streams[0].partitions"),
+        "{}",
+        degraded.message
+    );
+    assert_eq!(topic_on(blue, "orders").await.expect("orders").0, 3);
+    assert_eq!(discovery(&client, &ns, "events").await.epoch, 2);
+    streams[0]["partitions"] = json!(3);
+    merge(
+        &client,
+        &ns,
+        "events",
+        json!({"spec": {"streams": streams}}),
+    )
+    .await;
+    wait_for_condition(&client, &ns, "events", "Degraded", "AsDeclared").await;
+
+    // An edit to a created cluster: refused, the map keeps the old address.
+    let moved = json!([external("blue", green), external("green", green)]);
+    merge(&client, &ns, "events", json!({"spec": {"clusters": moved}})).await;
+    let degraded = wait_for_condition(
+        &client,
+        &ns,
+        "events",
+        "Degraded",
+        "ImmutableClusterChanged",
+    )
+    .await;
+    assert!(degraded.message.contains("`blue`"), "{}", degraded.message);
+    let document = discovery(&client, &ns, "events").await;
+    assert_eq!(document.epoch, 2);
+    assert_eq!(document.clusters[0].bootstrap_servers, *blue);
+    operator().assert_log_clean();
+}
+
+#[tokio::test]
+async fn an_unreachable_cluster_degrades_the_set_until_its_broker_appears() {
+    let testbed = Testbed::with_brokers();
+    operator();
+    let client = testbed.client().await;
+    let ns = testbed.namespace("kcs-unreachable").await;
+    let port = TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a free port")
+        .port();
+    let late = format!("127.0.0.1:{port}");
+    let clusters = json!([external("late", &late)]);
+    create(&client, &ns, set("late", clusters, "late"))
+        .await
+        .expect("set created");
+    let degraded = wait_for_condition(&client, &ns, "late", "Degraded", "ClusterUnreachable").await;
+    assert!(degraded.message.contains(&late), "{}", degraded.message);
+    let ready = condition(&client, &ns, "late", "Ready")
+        .await
+        .expect("Ready");
+    assert_eq!(
+        (ready.status.as_str(), ready.reason.as_str()),
+        ("False", "ClusterUnreachable")
+    );
+
+    let started = testbed.start_broker("late", port);
+    assert_eq!(started, late);
+    let ready = wait_for_ready(&client, &ns, "KafkaClusterSet", "late", WITHIN, |c| {
+        c.status == "True"
+    })
+    .await;
+    assert_eq!(ready.reason, "ClustersReady");
+    assert_eq!(topic_on(&late, "orders").await.expect("orders").0, 3);
+    assert!(
+        operator().metric(
+            "kappa_kafka_admin_errors_total{operation=\"describe\",reason=\"ClusterUnreachable\"}"
+        ) >= 1.0,
+        "admin errors are counted"
+    );
+}
