@@ -6,6 +6,8 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 pub const READY: &str = "Ready";
 /// The `Degraded` condition type: something needs a person's attention.
 pub const DEGRADED: &str = "Degraded";
+/// The `Progressing` condition type: the object is moving towards its spec.
+pub const PROGRESSING: &str = "Progressing";
 
 /// Sets `new` in `conditions`, replacing the condition of the same type. The
 /// `lastTransitionTime` of the existing one is kept unless the status flips,

@@ -4,20 +4,16 @@
 
 mod common;
 
-use std::collections::BTreeMap;
 use std::net::TcpListener;
 use std::sync::OnceLock;
 use std::time::Duration;
 
+use common::kafka::{self, high_watermarks, topic_on, wait_for_document, FollowingProducer};
 use common::{create, kappa_api, wait_for_ready, Operator, Testbed};
-use k8s_openapi::api::core::v1::ConfigMap;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
 use kappa_operator::discovery::DiscoveryDocument;
 use kube::api::{Patch, PatchParams};
-use kube::{Api, Client};
-use rdkafka::admin::{AdminClient, AdminOptions, ResourceSpecifier};
-use rdkafka::client::DefaultClientContext;
-use rdkafka::ClientConfig;
+use kube::Client;
 use serde_json::json;
 
 const WITHIN: Duration = Duration::from_secs(60);
@@ -54,45 +50,10 @@ fn external(name: &str, bootstrap: &str) -> serde_json::Value {
     json!({"name": name, "overrides": {"external": {"bootstrapServers": [bootstrap]}}})
 }
 
-/// Partitions and configuration of `topic` as the broker itself reports them.
-async fn topic_on(bootstrap: &str, topic: &str) -> Option<(usize, BTreeMap<String, String>)> {
-    let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
-        .set("bootstrap.servers", bootstrap)
-        .create()
-        .expect("admin client");
-    let metadata = admin
-        .inner()
-        .fetch_metadata(Some(topic), Duration::from_secs(10))
-        .expect("Metadata answers");
-    let found = metadata
-        .topics()
-        .iter()
-        .find(|t| t.name() == topic && t.error().is_none() && !t.partitions().is_empty())?;
-    let partitions = found.partitions().len();
-    let described = admin
-        .describe_configs(&[ResourceSpecifier::Topic(topic)], &AdminOptions::new())
-        .await
-        .expect("DescribeConfigs answers");
-    let config = described
-        .into_iter()
-        .flatten()
-        .flat_map(|resource| resource.entries)
-        .filter_map(|entry| Some((entry.name, entry.value?)))
-        .collect();
-    Some((partitions, config))
-}
-
 async fn discovery(client: &Client, ns: &str, set: &str) -> DiscoveryDocument {
-    let map = Api::<ConfigMap>::namespaced(client.clone(), ns)
-        .get(&format!("{set}-discovery"))
+    kafka::discovery(client, ns, set)
         .await
-        .expect("discovery ConfigMap exists");
-    let text = map
-        .data
-        .as_ref()
-        .and_then(|d| d.get("discovery.json"))
-        .expect("discovery.json key");
-    serde_json::from_str(text).expect("the document follows its schema")
+        .expect("discovery ConfigMap exists")
 }
 
 async fn condition(client: &Client, ns: &str, name: &str, type_: &str) -> Option<Condition> {
@@ -204,7 +165,10 @@ async fn streams_reach_every_cluster_and_the_discovery_map_follows_the_spec() {
     tokio::time::sleep(Duration::from_secs(2)).await;
     assert_eq!(discovery(&client, &ns, "events").await.epoch, 1);
 
-    // Moving the write cluster publishes a new epoch.
+    // Moving the write cluster while a producer writes: announced first,
+    // blue's end offsets recorded only once the producer has acknowledged.
+    let producer = FollowingProducer::start(&client, &ns, "events", "orders", "producer-a").await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
     merge(
         &client,
         &ns,
@@ -212,16 +176,64 @@ async fn streams_reach_every_cluster_and_the_discovery_map_follows_the_spec() {
         json!({"spec": {"routing": {"writeCluster": "green"}}}),
     )
     .await;
-    let mut document = discovery(&client, &ns, "events").await;
-    for _ in 0..100 {
-        if document.epoch == 2 {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(200)).await;
-        document = discovery(&client, &ns, "events").await;
-    }
-    assert_eq!(document.epoch, 2);
-    assert!(document.streams.iter().all(|s| s.write.cluster == "green"));
+    let announced = wait_for_document(&client, &ns, "events", WITHIN, |d| d.epoch == 2).await;
+    let orders = announced
+        .streams
+        .iter()
+        .find(|s| s.name == "orders")
+        .expect("orders");
+    assert_eq!(orders.write.cluster, "green");
+    let segments: Vec<_> = orders
+        .read
+        .iter()
+        .map(|r| (r.cluster.as_str(), r.end_offsets.is_some()))
+        .collect();
+    assert_eq!(
+        segments,
+        [("blue", false), ("green", false)],
+        "blue is read until drained, then green"
+    );
+    let settled = wait_for_document(&client, &ns, "events", WITHIN, |d| d.epoch == 3).await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let written = producer.stop().await;
+    let orders = settled
+        .streams
+        .iter()
+        .find(|s| s.name == "orders")
+        .expect("orders");
+    let drained = orders.read[0]
+        .end_offsets
+        .clone()
+        .expect("blue's end offsets");
+    assert_eq!(
+        (
+            orders.read[0].cluster.as_str(),
+            orders.read[1].cluster.as_str()
+        ),
+        ("blue", "green")
+    );
+    assert_eq!(
+        drained,
+        high_watermarks(blue, "orders"),
+        "recorded end offsets are blue's final high watermarks"
+    );
+    let on_blue: i64 = drained.values().sum();
+    let on_green: i64 = high_watermarks(green, "orders").values().sum();
+    assert_eq!(
+        on_blue as u64, written["blue"],
+        "every record written to blue is inside its segment"
+    );
+    assert_eq!(
+        on_green as u64, written["green"],
+        "and the rest are on green"
+    );
+    let progressing = condition(&client, &ns, "events", "Progressing")
+        .await
+        .expect("Progressing");
+    assert_eq!(
+        (progressing.status.as_str(), progressing.message.as_str()),
+        ("False", "producers write to `green`")
+    );
 
     // Fewer partitions than a topic has: refused, nothing changed.
     let mut streams = set("x", json!([]), "x")["spec"]["streams"].clone();
@@ -247,7 +259,7 @@ async fn streams_reach_every_cluster_and_the_discovery_map_follows_the_spec() {
         degraded.message
     );
     assert_eq!(topic_on(blue, "orders").await.expect("orders").0, 3);
-    assert_eq!(discovery(&client, &ns, "events").await.epoch, 2);
+    assert_eq!(discovery(&client, &ns, "events").await.epoch, 3);
     streams[0]["partitions"] = json!(3);
     merge(
         &client,
@@ -271,7 +283,7 @@ async fn streams_reach_every_cluster_and_the_discovery_map_follows_the_spec() {
     .await;
     assert!(degraded.message.contains("`blue`"), "{}", degraded.message);
     let document = discovery(&client, &ns, "events").await;
-    assert_eq!(document.epoch, 2);
+    assert_eq!(document.epoch, 3);
     assert_eq!(document.clusters[0].bootstrap_servers, *blue);
     operator().assert_log_clean();
 }

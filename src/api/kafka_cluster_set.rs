@@ -355,6 +355,51 @@ pub struct KafkaClusterSetStatus {
     /// epoch grows only when this changes.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub discovery_hash: Option<String>,
+    /// The write cluster the discovery document settled on. A different
+    /// `spec.routing.writeCluster` starts a migration.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub write_cluster: Option<String>,
+    /// The write-cluster move in progress, if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub migration: Option<MigrationStatus>,
+    /// Segments no longer written, oldest first: consumers read each up to
+    /// its end offsets before the next.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(extend("x-kubernetes-list-type" = "atomic"))]
+    pub drained_segments: Vec<DrainedSegment>,
+}
+
+/// A move of the write cluster: the document announces `to`, live producers
+/// acknowledge the epoch, then `from`'s end offsets are recorded.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct MigrationStatus {
+    /// The write cluster producers leave.
+    pub from: String,
+    /// The write cluster producers move to.
+    pub to: String,
+    /// Epoch of the document that announced the move.
+    pub epoch: i64,
+    /// Live producers that have not acknowledged the epoch yet.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub waiting_for: Vec<String>,
+}
+
+/// One stream's topic on one cluster, read between recorded offsets.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct DrainedSegment {
+    /// Cluster name.
+    pub cluster: String,
+    /// Stream name.
+    pub stream: String,
+    /// Topic name.
+    pub topic: String,
+    /// Per partition, where the segment starts (absent: the beginning).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub start_offsets: BTreeMap<String, i64>,
+    /// Per partition, the offset at which the segment ends (exclusive).
+    pub end_offsets: BTreeMap<String, i64>,
 }
 
 /// Observed state of one cluster.

@@ -244,17 +244,8 @@ async fn reconcile_inner<K: Kind>(
             map.extend(outcome.fields.clone());
         }
     }
-    let uid = guard.uid().unwrap_or_default();
-    if outcome.requeue != Requeue::Backoff {
-        shared.reset_backoff(&uid);
-    }
-    let next = match outcome.requeue {
-        Requeue::OnChange => Action::await_change(),
-        Requeue::After(delay) => Action::requeue(delay),
-        Requeue::Backoff => Action::requeue(shared.next_backoff(&uid)),
-    };
     if current_fields.as_ref() == Some(&desired) {
-        return Ok(next);
+        return Ok(next_action(shared, guard, outcome.requeue));
     }
     if let Some(reason) = verdict.reason() {
         shared
@@ -282,7 +273,21 @@ async fn reconcile_inner<K: Kind>(
     let ready = conditions::find(&common.conditions, READY).map(|c| c.reason.as_str());
     tracing::info!(generation, reason = ready, "status updated");
     publish_events(shared, guard, current.as_ref(), &common).await;
-    Ok(next)
+    Ok(next_action(shared, guard, outcome.requeue))
+}
+
+/// The action after a reconcile that finished; only then does the error
+/// backoff start over, unless the outcome itself asks to back off.
+fn next_action<K: Kind>(shared: &Shared, guard: &DeserializeGuard<K>, requeue: Requeue) -> Action {
+    let uid = guard.uid().unwrap_or_default();
+    match requeue {
+        Requeue::Backoff => return Action::requeue(shared.next_backoff(&uid)),
+        Requeue::OnChange | Requeue::After(_) => shared.reset_backoff(&uid),
+    }
+    match requeue {
+        Requeue::After(delay) => Action::requeue(delay),
+        Requeue::OnChange | Requeue::Backoff => Action::await_change(),
+    }
 }
 
 /// The object's status as JSON, for comparison with the desired one.

@@ -9,6 +9,8 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
+pub mod acknowledgement;
+
 use crate::api::kafka_cluster_set::ClusterRole;
 
 /// Version of the document format; a client refuses a version it does not know.
@@ -129,8 +131,14 @@ pub struct ReadSegment {
     pub cluster: String,
     /// Topic name on that cluster.
     pub topic: String,
+    /// Per partition (as a decimal string), the offset the segment starts
+    /// at. Absent: the beginning of the partition.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub start_offsets: Option<BTreeMap<String, i64>>,
     /// For a drained segment: per partition (as a decimal string), the
-    /// offset at which reading stops. Absent for the live segment.
+    /// offset at which reading stops. Absent for the live segment and for a
+    /// segment being drained (its producers are still moving away): a
+    /// consumer reads such a segment and does not go on to the next.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub end_offsets: Option<BTreeMap<String, i64>>,
 }
@@ -189,6 +197,7 @@ mod tests {
                 read: vec![ReadSegment {
                     cluster: "blue".into(),
                     topic: "orders".into(),
+                    start_offsets: None,
                     end_offsets: None,
                 }],
             }],

@@ -2,6 +2,7 @@
 //! clusters are reached, its streams put on every cluster and its discovery
 //! document published.
 
+pub mod migration;
 pub mod provider;
 pub mod publish;
 pub mod sync;
@@ -10,15 +11,18 @@ pub mod validate;
 use std::future::Future;
 use std::sync::Arc;
 
+use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::ConfigMap;
 use kube::core::DeserializeGuard;
 use kube::runtime::controller::Action;
+use kube::runtime::reflector::ObjectRef;
 use kube::runtime::{watcher, Controller};
-use kube::Api;
+use kube::{Api, ResourceExt};
 
 use super::{drive, verdict, watch, Ctx, Kind, Shared};
 use crate::api::common::CommonStatus;
 use crate::api::kafka_cluster_set::KafkaClusterSet;
+use crate::discovery::acknowledgement::{CLIENT_LABEL, CLUSTER_SET_LABEL, PRODUCER};
 use crate::error::Error;
 use crate::kafka::rdkafka_admin::RdKafkaAdmin;
 use provider::Providers;
@@ -46,10 +50,21 @@ async fn reconcile(
 pub async fn run(shared: Arc<Shared>, shutdown: impl Future<Output = ()> + Send + Sync + 'static) {
     let (reader, stream) = watch::<KafkaClusterSet>(&shared);
     let config_maps: Api<ConfigMap> = shared.api();
-    let controller = Controller::for_stream(stream, reader).owns(
-        config_maps,
-        watcher::Config::default().labels("app.kubernetes.io/managed-by=kappa-operator"),
-    );
+    let leases: Api<Lease> = shared.api();
+    // A producer acknowledging an epoch moves a migration on.
+    let controller = Controller::for_stream(stream, reader)
+        .owns(
+            config_maps,
+            watcher::Config::default().labels("app.kubernetes.io/managed-by=kappa-operator"),
+        )
+        .watches(
+            leases,
+            watcher::Config::default().labels(&format!("{CLIENT_LABEL}={PRODUCER}")),
+            |lease: Lease| {
+                let set = lease.labels().get(CLUSTER_SET_LABEL)?.clone();
+                Some(ObjectRef::new(&set).within(&lease.namespace()?))
+            },
+        );
     let deps = SetDeps {
         admin: Arc::new(RdKafkaAdmin::default()),
         providers: Arc::new(Providers::new(shared.client.clone())),

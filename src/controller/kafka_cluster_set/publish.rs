@@ -7,7 +7,7 @@ use kube::api::{ObjectMeta, Patch, PatchParams};
 use kube::{Api, Client, Resource, ResourceExt};
 
 use super::provider::Endpoint;
-use crate::api::kafka_cluster_set::KafkaClusterSet;
+use crate::api::kafka_cluster_set::{KafkaClusterSet, KafkaClusterSetStatus};
 use crate::controller::verdict::FIELD_MANAGER;
 use crate::discovery::{
     config_map_name, ClusterState, DiscoveredCluster, DiscoveredStream, DiscoveryDocument,
@@ -16,14 +16,42 @@ use crate::discovery::{
 use crate::error::Error;
 use crate::kafka::topic::desired_topic;
 
-/// The document for `set` at `epoch`, given the endpoints found so far.
+/// The cluster the document tells producers to write to: the target of a
+/// migration in progress, else the settled one, else (first publication) the spec's.
+pub fn write_cluster<'a>(set: &'a KafkaClusterSet, routing: &'a KafkaClusterSetStatus) -> &'a str {
+    routing
+        .migration
+        .as_ref()
+        .map(|m| m.to.as_str())
+        .or(routing.write_cluster.as_deref())
+        .unwrap_or(&set.spec.routing.write_cluster)
+}
+
+/// Where the last drained segment of `stream` on `cluster` ended, if any:
+/// the next segment there starts at those offsets.
+pub fn last_end<'a>(
+    routing: &'a KafkaClusterSetStatus,
+    cluster: &str,
+    stream: &str,
+) -> Option<&'a BTreeMap<String, i64>> {
+    routing
+        .drained_segments
+        .iter()
+        .rev()
+        .find(|s| s.cluster == cluster && s.stream == stream)
+        .map(|s| &s.end_offsets)
+}
+
+/// The document for `set` at `epoch`, given the endpoints found and the
+/// routing state (write cluster, migration, drained segments) in `routing`.
 /// `None` while the write cluster has no endpoint: clients keep the last map.
 pub fn document(
     set: &KafkaClusterSet,
     endpoints: &BTreeMap<String, Endpoint>,
+    routing: &KafkaClusterSetStatus,
     epoch: i64,
 ) -> Option<DiscoveryDocument> {
-    let write = &set.spec.routing.write_cluster;
+    let write = write_cluster(set, routing);
     endpoints.get(write)?;
     let clusters = set
         .spec
@@ -40,23 +68,40 @@ pub fn document(
             })
         })
         .collect();
+    let open = |cluster: &str, stream: &str, topic: &str| ReadSegment {
+        cluster: cluster.to_string(),
+        topic: topic.to_string(),
+        start_offsets: last_end(routing, cluster, stream).cloned(),
+        end_offsets: None,
+    };
     let streams = set
         .spec
         .streams
         .iter()
         .map(|stream| {
             let topic = desired_topic(stream).name;
+            let mut read: Vec<ReadSegment> = routing
+                .drained_segments
+                .iter()
+                .filter(|s| s.stream == stream.name)
+                .map(|s| ReadSegment {
+                    cluster: s.cluster.clone(),
+                    topic: s.topic.clone(),
+                    start_offsets: (!s.start_offsets.is_empty()).then(|| s.start_offsets.clone()),
+                    end_offsets: Some(s.end_offsets.clone()),
+                })
+                .collect();
+            if let Some(migration) = &routing.migration {
+                read.push(open(&migration.from, &stream.name, &topic));
+            }
+            read.push(open(write, &stream.name, &topic));
             DiscoveredStream {
                 name: stream.name.clone(),
                 write: Segment {
-                    cluster: write.clone(),
-                    topic: topic.clone(),
-                },
-                read: vec![ReadSegment {
-                    cluster: write.clone(),
+                    cluster: write.to_string(),
                     topic,
-                    end_offsets: None,
-                }],
+                },
+                read,
             }
         })
         .collect();

@@ -10,12 +10,13 @@ use futures::future::{join_all, BoxFuture};
 use futures::FutureExt;
 use kube::ResourceExt;
 
+use super::migration::{self, Step};
 use super::provider::{ClusterProvider, EffectiveSpec};
 use super::publish;
 use crate::api::kafka_cluster_set::{
     ClusterStatus, KafkaClusterSet, KafkaClusterSetStatus, TopicStatus,
 };
-use crate::conditions::{DEGRADED, READY};
+use crate::conditions::{DEGRADED, PROGRESSING, READY};
 use crate::controller::verdict::{Act, Outcome, Requeue, Wanted};
 use crate::controller::Shared;
 use crate::error::Error;
@@ -287,19 +288,24 @@ async fn sync(shared: &Shared, deps: &SetDeps, set: &KafkaClusterSet) -> Result<
         }
     }
 
-    // Discovery: the epoch grows only when the content changes.
+    // Routing: one migration step at most, then the document it calls for.
+    // The epoch grows only when the content changes.
     let mut next = current.clone();
     next.clusters = merge_recorded(&current, statuses);
     next.cluster_count = i32::try_from(set.spec.clusters.len()).ok();
-    if let Some(mut document) = publish::document(set, &endpoints, 0) {
+    let step = migration::advance(shared, deps.admin.as_ref(), set, &endpoints, &mut next).await?;
+    if let Some(mut document) = publish::document(set, &endpoints, &next, 0) {
         let hash = document.content_hash();
         let epoch = match (&current.discovery_hash, current.epoch) {
             (Some(old), Some(epoch)) if *old == hash => epoch,
             (_, epoch) => epoch.unwrap_or(0) + 1,
         };
         document.epoch = epoch;
+        if let Some(migration) = next.migration.as_mut().filter(|m| m.epoch == 0) {
+            migration.epoch = epoch;
+        }
         if publish::publish(&shared.client, set, &document).await? {
-            tracing::info!(epoch, "discovery document published");
+            tracing::info!(epoch, write = %document.streams.first().map(|s| s.write.cluster.as_str()).unwrap_or_default(), "discovery document published");
         }
         next.epoch = Some(epoch);
         next.discovery_hash = Some(hash);
@@ -309,8 +315,15 @@ async fn sync(shared: &Shared, deps: &SetDeps, set: &KafkaClusterSet) -> Result<
         .discovery_epoch
         .with_label_values(&[&namespace, &set.name_any()])
         .set(next.epoch.unwrap_or(0));
+    let (progressing, step_requeue) = progress(&next, &step);
+    if let Step::Blocked(error) = &step {
+        problems.push(Problem {
+            reason: error.category(),
+            message: format!("recording the end offsets of the old write cluster: {error}"),
+        });
+    }
 
-    let mut conditions = Vec::new();
+    let mut conditions = vec![progressing];
     let requeue = if problems.is_empty() {
         conditions.push(Wanted::new(
             READY,
@@ -323,7 +336,7 @@ async fn sync(shared: &Shared, deps: &SetDeps, set: &KafkaClusterSet) -> Result<
                 next.epoch.unwrap_or(0)
             ),
         ));
-        Requeue::After(RESYNC)
+        step_requeue.unwrap_or(Requeue::After(RESYNC))
     } else {
         conditions.push(Wanted::new(
             READY,
@@ -348,6 +361,50 @@ async fn sync(shared: &Shared, deps: &SetDeps, set: &KafkaClusterSet) -> Result<
         fields: fields(&next)?,
         requeue,
     })
+}
+
+/// The Progressing condition for where the routing stands, and when to look
+/// again if a migration is under way.
+fn progress(next: &KafkaClusterSetStatus, step: &Step) -> (Wanted, Option<Requeue>) {
+    let Some(migration) = &next.migration else {
+        let write = next.write_cluster.as_deref().unwrap_or_default();
+        return (
+            Wanted::new(
+                PROGRESSING,
+                "False",
+                "Settled",
+                format!("producers write to `{write}`"),
+            ),
+            None,
+        );
+    };
+    let moving = format!(
+        "moving writes from `{}` to `{}` (epoch {})",
+        migration.from, migration.to, migration.epoch
+    );
+    match step {
+        Step::AwaitingProducers(recheck) => (
+            Wanted::new(
+                PROGRESSING,
+                "True",
+                "AwaitingProducers",
+                format!(
+                    "{moving}: waiting for producer(s) {} to acknowledge",
+                    migration.waiting_for.join(", ")
+                ),
+            ),
+            Some(Requeue::After(*recheck)),
+        ),
+        _ => (
+            Wanted::new(
+                PROGRESSING,
+                "True",
+                "MigrationAnnounced",
+                format!("{moving}: announced"),
+            ),
+            Some(Requeue::After(Duration::from_secs(1))),
+        ),
+    }
 }
 
 /// Runs one admin call, counting its latency and failures.

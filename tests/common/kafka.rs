@@ -1,0 +1,249 @@
+//! Kafka-side helpers for tests: what a broker itself reports, the
+//! discovery document as a client reads it, and a producer that follows the
+//! document and acknowledges epochs the way the documented protocol says.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use k8s_openapi::api::coordination::v1::{Lease, LeaseSpec};
+use k8s_openapi::api::core::v1::ConfigMap;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{MicroTime, ObjectMeta};
+use k8s_openapi::jiff::Timestamp;
+use kappa_operator::discovery::acknowledgement::{
+    ACKNOWLEDGED_EPOCH_ANNOTATION, CLIENT_LABEL, CLUSTER_SET_LABEL, PRODUCER,
+};
+use kappa_operator::discovery::DiscoveryDocument;
+use kube::api::{Patch, PatchParams, PostParams};
+use kube::{Api, Client};
+use rdkafka::admin::{AdminClient, AdminOptions, ResourceSpecifier};
+use rdkafka::client::DefaultClientContext;
+use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
+use rdkafka::ClientConfig;
+use serde_json::json;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+fn admin(bootstrap: &str) -> AdminClient<DefaultClientContext> {
+    ClientConfig::new()
+        .set("bootstrap.servers", bootstrap)
+        .create()
+        .expect("admin client")
+}
+
+/// Partitions and configuration of `topic` as the broker reports them.
+pub async fn topic_on(bootstrap: &str, topic: &str) -> Option<(usize, BTreeMap<String, String>)> {
+    let admin = admin(bootstrap);
+    let metadata = admin
+        .inner()
+        .fetch_metadata(Some(topic), Duration::from_secs(10))
+        .expect("Metadata answers");
+    let found = metadata
+        .topics()
+        .iter()
+        .find(|t| t.name() == topic && t.error().is_none() && !t.partitions().is_empty())?;
+    let partitions = found.partitions().len();
+    let described = admin
+        .describe_configs(&[ResourceSpecifier::Topic(topic)], &AdminOptions::new())
+        .await
+        .expect("DescribeConfigs answers");
+    let config = described
+        .into_iter()
+        .flatten()
+        .flat_map(|resource| resource.entries)
+        .filter_map(|entry| Some((entry.name, entry.value?)))
+        .collect();
+    Some((partitions, config))
+}
+
+/// The high watermark of every partition of `topic`, keyed as the discovery
+/// document keys them (decimal strings).
+pub fn high_watermarks(bootstrap: &str, topic: &str) -> BTreeMap<String, i64> {
+    let admin = admin(bootstrap);
+    let metadata = admin
+        .inner()
+        .fetch_metadata(Some(topic), Duration::from_secs(10))
+        .expect("Metadata answers");
+    let partitions: Vec<i32> = metadata
+        .topics()
+        .iter()
+        .flat_map(|t| t.partitions().iter().map(|p| p.id()))
+        .collect();
+    partitions
+        .into_iter()
+        .map(|p| {
+            let (_, high) = admin
+                .inner()
+                .fetch_watermarks(topic, p, Duration::from_secs(10))
+                .expect("watermarks");
+            (p.to_string(), high)
+        })
+        .collect()
+}
+
+/// The discovery document of `set`, if published.
+pub async fn discovery(client: &Client, ns: &str, set: &str) -> Option<DiscoveryDocument> {
+    let map = Api::<ConfigMap>::namespaced(client.clone(), ns)
+        .get_opt(&format!("{set}-discovery"))
+        .await
+        .expect("ConfigMap read")?;
+    let text = map.data.as_ref()?.get("discovery.json")?;
+    Some(serde_json::from_str(text).expect("the document follows its schema"))
+}
+
+/// The discovery document once `accept` says yes; panics after `within`.
+pub async fn wait_for_document(
+    client: &Client,
+    ns: &str,
+    set: &str,
+    within: Duration,
+    accept: impl Fn(&DiscoveryDocument) -> bool,
+) -> DiscoveryDocument {
+    let started = std::time::Instant::now();
+    let mut last = None;
+    while started.elapsed() < within {
+        last = discovery(client, ns, set).await;
+        if let Some(document) = last.as_ref().filter(|d| accept(d)) {
+            return document.clone();
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("discovery document of {ns}/{set} not as expected within {within:?}; last: {last:?}");
+}
+
+/// A producer's acknowledgement Lease, as the protocol in
+/// `kappa_operator::discovery::acknowledgement` describes it.
+pub struct ProducerLease {
+    api: Api<Lease>,
+    name: String,
+}
+
+impl ProducerLease {
+    /// Creates the Lease of producer `id` of `set`, alive for a minute.
+    pub async fn create(client: &Client, ns: &str, set: &str, id: &str) -> ProducerLease {
+        let api: Api<Lease> = Api::namespaced(client.clone(), ns);
+        let lease = Lease {
+            metadata: ObjectMeta {
+                name: Some(format!("{set}-producer-{id}")),
+                labels: Some(BTreeMap::from([
+                    (CLUSTER_SET_LABEL.to_string(), set.to_string()),
+                    (CLIENT_LABEL.to_string(), PRODUCER.to_string()),
+                ])),
+                ..ObjectMeta::default()
+            },
+            spec: Some(LeaseSpec {
+                holder_identity: Some(id.to_string()),
+                lease_duration_seconds: Some(60),
+                renew_time: Some(MicroTime(Timestamp::now())),
+                ..LeaseSpec::default()
+            }),
+        };
+        api.create(&PostParams::default(), &lease)
+            .await
+            .expect("producer Lease created");
+        ProducerLease {
+            api,
+            name: format!("{set}-producer-{id}"),
+        }
+    }
+
+    /// Renews the Lease and acknowledges `epoch`.
+    pub async fn acknowledge(&self, epoch: i64) {
+        let patch = json!({
+            "metadata": {"annotations": {ACKNOWLEDGED_EPOCH_ANNOTATION: epoch.to_string()}},
+            "spec": {"renewTime": MicroTime(Timestamp::now())}
+        });
+        self.api
+            .patch(&self.name, &PatchParams::default(), &Patch::Merge(&patch))
+            .await
+            .expect("Lease acknowledged");
+    }
+}
+
+/// Records written by a [`FollowingProducer`], per cluster.
+pub type Written = BTreeMap<String, u64>;
+
+/// A producer writing sequence-numbered records to one stream, always to
+/// the write cluster of the latest document: on a new epoch it flushes what
+/// it sent, switches, and acknowledges the epoch through its Lease.
+pub struct FollowingProducer {
+    stop: watch::Sender<bool>,
+    task: JoinHandle<Written>,
+}
+
+impl FollowingProducer {
+    /// Starts writing to `stream` of `set` as producer `id`.
+    pub async fn start(client: &Client, ns: &str, set: &str, stream: &str, id: &str) -> Self {
+        let lease = ProducerLease::create(client, ns, set, id).await;
+        let (stop, mut stopped) = watch::channel(false);
+        let (client, ns, set, stream) = (
+            client.clone(),
+            ns.to_string(),
+            set.to_string(),
+            stream.to_string(),
+        );
+        let task = tokio::spawn(async move {
+            let mut written = Written::new();
+            let mut epoch = 0;
+            let mut target: Option<(String, String, FutureProducer)> = None;
+            let mut sequence = 0u64;
+            while !*stopped.borrow() {
+                let document = discovery(&client, &ns, &set)
+                    .await
+                    .expect("document published");
+                if document.epoch > epoch {
+                    let route = document
+                        .streams
+                        .iter()
+                        .find(|s| s.name == stream)
+                        .expect("stream routed")
+                        .write
+                        .clone();
+                    let bootstrap = document
+                        .clusters
+                        .iter()
+                        .find(|c| c.name == route.cluster)
+                        .expect("write cluster listed")
+                        .bootstrap_servers
+                        .clone();
+                    if let Some((_, _, old)) = target.take() {
+                        old.flush(Duration::from_secs(10)).expect("flushed");
+                    }
+                    let producer: FutureProducer = ClientConfig::new()
+                        .set("bootstrap.servers", &bootstrap)
+                        .set("enable.idempotence", "true")
+                        .create()
+                        .expect("producer");
+                    target = Some((route.cluster, route.topic, producer));
+                    epoch = document.epoch;
+                    lease.acknowledge(epoch).await;
+                }
+                let (cluster, topic, producer) = target.as_ref().expect("a write target");
+                for _ in 0..10 {
+                    let key = format!("key-{}", sequence % 7);
+                    let payload = sequence.to_string();
+                    producer
+                        .send(
+                            FutureRecord::to(topic).key(&key).payload(&payload),
+                            Duration::from_secs(10),
+                        )
+                        .await
+                        .expect("record delivered");
+                    sequence += 1;
+                    *written.entry(cluster.clone()).or_default() += 1;
+                }
+                tokio::select! {
+                    _ = stopped.changed() => {}
+                    _ = tokio::time::sleep(Duration::from_millis(50)) => {}
+                }
+            }
+            written
+        });
+        FollowingProducer { stop, task }
+    }
+
+    /// Stops writing; how many records went to each cluster.
+    pub async fn stop(self) -> Written {
+        let _ = self.stop.send(true);
+        self.task.await.expect("producer task")
+    }
+}
