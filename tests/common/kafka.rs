@@ -247,3 +247,23 @@ impl FollowingProducer {
         self.task.await.expect("producer task")
     }
 }
+
+/// Writes `count` keyed records to `topic` and waits for every delivery.
+pub async fn produce(bootstrap: &str, topic: &str, count: usize) {
+    let producer: FutureProducer = ClientConfig::new()
+        .set("bootstrap.servers", bootstrap)
+        .set("enable.idempotence", "true")
+        .create()
+        .expect("producer");
+    for sequence in 0..count {
+        let key = format!("key-{}", sequence % 7);
+        let payload = sequence.to_string();
+        producer
+            .send(
+                FutureRecord::to(topic).key(&key).payload(&payload),
+                Duration::from_secs(10),
+            )
+            .await
+            .expect("record delivered");
+    }
+}
