@@ -345,3 +345,130 @@ spec:
     assert_eq!(topic.name(), "orders");
     assert_eq!(topic.partitions().len(), 3, "partitions the broker reports");
 }
+
+/// A builtin cluster: its StatefulSet, Services, ConfigMap and
+/// PodDisruptionBudget on the real API server, its pod running the
+/// apache/kafka contract (served by Tansu) on the node, the in-cluster
+/// operator reaching it through the bootstrap Service's DNS name, and
+/// garbage collection when the set goes.
+#[tokio::test]
+async fn a_builtin_cluster_runs_as_pods_and_goes_with_its_set() {
+    let testbed = Testbed::with_node();
+    deploy_operator(testbed);
+    let client = testbed.client().await;
+    let ns = testbed.namespace("builtin").await;
+    let set = json!({
+        "apiVersion": "kappa.dev/v1alpha1",
+        "kind": "KafkaClusterSet",
+        "metadata": {"name": "events"},
+        "spec": {
+            "template": {"provider": "builtin", "builtin": {
+                "image": "kappa-kafka-tansu:0.6.0", "version": "0.6.0", "nodes": 1,
+                "storage": {"size": "1Gi", "ephemeral": true},
+                "resources": {"memory": "256Mi"},
+                "config": {"log.retention.ms": "3600000"}
+            }},
+            "clusters": [{"name": "blue"}],
+            "streams": [{"name": "orders", "partitions": 3}],
+            "routing": {"writeCluster": "blue"}
+        }
+    });
+    let created = create(&client, &ns, set).await.expect("set created");
+    let uid = created.metadata.uid.clone().expect("uid");
+    let ready = common::wait_for_ready(
+        &client,
+        &ns,
+        "KafkaClusterSet",
+        "events",
+        Duration::from_secs(180),
+        |c| c.status == "True",
+    )
+    .await;
+    assert_eq!(ready.reason, "ClustersReady", "{}", ready.message);
+
+    let get = |kind: &str, name: &str| -> serde_json::Value {
+        let text = testbed.kubectl(&["-n", &ns, "get", kind, name, "-o", "json"]);
+        serde_json::from_str(&text).expect("object JSON")
+    };
+    for (kind, name) in [
+        ("statefulset", "events-blue"),
+        ("service", "events-blue"),
+        ("service", "events-blue-nodes"),
+        ("configmap", "events-blue-config"),
+        ("poddisruptionbudget", "events-blue"),
+    ] {
+        let object = get(kind, name);
+        let owner = &object["metadata"]["ownerReferences"][0];
+        assert_eq!(
+            (owner["uid"].as_str(), owner["controller"].as_bool()),
+            (Some(uid.as_str()), Some(true)),
+            "{kind}/{name} is owned by the set"
+        );
+        let labels = &object["metadata"]["labels"];
+        assert_eq!(
+            labels["app.kubernetes.io/managed-by"], "kappa-operator",
+            "{kind}/{name}"
+        );
+        assert_eq!(
+            labels["app.kubernetes.io/instance"], "events-blue",
+            "{kind}/{name}"
+        );
+    }
+    let stateful_set = get("statefulset", "events-blue");
+    assert_eq!(stateful_set["spec"]["serviceName"], "events-blue-nodes");
+    assert_eq!(stateful_set["status"]["readyReplicas"], 1);
+    let container = &stateful_set["spec"]["template"]["spec"]["containers"][0];
+    assert_eq!(container["resources"]["limits"]["memory"], "256Mi");
+    assert_eq!(
+        get("service", "events-blue-nodes")["spec"]["clusterIP"],
+        "None"
+    );
+    let config = get("configmap", "events-blue-config");
+    assert_eq!(config["data"]["KAFKA_LOG_RETENTION_MS"], "3600000");
+    assert_eq!(config["data"]["KAFKA_PROCESS_ROLES"], "broker,controller");
+
+    // The topic, as the broker behind the bootstrap Service reports it.
+    let cluster_ip = get("service", "events-blue")["spec"]["clusterIP"]
+        .as_str()
+        .expect("cluster IP")
+        .to_string();
+    assert_eq!(
+        common::kafka::partitions_on(&format!("{cluster_ip}:9092"), "orders"),
+        Some(3)
+    );
+    let document = common::kafka::discovery(&client, &ns, "events")
+        .await
+        .expect("document");
+    assert_eq!(
+        document.clusters[0].bootstrap_servers,
+        format!("events-blue.{ns}.svc.cluster.local:9092")
+    );
+
+    // Deleting the set deletes what it owns.
+    testbed.kubectl(&[
+        "-n",
+        &ns,
+        "delete",
+        "kafkaclusterset",
+        "events",
+        "--wait=true",
+    ]);
+    let mut left = String::new();
+    for _ in 0..120 {
+        left = testbed.kubectl(&[
+            "-n",
+            &ns,
+            "get",
+            "statefulsets,services,configmaps,poddisruptionbudgets",
+            "-l",
+            "kappa.dev/cluster-set=events",
+            "-o",
+            "name",
+        ]);
+        if left.trim().is_empty() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    assert!(left.trim().is_empty(), "left behind: {left}");
+}

@@ -160,6 +160,12 @@ pub struct Storage {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(regex(pattern = NAME_PATTERN))]
     pub storage_class: Option<String>,
+    /// Keep each node's log directory in an `emptyDir` of at most `size`
+    /// instead of a PersistentVolumeClaim: the data goes with the pod. For
+    /// throwaway clusters (tests, backfill capacity) where no volume
+    /// provisioner exists.
+    #[serde(default)]
+    pub ephemeral: bool,
 }
 
 impl Default for Storage {
@@ -167,6 +173,7 @@ impl Default for Storage {
         Self {
             size: default_storage_size(),
             storage_class: None,
+            ephemeral: false,
         }
     }
 }

@@ -30,18 +30,23 @@ fn admin(bootstrap: &str) -> AdminClient<DefaultClientContext> {
         .expect("admin client")
 }
 
-/// Partitions and configuration of `topic` as the broker reports them.
-pub async fn topic_on(bootstrap: &str, topic: &str) -> Option<(usize, BTreeMap<String, String>)> {
-    let admin = admin(bootstrap);
-    let metadata = admin
+/// Partitions of `topic` in the metadata of the broker at `bootstrap`.
+pub fn partitions_on(bootstrap: &str, topic: &str) -> Option<usize> {
+    let metadata = admin(bootstrap)
         .inner()
         .fetch_metadata(Some(topic), Duration::from_secs(10))
         .expect("Metadata answers");
-    let found = metadata
+    metadata
         .topics()
         .iter()
-        .find(|t| t.name() == topic && t.error().is_none() && !t.partitions().is_empty())?;
-    let partitions = found.partitions().len();
+        .find(|t| t.name() == topic && t.error().is_none() && !t.partitions().is_empty())
+        .map(|t| t.partitions().len())
+}
+
+/// Partitions and configuration of `topic` as the broker reports them.
+pub async fn topic_on(bootstrap: &str, topic: &str) -> Option<(usize, BTreeMap<String, String>)> {
+    let partitions = partitions_on(bootstrap, topic)?;
+    let admin = admin(bootstrap);
     let described = admin
         .describe_configs(&[ResourceSpecifier::Topic(topic)], &AdminOptions::new())
         .await

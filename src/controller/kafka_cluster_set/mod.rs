@@ -2,6 +2,7 @@
 //! clusters are reached, its streams put on every cluster and its discovery
 //! document published.
 
+pub mod builtin;
 pub mod migration;
 pub mod provider;
 pub mod publish;
@@ -11,6 +12,7 @@ pub mod validate;
 use std::future::Future;
 use std::sync::Arc;
 
+use k8s_openapi::api::apps::v1::StatefulSet;
 use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::ConfigMap;
 use kube::core::DeserializeGuard;
@@ -51,12 +53,13 @@ pub async fn run(shared: Arc<Shared>, shutdown: impl Future<Output = ()> + Send 
     let (reader, stream) = watch::<KafkaClusterSet>(&shared);
     let config_maps: Api<ConfigMap> = shared.api();
     let leases: Api<Lease> = shared.api();
+    let stateful_sets: Api<StatefulSet> = shared.api();
+    let managed =
+        || watcher::Config::default().labels("app.kubernetes.io/managed-by=kappa-operator");
     // A producer acknowledging an epoch moves a migration on.
     let controller = Controller::for_stream(stream, reader)
-        .owns(
-            config_maps,
-            watcher::Config::default().labels("app.kubernetes.io/managed-by=kappa-operator"),
-        )
+        .owns(config_maps, managed())
+        .owns(stateful_sets, managed())
         .watches(
             leases,
             watcher::Config::default().labels(&format!("{CLIENT_LABEL}={PRODUCER}")),

@@ -6,14 +6,19 @@ use std::collections::BTreeMap;
 
 use futures::future::BoxFuture;
 use futures::FutureExt;
-use k8s_openapi::api::core::v1::Secret;
-use kube::{Api, Client};
+use k8s_openapi::api::apps::v1::StatefulSet;
+use k8s_openapi::api::core::v1::{ConfigMap, Secret, Service};
+use kube::api::{ApiResource, DynamicObject, GroupVersionKind, Patch, PatchParams};
+use kube::{Api, Client, Resource, ResourceExt};
 use serde::Serialize;
 use sha2::{Digest, Sha256};
 
+use super::builtin;
 use crate::api::kafka_cluster_set::{
-    BuiltinCluster, ClusterEntry, ExternalCluster, KafkaClusterSetSpec, Provider, SaslMechanism,
+    BuiltinCluster, ClusterEntry, ExternalCluster, KafkaClusterSet, KafkaClusterSetSpec, Provider,
+    SaslMechanism,
 };
+use crate::controller::verdict::FIELD_MANAGER;
 use crate::discovery::{ClientSecurity, SecretKey};
 use crate::kafka::ClusterConnection;
 
@@ -26,9 +31,12 @@ pub enum ProviderError {
     /// A Secret or key the cluster's settings name does not exist.
     #[error("{0}")]
     SecretMissing(String),
-    /// The API server did not answer.
-    #[error("reading a Secret failed: {0}")]
+    /// The API server did not answer or refused a write.
+    #[error("Kubernetes API call failed: {0}")]
     Api(String),
+    /// The cluster's pods are not all ready yet.
+    #[error("{0}")]
+    Starting(String),
 }
 
 impl ProviderError {
@@ -38,6 +46,7 @@ impl ProviderError {
             Self::Unavailable(_) => "ProviderUnavailable",
             Self::SecretMissing(_) => "SecretNotFound",
             Self::Api(_) => "KubeApiError",
+            Self::Starting(_) => "ClusterStarting",
         }
     }
 }
@@ -105,10 +114,12 @@ pub struct Endpoint {
 
 /// Runs or finds the clusters of a set.
 pub trait ClusterProvider: Send + Sync {
-    /// How to reach the cluster with these settings.
+    /// Makes sure cluster `cluster` of `set` runs with these settings (for
+    /// providers that run clusters) and says how to reach it.
     fn endpoint<'a>(
         &'a self,
-        namespace: &'a str,
+        set: &'a KafkaClusterSet,
+        cluster: &'a str,
         spec: &'a EffectiveSpec,
     ) -> BoxFuture<'a, Result<Endpoint, ProviderError>>;
 }
@@ -128,22 +139,146 @@ impl Providers {
 impl ClusterProvider for Providers {
     fn endpoint<'a>(
         &'a self,
-        namespace: &'a str,
+        set: &'a KafkaClusterSet,
+        cluster: &'a str,
         spec: &'a EffectiveSpec,
     ) -> BoxFuture<'a, Result<Endpoint, ProviderError>> {
-        match (spec.provider, &spec.external) {
-            (Provider::External, Some(external)) => {
-                external_endpoint(&self.client, namespace, external).boxed()
+        let namespace = set.namespace().unwrap_or_default();
+        match (spec.provider, &spec.external, &spec.builtin) {
+            (Provider::External, Some(external), _) => {
+                async move { external_endpoint(&self.client, &namespace, external).await }.boxed()
             }
-            // Validation refuses an external cluster without settings.
-            (Provider::External, None) => {
+            (Provider::Builtin, _, Some(builtin)) => {
+                let hash = spec.hash();
+                async move { run_builtin(&self.client, set, cluster, builtin, &hash).await }.boxed()
+            }
+            // Validation refuses a cluster without its provider's settings.
+            (Provider::External, None, _) => {
                 futures::future::ready(Err(ProviderError::Unavailable("external"))).boxed()
             }
-            (Provider::Builtin, _) => {
+            (Provider::Builtin, _, None) => {
                 futures::future::ready(Err(ProviderError::Unavailable("builtin"))).boxed()
             }
         }
     }
+}
+
+/// Annotation on a builtin cluster's StatefulSet: the settings it was made from.
+const SPEC_HASH_ANNOTATION: &str = "kappa.dev/spec-hash";
+
+/// A builtin cluster: its objects applied when missing or made from other
+/// settings, then its readiness read from the StatefulSet.
+async fn run_builtin(
+    client: &Client,
+    set: &KafkaClusterSet,
+    cluster: &str,
+    builtin: &BuiltinCluster,
+    hash: &str,
+) -> Result<Endpoint, ProviderError> {
+    let names = builtin::Names::of(set, cluster);
+    let api = |e: kube::Error| ProviderError::Api(e.to_string());
+    let sets: Api<StatefulSet> = Api::namespaced(client.clone(), &names.namespace);
+    let existing = sets.get_opt(&names.base).await.map_err(api)?;
+    let foreign = existing
+        .as_ref()
+        .and_then(|s| {
+            s.owner_references()
+                .iter()
+                .find(|o| o.controller == Some(true))
+        })
+        .is_some_and(|owner| Some(&owner.uid) != set.meta().uid.as_ref());
+    if foreign {
+        // A set of the same name was deleted and its children are not gone yet.
+        return Err(ProviderError::Starting(format!(
+            "StatefulSet `{}` belongs to an earlier set of this name; waiting for its deletion",
+            names.base
+        )));
+    }
+    let current = existing
+        .as_ref()
+        .and_then(|s| s.annotations().get(SPEC_HASH_ANNOTATION).cloned());
+    if current.as_deref() != Some(hash) {
+        let params = PatchParams::apply(FIELD_MANAGER).force();
+        let config_maps: Api<ConfigMap> = Api::namespaced(client.clone(), &names.namespace);
+        let services: Api<Service> = Api::namespaced(client.clone(), &names.namespace);
+        let config = builtin::config_map(set, cluster, builtin);
+        config_maps
+            .patch(&names.config, &params, &Patch::Apply(&config))
+            .await
+            .map_err(api)?;
+        for service in [
+            builtin::headless_service(set, cluster, builtin),
+            builtin::bootstrap_service(set, cluster, builtin),
+        ] {
+            let name = service.name_any();
+            services
+                .patch(&name, &params, &Patch::Apply(&service))
+                .await
+                .map_err(api)?;
+        }
+        apply_disruption_budget(
+            client,
+            &names,
+            &builtin::disruption_budget(set, cluster, builtin),
+        )
+        .await?;
+        let mut stateful_set = builtin::stateful_set(set, cluster, builtin);
+        stateful_set
+            .annotations_mut()
+            .insert(SPEC_HASH_ANNOTATION.to_string(), hash.to_string());
+        sets.patch(&names.base, &params, &Patch::Apply(&stateful_set))
+            .await
+            .map_err(api)?;
+        return Err(ProviderError::Starting(format!(
+            "StatefulSet `{}` applied; waiting for its {} node(s)",
+            names.base, builtin.nodes
+        )));
+    }
+    let ready = existing
+        .and_then(|s| s.status)
+        .and_then(|s| s.ready_replicas)
+        .unwrap_or(0);
+    if ready < builtin.nodes {
+        return Err(ProviderError::Starting(format!(
+            "{ready} of {} node(s) of StatefulSet `{}` ready",
+            builtin.nodes, names.base
+        )));
+    }
+    Ok(Endpoint {
+        connection: ClusterConnection::plaintext(names.bootstrap()),
+        security: None,
+    })
+}
+
+/// Applies a PodDisruptionBudget as `policy/v1`, or as `policy/v1beta1` on
+/// API servers older than 1.21 that do not serve v1.
+async fn apply_disruption_budget(
+    client: &Client,
+    names: &builtin::Names,
+    budget: &serde_json::Value,
+) -> Result<(), ProviderError> {
+    let params = PatchParams::apply(FIELD_MANAGER).force();
+    let mut last = None;
+    for version in ["v1", "v1beta1"] {
+        let gvk = GroupVersionKind::gvk("policy", version, "PodDisruptionBudget");
+        let api: Api<DynamicObject> = Api::namespaced_with(
+            client.clone(),
+            &names.namespace,
+            &ApiResource::from_gvk(&gvk),
+        );
+        let mut object = budget.clone();
+        object["apiVersion"] = format!("policy/{version}").into();
+        object["kind"] = "PodDisruptionBudget".into();
+        match api
+            .patch(&names.base, &params, &Patch::Apply(&object))
+            .await
+        {
+            Ok(_) => return Ok(()),
+            Err(kube::Error::Api(status)) if status.code == 404 => last = Some(status.message),
+            Err(error) => return Err(ProviderError::Api(error.to_string())),
+        }
+    }
+    Err(ProviderError::Api(last.unwrap_or_default()))
 }
 
 /// An existing cluster: its bootstrap servers, with TLS and SASL settings

@@ -11,7 +11,7 @@ use futures::FutureExt;
 use kube::ResourceExt;
 
 use super::migration::{self, Step};
-use super::provider::{ClusterProvider, EffectiveSpec};
+use super::provider::{ClusterProvider, EffectiveSpec, ProviderError};
 use super::publish;
 use crate::api::kafka_cluster_set::{
     ClusterStatus, KafkaClusterSet, KafkaClusterSetStatus, TopicStatus,
@@ -26,6 +26,11 @@ use crate::kafka::{ClusterView, DesiredTopic, KafkaAdmin, KafkaError};
 /// How often a healthy set is checked for drift outside Kubernetes (a
 /// deleted topic, a cluster gone away).
 const RESYNC: Duration = Duration::from_secs(300);
+/// How often a set whose clusters are starting looks again (their
+/// StatefulSets' changes also wake it).
+const STARTING_RECHECK: Duration = Duration::from_secs(10);
+/// Reason while clusters are being started.
+const STARTING: &str = "ClusterStarting";
 
 /// What the set controller talks to besides the API server.
 pub struct SetDeps {
@@ -108,6 +113,7 @@ async fn sync(shared: &Shared, deps: &SetDeps, set: &KafkaClusterSet) -> Result<
     let mut endpoints = BTreeMap::new();
     let mut statuses: BTreeMap<String, ClusterStatus> = BTreeMap::new();
     let mut problems = Vec::new();
+    let mut starting = Vec::new();
     for (entry, (name, spec)) in set.spec.clusters.iter().zip(&effective) {
         let mut status = ClusterStatus {
             name: name.clone(),
@@ -115,10 +121,15 @@ async fn sync(shared: &Shared, deps: &SetDeps, set: &KafkaClusterSet) -> Result<
             spec_hash: Some(spec.hash()),
             ..ClusterStatus::default()
         };
-        match deps.providers.endpoint(&namespace, spec).await {
+        match deps.providers.endpoint(set, name, spec).await {
             Ok(endpoint) => {
                 status.bootstrap_servers = Some(endpoint.connection.bootstrap_servers.clone());
                 endpoints.insert(name.clone(), endpoint);
+            }
+            Err(ProviderError::Starting(message)) => {
+                status.phase = Some("Starting".into());
+                starting.push(format!("cluster `{name}`: {message}"));
+                status.message = Some(message);
             }
             Err(error) => {
                 status.phase = Some("Unavailable".into());
@@ -323,8 +334,23 @@ async fn sync(shared: &Shared, deps: &SetDeps, set: &KafkaClusterSet) -> Result<
         });
     }
 
+    let progressing = match (&next.migration, starting.is_empty()) {
+        (None, false) => Wanted::new(PROGRESSING, "True", STARTING, starting.join("; ")),
+        _ => progressing,
+    };
     let mut conditions = vec![progressing];
-    let requeue = if problems.is_empty() {
+    let requeue = if let Some(problem) = problems.first() {
+        conditions.push(Wanted::new(
+            READY,
+            "False",
+            problem.reason,
+            joined(&problems),
+        ));
+        Requeue::Backoff
+    } else if !starting.is_empty() {
+        conditions.push(Wanted::new(READY, "False", STARTING, starting.join("; ")));
+        Requeue::After(STARTING_RECHECK)
+    } else {
         conditions.push(Wanted::new(
             READY,
             "True",
@@ -337,14 +363,6 @@ async fn sync(shared: &Shared, deps: &SetDeps, set: &KafkaClusterSet) -> Result<
             ),
         ));
         step_requeue.unwrap_or(Requeue::After(RESYNC))
-    } else {
-        conditions.push(Wanted::new(
-            READY,
-            "False",
-            problems[0].reason,
-            joined(&problems),
-        ));
-        Requeue::Backoff
     };
     conditions.push(match (problems.first(), drifted.is_empty()) {
         (Some(problem), _) => Wanted::new(DEGRADED, "True", problem.reason, joined(&problems)),
