@@ -111,11 +111,19 @@ fn shell_pod(testbed: &Testbed, ns: &str, name: &str, command: &str) {
     ]);
 }
 
+/// Applies YAML `manifest` (written under the testbed's state as `file`) in `ns`.
+fn apply_manifest(testbed: &Testbed, ns: &str, file: &str, manifest: &str) {
+    let path = testbed.state.join(file);
+    std::fs::write(&path, manifest).expect("manifest written");
+    testbed.kubectl(&["-n", ns, "apply", "-f", &path.to_string_lossy()]);
+}
+
 /// A StatefulSet pod behind a headless Service has a DNS name of its own.
 async fn assert_headless_pod_names_resolve(testbed: &Testbed, ns: &str) {
-    let manifest = testbed.state.join("headless.yaml");
-    std::fs::write(
-        &manifest,
+    apply_manifest(
+        testbed,
+        ns,
+        "headless.yaml",
         r#"
 apiVersion: v1
 kind: Service
@@ -135,9 +143,7 @@ spec:
       containers:
         - {name: db, image: kappa-busybox:1, imagePullPolicy: Never, command: [sleep, "3600"]}
 "#,
-    )
-    .expect("headless manifest");
-    testbed.kubectl(&["-n", ns, "apply", "-f", &manifest.to_string_lossy()]);
+    );
     testbed.kubectl(&[
         "-n",
         ns,
@@ -283,9 +289,10 @@ async fn a_tansu_broker_pod_speaks_kafka() {
 
     let testbed = Testbed::with_node();
     let ns = testbed.namespace("tansu").await;
-    let manifest = testbed.state.join("tansu.yaml");
-    std::fs::write(
-        &manifest,
+    apply_manifest(
+        testbed,
+        &ns,
+        "tansu.yaml",
         r#"
 apiVersion: v1
 kind: Pod
@@ -304,9 +311,7 @@ spec:
       ports: [{containerPort: 9092}]
       readinessProbe: {tcpSocket: {port: 9092}, periodSeconds: 1}
 "#,
-    )
-    .expect("tansu manifest");
-    testbed.kubectl(&["-n", &ns, "apply", "-f", &manifest.to_string_lossy()]);
+    );
     testbed.kubectl(&[
         "-n",
         &ns,

@@ -236,15 +236,12 @@ async fn streams_reach_every_cluster_and_the_discovery_map_follows_the_spec() {
     );
 
     // Fewer partitions than a topic has: refused, nothing changed.
-    let mut streams = set("x", json!([]), "x")["spec"]["streams"].clone();
-    streams[0]["partitions"] = json!(2);
-    merge(
-        &client,
-        &ns,
-        "events",
-        json!({"spec": {"streams": streams}}),
-    )
-    .await;
+    let with_orders_partitions = |partitions: i32| {
+        let mut streams = set("x", json!([]), "x")["spec"]["streams"].clone();
+        streams[0]["partitions"] = json!(partitions);
+        json!({"spec": {"streams": streams}})
+    };
+    merge(&client, &ns, "events", with_orders_partitions(2)).await;
     let degraded = wait_for_condition(
         &client,
         &ns,
@@ -260,14 +257,7 @@ async fn streams_reach_every_cluster_and_the_discovery_map_follows_the_spec() {
     );
     assert_eq!(topic_on(blue, "orders").await.expect("orders").0, 3);
     assert_eq!(discovery(&client, &ns, "events").await.epoch, 3);
-    streams[0]["partitions"] = json!(3);
-    merge(
-        &client,
-        &ns,
-        "events",
-        json!({"spec": {"streams": streams}}),
-    )
-    .await;
+    merge(&client, &ns, "events", with_orders_partitions(3)).await;
     wait_for_condition(&client, &ns, "events", "Degraded", "AsDeclared").await;
 
     // An edit to a created cluster: refused, the map keeps the old address.

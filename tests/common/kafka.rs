@@ -213,26 +213,14 @@ impl FollowingProducer {
                     if let Some((_, _, old)) = target.take() {
                         old.flush(Duration::from_secs(10)).expect("flushed");
                     }
-                    let producer: FutureProducer = ClientConfig::new()
-                        .set("bootstrap.servers", &bootstrap)
-                        .set("enable.idempotence", "true")
-                        .create()
-                        .expect("producer");
+                    let producer = idempotent_producer(&bootstrap);
                     target = Some((route.cluster, route.topic, producer));
                     epoch = document.epoch;
                     lease.acknowledge(epoch).await;
                 }
                 let (cluster, topic, producer) = target.as_ref().expect("a write target");
                 for _ in 0..10 {
-                    let key = format!("key-{}", sequence % 7);
-                    let payload = sequence.to_string();
-                    producer
-                        .send(
-                            FutureRecord::to(topic).key(&key).payload(&payload),
-                            Duration::from_secs(10),
-                        )
-                        .await
-                        .expect("record delivered");
+                    send_numbered(producer, topic, sequence).await;
                     sequence += 1;
                     *written.entry(cluster.clone()).or_default() += 1;
                 }
@@ -253,22 +241,31 @@ impl FollowingProducer {
     }
 }
 
-/// Writes `count` keyed records to `topic` and waits for every delivery.
-pub async fn produce(bootstrap: &str, topic: &str, count: usize) {
-    let producer: FutureProducer = ClientConfig::new()
+fn idempotent_producer(bootstrap: &str) -> FutureProducer {
+    ClientConfig::new()
         .set("bootstrap.servers", bootstrap)
         .set("enable.idempotence", "true")
         .create()
-        .expect("producer");
+        .expect("producer")
+}
+
+/// Sends record number `sequence` (keyed over seven keys) and waits for its delivery.
+async fn send_numbered(producer: &FutureProducer, topic: &str, sequence: u64) {
+    let key = format!("key-{}", sequence % 7);
+    let payload = sequence.to_string();
+    producer
+        .send(
+            FutureRecord::to(topic).key(&key).payload(&payload),
+            Duration::from_secs(10),
+        )
+        .await
+        .expect("record delivered");
+}
+
+/// Writes `count` keyed records to `topic` and waits for every delivery.
+pub async fn produce(bootstrap: &str, topic: &str, count: u64) {
+    let producer = idempotent_producer(bootstrap);
     for sequence in 0..count {
-        let key = format!("key-{}", sequence % 7);
-        let payload = sequence.to_string();
-        producer
-            .send(
-                FutureRecord::to(topic).key(&key).payload(&payload),
-                Duration::from_secs(10),
-            )
-            .await
-            .expect("record delivered");
+        send_numbered(&producer, topic, sequence).await;
     }
 }
