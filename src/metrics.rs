@@ -24,6 +24,10 @@ pub struct Metrics {
     pub leader: IntGauge,
     /// Epoch of each set's published discovery document.
     pub discovery_epoch: IntGaugeVec,
+    /// Clusters of each set by role and phase.
+    pub clusters: IntGaugeVec,
+    /// 1 while a set moves its write cluster.
+    pub migrations_in_progress: IntGaugeVec,
     /// Kafka admin calls that failed, per operation and error category.
     pub kafka_admin_errors: IntCounterVec,
     /// Kafka admin call latency, per operation.
@@ -84,6 +88,20 @@ impl Metrics {
             ),
             &["namespace", "cluster_set"],
         )?;
+        let clusters = IntGaugeVec::new(
+            Opts::new(
+                "kappa_kafka_clusters",
+                "Clusters of each KafkaClusterSet, by role and phase",
+            ),
+            &["namespace", "cluster_set", "role", "phase"],
+        )?;
+        let migrations_in_progress = IntGaugeVec::new(
+            Opts::new(
+                "kappa_migrations_in_progress",
+                "1 while a KafkaClusterSet moves its write cluster",
+            ),
+            &["namespace", "cluster_set"],
+        )?;
         let kafka_admin_errors = IntCounterVec::new(
             Opts::new(
                 "kappa_kafka_admin_errors_total",
@@ -108,6 +126,8 @@ impl Metrics {
         registry.register(Box::new(leader.clone()))?;
         registry.register(Box::new(build_info))?;
         registry.register(Box::new(discovery_epoch.clone()))?;
+        registry.register(Box::new(clusters.clone()))?;
+        registry.register(Box::new(migrations_in_progress.clone()))?;
         registry.register(Box::new(kafka_admin_errors.clone()))?;
         registry.register(Box::new(kafka_admin_duration.clone()))?;
         Ok(Self {
@@ -120,6 +140,8 @@ impl Metrics {
             kube_requests,
             leader,
             discovery_epoch,
+            clusters,
+            migrations_in_progress,
             kafka_admin_errors,
             kafka_admin_duration,
         })

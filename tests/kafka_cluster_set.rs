@@ -260,6 +260,27 @@ async fn streams_reach_every_cluster_and_the_discovery_map_follows_the_spec() {
     merge(&client, &ns, "events", with_orders_partitions(3)).await;
     wait_for_condition(&client, &ns, "events", "Degraded", "AsDeclared").await;
 
+    // A configuration change reaches every cluster's topic.
+    let mut longer = with_orders_partitions(3);
+    longer["spec"]["streams"][0]["retention"] = json!("2h");
+    merge(&client, &ns, "events", longer).await;
+    for bootstrap in [blue, green] {
+        let mut retention = None;
+        for _ in 0..100 {
+            let (_, config) = topic_on(bootstrap, "orders").await.expect("orders");
+            retention = config.get("retention.ms").cloned();
+            if retention.as_deref() == Some("7200000") {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        assert_eq!(
+            retention.as_deref(),
+            Some("7200000"),
+            "retention on {bootstrap}"
+        );
+    }
+
     // An edit to a created cluster: refused, the map keeps the old address.
     let moved = json!([external("blue", green), external("green", green)]);
     merge(&client, &ns, "events", json!({"spec": {"clusters": moved}})).await;

@@ -47,7 +47,9 @@ def test_non_default_values_scope_the_operator():
     assert "kind: Role\n" in text and "namespace: team-a" in text
     assert "--namespace=team-a" in text and "--no-leader-election" in text and "--log-format=text" in text
     assert "registry.example.com/kappa-operator:0.1.0-rc1" in text
-    assert "coordination.k8s.io" not in text, "no lease rights without leader election"
+    # Reading producers' acknowledgement Leases stays; holding a leader Lease goes.
+    assert '["leases"]\n    verbs: ["get", "create", "update"]' not in text, "no leader Lease without leader election"
+    assert '["leases"]\n    verbs: ["get", "list", "watch"]' in text
 
 
 def test_two_replicas_without_a_lease_are_refused():

@@ -2,6 +2,7 @@
 //! ([`KafkaAdmin`]) with one real implementation over librdkafka
 //! ([`rdkafka_admin::RdKafkaAdmin`]).
 
+mod incremental_alter;
 pub mod rdkafka_admin;
 pub mod topic;
 
@@ -122,6 +123,14 @@ pub trait KafkaAdmin: Send + Sync {
         connection: &ClusterConnection,
         topic: &str,
         partitions: i32,
+    ) -> BoxFuture<'_, Result<(), KafkaError>>;
+
+    /// Sets these configuration entries on `topic`, leaving the others alone.
+    fn set_topic_config(
+        &self,
+        connection: &ClusterConnection,
+        topic: &str,
+        entries: &[(String, String)],
     ) -> BoxFuture<'_, Result<(), KafkaError>>;
 
     /// The high watermark (next offset) of every partition of `topic`.

@@ -192,6 +192,31 @@ impl RdKafkaAdmin {
         topic_results("CreatePartitions", results)
     }
 
+    async fn set_config_inner(
+        &self,
+        connection: &ClusterConnection,
+        topic: &str,
+        entries: Vec<(String, String)>,
+    ) -> Result<(), KafkaError> {
+        let client = self.client(connection)?;
+        let name = topic.to_string();
+        let result = tokio::task::spawn_blocking(move || {
+            super::incremental_alter::set_topic_config(
+                client.inner(),
+                &name,
+                &entries,
+                REQUEST_TIMEOUT,
+            )
+        })
+        .await
+        .map_err(|e| self.unreachable(connection, e))?;
+        result.map_err(|message| KafkaError::Refused {
+            operation: "IncrementalAlterConfigs",
+            topic: topic.to_string(),
+            message,
+        })
+    }
+
     async fn end_offsets_inner(
         &self,
         connection: &ClusterConnection,
@@ -267,6 +292,17 @@ impl KafkaAdmin for RdKafkaAdmin {
     ) -> BoxFuture<'_, Result<(), KafkaError>> {
         let (connection, topic) = (connection.clone(), topic.to_string());
         async move { self.grow_inner(&connection, &topic, partitions).await }.boxed()
+    }
+
+    fn set_topic_config(
+        &self,
+        connection: &ClusterConnection,
+        topic: &str,
+        entries: &[(String, String)],
+    ) -> BoxFuture<'_, Result<(), KafkaError>> {
+        let (connection, topic, entries) =
+            (connection.clone(), topic.to_string(), entries.to_vec());
+        async move { self.set_config_inner(&connection, &topic, entries).await }.boxed()
     }
 
     fn end_offsets(

@@ -73,13 +73,13 @@ pub fn plan(desired: &DesiredTopic, observed: Option<&ObservedTopic>) -> TopicPl
 }
 
 /// Declared configuration entries the cluster reports with another value or
-/// not at all, as `key=value` strings.
-pub fn config_drift(desired: &DesiredTopic, observed: &ObservedTopic) -> Vec<String> {
+/// not at all: what to set. Entries the spec does not name are left alone.
+pub fn config_drift(desired: &DesiredTopic, observed: &ObservedTopic) -> Vec<(String, String)> {
     desired
         .config
         .iter()
         .filter(|(key, value)| observed.config.get(*key) != Some(*value))
-        .map(|(key, value)| format!("{key}={value}"))
+        .map(|(key, value)| (key.clone(), value.clone()))
         .collect()
 }
 
@@ -128,6 +128,9 @@ mod tests {
             partitions: 6,
             config: BTreeMap::from([("cleanup.policy".to_string(), "delete".to_string())]),
         };
-        assert_eq!(config_drift(&desired, &observed), ["retention.ms=3600000"]);
+        assert_eq!(
+            config_drift(&desired, &observed),
+            [("retention.ms".to_string(), "3600000".to_string())]
+        );
     }
 }

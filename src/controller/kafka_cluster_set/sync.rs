@@ -14,14 +14,16 @@ use super::migration::{self, Step};
 use super::provider::{ClusterProvider, EffectiveSpec, ProviderError};
 use super::publish;
 use crate::api::kafka_cluster_set::{
-    ClusterStatus, KafkaClusterSet, KafkaClusterSetStatus, TopicStatus,
+    ClusterRole, ClusterStatus, KafkaClusterSet, KafkaClusterSetStatus, TopicStatus,
 };
 use crate::conditions::{DEGRADED, PROGRESSING, READY};
 use crate::controller::verdict::{Act, Outcome, Requeue, Wanted};
 use crate::controller::Shared;
 use crate::error::Error;
 use crate::kafka::topic::{config_drift, desired_topic, plan, TopicPlan};
-use crate::kafka::{ClusterView, DesiredTopic, KafkaAdmin, KafkaError};
+use crate::kafka::{
+    ClusterConnection, ClusterView, DesiredTopic, KafkaAdmin, KafkaError, ObservedTopic,
+};
 
 /// How often a healthy set is checked for drift outside Kubernetes (a
 /// deleted topic, a cluster gone away).
@@ -226,36 +228,12 @@ async fn sync(shared: &Shared, deps: &SetDeps, set: &KafkaClusterSet) -> Result<
         });
     }
 
-    // Apply: create what is missing, grow what is short.
-    let mut drifted = Vec::new();
+    // Apply: create what is missing, grow what is short, set what differs.
     for (name, view) in &reachable {
-        let endpoint = &endpoints[name];
+        let connection = &endpoints[name].connection;
         let mut streams = Vec::new();
         for (stream, topic) in set.spec.streams.iter().zip(&topics) {
             let observed = view.topics.get(&topic.name);
-            let applied = match plan(topic, observed) {
-                TopicPlan::Create => {
-                    timed(
-                        shared,
-                        "create_topic",
-                        deps.admin.create_topic(&endpoint.connection, topic),
-                    )
-                    .await
-                }
-                TopicPlan::Grow { .. } => {
-                    timed(
-                        shared,
-                        "grow_partitions",
-                        deps.admin.grow_partitions(
-                            &endpoint.connection,
-                            &topic.name,
-                            topic.partitions,
-                        ),
-                    )
-                    .await
-                }
-                TopicPlan::UpToDate | TopicPlan::RefuseShrink { .. } => Ok(()),
-            };
             let mut status = TopicStatus {
                 stream: stream.name.clone(),
                 topic: topic.name.clone(),
@@ -263,30 +241,16 @@ async fn sync(shared: &Shared, deps: &SetDeps, set: &KafkaClusterSet) -> Result<
                 state: "Ready".into(),
                 message: None,
             };
-            match applied {
-                Err(error) => {
-                    status.state = "Failed".into();
-                    status.partitions = observed.map(|o| o.partitions);
-                    status.message = Some(error.to_string());
-                    problems.push(Problem {
-                        reason: error.category(),
-                        message: format!("cluster `{name}`: {error}"),
-                    });
-                }
-                Ok(()) => {
-                    let drift = observed.map(|o| config_drift(topic, o)).unwrap_or_default();
-                    if !drift.is_empty() {
-                        status.message = Some(format!(
-                            "the cluster reports another configuration for {}; this operator version does not change the configuration of existing topics",
-                            drift.join(", ")
-                        ));
-                        drifted.push(format!(
-                            "topic `{}` on cluster `{name}`: {}",
-                            topic.name,
-                            drift.join(", ")
-                        ));
-                    }
-                }
+            if let Err(error) =
+                apply_topic(shared, deps.admin.as_ref(), connection, topic, observed).await
+            {
+                status.state = "Failed".into();
+                status.partitions = observed.map(|o| o.partitions);
+                status.message = Some(error.to_string());
+                problems.push(Problem {
+                    reason: error.category(),
+                    message: format!("cluster `{name}`: {error}"),
+                });
             }
             streams.push(status);
         }
@@ -321,11 +285,7 @@ async fn sync(shared: &Shared, deps: &SetDeps, set: &KafkaClusterSet) -> Result<
         next.epoch = Some(epoch);
         next.discovery_hash = Some(hash);
     }
-    shared
-        .metrics
-        .discovery_epoch
-        .with_label_values(&[&namespace, &set.name_any()])
-        .set(next.epoch.unwrap_or(0));
+    record_metrics(shared, &namespace, &set.name_any(), &next);
     let (progressing, step_requeue) = progress(&next, &step);
     if let Step::Blocked(error) = &step {
         problems.push(Problem {
@@ -364,10 +324,9 @@ async fn sync(shared: &Shared, deps: &SetDeps, set: &KafkaClusterSet) -> Result<
         ));
         step_requeue.unwrap_or(Requeue::After(RESYNC))
     };
-    conditions.push(match (problems.first(), drifted.is_empty()) {
-        (Some(problem), _) => Wanted::new(DEGRADED, "True", problem.reason, joined(&problems)),
-        (None, false) => Wanted::new(DEGRADED, "True", "TopicConfigDrift", drifted.join("; ")),
-        (None, true) => Wanted::new(
+    conditions.push(match problems.first() {
+        Some(problem) => Wanted::new(DEGRADED, "True", problem.reason, joined(&problems)),
+        None => Wanted::new(
             DEGRADED,
             "False",
             "AsDeclared",
@@ -423,6 +382,85 @@ fn progress(next: &KafkaClusterSetStatus, step: &Step) -> (Wanted, Option<Requeu
             Some(Requeue::After(Duration::from_secs(1))),
         ),
     }
+}
+
+/// Phases a cluster of a set can be in, as the status and metrics name them.
+const PHASES: [&str; 6] = [
+    "Ready",
+    "Starting",
+    "Unavailable",
+    "Unreachable",
+    "Refused",
+    "Failed",
+];
+
+/// The set's gauges: discovery epoch, clusters by role and phase (every
+/// combination, so a cluster that changes phase leaves no stale series),
+/// and whether a migration is under way.
+fn record_metrics(shared: &Shared, namespace: &str, set: &str, status: &KafkaClusterSetStatus) {
+    let metrics = &shared.metrics;
+    metrics
+        .discovery_epoch
+        .with_label_values(&[namespace, set])
+        .set(status.epoch.unwrap_or(0));
+    for role in [
+        ClusterRole::Primary,
+        ClusterRole::Standby,
+        ClusterRole::Backfill,
+    ] {
+        let role_name = serde_json::to_value(role)
+            .ok()
+            .and_then(|v| v.as_str().map(String::from))
+            .unwrap_or_default();
+        for phase in PHASES {
+            let count = status
+                .clusters
+                .iter()
+                .filter(|c| c.role == role && c.phase.as_deref() == Some(phase))
+                .count();
+            metrics
+                .clusters
+                .with_label_values(&[namespace, set, &role_name, phase])
+                .set(i64::try_from(count).unwrap_or(i64::MAX));
+        }
+    }
+    metrics
+        .migrations_in_progress
+        .with_label_values(&[namespace, set])
+        .set(i64::from(status.migration.is_some()));
+}
+
+/// Brings one topic on one cluster to its declaration: created when
+/// missing, grown when short, the declared configuration entries set where
+/// the cluster reports something else.
+async fn apply_topic(
+    shared: &Shared,
+    admin: &dyn KafkaAdmin,
+    connection: &ClusterConnection,
+    topic: &DesiredTopic,
+    observed: Option<&ObservedTopic>,
+) -> Result<(), KafkaError> {
+    match plan(topic, observed) {
+        TopicPlan::Create => {
+            return timed(
+                shared,
+                "create_topic",
+                admin.create_topic(connection, topic),
+            )
+            .await;
+        }
+        TopicPlan::Grow { .. } => {
+            let grow = admin.grow_partitions(connection, &topic.name, topic.partitions);
+            timed(shared, "grow_partitions", grow).await?;
+        }
+        TopicPlan::UpToDate | TopicPlan::RefuseShrink { .. } => {}
+    }
+    let drift = observed.map(|o| config_drift(topic, o)).unwrap_or_default();
+    if drift.is_empty() {
+        return Ok(());
+    }
+    let set_config = admin.set_topic_config(connection, &topic.name, &drift);
+    timed(shared, "set_topic_config", set_config).await
 }
 
 /// Runs one admin call, counting its latency and failures.

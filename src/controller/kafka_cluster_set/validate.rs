@@ -12,6 +12,42 @@ const TYPED_TOPIC_KEYS: [(&str, &str); 3] = [
     ("remote.storage.enable", "tieredStorage"),
 ];
 
+/// Topic-level configuration keys of Apache Kafka 4.1
+/// (<https://kafka.apache.org/documentation/#topicconfigs>), less the ones
+/// with a typed field of their own.
+const TOPIC_CONFIG_KEYS: [&str; 30] = [
+    "compression.gzip.level",
+    "compression.lz4.level",
+    "compression.type",
+    "compression.zstd.level",
+    "delete.retention.ms",
+    "file.delete.delay.ms",
+    "flush.messages",
+    "flush.ms",
+    "follower.replication.throttled.replicas",
+    "index.interval.bytes",
+    "leader.replication.throttled.replicas",
+    "local.retention.bytes",
+    "local.retention.ms",
+    "max.compaction.lag.ms",
+    "max.message.bytes",
+    "message.timestamp.after.max.ms",
+    "message.timestamp.before.max.ms",
+    "message.timestamp.type",
+    "min.cleanable.dirty.ratio",
+    "min.compaction.lag.ms",
+    "min.insync.replicas",
+    "preallocate",
+    "remote.log.copy.disable",
+    "remote.log.delete.on.disable",
+    "retention.bytes",
+    "segment.bytes",
+    "segment.index.bytes",
+    "segment.jitter.ms",
+    "segment.ms",
+    "unclean.leader.election.enable",
+];
+
 /// Broker configuration keys the operator sets itself for builtin clusters.
 const MANAGED_BROKER_KEYS: [&str; 8] = [
     "node.id",
@@ -90,11 +126,16 @@ pub fn validate(spec: &KafkaClusterSetSpec) -> Vec<SpecProblem> {
     }
     for (i, stream) in spec.streams.iter().enumerate() {
         let field = format!("spec.streams[{i}]");
-        for (key, typed) in TYPED_TOPIC_KEYS {
-            if stream.config.contains_key(key) {
+        for key in stream.config.keys() {
+            if let Some((_, typed)) = TYPED_TOPIC_KEYS.iter().find(|(k, _)| k == key) {
                 problems.push(SpecProblem::invalid(
                     format!("{field}.config[{key}]"),
                     format!("set `{typed}` instead of the raw `{key}`"),
+                ));
+            } else if !TOPIC_CONFIG_KEYS.contains(&key.as_str()) {
+                problems.push(SpecProblem::invalid(
+                    format!("{field}.config[{key}]"),
+                    format!("`{key}` is not a Kafka topic configuration key"),
                 ));
             }
         }
@@ -251,7 +292,8 @@ mod tests {
             "streams": [
                 {"name": "a", "topic": "t"},
                 {"name": "b", "topic": "t", "config": {"cleanup.policy": "compact"}},
-                {"name": "c", "cleanupPolicy": "compact", "tieredStorage": true}
+                {"name": "c", "cleanupPolicy": "compact", "tieredStorage": true},
+                {"name": "d", "config": {"max.message.bytes": "1048576", "retention.msec": "1"}}
             ],
             "routing": {"writeCluster": "blue"}
         }));
@@ -260,7 +302,8 @@ mod tests {
             [
                 "spec.streams[1].topic",
                 "spec.streams[1].config[cleanup.policy]",
-                "spec.streams[2].tieredStorage"
+                "spec.streams[2].tieredStorage",
+                "spec.streams[3].config[retention.msec]"
             ]
         );
     }
