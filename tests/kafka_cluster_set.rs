@@ -8,7 +8,10 @@ use std::net::TcpListener;
 use std::sync::OnceLock;
 use std::time::Duration;
 
-use common::kafka::{self, high_watermarks, topic_on, wait_for_document, FollowingProducer};
+use common::kafka::{
+    self, commit_offsets, high_watermarks, produce, topic_on, wait_for_document, FollowingProducer,
+    ProducerLease,
+};
 use common::{create, kappa_api, wait_for_ready, Operator, Testbed};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
 use kappa_operator::discovery::DiscoveryDocument;
@@ -176,7 +179,16 @@ async fn streams_reach_every_cluster_and_the_discovery_map_follows_the_spec() {
         json!({"spec": {"routing": {"writeCluster": "green"}}}),
     )
     .await;
-    let announced = wait_for_document(&client, &ns, "events", WITHIN, |d| d.epoch == 2).await;
+    let settled = wait_for_document(&client, &ns, "events", WITHIN, |d| d.epoch == 3).await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let followed = producer.stop().await;
+    let written = followed.written;
+    // The producer acted on the announcement before blue was drained.
+    let announced = followed
+        .documents
+        .iter()
+        .find(|d| d.epoch == 2)
+        .expect("the producer saw the announcement");
     let orders = announced
         .streams
         .iter()
@@ -193,9 +205,6 @@ async fn streams_reach_every_cluster_and_the_discovery_map_follows_the_spec() {
         [("blue", false), ("green", false)],
         "blue is read until drained, then green"
     );
-    let settled = wait_for_document(&client, &ns, "events", WITHIN, |d| d.epoch == 3).await;
-    tokio::time::sleep(Duration::from_millis(500)).await;
-    let written = producer.stop().await;
     let orders = settled
         .streams
         .iter()
@@ -338,4 +347,94 @@ async fn an_unreachable_cluster_degrades_the_set_until_its_broker_appears() {
         ) >= 1.0,
         "admin errors are counted"
     );
+}
+
+#[tokio::test]
+async fn a_removed_cluster_stays_readable_until_its_readers_are_past_its_end() {
+    let testbed = Testbed::with_brokers();
+    operator();
+    let client = testbed.client().await;
+    let ns = testbed.namespace("kcs-retire").await;
+    let (blue, green) = (&testbed.brokers[0], &testbed.brokers[1]);
+    let mut spec = set(
+        "retire",
+        json!([external("blue", blue), external("green", green)]),
+        "blue",
+    );
+    spec["spec"]["streams"] =
+        json!([{"name": "orders", "topic": "retire-orders", "partitions": 2}]);
+    create(&client, &ns, spec).await.expect("set created");
+    wait_for_document(&client, &ns, "retire", WITHIN, |d| d.epoch == 1).await;
+    let lease = ProducerLease::create(&client, &ns, "retire", "producer-r").await;
+    lease.acknowledge(1).await;
+    produce(blue, "retire-orders", 20).await;
+
+    // Writes move to green; blue's segment is recorded.
+    merge(
+        &client,
+        &ns,
+        "retire",
+        json!({"spec": {"routing": {"writeCluster": "green"}}}),
+    )
+    .await;
+    wait_for_document(&client, &ns, "retire", WITHIN, |d| d.epoch == 2).await;
+    lease.acknowledge(2).await;
+    wait_for_document(&client, &ns, "retire", WITHIN, |d| d.epoch == 3).await;
+    let ends = high_watermarks(blue, "retire-orders");
+    let mut behind = ends.clone();
+    if let Some(first) = behind.values_mut().find(|end| **end > 0) {
+        *first -= 1;
+    }
+    commit_offsets(blue, "readers", "retire-orders", &behind);
+
+    // Blue leaves the spec: still readable while a group is behind.
+    merge(
+        &client,
+        &ns,
+        "retire",
+        json!({"spec": {"clusters": [external("green", green)]}}),
+    )
+    .await;
+    let waiting =
+        wait_for_condition(&client, &ns, "retire", "Progressing", "RetiringCluster").await;
+    assert!(waiting.message.contains("readers"), "{}", waiting.message);
+    let draining = discovery(&client, &ns, "retire").await;
+    let blue_entry = draining
+        .clusters
+        .iter()
+        .find(|c| c.name == "blue")
+        .expect("blue still listed");
+    assert_eq!(
+        blue_entry.state,
+        kappa_operator::discovery::ClusterState::Draining
+    );
+    assert_eq!(
+        draining.streams[0].read[0].end_offsets.as_ref(),
+        Some(&ends)
+    );
+
+    // The group reaches the end: blue leaves the document and the status.
+    commit_offsets(blue, "readers", "retire-orders", &ends);
+    let retired = wait_for_document(&client, &ns, "retire", WITHIN, |d| {
+        d.clusters.iter().all(|c| c.name != "blue")
+    })
+    .await;
+    let segments: Vec<_> = retired.streams[0]
+        .read
+        .iter()
+        .map(|r| r.cluster.as_str())
+        .collect();
+    assert_eq!(segments, ["green"]);
+    assert!(retired.epoch > draining.epoch);
+    let object = kappa_api(&client, &ns, "KafkaClusterSet")
+        .get("retire")
+        .await
+        .expect("set");
+    let recorded: Vec<_> = object.data["status"]["clusters"]
+        .as_array()
+        .expect("clusters")
+        .iter()
+        .map(|c| c["name"].as_str().unwrap_or_default().to_string())
+        .collect();
+    assert_eq!(recorded, ["green"]);
 }

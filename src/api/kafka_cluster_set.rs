@@ -164,8 +164,12 @@ pub struct Storage {
     /// instead of a PersistentVolumeClaim: the data goes with the pod. For
     /// throwaway clusters (tests, backfill capacity) where no volume
     /// provisioner exists.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "is_false")]
     pub ephemeral: bool,
+    /// Delete the cluster's PersistentVolumeClaims when it is retired (removed
+    /// from the set and drained). By default they are kept.
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub delete_claims: bool,
 }
 
 impl Default for Storage {
@@ -174,8 +178,15 @@ impl Default for Storage {
             size: default_storage_size(),
             storage_class: None,
             ephemeral: false,
+            delete_claims: false,
         }
     }
+}
+
+/// Settings added with a `false` default are left out when false, so that
+/// the spec hash of a cluster recorded before they existed stays the same.
+fn is_false(value: &bool) -> bool {
+    !value
 }
 
 fn default_storage_size() -> String {
@@ -424,6 +435,9 @@ pub struct ClusterStatus {
     /// Hash of the spec the cluster was created with; a later change is refused.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub spec_hash: Option<String>,
+    /// The settings the cluster was created with.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub settings: Option<ClusterSettings>,
     /// The Backfill that added this ephemeral cluster, if any.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub owner: Option<String>,
@@ -440,6 +454,22 @@ pub struct ClusterStatus {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["stream"]))]
     pub streams: Vec<TopicStatus>,
+}
+
+/// A cluster's settings after its overrides over the template, as recorded
+/// when the cluster was first reached: they keep a cluster that leaves the
+/// spec reachable until it is drained.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ClusterSettings {
+    /// Who runs it.
+    pub provider: Provider,
+    /// Builtin settings, for a builtin cluster.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub builtin: Option<BuiltinCluster>,
+    /// External settings, for an external cluster (Secrets by name only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub external: Option<ExternalCluster>,
 }
 
 /// The topic of one stream on one cluster.

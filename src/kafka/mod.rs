@@ -133,6 +133,14 @@ pub trait KafkaAdmin: Send + Sync {
         entries: &[(String, String)],
     ) -> BoxFuture<'_, Result<(), KafkaError>>;
 
+    /// Every consumer group's committed offsets on these topics: group ->
+    /// topic -> partition -> offset. Groups without commits there are absent.
+    fn committed_offsets(
+        &self,
+        connection: &ClusterConnection,
+        topics: &[String],
+    ) -> BoxFuture<'_, Result<GroupOffsets, KafkaError>>;
+
     /// The high watermark (next offset) of every partition of `topic`.
     fn end_offsets(
         &self,
@@ -140,6 +148,9 @@ pub trait KafkaAdmin: Send + Sync {
         topic: &str,
     ) -> BoxFuture<'_, Result<BTreeMap<i32, i64>, KafkaError>>;
 }
+
+/// Committed offsets: group -> topic -> partition -> offset.
+pub type GroupOffsets = BTreeMap<String, BTreeMap<String, BTreeMap<i32, i64>>>;
 
 /// What one cluster looks like from its admin API.
 #[derive(Debug, Clone, PartialEq, Eq)]

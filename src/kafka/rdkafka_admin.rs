@@ -14,10 +14,14 @@ use rdkafka::admin::{
 };
 use rdkafka::client::ClientContext;
 use rdkafka::config::RDKafkaLogLevel;
+use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext};
 use rdkafka::error::RDKafkaErrorCode;
-use rdkafka::ClientConfig;
+use rdkafka::{ClientConfig, Offset, TopicPartitionList};
 
-use super::{ClusterConnection, ClusterView, DesiredTopic, KafkaAdmin, KafkaError, ObservedTopic};
+use super::{
+    ClusterConnection, ClusterView, DesiredTopic, GroupOffsets, KafkaAdmin, KafkaError,
+    ObservedTopic,
+};
 
 type Client = AdminClient<QuietContext>;
 
@@ -42,6 +46,9 @@ impl ClientContext for QuietContext {
         tracing::debug!(%error, reason, "librdkafka");
     }
 }
+
+/// The consumers that read committed offsets never join a group.
+impl ConsumerContext for QuietContext {}
 
 /// How long one admin request may take before the cluster counts as unreachable.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
@@ -217,6 +224,21 @@ impl RdKafkaAdmin {
         })
     }
 
+    async fn committed_inner(
+        &self,
+        connection: &ClusterConnection,
+        topics: Vec<String>,
+    ) -> Result<GroupOffsets, KafkaError> {
+        let client = self.client(connection)?;
+        let connection_for_groups = connection.clone();
+        let result = tokio::task::spawn_blocking(move || {
+            committed_by_group(&client, &connection_for_groups, &topics)
+        })
+        .await
+        .map_err(|e| self.unreachable(connection, e))?;
+        result.map_err(|e| self.unreachable(connection, e))
+    }
+
     async fn end_offsets_inner(
         &self,
         connection: &ClusterConnection,
@@ -247,6 +269,51 @@ impl RdKafkaAdmin {
         .map_err(|e| self.unreachable(connection, e))?;
         result.map_err(|e| self.unreachable(connection, e))
     }
+}
+
+/// Lists the cluster's consumer groups and reads each one's committed
+/// offsets on `topics` (OffsetFetch through a consumer that never joins).
+fn committed_by_group(
+    client: &Client,
+    connection: &ClusterConnection,
+    topics: &[String],
+) -> Result<GroupOffsets, rdkafka::error::KafkaError> {
+    let mut partitions = TopicPartitionList::new();
+    for topic in topics {
+        let metadata = client
+            .inner()
+            .fetch_metadata(Some(topic), REQUEST_TIMEOUT)?;
+        for found in metadata.topics().iter().filter(|t| t.name() == topic) {
+            for partition in found.partitions() {
+                partitions.add_partition(topic, partition.id());
+            }
+        }
+    }
+    let mut offsets = GroupOffsets::new();
+    let groups = client.inner().fetch_group_list(None, REQUEST_TIMEOUT)?;
+    for group in groups.groups() {
+        let mut config = ClientConfig::new();
+        config
+            .set("bootstrap.servers", &connection.bootstrap_servers)
+            .set("group.id", group.name())
+            .set("enable.auto.commit", "false");
+        for (key, value) in &connection.properties {
+            config.set(key, value);
+        }
+        let consumer: BaseConsumer<QuietContext> = config.create_with_context(QuietContext)?;
+        let committed = consumer.committed_offsets(partitions.clone(), REQUEST_TIMEOUT)?;
+        for element in committed.elements() {
+            if let Offset::Offset(offset) = element.offset() {
+                offsets
+                    .entry(group.name().to_string())
+                    .or_default()
+                    .entry(element.topic().to_string())
+                    .or_default()
+                    .insert(element.partition(), offset);
+            }
+        }
+    }
+    Ok(offsets)
 }
 
 /// The first refusal among per-topic results, if any.
@@ -303,6 +370,15 @@ impl KafkaAdmin for RdKafkaAdmin {
         let (connection, topic, entries) =
             (connection.clone(), topic.to_string(), entries.to_vec());
         async move { self.set_config_inner(&connection, &topic, entries).await }.boxed()
+    }
+
+    fn committed_offsets(
+        &self,
+        connection: &ClusterConnection,
+        topics: &[String],
+    ) -> BoxFuture<'_, Result<GroupOffsets, KafkaError>> {
+        let (connection, topics) = (connection.clone(), topics.to_vec());
+        async move { self.committed_inner(&connection, topics).await }.boxed()
     }
 
     fn end_offsets(

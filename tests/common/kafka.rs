@@ -17,8 +17,9 @@ use kube::api::{Patch, PatchParams, PostParams};
 use kube::{Api, Client};
 use rdkafka::admin::{AdminClient, AdminOptions, ResourceSpecifier};
 use rdkafka::client::DefaultClientContext;
+use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
 use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
-use rdkafka::ClientConfig;
+use rdkafka::{ClientConfig, Offset, TopicPartitionList};
 use serde_json::json;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
@@ -167,12 +168,21 @@ impl ProducerLease {
 /// Records written by a [`FollowingProducer`], per cluster.
 pub type Written = BTreeMap<String, u64>;
 
+/// What a [`FollowingProducer`] did: records per cluster, and every
+/// document it acted on, in order.
+pub struct Followed {
+    /// Records written, per cluster.
+    pub written: Written,
+    /// The documents whose epochs it acknowledged.
+    pub documents: Vec<DiscoveryDocument>,
+}
+
 /// A producer writing sequence-numbered records to one stream, always to
 /// the write cluster of the latest document: on a new epoch it flushes what
 /// it sent, switches, and acknowledges the epoch through its Lease.
 pub struct FollowingProducer {
     stop: watch::Sender<bool>,
-    task: JoinHandle<Written>,
+    task: JoinHandle<Followed>,
 }
 
 impl FollowingProducer {
@@ -188,6 +198,7 @@ impl FollowingProducer {
         );
         let task = tokio::spawn(async move {
             let mut written = Written::new();
+            let mut documents = Vec::new();
             let mut epoch = 0;
             let mut target: Option<(String, String, FutureProducer)> = None;
             let mut sequence = 0u64;
@@ -217,6 +228,7 @@ impl FollowingProducer {
                     target = Some((route.cluster, route.topic, producer));
                     epoch = document.epoch;
                     lease.acknowledge(epoch).await;
+                    documents.push(document);
                 }
                 let (cluster, topic, producer) = target.as_ref().expect("a write target");
                 for _ in 0..10 {
@@ -229,13 +241,13 @@ impl FollowingProducer {
                     _ = tokio::time::sleep(Duration::from_millis(50)) => {}
                 }
             }
-            written
+            Followed { written, documents }
         });
         FollowingProducer { stop, task }
     }
 
-    /// Stops writing; how many records went to each cluster.
-    pub async fn stop(self) -> Written {
+    /// Stops writing; what it wrote and saw.
+    pub async fn stop(self) -> Followed {
         let _ = self.stop.send(true);
         self.task.await.expect("producer task")
     }
@@ -268,4 +280,27 @@ pub async fn produce(bootstrap: &str, topic: &str, count: u64) {
     for sequence in 0..count {
         send_numbered(&producer, topic, sequence).await;
     }
+}
+
+/// Commits `offsets` (partition -> offset) on `topic` for consumer group
+/// `group`, as a consumer that has read up to there would.
+pub fn commit_offsets(bootstrap: &str, group: &str, topic: &str, offsets: &BTreeMap<String, i64>) {
+    let consumer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", bootstrap)
+        .set("group.id", group)
+        .set("enable.auto.commit", "false")
+        .create()
+        .expect("consumer");
+    let mut list = TopicPartitionList::new();
+    for (partition, offset) in offsets {
+        list.add_partition_offset(
+            topic,
+            partition.parse().expect("partition number"),
+            Offset::Offset(*offset),
+        )
+        .expect("offset added");
+    }
+    consumer
+        .commit(&list, CommitMode::Sync)
+        .expect("offsets committed");
 }

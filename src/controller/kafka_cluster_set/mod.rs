@@ -6,6 +6,7 @@ pub mod builtin;
 pub mod migration;
 pub mod provider;
 pub mod publish;
+pub mod retire;
 pub mod sync;
 pub mod validate;
 

@@ -7,16 +7,17 @@ use std::collections::BTreeMap;
 use futures::future::BoxFuture;
 use futures::FutureExt;
 use k8s_openapi::api::apps::v1::StatefulSet;
-use k8s_openapi::api::core::v1::{ConfigMap, Secret, Service};
-use kube::api::{ApiResource, DynamicObject, GroupVersionKind, Patch, PatchParams};
+use k8s_openapi::api::core::v1::{ConfigMap, PersistentVolumeClaim, Secret, Service};
+use kube::api::{
+    ApiResource, DeleteParams, DynamicObject, GroupVersionKind, ListParams, Patch, PatchParams,
+};
 use kube::{Api, Client, Resource, ResourceExt};
-use serde::Serialize;
 use sha2::{Digest, Sha256};
 
 use super::builtin;
 use crate::api::kafka_cluster_set::{
-    BuiltinCluster, ClusterEntry, ExternalCluster, KafkaClusterSet, KafkaClusterSetSpec, Provider,
-    SaslMechanism,
+    BuiltinCluster, ClusterEntry, ClusterSettings, ExternalCluster, KafkaClusterSet,
+    KafkaClusterSetSpec, Provider, SaslMechanism,
 };
 use crate::controller::verdict::FIELD_MANAGER;
 use crate::discovery::{ClientSecurity, SecretKey};
@@ -51,21 +52,7 @@ impl ProviderError {
     }
 }
 
-/// A cluster's settings after its overrides, as recorded for immutability.
-#[derive(Debug, Clone, PartialEq, Serialize)]
-#[serde(rename_all = "camelCase")]
-pub struct EffectiveSpec {
-    /// Who runs it.
-    pub provider: Provider,
-    /// Builtin settings, for a builtin cluster.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub builtin: Option<BuiltinCluster>,
-    /// External settings, for an external cluster.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub external: Option<ExternalCluster>,
-}
-
-impl EffectiveSpec {
+impl ClusterSettings {
     /// The settings of `cluster`: its overrides over the set's template.
     pub fn of(spec: &KafkaClusterSetSpec, cluster: &ClusterEntry) -> Self {
         let overrides = cluster.overrides.clone().unwrap_or_default();
@@ -120,8 +107,17 @@ pub trait ClusterProvider: Send + Sync {
         &'a self,
         set: &'a KafkaClusterSet,
         cluster: &'a str,
-        spec: &'a EffectiveSpec,
+        spec: &'a ClusterSettings,
     ) -> BoxFuture<'a, Result<Endpoint, ProviderError>>;
+
+    /// Removes a cluster that has left the set and been drained (for
+    /// providers that run clusters; an external cluster is left alone).
+    fn retire<'a>(
+        &'a self,
+        set: &'a KafkaClusterSet,
+        cluster: &'a str,
+        spec: &'a ClusterSettings,
+    ) -> BoxFuture<'a, Result<(), ProviderError>>;
 }
 
 /// Providers by kind, chosen per cluster.
@@ -141,7 +137,7 @@ impl ClusterProvider for Providers {
         &'a self,
         set: &'a KafkaClusterSet,
         cluster: &'a str,
-        spec: &'a EffectiveSpec,
+        spec: &'a ClusterSettings,
     ) -> BoxFuture<'a, Result<Endpoint, ProviderError>> {
         let namespace = set.namespace().unwrap_or_default();
         match (spec.provider, &spec.external, &spec.builtin) {
@@ -161,6 +157,62 @@ impl ClusterProvider for Providers {
             }
         }
     }
+
+    fn retire<'a>(
+        &'a self,
+        set: &'a KafkaClusterSet,
+        cluster: &'a str,
+        spec: &'a ClusterSettings,
+    ) -> BoxFuture<'a, Result<(), ProviderError>> {
+        match (spec.provider, &spec.builtin) {
+            (Provider::Builtin, Some(builtin)) => {
+                async move { remove_builtin(&self.client, set, cluster, builtin).await }.boxed()
+            }
+            _ => futures::future::ready(Ok(())).boxed(),
+        }
+    }
+}
+
+/// Deletes a builtin cluster's objects, and its volume claims when the
+/// storage settings ask for it (by default they are kept).
+async fn remove_builtin(
+    client: &Client,
+    set: &KafkaClusterSet,
+    cluster: &str,
+    builtin: &BuiltinCluster,
+) -> Result<(), ProviderError> {
+    let names = builtin::Names::of(set, cluster);
+    let ns = names.namespace.as_str();
+    let params = DeleteParams::background();
+    let gone = |result: Result<_, kube::Error>| match result {
+        Ok(_) => Ok(()),
+        Err(kube::Error::Api(status)) if status.code == 404 => Ok(()),
+        Err(error) => Err(ProviderError::Api(error.to_string())),
+    };
+    let sets: Api<StatefulSet> = Api::namespaced(client.clone(), ns);
+    gone(sets.delete(&names.base, &params).await.map(|_| ()))?;
+    let services: Api<Service> = Api::namespaced(client.clone(), ns);
+    gone(services.delete(&names.base, &params).await.map(|_| ()))?;
+    gone(services.delete(&names.headless, &params).await.map(|_| ()))?;
+    let config_maps: Api<ConfigMap> = Api::namespaced(client.clone(), ns);
+    gone(config_maps.delete(&names.config, &params).await.map(|_| ()))?;
+    for version in ["v1", "v1beta1"] {
+        let gvk = GroupVersionKind::gvk("policy", version, "PodDisruptionBudget");
+        let budgets: Api<DynamicObject> =
+            Api::namespaced_with(client.clone(), ns, &ApiResource::from_gvk(&gvk));
+        gone(budgets.delete(&names.base, &params).await.map(|_| ()))?;
+    }
+    if builtin.storage.delete_claims {
+        let claims: Api<PersistentVolumeClaim> = Api::namespaced(client.clone(), ns);
+        let selector = format!("app.kubernetes.io/instance={}", names.base);
+        gone(
+            claims
+                .delete_collection(&params, &ListParams::default().labels(&selector))
+                .await
+                .map(|_| ()),
+        )?;
+    }
+    Ok(())
 }
 
 /// Annotation on a builtin cluster's StatefulSet: the settings it was made from.

@@ -53,16 +53,25 @@ pub fn document(
 ) -> Option<DiscoveryDocument> {
     let write = write_cluster(set, routing);
     endpoints.get(write)?;
-    let clusters = set
+    let declared = set
         .spec
         .clusters
         .iter()
-        .filter_map(|cluster| {
-            let endpoint = endpoints.get(&cluster.name)?;
+        .map(|c| (c.name.as_str(), c.role, ClusterState::Active));
+    // Clusters that left the spec and are not retired yet are read, not written.
+    let leaving = routing
+        .clusters
+        .iter()
+        .filter(|c| !set.spec.clusters.iter().any(|s| s.name == c.name))
+        .map(|c| (c.name.as_str(), c.role, ClusterState::Draining));
+    let clusters = declared
+        .chain(leaving)
+        .filter_map(|(name, role, state)| {
+            let endpoint = endpoints.get(name)?;
             Some(DiscoveredCluster {
-                name: cluster.name.clone(),
-                role: cluster.role,
-                state: ClusterState::Active,
+                name: name.to_string(),
+                role,
+                state,
                 bootstrap_servers: endpoint.connection.bootstrap_servers.clone(),
                 security: endpoint.security.clone(),
             })

@@ -11,10 +11,12 @@ use futures::FutureExt;
 use kube::ResourceExt;
 
 use super::migration::{self, Step};
-use super::provider::{ClusterProvider, EffectiveSpec, ProviderError};
+use super::provider::{ClusterProvider, ProviderError};
 use super::publish;
+use super::retire::{self, Retirement};
 use crate::api::kafka_cluster_set::{
-    ClusterRole, ClusterStatus, KafkaClusterSet, KafkaClusterSetStatus, TopicStatus,
+    ClusterRole, ClusterSettings, ClusterStatus, KafkaClusterSet, KafkaClusterSetStatus,
+    TopicStatus,
 };
 use crate::conditions::{DEGRADED, PROGRESSING, READY};
 use crate::controller::verdict::{Act, Outcome, Requeue, Wanted};
@@ -77,11 +79,11 @@ async fn sync(shared: &Shared, deps: &SetDeps, set: &KafkaClusterSet) -> Result<
         .collect();
 
     // Immutability: a recorded cluster whose settings changed stops everything.
-    let effective: Vec<(String, EffectiveSpec)> = set
+    let effective: Vec<(String, ClusterSettings)> = set
         .spec
         .clusters
         .iter()
-        .map(|c| (c.name.clone(), EffectiveSpec::of(&set.spec, c)))
+        .map(|c| (c.name.clone(), ClusterSettings::of(&set.spec, c)))
         .collect();
     let changed: Vec<&str> = effective
         .iter()
@@ -121,6 +123,7 @@ async fn sync(shared: &Shared, deps: &SetDeps, set: &KafkaClusterSet) -> Result<
             name: name.clone(),
             role: entry.role,
             spec_hash: Some(spec.hash()),
+            settings: Some(spec.clone()),
             ..ClusterStatus::default()
         };
         match deps.providers.endpoint(set, name, spec).await {
@@ -268,7 +271,47 @@ async fn sync(shared: &Shared, deps: &SetDeps, set: &KafkaClusterSet) -> Result<
     let mut next = current.clone();
     next.clusters = merge_recorded(&current, statuses);
     next.cluster_count = i32::try_from(set.spec.clusters.len()).ok();
+    // Clusters that left the spec stay reachable (from their recorded
+    // settings) until drained.
+    let retiring = retire::retiring(set, &next);
+    for name in &retiring {
+        let recorded = next
+            .clusters
+            .iter()
+            .find(|c| &c.name == name)
+            .and_then(|c| c.settings.clone());
+        if let Some(settings) = recorded {
+            if let Ok(endpoint) = deps.providers.endpoint(set, name, &settings).await {
+                endpoints.insert(name.clone(), endpoint);
+            }
+        }
+    }
     let step = migration::advance(shared, deps.admin.as_ref(), set, &endpoints, &mut next).await?;
+    let mut retiring_waits = Vec::new();
+    for name in &retiring {
+        let retirement = retire::advance(
+            deps.admin.as_ref(),
+            deps.providers.as_ref(),
+            set,
+            name,
+            endpoints.get(name),
+            &mut next,
+        )
+        .await;
+        match retirement {
+            Retirement::Retired => {
+                endpoints.remove(name);
+                tracing::info!(cluster = %name, "cluster retired");
+            }
+            Retirement::Waiting(why) => {
+                if let Some(status) = next.clusters.iter_mut().find(|c| &c.name == name) {
+                    status.phase = Some("Retiring".into());
+                    status.message = Some(why.clone());
+                }
+                retiring_waits.push(why);
+            }
+        }
+    }
     if let Some(mut document) = publish::document(set, &endpoints, &next, 0) {
         let hash = document.content_hash();
         let epoch = match (&current.discovery_hash, current.epoch) {
@@ -294,9 +337,21 @@ async fn sync(shared: &Shared, deps: &SetDeps, set: &KafkaClusterSet) -> Result<
         });
     }
 
-    let progressing = match (&next.migration, starting.is_empty()) {
-        (None, false) => Wanted::new(PROGRESSING, "True", STARTING, starting.join("; ")),
-        _ => progressing,
+    let (progressing, step_requeue) = match (&next.migration, starting.is_empty()) {
+        (None, false) => (
+            Wanted::new(PROGRESSING, "True", STARTING, starting.join("; ")),
+            step_requeue,
+        ),
+        (None, true) if !retiring_waits.is_empty() => (
+            Wanted::new(
+                PROGRESSING,
+                "True",
+                "RetiringCluster",
+                retiring_waits.join("; "),
+            ),
+            Some(Requeue::After(STARTING_RECHECK)),
+        ),
+        _ => (progressing, step_requeue),
     };
     let mut conditions = vec![progressing];
     let requeue = if let Some(problem) = problems.first() {
