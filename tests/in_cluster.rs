@@ -373,7 +373,7 @@ async fn a_builtin_cluster_runs_as_pods_and_goes_with_its_set() {
                 "resources": {"memory": "256Mi"},
                 "config": {"log.retention.ms": "3600000"}
             }},
-            "clusters": [{"name": "blue"}],
+            "clusters": [{"name": "blue"}, {"name": "green", "role": "standby"}],
             "streams": [{"name": "orders", "partitions": 3}],
             "routing": {"writeCluster": "blue"}
         }
@@ -447,6 +447,55 @@ async fn a_builtin_cluster_runs_as_pods_and_goes_with_its_set() {
     assert_eq!(
         document.clusters[0].bootstrap_servers,
         format!("events-blue.{ns}.svc.cluster.local:9092")
+    );
+
+    // Writes move to green (no producer holds a Lease, so nothing to wait
+    // for), then blue leaves the spec: with no consumer group behind, it is
+    // retired and its objects deleted while green's stay.
+    let params = kube::api::PatchParams::default();
+    let set_api = kappa_api(&client, &ns, "KafkaClusterSet");
+    let move_writes = json!({"spec": {"routing": {"writeCluster": "green"}}});
+    set_api
+        .patch("events", &params, &kube::api::Patch::Merge(&move_writes))
+        .await
+        .expect("write cluster moved");
+    common::kafka::wait_for_document(&client, &ns, "events", Duration::from_secs(120), |d| {
+        d.streams[0].write.cluster == "green" && d.streams[0].read[0].end_offsets.is_some()
+    })
+    .await;
+    let drop_blue = json!({"spec": {"clusters": [{"name": "green", "role": "standby"}]}});
+    set_api
+        .patch("events", &params, &kube::api::Patch::Merge(&drop_blue))
+        .await
+        .expect("blue removed");
+    let objects_of = |cluster: &str| {
+        testbed.kubectl(&[
+            "-n",
+            &ns,
+            "get",
+            "statefulsets,services,configmaps",
+            "-l",
+            &format!("kappa.dev/cluster={cluster}"),
+            "-o",
+            "name",
+        ])
+    };
+    let mut left = String::new();
+    for _ in 0..120 {
+        left = objects_of("blue");
+        if left.trim().is_empty() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    assert!(left.trim().is_empty(), "blue's objects left behind: {left}");
+    assert!(objects_of("green").contains("statefulset.apps/events-green"));
+    let document = common::kafka::discovery(&client, &ns, "events")
+        .await
+        .expect("document");
+    assert!(
+        document.clusters.iter().all(|c| c.name != "blue"),
+        "{document:?}"
     );
 
     // Deleting the set deletes what it owns.
