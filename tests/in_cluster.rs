@@ -525,4 +525,5 @@ async fn a_builtin_cluster_runs_as_pods_and_goes_with_its_set() {
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
     assert!(left.trim().is_empty(), "left behind: {left}");
+    assert_pods_logged_no_refusal(testbed);
 }

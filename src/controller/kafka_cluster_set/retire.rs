@@ -112,6 +112,7 @@ pub async fn advance(
         .and_then(|c| c.settings.clone());
     if let Some(settings) = settings {
         if let Err(error) = providers.retire(set, cluster, &settings).await {
+            tracing::warn!(cluster, %error, "removing a retired cluster failed");
             return Retirement::Waiting(format!(
                 "cluster `{cluster}`: removing it failed: {error}"
             ));
