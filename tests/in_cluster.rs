@@ -488,7 +488,18 @@ async fn a_builtin_cluster_runs_as_pods_and_goes_with_its_set() {
         }
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
-    assert!(left.trim().is_empty(), "blue's objects left behind: {left}");
+    if !left.trim().is_empty() {
+        let status = testbed.kubectl(&[
+            "-n",
+            &ns,
+            "get",
+            "kcs",
+            "events",
+            "-o",
+            "jsonpath={.status}",
+        ]);
+        panic!("blue's objects left behind: {left}\nset status: {status}");
+    }
     assert!(objects_of("green").contains("statefulset.apps/events-green"));
     let document = common::kafka::discovery(&client, &ns, "events")
         .await
