@@ -438,3 +438,70 @@ async fn a_removed_cluster_stays_readable_until_its_readers_are_past_its_end() {
         .collect();
     assert_eq!(recorded, ["green"]);
 }
+
+#[tokio::test]
+async fn credentials_stay_in_their_secret() {
+    let testbed = Testbed::with_brokers();
+    let operator = operator();
+    let client = testbed.client().await;
+    let ns = testbed.namespace("kcs-secret").await;
+    let cluster = json!({"name": "blue", "overrides": {"external": {
+        "bootstrapServers": [&testbed.brokers[0]],
+        "sasl": {"mechanism": "SCRAM-SHA-512", "secretName": "blue-client"}
+    }}});
+    create(&client, &ns, set("secured", json!([cluster]), "blue"))
+        .await
+        .expect("set created");
+    let missing = wait_for_condition(&client, &ns, "secured", "Ready", "SecretNotFound").await;
+    assert!(
+        missing.message.contains("blue-client"),
+        "{}",
+        missing.message
+    );
+
+    let password = "correct-horse-battery-staple";
+    let secret = json!({
+        "apiVersion": "v1", "kind": "Secret",
+        "metadata": {"name": "blue-client"},
+        "stringData": {"username": "app", "password": password}
+    });
+    let secrets: kube::Api<k8s_openapi::api::core::v1::Secret> =
+        kube::Api::namespaced(client.clone(), &ns);
+    secrets
+        .create(
+            &Default::default(),
+            &serde_json::from_value(secret).expect("secret"),
+        )
+        .await
+        .expect("secret created");
+    // Whatever the broker makes of the credentials, the set moves past the
+    // missing Secret, and the document names the Secret instead of copying it.
+    let started = std::time::Instant::now();
+    let mut document = None;
+    while started.elapsed() < WITHIN && document.is_none() {
+        document = kafka::discovery(&client, &ns, "secured").await;
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let document = document.expect("document published");
+    let security = document.clusters[0].security.clone().expect("security");
+    assert_eq!(security.protocol, "SASL_PLAINTEXT");
+    assert_eq!(security.sasl_secret_name.as_deref(), Some("blue-client"));
+    let ready = condition(&client, &ns, "secured", "Ready")
+        .await
+        .expect("Ready");
+    assert_ne!(ready.reason, "SecretNotFound");
+    let status = kappa_api(&client, &ns, "KafkaClusterSet")
+        .get("secured")
+        .await
+        .expect("set")
+        .data["status"]
+        .to_string();
+    let log = std::fs::read_to_string(&operator.log).expect("operator log");
+    for (what, text) in [
+        ("status", &status),
+        ("document", &document.to_json()),
+        ("log", &log),
+    ] {
+        assert!(!text.contains(password), "the password is in the {what}");
+    }
+}

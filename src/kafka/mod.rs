@@ -160,3 +160,19 @@ pub struct ClusterView {
     /// The requested topics that exist.
     pub topics: BTreeMap<String, ObservedTopic>,
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_connection_prints_no_property_value() {
+        let mut connection = ClusterConnection::plaintext("kafka:9092");
+        connection
+            .properties
+            .insert("sasl.password".into(), "hunter2".into());
+        let printed = format!("{connection:?}");
+        assert!(printed.contains("sasl.password") && printed.contains("kafka:9092"));
+        assert!(!printed.contains("hunter2"), "{printed}");
+    }
+}
