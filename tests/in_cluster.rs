@@ -481,7 +481,7 @@ async fn a_builtin_cluster_runs_as_pods_and_goes_with_its_set() {
         ])
     };
     let mut left = String::new();
-    for _ in 0..120 {
+    for _ in 0..180 {
         left = objects_of("blue");
         if left.trim().is_empty() {
             break;
@@ -498,7 +498,8 @@ async fn a_builtin_cluster_runs_as_pods_and_goes_with_its_set() {
             "-o",
             "jsonpath={.status}",
         ]);
-        panic!("blue's objects left behind: {left}\nset status: {status}");
+        let pods = testbed.kubectl(&["-n", &ns, "get", "pods", "-o", "wide"]);
+        panic!("blue's objects left behind: {left}\nset status: {status}\npods:\n{pods}");
     }
     assert!(objects_of("green").contains("statefulset.apps/events-green"));
     let document = common::kafka::discovery(&client, &ns, "events")

@@ -59,12 +59,13 @@ pub fn retiring(set: &KafkaClusterSet, status: &KafkaClusterSetStatus) -> Vec<St
 }
 
 /// Advances the retirement of `cluster` by at most one step, editing `next`.
+/// `endpoint` is where the cluster answers, or why it cannot be reached.
 pub async fn advance(
     admin: &dyn KafkaAdmin,
     providers: &dyn ClusterProvider,
     set: &KafkaClusterSet,
     cluster: &str,
-    endpoint: Option<&Endpoint>,
+    endpoint: Result<&Endpoint, &str>,
     next: &mut KafkaClusterSetStatus,
 ) -> Retirement {
     let written = next.write_cluster.as_deref() == Some(cluster)
@@ -84,10 +85,13 @@ pub async fn advance(
         .map(|s| s.topic.clone())
         .collect();
     if !topics.is_empty() {
-        let Some(endpoint) = endpoint else {
-            return Retirement::Waiting(format!(
-                "cluster `{cluster}` is unreachable; its readers' positions are unknown"
-            ));
+        let endpoint = match endpoint {
+            Ok(endpoint) => endpoint,
+            Err(why) => {
+                return Retirement::Waiting(format!(
+                    "cluster `{cluster}` is unreachable ({why}); its readers' positions are unknown"
+                ))
+            }
         };
         let offsets = match admin.committed_offsets(&endpoint.connection, &topics).await {
             Ok(offsets) => offsets,

@@ -274,6 +274,7 @@ async fn sync(shared: &Shared, deps: &SetDeps, set: &KafkaClusterSet) -> Result<
     // Clusters that left the spec stay reachable (from their recorded
     // settings) until drained.
     let retiring = retire::retiring(set, &next);
+    let mut unreachable = BTreeMap::new();
     for name in &retiring {
         let recorded = next
             .clusters
@@ -281,8 +282,13 @@ async fn sync(shared: &Shared, deps: &SetDeps, set: &KafkaClusterSet) -> Result<
             .find(|c| &c.name == name)
             .and_then(|c| c.settings.clone());
         if let Some(settings) = recorded {
-            if let Ok(endpoint) = deps.providers.endpoint(set, name, &settings).await {
-                endpoints.insert(name.clone(), endpoint);
+            match deps.providers.endpoint(set, name, &settings).await {
+                Ok(endpoint) => {
+                    endpoints.insert(name.clone(), endpoint);
+                }
+                Err(error) => {
+                    unreachable.insert(name.clone(), error.to_string());
+                }
             }
         }
     }
@@ -294,7 +300,11 @@ async fn sync(shared: &Shared, deps: &SetDeps, set: &KafkaClusterSet) -> Result<
             deps.providers.as_ref(),
             set,
             name,
-            endpoints.get(name),
+            endpoints.get(name).ok_or_else(|| {
+                unreachable
+                    .get(name)
+                    .map_or("its settings are not recorded", String::as_str)
+            }),
             &mut next,
         )
         .await;
