@@ -505,3 +505,97 @@ async fn credentials_stay_in_their_secret() {
         assert!(!text.contains(password), "the password is in the {what}");
     }
 }
+
+#[tokio::test]
+async fn bad_streams_are_refused_before_any_topic_is_created() {
+    let testbed = Testbed::with_brokers();
+    operator();
+    let client = testbed.client().await;
+    let ns = testbed.namespace("kcs-refusals").await;
+    let brokers = &testbed.brokers;
+    let mut object = set(
+        "refused",
+        json!([
+            external("blue", &brokers[0]),
+            external("green", &brokers[1])
+        ]),
+        "blue",
+    );
+    let fine = json!({"name": "fine", "topic": "refusals-fine", "partitions": 1});
+    let wide = json!({"name": "wide", "topic": "refusals-wide", "partitions": 1, "replication": 3});
+    object["spec"]["streams"] = json!([fine, wide]);
+    create(&client, &ns, object).await.expect("set created");
+    // The brokers have one node each: the replication is impossible, and the
+    // valid stream beside it is not created either.
+    let refused =
+        wait_for_condition(&client, &ns, "refused", "Degraded", "ReplicationImpossible").await;
+    assert!(
+        refused.message.contains("spec.streams[1].replication"),
+        "{}",
+        refused.message
+    );
+    for broker in brokers {
+        for topic in ["refusals-fine", "refusals-wide"] {
+            assert!(
+                topic_on(broker, topic).await.is_none(),
+                "{topic} on {broker}"
+            );
+        }
+    }
+
+    // An unknown configuration key: refused by field before Kafka is asked.
+    let typo = json!({"name": "wide", "topic": "refusals-wide", "partitions": 1,
+        "config": {"retention.msec": "1000"}});
+    merge(
+        &client,
+        &ns,
+        "refused",
+        json!({"spec": {"streams": [fine, typo]}}),
+    )
+    .await;
+    let invalid = wait_for_condition(&client, &ns, "refused", "Ready", "InvalidSpec").await;
+    assert!(
+        invalid
+            .message
+            .contains("spec.streams[1].config[retention.msec]"),
+        "{}",
+        invalid.message
+    );
+    for broker in brokers {
+        assert!(topic_on(broker, "refusals-fine").await.is_none());
+    }
+    // What the status records of the clusters outlives the invalid spec.
+    let status = kappa_api(&client, &ns, "KafkaClusterSet")
+        .get("refused")
+        .await
+        .expect("set")
+        .data["status"]
+        .clone();
+    let recorded: Vec<_> = status["clusters"]
+        .as_array()
+        .expect("clusters recorded")
+        .iter()
+        .map(|c| c["name"].as_str().unwrap_or_default())
+        .collect();
+    assert_eq!(recorded, ["blue", "green"], "{status}");
+
+    // Fixed: both topics appear on both brokers.
+    let fixed = json!({"name": "wide", "topic": "refusals-wide", "partitions": 1});
+    merge(
+        &client,
+        &ns,
+        "refused",
+        json!({"spec": {"streams": [fine, fixed]}}),
+    )
+    .await;
+    wait_for_condition(&client, &ns, "refused", "Ready", "ClustersReady").await;
+    for broker in brokers {
+        for topic in ["refusals-fine", "refusals-wide"] {
+            assert!(
+                topic_on(broker, topic).await.is_some(),
+                "{topic} on {broker}"
+            );
+        }
+    }
+    operator().assert_log_clean();
+}

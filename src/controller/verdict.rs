@@ -239,10 +239,15 @@ async fn reconcile_inner<K: Kind>(
     let generation = guard.meta().generation;
     let common = desired_status(current.as_ref(), generation, &verdict, &outcome, now);
     let mut desired = serde_json::to_value(&common)?;
-    if verdict == Verdict::Valid {
-        if let Some(map) = desired.as_object_mut() {
-            map.extend(outcome.fields.clone());
-        }
+    // While the spec is invalid, the kind's own fields keep what they record
+    // (created clusters, a migration under way) until the spec is fixed.
+    let own = if verdict == Verdict::Valid {
+        outcome.fields.clone()
+    } else {
+        own_fields(current_fields.clone().unwrap_or_default())
+    };
+    if let Some(map) = desired.as_object_mut() {
+        map.extend(own);
     }
     if current_fields.as_ref() == Some(&desired) {
         return Ok(next_action(shared, guard, outcome.requeue));
@@ -291,6 +296,18 @@ fn next_action<K: Kind>(shared: &Shared, guard: &DeserializeGuard<K>, requeue: R
 }
 
 /// The object's status as JSON, for comparison with the desired one.
+/// The fields of a status beside the common ones (conditions and
+/// `observedGeneration`): what each kind records of its own.
+pub fn own_fields(status: serde_json::Value) -> serde_json::Map<String, serde_json::Value> {
+    match status {
+        serde_json::Value::Object(map) => map
+            .into_iter()
+            .filter(|(key, _)| key != "conditions" && key != "observedGeneration")
+            .collect(),
+        _ => serde_json::Map::new(),
+    }
+}
+
 fn status_value<K: Kind>(object: &K) -> Result<Option<serde_json::Value>, Error> {
     Ok(serde_json::to_value(object)?.get("status").cloned())
 }

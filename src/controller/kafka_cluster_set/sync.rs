@@ -19,7 +19,7 @@ use crate::api::kafka_cluster_set::{
     TopicStatus,
 };
 use crate::conditions::{DEGRADED, PROGRESSING, READY};
-use crate::controller::verdict::{Act, Outcome, Requeue, Wanted};
+use crate::controller::verdict::{own_fields, Act, Outcome, Requeue, Wanted};
 use crate::controller::Shared;
 use crate::error::Error;
 use crate::kafka::topic::{config_drift, desired_topic, plan, TopicPlan};
@@ -605,13 +605,5 @@ fn joined(problems: &[Problem]) -> String {
 fn fields(
     status: &KafkaClusterSetStatus,
 ) -> Result<serde_json::Map<String, serde_json::Value>, Error> {
-    let mut value = serde_json::to_value(status)?;
-    let map = value
-        .as_object_mut()
-        .map(std::mem::take)
-        .unwrap_or_default();
-    Ok(map
-        .into_iter()
-        .filter(|(key, _)| key != "conditions" && key != "observedGeneration")
-        .collect())
+    Ok(own_fields(serde_json::to_value(status)?))
 }
