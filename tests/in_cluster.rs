@@ -16,12 +16,6 @@ use k8s_openapi::api::coordination::v1::Lease;
 use kube::Api;
 use serde_json::json;
 
-/// Lines of the operator pods' logs that must not appear: a refused call, an error.
-/// What a refused API call or a crash leaves in the operator's log: the
-/// status code as a word of its own (not a digit run inside a timestamp),
-/// Kubernetes' "forbidden" reason, an error line, a panic.
-const REFUSAL_IN_LOG: &str = r#"\b403\b|(?i)forbidden|"level":"ERROR"|panicked"#;
-
 fn deploy_operator(testbed: &Testbed) {
     testbed.kubectl(&[
         "apply",
@@ -65,11 +59,10 @@ fn operator_pods(testbed: &Testbed) -> Vec<String> {
 }
 
 fn assert_pods_logged_no_refusal(testbed: &Testbed) {
-    let refusal = regex::Regex::new(REFUSAL_IN_LOG).expect("refusal pattern compiles");
     for pod in operator_pods(testbed) {
         let log = testbed.kubectl(&["-n", "kappa-system", "logs", &pod]);
-        if let Some(found) = refusal.find(&log) {
-            panic!("pod {pod} logged `{}`:\n{log}", found.as_str());
+        if let Some(found) = common::refusal_in(&log) {
+            panic!("pod {pod} logged `{found}`:\n{log}");
         }
     }
 }

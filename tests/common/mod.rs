@@ -374,3 +374,14 @@ pub fn yaml_documents(path: &Path) -> Vec<serde_json::Value> {
         .filter(|v: &serde_json::Value| !v.is_null())
         .collect()
 }
+
+/// What a refused API call or a crash leaves in the operator's log: the
+/// status code as a word of its own (not a digit run inside a timestamp),
+/// Kubernetes' "forbidden" reason, an error line, a panic.
+const REFUSAL_IN_LOG: &str = r#"\b403\b|(?i)forbidden|"level":"ERROR"|panicked"#;
+
+/// The first sign of a refused call, error or panic in an operator's log.
+pub fn refusal_in(log: &str) -> Option<&str> {
+    let refusal = regex::Regex::new(REFUSAL_IN_LOG).expect("refusal pattern compiles");
+    refusal.find(log).map(|found| found.as_str())
+}
