@@ -1,0 +1,399 @@
+//! A consumer of one stream that reads its segments in order: on every
+//! partition, a drained segment up to its end offset, then the next; a
+//! segment still being drained holds the partition until the operator has
+//! recorded its end. It reads each cluster with its own librdkafka consumer
+//! (partitions assigned by the document, not by group rebalancing) and
+//! commits its position on each cluster under the same group id.
+//!
+//! Per-key order holds across clusters when a stream's topic has the same
+//! partition count on every cluster and producers use the same partitioner
+//! (every [`super::RoutedProducer`] does).
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
+use rdkafka::{Message, Offset, TopicPartitionList};
+
+use super::segments::{reading, Positions, Reading};
+use super::{cluster, ClientError, Credentials, Discovery};
+use crate::discovery::{DiscoveredStream, DiscoveryDocument};
+
+/// How long a metadata or offset request may take.
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
+/// How often positions are committed while reading.
+const COMMIT_EVERY: Duration = Duration::from_secs(1);
+/// How long to wait before asking an unreachable cluster again.
+const RETRY_AFTER: Duration = Duration::from_secs(2);
+
+/// One record read.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Record {
+    /// The cluster it was read from.
+    pub cluster: String,
+    /// Its partition.
+    pub partition: i32,
+    /// Its offset on that cluster.
+    pub offset: i64,
+    /// Its key.
+    pub key: Option<Vec<u8>>,
+    /// Its value.
+    pub payload: Option<Vec<u8>>,
+    /// Its timestamp in milliseconds, when it has one.
+    pub timestamp: Option<i64>,
+}
+
+/// The reader of one cluster.
+struct ClusterReader {
+    consumer: Arc<BaseConsumer>,
+    topic: String,
+    /// Partitions whose committed offsets are known.
+    loaded: bool,
+    /// When to ask again after a failure.
+    retry_at: Option<Instant>,
+    /// What it is assigned: partition -> offset it started from.
+    assigned: BTreeMap<i32, i64>,
+    /// Positions not yet committed.
+    uncommitted: BTreeMap<i32, i64>,
+}
+
+/// Reads one stream of one KafkaClusterSet.
+pub struct RoutedConsumer {
+    discovery: Discovery,
+    document: Arc<DiscoveryDocument>,
+    stream: String,
+    group: String,
+    credentials: Credentials,
+    readers: BTreeMap<String, ClusterReader>,
+    positions: Positions,
+    partitions: BTreeSet<i32>,
+    readings: BTreeMap<i32, Reading>,
+    last_commit: Instant,
+    turn: usize,
+}
+
+async fn blocking<T: Send + 'static>(
+    work: impl FnOnce() -> Result<T, rdkafka::error::KafkaError> + Send + 'static,
+) -> Result<T, ClientError> {
+    match tokio::task::spawn_blocking(work).await {
+        Ok(result) => result.map_err(ClientError::from),
+        Err(error) => Err(ClientError::Malformed(format!(
+            "blocking call failed: {error}"
+        ))),
+    }
+}
+
+impl RoutedConsumer {
+    /// Waits for the first document and prepares to read `stream` as
+    /// consumer group `group`, from the group's committed positions.
+    pub async fn start(
+        mut discovery: Discovery,
+        stream: &str,
+        group: &str,
+        credentials: Credentials,
+    ) -> Result<Self, ClientError> {
+        let document = discovery.newer_than(i64::MIN).await?;
+        let mut consumer = Self {
+            discovery,
+            document: document.clone(),
+            stream: stream.to_string(),
+            group: group.to_string(),
+            credentials,
+            readers: BTreeMap::new(),
+            positions: Positions::new(),
+            partitions: BTreeSet::new(),
+            readings: BTreeMap::new(),
+            last_commit: Instant::now(),
+            turn: 0,
+        };
+        consumer.stream_of(&document)?;
+        consumer.adopt(document).await?;
+        Ok(consumer)
+    }
+
+    fn stream_of<'a>(
+        &self,
+        document: &'a DiscoveryDocument,
+    ) -> Result<&'a DiscoveredStream, ClientError> {
+        document
+            .streams
+            .iter()
+            .find(|s| s.name == self.stream)
+            .ok_or_else(|| ClientError::UnknownStream(self.stream.clone()))
+    }
+
+    /// Where it stands on every cluster it has read: the next offset per
+    /// partition (what a lag computation compares with high watermarks).
+    pub fn positions(&self) -> &Positions {
+        &self.positions
+    }
+
+    /// The epoch of the document it reads by.
+    pub fn epoch(&self) -> i64 {
+        self.document.epoch
+    }
+
+    /// Takes a new document: readers for new clusters, none for clusters
+    /// gone (their positions committed first), then the assignments.
+    async fn adopt(&mut self, document: Arc<DiscoveryDocument>) -> Result<(), ClientError> {
+        let stream = self.stream_of(&document)?.clone();
+        let clusters: BTreeSet<&str> = stream.read.iter().map(|s| s.cluster.as_str()).collect();
+        let gone: Vec<String> = self
+            .readers
+            .keys()
+            .filter(|name| !clusters.contains(name.as_str()))
+            .cloned()
+            .collect();
+        for name in gone {
+            self.commit_cluster(&name, CommitMode::Sync).await;
+            self.readers.remove(&name);
+        }
+        for segment in &stream.read {
+            if !self.readers.contains_key(&segment.cluster) {
+                let config = self.credentials.config(
+                    cluster(&document, &segment.cluster)?,
+                    &BTreeMap::from([
+                        ("group.id".to_string(), self.group.clone()),
+                        ("enable.auto.commit".to_string(), "false".to_string()),
+                        ("auto.offset.reset".to_string(), "earliest".to_string()),
+                    ]),
+                )?;
+                let consumer: BaseConsumer = config.create()?;
+                self.readers.insert(
+                    segment.cluster.clone(),
+                    ClusterReader {
+                        consumer: Arc::new(consumer),
+                        topic: segment.topic.clone(),
+                        loaded: false,
+                        retry_at: None,
+                        assigned: BTreeMap::new(),
+                        uncommitted: BTreeMap::new(),
+                    },
+                );
+            }
+            for ends in [&segment.start_offsets, &segment.end_offsets]
+                .into_iter()
+                .flatten()
+            {
+                self.partitions
+                    .extend(ends.keys().filter_map(|p| p.parse::<i32>().ok()));
+            }
+        }
+        self.document = document;
+        self.load_positions().await;
+        self.reassign()
+    }
+
+    /// Reads the partitions and committed offsets of clusters not yet loaded.
+    async fn load_positions(&mut self) {
+        let now = Instant::now();
+        for (name, reader) in &mut self.readers {
+            if reader.loaded || reader.retry_at.is_some_and(|at| at > now) {
+                continue;
+            }
+            let (consumer, topic) = (reader.consumer.clone(), reader.topic.clone());
+            let loaded = blocking(move || {
+                let metadata = consumer.fetch_metadata(Some(&topic), REQUEST_TIMEOUT)?;
+                let mut list = TopicPartitionList::new();
+                for found in metadata.topics().iter().filter(|t| t.error().is_none()) {
+                    for partition in found.partitions() {
+                        list.add_partition(&topic, partition.id());
+                    }
+                }
+                let committed = consumer.committed_offsets(list, REQUEST_TIMEOUT)?;
+                Ok(committed
+                    .elements()
+                    .iter()
+                    .map(|e| (e.partition(), e.offset()))
+                    .collect::<Vec<_>>())
+            })
+            .await;
+            match loaded {
+                Ok(partitions) => {
+                    for (partition, offset) in partitions {
+                        self.partitions.insert(partition);
+                        if let Offset::Offset(offset) = offset {
+                            let key = (name.clone(), partition);
+                            let known = self.positions.get(&key).copied().unwrap_or(offset);
+                            self.positions.insert(key, known.max(offset));
+                        }
+                    }
+                    reader.loaded = true;
+                    reader.retry_at = None;
+                }
+                Err(error) => {
+                    tracing::warn!(cluster = %name, %error, "cluster unreachable; retrying while the others are read");
+                    reader.retry_at = Some(now + RETRY_AFTER);
+                }
+            }
+        }
+    }
+
+    /// Assigns every partition to the cluster of the segment it is in.
+    fn reassign(&mut self) -> Result<(), ClientError> {
+        let segments = self.stream_of(&self.document)?.read.clone();
+        let mut wanted: BTreeMap<String, BTreeMap<i32, i64>> = BTreeMap::new();
+        self.readings.clear();
+        for partition in &self.partitions {
+            let now = reading(&segments, &self.positions, *partition);
+            if let Reading::Segment { cluster, from, .. } = &now {
+                if self.readers.get(cluster).is_some_and(|r| r.loaded) {
+                    wanted
+                        .entry(cluster.clone())
+                        .or_default()
+                        .insert(*partition, *from);
+                }
+            }
+            self.readings.insert(*partition, now);
+        }
+        for (name, reader) in &mut self.readers {
+            let want = wanted.remove(name).unwrap_or_default();
+            if want.keys().eq(reader.assigned.keys()) {
+                continue;
+            }
+            let mut list = TopicPartitionList::new();
+            for (partition, from) in &want {
+                list.add_partition_offset(&reader.topic, *partition, Offset::Offset(*from))?;
+            }
+            reader.consumer.assign(&list)?;
+            reader.assigned = want;
+        }
+        Ok(())
+    }
+
+    /// The next record of the stream, in segment order on its partition.
+    pub async fn next(&mut self) -> Result<Record, ClientError> {
+        loop {
+            let newer = self
+                .discovery
+                .current()
+                .filter(|d| d.epoch > self.document.epoch);
+            let now = Instant::now();
+            if let Some(document) = newer {
+                self.adopt(document).await?;
+            } else if self
+                .readers
+                .values()
+                .any(|r| !r.loaded && r.retry_at.is_none_or(|at| at <= now))
+            {
+                self.load_positions().await;
+                self.reassign()?;
+            }
+            if self.last_commit.elapsed() >= COMMIT_EVERY {
+                self.commit(CommitMode::Async).await;
+            }
+            if let Some(record) = self.poll_round()? {
+                return Ok(record);
+            }
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
+    }
+
+    /// Polls each assigned cluster once, starting with the next in turn.
+    fn poll_round(&mut self) -> Result<Option<Record>, ClientError> {
+        let names: Vec<String> = self
+            .readers
+            .iter()
+            .filter(|(_, r)| !r.assigned.is_empty())
+            .map(|(n, _)| n.clone())
+            .collect();
+        for step in 0..names.len() {
+            self.turn = self.turn.wrapping_add(1);
+            let name = &names[(self.turn + step) % names.len()];
+            let Some(reader) = self.readers.get(name) else {
+                continue;
+            };
+            let record = match reader.consumer.poll(Duration::ZERO) {
+                None => continue,
+                Some(Err(error)) => {
+                    tracing::debug!(cluster = %name, %error, "poll failed");
+                    continue;
+                }
+                Some(Ok(message)) => Record {
+                    cluster: name.clone(),
+                    partition: message.partition(),
+                    offset: message.offset(),
+                    key: message.key().map(<[u8]>::to_vec),
+                    payload: message.payload().map(<[u8]>::to_vec),
+                    timestamp: message.timestamp().to_millis(),
+                },
+            };
+            if let Some(record) = self.accept(record)? {
+                return Ok(Some(record));
+            }
+        }
+        Ok(None)
+    }
+
+    /// Keeps a record that belongs to the segment its partition is in, and
+    /// moves the partition on when that segment is read to its end.
+    fn accept(&mut self, record: Record) -> Result<Option<Record>, ClientError> {
+        let Some(Reading::Segment {
+            cluster,
+            from,
+            until,
+            ..
+        }) = self.readings.get(&record.partition)
+        else {
+            return Ok(None);
+        };
+        let key = (record.cluster.clone(), record.partition);
+        let position = self.positions.get(&key).copied().unwrap_or(*from);
+        if *cluster != record.cluster || record.offset < position {
+            return Ok(None);
+        }
+        if until.is_some_and(|end| record.offset >= end) {
+            self.reassign()?;
+            return Ok(None);
+        }
+        let ended = until.is_some_and(|end| record.offset + 1 >= end);
+        self.positions.insert(key, record.offset + 1);
+        if let Some(reader) = self.readers.get_mut(&record.cluster) {
+            reader
+                .uncommitted
+                .insert(record.partition, record.offset + 1);
+        }
+        if ended {
+            self.reassign()?;
+        }
+        Ok(Some(record))
+    }
+
+    /// Commits the positions read on every cluster.
+    pub async fn commit_all(&mut self) {
+        self.commit(CommitMode::Sync).await;
+    }
+
+    async fn commit(&mut self, mode: CommitMode) {
+        self.last_commit = Instant::now();
+        let names: Vec<String> = self.readers.keys().cloned().collect();
+        for name in names {
+            self.commit_cluster(&name, mode).await;
+        }
+    }
+
+    async fn commit_cluster(&mut self, name: &str, mode: CommitMode) {
+        let Some(reader) = self.readers.get_mut(name) else {
+            return;
+        };
+        if reader.uncommitted.is_empty() {
+            return;
+        }
+        let mut list = TopicPartitionList::new();
+        for (partition, offset) in &reader.uncommitted {
+            if let Err(error) =
+                list.add_partition_offset(&reader.topic, *partition, Offset::Offset(*offset))
+            {
+                tracing::warn!(cluster = %name, %error, "an offset could not be listed");
+            }
+        }
+        let consumer = reader.consumer.clone();
+        match blocking(move || consumer.commit(&list, mode)).await {
+            Ok(()) => reader.uncommitted.clear(),
+            Err(error) => {
+                tracing::warn!(cluster = %name, %error, "committing positions failed; retrying")
+            }
+        }
+    }
+}

@@ -1,0 +1,277 @@
+//! A producer that writes each stream to its current write cluster. On a
+//! document with a greater epoch it lets every send in flight finish on the
+//! clusters it was writing to, flushes them, switches, and only then
+//! acknowledges the epoch through its Lease (`docs/discovery.md`), so the
+//! operator records a drained cluster's end offsets after its last record.
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use k8s_openapi::api::coordination::v1::Lease;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::MicroTime;
+use k8s_openapi::jiff::Timestamp;
+use kube::api::{DeleteParams, Patch, PatchParams};
+use kube::{Api, Client};
+use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
+use rdkafka::util::Timeout;
+use serde_json::json;
+use tokio::sync::RwLock;
+use tokio::task::JoinHandle;
+
+use super::{cluster, ClientError, Credentials, Discovery};
+use crate::discovery::acknowledgement::{
+    ACKNOWLEDGED_EPOCH_ANNOTATION, CLIENT_LABEL, CLUSTER_SET_LABEL, PRODUCER,
+};
+use crate::discovery::DiscoveryDocument;
+
+/// How long the Lease counts as live without renewal.
+const LEASE_SECONDS: i32 = 15;
+/// How long a record may take to be delivered.
+const DELIVERY_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Where a record went.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Delivery {
+    /// The cluster written.
+    pub cluster: String,
+    /// The partition.
+    pub partition: i32,
+    /// Its offset there.
+    pub offset: i64,
+    /// The epoch of the document that routed it.
+    pub epoch: i64,
+}
+
+/// Settings of a [`RoutedProducer`].
+#[derive(Clone)]
+pub struct ProducerSettings {
+    /// This producer's id, unique among the set's producers; names its Lease.
+    pub id: String,
+    /// The API server to acknowledge epochs through. Without one the
+    /// producer still follows the document, but the operator cannot wait
+    /// for it, so a move may lose records it sends meanwhile.
+    pub acknowledge_through: Option<Client>,
+    /// Where credentials are mounted.
+    pub credentials: Credentials,
+    /// Further librdkafka settings for every cluster
+    /// (`enable.idempotence` is `true` unless set here).
+    pub config: BTreeMap<String, String>,
+}
+
+struct Shared {
+    document: RwLock<Arc<DiscoveryDocument>>,
+    producers: Mutex<BTreeMap<String, FutureProducer>>,
+    settings: ProducerSettings,
+}
+
+impl Shared {
+    fn producer(
+        &self,
+        document: &DiscoveryDocument,
+        name: &str,
+    ) -> Result<FutureProducer, ClientError> {
+        let mut producers = self
+            .producers
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some(producer) = producers.get(name) {
+            return Ok(producer.clone());
+        }
+        let mut extra = BTreeMap::from([("enable.idempotence".to_string(), "true".to_string())]);
+        extra.extend(self.settings.config.clone());
+        let producer: FutureProducer = self
+            .settings
+            .credentials
+            .config(cluster(document, name)?, &extra)?
+            .create()?;
+        producers.insert(name.to_string(), producer.clone());
+        Ok(producer)
+    }
+}
+
+/// Writes records of the streams of one KafkaClusterSet.
+pub struct RoutedProducer {
+    shared: Arc<Shared>,
+    lease: Option<ProducerLease>,
+    follower: JoinHandle<()>,
+}
+
+impl RoutedProducer {
+    /// Waits for the first document, takes the producer's Lease and
+    /// acknowledges that document's epoch, then follows the document.
+    pub async fn start(
+        mut discovery: Discovery,
+        settings: ProducerSettings,
+    ) -> Result<Self, ClientError> {
+        let document = discovery.newer_than(i64::MIN).await?;
+        let lease = match &settings.acknowledge_through {
+            Some(client) => {
+                let lease = ProducerLease::new(client.clone(), &document, &settings.id);
+                lease.acknowledge(document.epoch).await?;
+                Some(lease)
+            }
+            None => None,
+        };
+        let shared = Arc::new(Shared {
+            document: RwLock::new(document),
+            producers: Mutex::new(BTreeMap::new()),
+            settings,
+        });
+        let follower = tokio::spawn(follow(discovery, shared.clone(), lease.clone()));
+        Ok(Self {
+            shared,
+            lease,
+            follower,
+        })
+    }
+
+    /// Sends one record to `stream` and waits for its delivery. Records sent
+    /// one after another (each awaited) keep their order across a move.
+    pub async fn send(
+        &self,
+        stream: &str,
+        key: &[u8],
+        payload: &[u8],
+    ) -> Result<Delivery, ClientError> {
+        let document = self.shared.document.read().await;
+        let route = document
+            .streams
+            .iter()
+            .find(|s| s.name == stream)
+            .ok_or_else(|| ClientError::UnknownStream(stream.to_string()))?;
+        let producer = self.shared.producer(&document, &route.write.cluster)?;
+        let record = FutureRecord::to(&route.write.topic)
+            .key(key)
+            .payload(payload);
+        let delivered = producer
+            .send(record, Timeout::After(DELIVERY_TIMEOUT))
+            .await
+            .map_err(|(error, _)| error)?;
+        Ok(Delivery {
+            cluster: route.write.cluster.clone(),
+            partition: delivered.partition,
+            offset: delivered.offset,
+            epoch: document.epoch,
+        })
+    }
+
+    /// The epoch of the document it writes by.
+    pub async fn epoch(&self) -> i64 {
+        self.shared.document.read().await.epoch
+    }
+
+    /// Flushes and gives up the Lease, so the operator stops waiting for it.
+    pub async fn close(self) -> Result<(), ClientError> {
+        self.follower.abort();
+        let _document = self.shared.document.write().await;
+        flush_all(&self.shared).await;
+        if let Some(lease) = &self.lease {
+            lease.release().await?;
+        }
+        Ok(())
+    }
+}
+
+async fn flush_all(shared: &Shared) {
+    let producers: Vec<FutureProducer> = shared
+        .producers
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+        .values()
+        .cloned()
+        .collect();
+    for producer in producers {
+        let flushed =
+            tokio::task::spawn_blocking(move || producer.flush(Timeout::After(DELIVERY_TIMEOUT)))
+                .await;
+        if let Ok(Err(error)) = flushed {
+            tracing::warn!(%error, "flushing a producer failed");
+        }
+    }
+}
+
+/// Switches to every newer document and keeps the Lease renewed.
+async fn follow(mut discovery: Discovery, shared: Arc<Shared>, lease: Option<ProducerLease>) {
+    let renew_every = Duration::from_secs(u64::from(LEASE_SECONDS.unsigned_abs()) / 3);
+    let mut acknowledged = shared.document.read().await.epoch;
+    loop {
+        let epoch = tokio::select! {
+            next = discovery.newer_than(acknowledged) => match next {
+                Ok(document) => {
+                    // Taking the lock waits for every send in flight.
+                    let mut current = shared.document.write().await;
+                    flush_all(&shared).await;
+                    let epoch = document.epoch;
+                    tracing::info!(epoch, "switching to a new discovery document");
+                    *current = document;
+                    epoch
+                }
+                Err(error) => {
+                    tracing::warn!(%error, "the producer stops following the discovery document");
+                    return;
+                }
+            },
+            () = tokio::time::sleep(renew_every) => acknowledged,
+        };
+        if let Some(lease) = &lease {
+            if let Err(error) = lease.acknowledge(epoch).await {
+                tracing::warn!(%error, epoch, "acknowledging the epoch failed; retrying");
+                tokio::time::sleep(Duration::from_secs(1)).await;
+                continue;
+            }
+        }
+        acknowledged = epoch;
+    }
+}
+
+/// The producer's acknowledgement Lease.
+#[derive(Clone)]
+struct ProducerLease {
+    api: Api<Lease>,
+    name: String,
+    set: String,
+    id: String,
+}
+
+impl ProducerLease {
+    fn new(client: Client, document: &DiscoveryDocument, id: &str) -> Self {
+        Self {
+            api: Api::namespaced(client, &document.namespace),
+            name: format!("{}-producer-{id}", document.set),
+            set: document.set.clone(),
+            id: id.to_string(),
+        }
+    }
+
+    /// Renews the Lease and records `epoch` as acknowledged.
+    async fn acknowledge(&self, epoch: i64) -> Result<(), ClientError> {
+        let lease = json!({
+            "apiVersion": "coordination.k8s.io/v1",
+            "kind": "Lease",
+            "metadata": {
+                "name": self.name,
+                "labels": {CLUSTER_SET_LABEL: self.set, CLIENT_LABEL: PRODUCER},
+                "annotations": {ACKNOWLEDGED_EPOCH_ANNOTATION: epoch.to_string()},
+            },
+            "spec": {
+                "holderIdentity": self.id,
+                "leaseDurationSeconds": LEASE_SECONDS,
+                "renewTime": MicroTime(Timestamp::now()),
+            },
+        });
+        let params = PatchParams::apply(&format!("kappa-producer-{}", self.id)).force();
+        self.api
+            .patch(&self.name, &params, &Patch::Apply(&lease))
+            .await?;
+        Ok(())
+    }
+
+    async fn release(&self) -> Result<(), ClientError> {
+        match self.api.delete(&self.name, &DeleteParams::default()).await {
+            Ok(_) => Ok(()),
+            Err(kube::Error::Api(status)) if status.code == 404 => Ok(()),
+            Err(error) => Err(error.into()),
+        }
+    }
+}

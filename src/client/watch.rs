@@ -1,0 +1,186 @@
+//! Following a set's discovery document: from the file of a mounted
+//! ConfigMap, or from the API server. Only a well-formed document of a known
+//! version with a greater epoch replaces the current one; anything else is
+//! logged and counted, and the last good document stays in force.
+
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::TryStreamExt;
+use k8s_openapi::api::core::v1::ConfigMap;
+use kube::runtime::watcher;
+use kube::{Api, Client};
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+use super::ClientError;
+use crate::discovery::{config_map_name, DiscoveryDocument, DOCUMENT_KEY, FORMAT_VERSION};
+
+/// How often the mounted file is read. Kubernetes updates a mounted
+/// ConfigMap by swapping the `..data` symlink of its directory, so a read
+/// sees the old document or the new one, never a mix.
+const FILE_POLL: Duration = Duration::from_millis(100);
+
+/// Where the document comes from.
+#[derive(Clone)]
+pub enum DiscoverySource {
+    /// The directory where the `<set>-discovery` ConfigMap is mounted.
+    Directory(PathBuf),
+    /// The ConfigMap itself, watched through the API server.
+    ConfigMap {
+        /// A client of the API server.
+        client: Client,
+        /// The set's namespace.
+        namespace: String,
+        /// The set's name.
+        set: String,
+    },
+}
+
+/// The latest good document, and how many bad ones were seen.
+#[derive(Clone)]
+pub struct Discovery {
+    current: watch::Receiver<Option<Arc<DiscoveryDocument>>>,
+    rejected: Arc<AtomicU64>,
+    _task: Arc<TaskGuard>,
+}
+
+struct TaskGuard(JoinHandle<()>);
+
+impl Drop for TaskGuard {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+impl Discovery {
+    /// Starts following `source`.
+    pub fn follow(source: DiscoverySource) -> Self {
+        let (sender, current) = watch::channel(None);
+        let rejected = Arc::new(AtomicU64::new(0));
+        let accept = Acceptor {
+            sender,
+            rejected: rejected.clone(),
+        };
+        let task = match source {
+            DiscoverySource::Directory(dir) => tokio::spawn(poll_directory(dir, accept)),
+            DiscoverySource::ConfigMap {
+                client,
+                namespace,
+                set,
+            } => tokio::spawn(watch_config_map(client, namespace, set, accept)),
+        };
+        Self {
+            current,
+            rejected,
+            _task: Arc::new(TaskGuard(task)),
+        }
+    }
+
+    /// The document in force, if one was seen.
+    pub fn current(&self) -> Option<Arc<DiscoveryDocument>> {
+        self.current.borrow().clone()
+    }
+
+    /// Waits for the first good document, or for one newer than `epoch`.
+    pub async fn newer_than(&mut self, epoch: i64) -> Result<Arc<DiscoveryDocument>, ClientError> {
+        let found = self
+            .current
+            .wait_for(|d| d.as_ref().is_some_and(|d| d.epoch > epoch))
+            .await
+            .map_err(|_| ClientError::DiscoveryClosed)?;
+        found.clone().ok_or(ClientError::DiscoveryClosed)
+    }
+
+    /// A receiver that sees every accepted document.
+    pub fn subscribe(&self) -> watch::Receiver<Option<Arc<DiscoveryDocument>>> {
+        self.current.clone()
+    }
+
+    /// How many documents were refused (malformed, unknown version).
+    pub fn rejected(&self) -> u64 {
+        self.rejected.load(Ordering::Relaxed)
+    }
+}
+
+struct Acceptor {
+    sender: watch::Sender<Option<Arc<DiscoveryDocument>>>,
+    rejected: Arc<AtomicU64>,
+}
+
+impl Acceptor {
+    /// Offers the text of a document; keeps it if it is good and newer.
+    fn offer(&self, text: &str) {
+        match parse(text) {
+            Ok(document) => {
+                self.sender.send_if_modified(|current| {
+                    let newer = current.as_ref().is_none_or(|c| document.epoch > c.epoch);
+                    if newer {
+                        *current = Some(Arc::new(document));
+                    }
+                    newer
+                });
+            }
+            Err(error) => {
+                self.rejected.fetch_add(1, Ordering::Relaxed);
+                tracing::warn!(%error, "discovery document refused; the last good one stays in force");
+            }
+        }
+    }
+}
+
+/// A document, if it is well-formed and of a version this library knows.
+pub fn parse(text: &str) -> Result<DiscoveryDocument, ClientError> {
+    let document: DiscoveryDocument =
+        serde_json::from_str(text).map_err(|e| ClientError::Malformed(e.to_string()))?;
+    if document.version != FORMAT_VERSION {
+        return Err(ClientError::Malformed(format!(
+            "format version {} is not {FORMAT_VERSION}",
+            document.version
+        )));
+    }
+    Ok(document)
+}
+
+async fn poll_directory(dir: PathBuf, accept: Acceptor) {
+    let path = dir.join(DOCUMENT_KEY);
+    let mut last: Option<String> = None;
+    loop {
+        match std::fs::read_to_string(&path) {
+            Ok(text) if last.as_deref() != Some(text.as_str()) => {
+                accept.offer(&text);
+                last = Some(text);
+            }
+            Ok(_) => {}
+            Err(error) if last.is_some() => {
+                tracing::debug!(path = %path.display(), %error, "discovery file unreadable");
+            }
+            Err(_) => {}
+        }
+        tokio::time::sleep(FILE_POLL).await;
+    }
+}
+
+async fn watch_config_map(client: Client, namespace: String, set: String, accept: Acceptor) {
+    let api: Api<ConfigMap> = Api::namespaced(client, &namespace);
+    let config =
+        watcher::Config::default().fields(&format!("metadata.name={}", config_map_name(&set)));
+    let mut events = std::pin::pin!(watcher(api, config));
+    loop {
+        match events.try_next().await {
+            Ok(Some(watcher::Event::Apply(map) | watcher::Event::InitApply(map))) => {
+                if let Some(text) = map.data.as_ref().and_then(|d| d.get(DOCUMENT_KEY)) {
+                    accept.offer(text);
+                }
+            }
+            Ok(Some(_)) => {}
+            Ok(None) => return,
+            Err(error) => {
+                tracing::warn!(%error, "watching the discovery ConfigMap failed; retrying");
+                tokio::time::sleep(Duration::from_secs(1)).await;
+            }
+        }
+    }
+}
