@@ -2,7 +2,8 @@
 //! `manifests/` under its own ServiceAccount: the node runs pods, Services and
 //! DNS work from pods, `kubectl logs`/`exec` work, the validation tests pass
 //! against the in-cluster operator, no call is refused, and killing the
-//! leader pod while it reconciles converges.
+//! leader pod while it reconciles converges. Applications of the routing
+//! client follow the in-cluster operator's moves of the write cluster.
 
 mod common;
 
@@ -530,5 +531,26 @@ async fn a_builtin_cluster_runs_as_pods_and_goes_with_its_set() {
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
     assert!(left.trim().is_empty(), "left behind: {left}");
+    assert_pods_logged_no_refusal(testbed);
+}
+
+/// Producers and a consumer of the routing client follow ten moves of the
+/// write cluster driven by the operator in-cluster (its migrations waiting
+/// for the producers' Leases): every record read once, in per-key order.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn applications_follow_the_in_cluster_operator_across_ten_moves() {
+    let testbed = Testbed::with_node();
+    deploy_operator(testbed);
+    let client = testbed.client().await;
+    let ns = testbed.namespace("routing").await;
+    common::routing::create_set(&client, &ns, &testbed.brokers, "routing-orders").await;
+    let run = common::routing::flip_while_writing(&client, &ns, 10).await;
+    println!(
+        "10 moves in-cluster, {} records written, read per cluster {:?}: {}",
+        run.written, run.per_cluster, run.report
+    );
+    assert!(run.report.clean(), "{}", run.report);
+    assert_eq!(run.report.read, run.written);
+    assert_eq!(run.per_cluster.len(), 2, "both clusters were read");
     assert_pods_logged_no_refusal(testbed);
 }

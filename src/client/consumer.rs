@@ -24,6 +24,9 @@ use crate::discovery::{DiscoveredStream, DiscoveryDocument};
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
 /// How often positions are committed while reading.
 const COMMIT_EVERY: Duration = Duration::from_secs(1);
+/// How long a partition may read nothing before its cluster is asked
+/// whether there is more to read.
+const STALL_AFTER: Duration = Duration::from_secs(5);
 /// How long to wait before asking an unreachable cluster again.
 const RETRY_AFTER: Duration = Duration::from_secs(2);
 
@@ -46,16 +49,40 @@ pub struct Record {
 
 /// The reader of one cluster.
 struct ClusterReader {
+    /// How to connect, to replace a stalled consumer.
+    config: rdkafka::ClientConfig,
     consumer: Arc<BaseConsumer>,
     topic: String,
     /// Partitions whose committed offsets are known.
     loaded: bool,
     /// When to ask again after a failure.
     retry_at: Option<Instant>,
-    /// What it is assigned: partition -> offset it started from.
-    assigned: BTreeMap<i32, i64>,
+    /// What it is assigned: partition -> when it last made progress
+    /// (assigned, or a record read).
+    assigned: BTreeMap<i32, Instant>,
     /// Positions not yet committed.
     uncommitted: BTreeMap<i32, i64>,
+}
+
+impl ClusterReader {
+    /// Stops fetching `leaving`, then fetches `coming` from the given offsets.
+    fn switch(&self, leaving: &[i32], coming: &[(i32, i64)]) -> Result<(), ClientError> {
+        if !leaving.is_empty() {
+            let mut list = TopicPartitionList::new();
+            for partition in leaving {
+                list.add_partition(&self.topic, *partition);
+            }
+            self.consumer.incremental_unassign(&list)?;
+        }
+        if !coming.is_empty() {
+            let mut list = TopicPartitionList::new();
+            for (partition, from) in coming {
+                list.add_partition_offset(&self.topic, *partition, Offset::Offset(*from))?;
+            }
+            self.consumer.incremental_assign(&list)?;
+        }
+        Ok(())
+    }
 }
 
 /// Reads one stream of one KafkaClusterSet.
@@ -157,12 +184,16 @@ impl RoutedConsumer {
                         ("group.id".to_string(), self.group.clone()),
                         ("enable.auto.commit".to_string(), "false".to_string()),
                         ("auto.offset.reset".to_string(), "earliest".to_string()),
+                        // A fetch a broker leaves unanswered fails fast, and
+                        // the other partitions of that broker go on.
+                        ("socket.timeout.ms".to_string(), "5000".to_string()),
                     ]),
                 )?;
                 let consumer: BaseConsumer = config.create()?;
                 self.readers.insert(
                     segment.cluster.clone(),
                     ClusterReader {
+                        config,
                         consumer: Arc::new(consumer),
                         topic: segment.topic.clone(),
                         loaded: false,
@@ -249,15 +280,92 @@ impl RoutedConsumer {
         }
         for (name, reader) in &mut self.readers {
             let want = wanted.remove(name).unwrap_or_default();
-            if want.keys().eq(reader.assigned.keys()) {
+            // Only partitions that come or go change: a partition read on
+            // keeps its fetch position (reassigning everything at once can
+            // leave a partition that is both removed and added unfetched).
+            let leaving: Vec<i32> = reader
+                .assigned
+                .keys()
+                .filter(|p| !want.contains_key(p))
+                .copied()
+                .collect();
+            let coming: Vec<(i32, i64)> = want
+                .iter()
+                .filter(|(p, _)| !reader.assigned.contains_key(p))
+                .map(|(p, from)| (*p, *from))
+                .collect();
+            reader.switch(&leaving, &coming)?;
+            let now = Instant::now();
+            reader.assigned = want
+                .keys()
+                .map(|p| (*p, reader.assigned.get(p).copied().unwrap_or(now)))
+                .collect();
+        }
+        Ok(())
+    }
+
+    /// Checks every partition that has read nothing for [`STALL_AFTER`]:
+    /// if its cluster has records past its position (or does not say), the
+    /// cluster's librdkafka consumer is replaced by a new one that fetches
+    /// from the positions. A fetch that a broker leaves unanswered (Tansu
+    /// 0.6 does, now and then) must not stall a segment for good.
+    async fn unstall(&mut self) -> Result<(), ClientError> {
+        let now = Instant::now();
+        for (name, reader) in &mut self.readers {
+            let idle: Vec<i32> = reader
+                .assigned
+                .iter()
+                .filter(|(_, at)| now.duration_since(**at) >= STALL_AFTER)
+                .map(|(p, _)| *p)
+                .collect();
+            if idle.is_empty() {
                 continue;
             }
-            let mut list = TopicPartitionList::new();
-            for (partition, from) in &want {
-                list.add_partition_offset(&reader.topic, *partition, Offset::Offset(*from))?;
+            let position = |partition: i32| {
+                self.positions
+                    .get(&(name.clone(), partition))
+                    .copied()
+                    .or_else(|| match self.readings.get(&partition) {
+                        Some(Reading::Segment { from, .. }) => Some(*from),
+                        _ => None,
+                    })
+                    .unwrap_or(0)
+            };
+            let (consumer, topic, asked) =
+                (reader.consumer.clone(), reader.topic.clone(), idle.clone());
+            let highs = blocking(move || {
+                asked
+                    .iter()
+                    .map(|p| {
+                        Ok((
+                            *p,
+                            consumer.fetch_watermarks(&topic, *p, REQUEST_TIMEOUT)?.1,
+                        ))
+                    })
+                    .collect::<Result<Vec<_>, _>>()
+            })
+            .await;
+            let stalled = highs.map_or(true, |highs| {
+                highs.iter().any(|(p, high)| *high > position(*p))
+            });
+            for partition in &idle {
+                reader.assigned.insert(*partition, now);
             }
-            reader.consumer.assign(&list)?;
-            reader.assigned = want;
+            if !stalled {
+                continue;
+            }
+            tracing::warn!(cluster = %name, "fetching stalled; reconnecting to the cluster");
+            let fresh: BaseConsumer = reader.config.create()?;
+            let mut list = TopicPartitionList::new();
+            for partition in reader.assigned.keys() {
+                list.add_partition_offset(
+                    &reader.topic,
+                    *partition,
+                    Offset::Offset(position(*partition)),
+                )?;
+            }
+            fresh.assign(&list)?;
+            reader.consumer = Arc::new(fresh);
         }
         Ok(())
     }
@@ -282,6 +390,7 @@ impl RoutedConsumer {
             }
             if self.last_commit.elapsed() >= COMMIT_EVERY {
                 self.commit(CommitMode::Async).await;
+                self.unstall().await?;
             }
             if let Some(record) = self.poll_round()? {
                 return Ok(record);
@@ -350,6 +459,7 @@ impl RoutedConsumer {
         let ended = until.is_some_and(|end| record.offset + 1 >= end);
         self.positions.insert(key, record.offset + 1);
         if let Some(reader) = self.readers.get_mut(&record.cluster) {
+            reader.assigned.insert(record.partition, Instant::now());
             reader
                 .uncommitted
                 .insert(record.partition, record.offset + 1);

@@ -5,6 +5,7 @@
 
 pub mod kafka;
 pub mod objects;
+pub mod routing;
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
@@ -55,10 +56,11 @@ impl Testbed {
     }
 
     /// Like [`Testbed::get`], with a real node (kubelet, containerd, DNS) so
-    /// that pods run. One such testbed runs on a machine at a time.
+    /// that pods run, and two Tansu brokers advertised on the node's address
+    /// so that pods reach them. One such testbed runs on a machine at a time.
     pub fn with_node() -> &'static Testbed {
         static TESTBED: OnceLock<Testbed> = OnceLock::new();
-        TESTBED.get_or_init(|| Testbed::start(true, 0))
+        TESTBED.get_or_init(|| Testbed::start(true, 2))
     }
 
     fn start(node: bool, brokers: usize) -> Testbed {

@@ -1,0 +1,199 @@
+//! Applications of the routing client on a set whose write cluster flips:
+//! producers write records numbered per key while the set's
+//! `routing.writeCluster` moves back and forth, a consumer reads, and the
+//! check counts what was lost, repeated or reordered.
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use kappa_operator::client::check::{Check, Report};
+use kappa_operator::client::producer::ProducerSettings;
+use kappa_operator::client::{
+    Credentials, Discovery, DiscoverySource, Record, RoutedConsumer, RoutedProducer,
+};
+use kappa_operator::discovery::DiscoveryDocument;
+use kube::api::{Patch, PatchParams};
+use kube::Client;
+use serde_json::json;
+
+use super::kafka::wait_for_document;
+use super::{create, kappa_api};
+
+const PRODUCERS: usize = 3;
+const KEYS_PER_PRODUCER: usize = 5;
+const SET: &str = "events";
+
+/// What a run ended with.
+pub struct Flipped {
+    /// Records written.
+    pub written: u64,
+    /// Records read, per cluster.
+    pub per_cluster: BTreeMap<String, u64>,
+    /// Lost, repeated, reordered.
+    pub report: Report,
+}
+
+/// Follows the set's ConfigMap through the API server.
+pub fn from_api(client: &Client, ns: &str) -> Discovery {
+    Discovery::follow(DiscoverySource::ConfigMap {
+        client: client.clone(),
+        namespace: ns.to_string(),
+        set: SET.to_string(),
+    })
+}
+
+/// Whether the document writes to `cluster` with every earlier segment drained.
+pub fn settled_on(document: &DiscoveryDocument, cluster: &str) -> bool {
+    let stream = &document.streams[0];
+    let Some((live, earlier)) = stream.read.split_last() else {
+        return false;
+    };
+    stream.write.cluster == cluster
+        && live.cluster == cluster
+        && earlier.iter().all(|s| s.end_offsets.is_some())
+}
+
+/// Creates the set `events` in `ns` with one stream on `blue` and `green`
+/// (external clusters at `brokers`) and waits for its document.
+pub async fn create_set(client: &Client, ns: &str, brokers: &[String], topic: &str) {
+    let clusters: Vec<_> = ["blue", "green"]
+        .iter()
+        .zip(brokers)
+        .map(|(name, bootstrap)| {
+            json!({"name": name, "overrides": {"external": {"bootstrapServers": [bootstrap]}}})
+        })
+        .collect();
+    let set = json!({
+        "apiVersion": "kappa.dev/v1alpha1",
+        "kind": "KafkaClusterSet",
+        "metadata": {"name": SET},
+        "spec": {
+            "template": {"provider": "external"},
+            "clusters": clusters,
+            "streams": [{"name": "orders", "topic": topic, "partitions": 3}],
+            "routing": {"writeCluster": "blue"}
+        }
+    });
+    create(client, ns, set).await.expect("set created");
+    wait_for_document(client, ns, SET, Duration::from_secs(90), |d| {
+        settled_on(d, "blue")
+    })
+    .await;
+}
+
+/// The key and number of a record written by [`write_until`].
+pub fn numbered(record: Record) -> (String, u64) {
+    let key = String::from_utf8(record.key.unwrap_or_default()).expect("key");
+    let number = String::from_utf8(record.payload.unwrap_or_default())
+        .expect("payload")
+        .parse()
+        .expect("a record number");
+    (key, number)
+}
+
+/// Writes numbered records for its keys until stopped; what it wrote per key.
+async fn write_until(
+    producer: RoutedProducer,
+    index: usize,
+    stop: Arc<AtomicBool>,
+) -> BTreeMap<String, u64> {
+    let mut written: BTreeMap<String, u64> = (0..KEYS_PER_PRODUCER)
+        .map(|k| (format!("p{index}-k{k}"), 0))
+        .collect();
+    while !stop.load(Ordering::Relaxed) {
+        for (key, next) in written.iter_mut() {
+            producer
+                .send("orders", key.as_bytes(), next.to_string().as_bytes())
+                .await
+                .expect("record delivered");
+            *next += 1;
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    producer.close().await.expect("producer closed");
+    written
+}
+
+/// On the set made by [`create_set`]: producers write while the write
+/// cluster moves `flips` times, then a consumer's reads are checked.
+pub async fn flip_while_writing(client: &Client, ns: &str, flips: usize) -> Flipped {
+    let stop = Arc::new(AtomicBool::new(false));
+    let mut producers = Vec::new();
+    for index in 0..PRODUCERS {
+        let settings = ProducerSettings {
+            id: format!("writer-{index}"),
+            acknowledge_through: Some(client.clone()),
+            credentials: Credentials::default(),
+            config: BTreeMap::new(),
+        };
+        let producer = RoutedProducer::start(from_api(client, ns), settings)
+            .await
+            .expect("producer started");
+        producers.push(tokio::spawn(write_until(producer, index, stop.clone())));
+    }
+    let mut consumer = RoutedConsumer::start(
+        from_api(client, ns),
+        "orders",
+        "checker",
+        Credentials::default(),
+    )
+    .await
+    .expect("consumer started");
+    let (records, mut read) = tokio::sync::mpsc::unbounded_channel();
+    let reader = tokio::spawn(async move {
+        loop {
+            let record = consumer.next().await.expect("a record");
+            if records.send(record).is_err() {
+                return;
+            }
+        }
+    });
+
+    let sets = kappa_api(client, ns, "KafkaClusterSet");
+    for flip in 0..flips {
+        let target = if flip % 2 == 0 { "green" } else { "blue" };
+        let patch = json!({"spec": {"routing": {"writeCluster": target}}});
+        sets.patch(SET, &PatchParams::default(), &Patch::Merge(&patch))
+            .await
+            .expect("write cluster moved");
+        wait_for_document(client, ns, SET, Duration::from_secs(60), |d| {
+            settled_on(d, target)
+        })
+        .await;
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    stop.store(true, Ordering::Relaxed);
+    let mut written = BTreeMap::new();
+    for producer in producers {
+        written.extend(producer.await.expect("producer task"));
+    }
+    let expected: u64 = written.values().sum();
+
+    // Until every record is read, then a little longer: anything beyond
+    // would be a repeat.
+    let mut check = Check::default();
+    let mut per_cluster: BTreeMap<String, u64> = BTreeMap::new();
+    let deadline = Instant::now() + Duration::from_secs(90);
+    let mut count = 0;
+    while Instant::now() < deadline {
+        let wait = if count < expected { 1 } else { 2 };
+        match tokio::time::timeout(Duration::from_secs(wait), read.recv()).await {
+            Ok(Some(record)) => {
+                *per_cluster.entry(record.cluster.clone()).or_default() += 1;
+                let (key, number) = numbered(record);
+                check.read(&key, number);
+                count += 1;
+            }
+            _ if count >= expected => break,
+            _ => {}
+        }
+    }
+    reader.abort();
+    Flipped {
+        written: expected,
+        per_cluster,
+        report: check.report(&written),
+    }
+}

@@ -1,0 +1,182 @@
+//! The routing client against real Tansu brokers and the real operator:
+//! producers and a consumer follow the discovery document while the write
+//! cluster flips back and forth; every record is read once and in per-key
+//! order. The demo application; the document source's handling of bad
+//! documents.
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+use common::kafka::wait_for_document;
+use common::routing::{create_set, flip_while_writing, settled_on};
+use common::{Operator, Testbed};
+use kappa_operator::client::producer::ProducerSettings;
+use kappa_operator::client::{Credentials, Discovery, DiscoverySource, RoutedProducer};
+use serde_json::json;
+
+const FLIPS: usize = 10;
+
+fn operator() -> &'static Operator {
+    static OPERATOR: OnceLock<Operator> = OnceLock::new();
+    OPERATOR.get_or_init(|| {
+        Operator::start(
+            Testbed::with_brokers(),
+            "routing-tests",
+            &["--no-leader-election"],
+        )
+    })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn records_survive_ten_flips_of_the_write_cluster() {
+    let testbed = Testbed::with_brokers();
+    operator();
+    let client = testbed.client().await;
+    let ns = testbed.namespace("routing-flips").await;
+    create_set(&client, &ns, &testbed.brokers, "routing-orders").await;
+    let run = flip_while_writing(&client, &ns, FLIPS).await;
+    println!(
+        "{FLIPS} flips, {} records written, read per cluster {:?}: {}",
+        run.written, run.per_cluster, run.report
+    );
+    assert!(run.report.clean(), "{}", run.report);
+    assert_eq!(run.report.read, run.written);
+    assert_eq!(run.per_cluster.len(), 2, "both clusters were read");
+    operator().assert_log_clean();
+}
+
+/// Waits until `discovery` has refused `count` documents.
+async fn refused(discovery: &Discovery, count: u64) {
+    let started = Instant::now();
+    while discovery.rejected() < count && started.elapsed() < Duration::from_secs(10) {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(discovery.rejected(), count);
+}
+
+#[tokio::test]
+async fn a_bad_document_leaves_the_last_good_one_in_force() {
+    let dir = tempfile::tempdir().expect("a directory");
+    let path = dir.path().join("discovery.json");
+    let good = |epoch: i64| {
+        json!({
+            "version": 1, "epoch": epoch, "namespace": "shop", "set": "events",
+            "clusters": [{"name": "blue", "role": "primary", "state": "active",
+                          "bootstrapServers": "127.0.0.1:1"}],
+            "streams": [{"name": "orders", "write": {"cluster": "blue", "topic": "orders"},
+                         "read": [{"cluster": "blue", "topic": "orders"}]}]
+        })
+        .to_string()
+    };
+    std::fs::write(&path, good(4)).expect("document written");
+    let mut discovery = Discovery::follow(DiscoverySource::Directory(dir.path().to_path_buf()));
+    assert_eq!(discovery.newer_than(0).await.expect("document").epoch, 4);
+
+    // Half-written, then of an unknown version: both refused, epoch 4 stays.
+    std::fs::write(&path, &good(5)[..40]).expect("half a document");
+    refused(&discovery, 1).await;
+    std::fs::write(&path, good(6).replace("\"version\":1", "\"version\":2")).expect("v2");
+    refused(&discovery, 2).await;
+    assert_eq!(discovery.current().expect("document").epoch, 4);
+    // An older epoch is ignored; a newer one is taken.
+    std::fs::write(&path, good(3)).expect("older");
+    std::fs::write(&path, good(7)).expect("newer");
+    assert_eq!(discovery.newer_than(4).await.expect("document").epoch, 7);
+
+    // A stream the document does not name is a clear error.
+    let settings = ProducerSettings {
+        id: "lonely".into(),
+        acknowledge_through: None,
+        credentials: Credentials::default(),
+        config: BTreeMap::new(),
+    };
+    let producer = RoutedProducer::start(discovery, settings)
+        .await
+        .expect("producer");
+    let error = producer
+        .send("refunds", b"k", b"0")
+        .await
+        .expect_err("unknown stream");
+    assert_eq!(
+        error.to_string(),
+        "stream `refunds` is not in the discovery document"
+    );
+}
+
+/// Runs `kappa-demo` with `args`; its stdout, after checking it succeeded.
+fn demo(args: &[&str]) -> String {
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_kappa-demo"))
+        .args(args)
+        .output()
+        .expect("kappa-demo runs");
+    let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
+    assert!(
+        output.status.success(),
+        "kappa-demo {args:?}: {}\n{stdout}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    stdout
+}
+
+#[tokio::test]
+async fn the_demo_application_writes_reads_and_checks() {
+    let testbed = Testbed::with_brokers();
+    operator();
+    let client = testbed.client().await;
+    let ns = testbed.namespace("routing-demo").await;
+    create_set(&client, &ns, &testbed.brokers, "demo-orders").await;
+    let document = wait_for_document(&client, &ns, "events", Duration::from_secs(60), |d| {
+        settled_on(d, "blue")
+    })
+    .await;
+    // The ConfigMap as a pod would see it mounted.
+    let mount = tempfile::tempdir().expect("a directory");
+    std::fs::write(mount.path().join("discovery.json"), document.to_json()).expect("mounted");
+    let dir = mount.path().to_string_lossy().into_owned();
+    let common = ["--discovery-dir", dir.as_str(), "--stream", "orders"];
+    let work = tempfile::tempdir().expect("a directory");
+    let mut written = Vec::new();
+    for id in ["a", "b"] {
+        let args = [
+            &common[..],
+            &["--id", id, "--rounds", "20", "--no-acknowledge"],
+        ]
+        .concat();
+        let path = work.path().join(format!("{id}.json"));
+        std::fs::write(&path, demo(&[&["produce"], &args[..]].concat())).expect("written");
+        written.push(path.to_string_lossy().into_owned());
+    }
+    let read = work.path().join("read.txt");
+    let args = [&common[..], &["--group", "demo", "--records", "200"]].concat();
+    std::fs::write(&read, demo(&[&["consume"], &args[..]].concat())).expect("read");
+    let read = read.to_string_lossy().into_owned();
+    let checked = demo(&[
+        "check",
+        "--written",
+        &written[0],
+        "--written",
+        &written[1],
+        "--read",
+        &read,
+    ]);
+    assert_eq!(
+        checked.trim(),
+        "read 200, lost 0, duplicated 0, out of order 0"
+    );
+    // A consumer that missed a record fails the check.
+    let partial = work.path().join("partial.txt");
+    let text = std::fs::read_to_string(&read).expect("read");
+    let rest: Vec<&str> = text.lines().skip(1).collect();
+    std::fs::write(&partial, rest.join("\n")).expect("partial");
+    let failed = std::process::Command::new(env!("CARGO_BIN_EXE_kappa-demo"))
+        .args(["check", "--written", &written[0], "--written", &written[1]])
+        .arg("--read")
+        .arg(&partial)
+        .output()
+        .expect("kappa-demo runs");
+    assert_eq!(failed.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&failed.stdout).contains("lost 1,"));
+}
