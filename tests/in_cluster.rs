@@ -552,5 +552,63 @@ async fn applications_follow_the_in_cluster_operator_across_ten_moves() {
     assert!(run.report.clean(), "{}", run.report);
     assert_eq!(run.report.read, run.written);
     assert_eq!(run.per_cluster.len(), 2, "both clusters were read");
+
+    // The demo application's image reads the same records through the
+    // discovery ConfigMap mounted into its pod.
+    let version = env!("CARGO_PKG_VERSION");
+    let records = run.written;
+    apply_manifest(
+        testbed,
+        &ns,
+        "demo.yaml",
+        &format!(
+            r#"
+apiVersion: v1
+kind: Pod
+metadata: {{name: reader}}
+spec:
+  restartPolicy: Never
+  containers:
+    - name: reader
+      image: kappa-demo:{version}
+      imagePullPolicy: Never
+      args: [consume, --discovery-dir, /etc/kappa/discovery, --stream, orders,
+             --group, demo-pod, --records, "{records}"]
+      volumeMounts: [{{name: discovery, mountPath: /etc/kappa/discovery}}]
+  volumes:
+    - name: discovery
+      configMap: {{name: events-discovery}}
+"#
+        ),
+    );
+    let started = Instant::now();
+    let mut phase = String::new();
+    while started.elapsed() < Duration::from_secs(180) {
+        phase = testbed.kubectl(&[
+            "-n",
+            &ns,
+            "get",
+            "pod",
+            "reader",
+            "-o",
+            "jsonpath={.status.phase}",
+        ]);
+        if phase == "Succeeded" || phase == "Failed" {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    let log = testbed.kubectl(&["-n", &ns, "logs", "reader"]);
+    assert_eq!(phase, "Succeeded", "the demo pod: {log}");
+    let mut check = kappa_operator::client::check::Check::default();
+    for line in log.lines() {
+        let mut fields = line.split_whitespace();
+        if let (Some(key), Some(Ok(number))) = (fields.next(), fields.next().map(str::parse)) {
+            check.read(key, number);
+        }
+    }
+    let report = check.report(&run.per_key);
+    println!("the demo pod: {report}");
+    assert!(report.clean() && report.read == records, "{report}");
     assert_pods_logged_no_refusal(testbed);
 }

@@ -426,16 +426,25 @@ async fn a_removed_cluster_stays_readable_until_its_readers_are_past_its_end() {
         .collect();
     assert_eq!(segments, ["green"]);
     assert!(retired.epoch > draining.epoch);
-    let object = kappa_api(&client, &ns, "KafkaClusterSet")
-        .get("retire")
-        .await
-        .expect("set");
-    let recorded: Vec<_> = object.data["status"]["clusters"]
-        .as_array()
-        .expect("clusters")
-        .iter()
-        .map(|c| c["name"].as_str().unwrap_or_default().to_string())
-        .collect();
+    // The status is written right after the document, in the same reconcile.
+    let started = std::time::Instant::now();
+    let mut recorded = Vec::new();
+    while started.elapsed() < WITHIN {
+        let object = kappa_api(&client, &ns, "KafkaClusterSet")
+            .get("retire")
+            .await
+            .expect("set");
+        recorded = object.data["status"]["clusters"]
+            .as_array()
+            .expect("clusters")
+            .iter()
+            .map(|c| c["name"].as_str().unwrap_or_default().to_string())
+            .collect();
+        if recorded == ["green"] {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
     assert_eq!(recorded, ["green"]);
 }
 

@@ -180,3 +180,82 @@ async fn the_demo_application_writes_reads_and_checks() {
     assert_eq!(failed.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&failed.stdout).contains("lost 1,"));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unreachable_cluster_does_not_hold_up_the_others() {
+    let testbed = Testbed::with_brokers();
+    operator();
+    let client = testbed.client().await;
+    let ns = testbed.namespace("routing-unreachable").await;
+    create_set(&client, &ns, &testbed.brokers, "unreachable-orders").await;
+    let mut document = wait_for_document(&client, &ns, "events", Duration::from_secs(60), |d| {
+        settled_on(d, "blue")
+    })
+    .await;
+    // A cluster nothing answers at: a drained (empty) segment of `orders`
+    // and the write cluster of another stream.
+    let mut dead = document.clusters[0].clone();
+    dead.name = "dead".into();
+    dead.bootstrap_servers = "127.0.0.1:1".into();
+    document.clusters.push(dead);
+    let mut audit = document.streams[0].clone();
+    audit.name = "audit".into();
+    audit.write.cluster = "dead".into();
+    audit.read = Vec::new();
+    let mut drained = document.streams[0].read[0].clone();
+    drained.cluster = "dead".into();
+    drained.end_offsets = Some((0..3).map(|p| (p.to_string(), 0)).collect());
+    document.streams[0].read.insert(0, drained);
+    document.streams.push(audit);
+    let mount = tempfile::tempdir().expect("a directory");
+    std::fs::write(mount.path().join("discovery.json"), document.to_json()).expect("mounted");
+    let source = || Discovery::follow(DiscoverySource::Directory(mount.path().to_path_buf()));
+
+    let settings = ProducerSettings {
+        id: "partly".into(),
+        acknowledge_through: None,
+        credentials: Credentials::default(),
+        config: BTreeMap::new(),
+    };
+    let producer = std::sync::Arc::new(
+        RoutedProducer::start(source(), settings)
+            .await
+            .expect("producer"),
+    );
+    let stuck = {
+        let producer = producer.clone();
+        tokio::spawn(async move { producer.send("audit", b"k", b"0").await })
+    };
+    let mut consumer = kappa_operator::client::RoutedConsumer::start(
+        source(),
+        "orders",
+        "unreachable",
+        Credentials::default(),
+    )
+    .await
+    .expect("consumer");
+    let started = Instant::now();
+    for number in 0..20u64 {
+        producer
+            .send("orders", b"k", number.to_string().as_bytes())
+            .await
+            .expect("orders keep flowing");
+    }
+    for number in 0..20u64 {
+        let record = tokio::time::timeout(Duration::from_secs(30), consumer.next())
+            .await
+            .expect("read in time")
+            .expect("a record");
+        assert_eq!(record.cluster, "blue");
+        assert_eq!(record.payload, Some(number.to_string().into_bytes()));
+    }
+    assert!(
+        !stuck.is_finished(),
+        "the record for the unreachable cluster is still being retried"
+    );
+    println!(
+        "20 records written and read in {:?} beside an unreachable cluster",
+        started.elapsed()
+    );
+    stuck.abort();
+}

@@ -47,6 +47,9 @@ pub struct Record {
     pub timestamp: Option<i64>,
 }
 
+/// A cluster's partitions of the topic, with the group's committed offsets.
+type Loaded = rdkafka::error::KafkaResult<Vec<(i32, Offset)>>;
+
 /// The reader of one cluster.
 struct ClusterReader {
     /// How to connect, to replace a stalled consumer.
@@ -57,6 +60,8 @@ struct ClusterReader {
     loaded: bool,
     /// When to ask again after a failure.
     retry_at: Option<Instant>,
+    /// Its partitions and committed offsets, being read.
+    loading: Option<tokio::task::JoinHandle<Loaded>>,
     /// What it is assigned: partition -> when it last made progress
     /// (assigned, or a record read).
     assigned: BTreeMap<i32, Instant>,
@@ -198,6 +203,7 @@ impl RoutedConsumer {
                         topic: segment.topic.clone(),
                         loaded: false,
                         retry_at: None,
+                        loading: None,
                         assigned: BTreeMap::new(),
                         uncommitted: BTreeMap::new(),
                     },
@@ -212,19 +218,23 @@ impl RoutedConsumer {
             }
         }
         self.document = document;
-        self.load_positions().await;
+        self.start_loads();
         self.reassign()
     }
 
-    /// Reads the partitions and committed offsets of clusters not yet loaded.
-    async fn load_positions(&mut self) {
+    /// Starts reading, in the background, the partitions and committed
+    /// offsets of each cluster not yet loaded (and not waiting to retry).
+    fn start_loads(&mut self) {
         let now = Instant::now();
-        for (name, reader) in &mut self.readers {
-            if reader.loaded || reader.retry_at.is_some_and(|at| at > now) {
+        for reader in self.readers.values_mut() {
+            if reader.loaded
+                || reader.loading.is_some()
+                || reader.retry_at.is_some_and(|at| at > now)
+            {
                 continue;
             }
             let (consumer, topic) = (reader.consumer.clone(), reader.topic.clone());
-            let loaded = blocking(move || {
+            reader.loading = Some(tokio::task::spawn_blocking(move || {
                 let metadata = consumer.fetch_metadata(Some(&topic), REQUEST_TIMEOUT)?;
                 let mut list = TopicPartitionList::new();
                 for found in metadata.topics().iter().filter(|t| t.error().is_none()) {
@@ -237,11 +247,21 @@ impl RoutedConsumer {
                     .elements()
                     .iter()
                     .map(|e| (e.partition(), e.offset()))
-                    .collect::<Vec<_>>())
-            })
-            .await;
-            match loaded {
-                Ok(partitions) => {
+                    .collect())
+            }));
+        }
+    }
+
+    /// Takes the loads that have finished; whether any did.
+    async fn finish_loads(&mut self) -> bool {
+        let mut finished = false;
+        for (name, reader) in &mut self.readers {
+            let Some(loading) = reader.loading.take_if(|l| l.is_finished()) else {
+                continue;
+            };
+            finished = true;
+            match loading.await {
+                Ok(Ok(partitions)) => {
                     for (partition, offset) in partitions {
                         self.partitions.insert(partition);
                         if let Offset::Offset(offset) = offset {
@@ -253,12 +273,17 @@ impl RoutedConsumer {
                     reader.loaded = true;
                     reader.retry_at = None;
                 }
-                Err(error) => {
+                Ok(Err(error)) => {
                     tracing::warn!(cluster = %name, %error, "cluster unreachable; retrying while the others are read");
-                    reader.retry_at = Some(now + RETRY_AFTER);
+                    reader.retry_at = Some(Instant::now() + RETRY_AFTER);
+                }
+                Err(error) => {
+                    tracing::warn!(cluster = %name, %error, "reading positions failed; retrying");
+                    reader.retry_at = Some(Instant::now() + RETRY_AFTER);
                 }
             }
         }
+        finished
     }
 
     /// Assigns every partition to the cluster of the segment it is in.
@@ -377,17 +402,13 @@ impl RoutedConsumer {
                 .discovery
                 .current()
                 .filter(|d| d.epoch > self.document.epoch);
-            let now = Instant::now();
             if let Some(document) = newer {
                 self.adopt(document).await?;
-            } else if self
-                .readers
-                .values()
-                .any(|r| !r.loaded && r.retry_at.is_none_or(|at| at <= now))
-            {
-                self.load_positions().await;
+            }
+            if self.finish_loads().await {
                 self.reassign()?;
             }
+            self.start_loads();
             if self.last_commit.elapsed() >= COMMIT_EVERY {
                 self.commit(CommitMode::Async).await;
                 self.unstall().await?;

@@ -29,6 +29,8 @@ const SET: &str = "events";
 pub struct Flipped {
     /// Records written.
     pub written: u64,
+    /// Records written per key (numbered from 0).
+    pub per_key: BTreeMap<String, u64>,
     /// Records read, per cluster.
     pub per_cluster: BTreeMap<String, u64>,
     /// Lost, repeated, reordered.
@@ -193,6 +195,7 @@ pub async fn flip_while_writing(client: &Client, ns: &str, flips: usize) -> Flip
     reader.abort();
     Flipped {
         written: expected,
+        per_key: written.clone(),
         per_cluster,
         report: check.report(&written),
     }
