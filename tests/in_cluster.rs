@@ -544,7 +544,9 @@ async fn applications_follow_the_in_cluster_operator_across_ten_moves() {
     let client = testbed.client().await;
     let ns = testbed.namespace("routing").await;
     common::routing::create_set(&client, &ns, &testbed.brokers, "routing-orders").await;
-    let run = common::routing::flip_while_writing(&client, &ns, 10).await;
+    let run =
+        common::routing::flip_while_writing(&client, &ns, &testbed.brokers, "routing-orders", 10)
+            .await;
     println!(
         "10 moves in-cluster, {} records written, read per cluster {:?}: {}",
         run.written, run.per_cluster, run.report

@@ -37,7 +37,7 @@ async fn records_survive_ten_flips_of_the_write_cluster() {
     let client = testbed.client().await;
     let ns = testbed.namespace("routing-flips").await;
     create_set(&client, &ns, &testbed.brokers, "routing-orders").await;
-    let run = flip_while_writing(&client, &ns, FLIPS).await;
+    let run = flip_while_writing(&client, &ns, &testbed.brokers, "routing-orders", FLIPS).await;
     println!(
         "{FLIPS} flips, {} records written, read per cluster {:?}: {}",
         run.written, run.per_cluster, run.report

@@ -120,7 +120,18 @@ async fn write_until(
 
 /// On the set made by [`create_set`]: producers write while the write
 /// cluster moves `flips` times, then a consumer's reads are checked.
-pub async fn flip_while_writing(client: &Client, ns: &str, flips: usize) -> Flipped {
+pub async fn flip_while_writing(
+    client: &Client,
+    ns: &str,
+    brokers: &[String],
+    topic: &str,
+    flips: usize,
+) -> Flipped {
+    // The client's warnings (an unreachable or stalled cluster) in the test output.
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter("kappa_operator=warn")
+        .with_test_writer()
+        .try_init();
     let stop = Arc::new(AtomicBool::new(false));
     let mut producers = Vec::new();
     for index in 0..PRODUCERS {
@@ -144,11 +155,15 @@ pub async fn flip_while_writing(client: &Client, ns: &str, flips: usize) -> Flip
     .await
     .expect("consumer started");
     let (records, mut read) = tokio::sync::mpsc::unbounded_channel();
+    let (stop_reading, mut reading_stopped) = tokio::sync::oneshot::channel::<()>();
     let reader = tokio::spawn(async move {
         loop {
-            let record = consumer.next().await.expect("a record");
+            let record = tokio::select! {
+                _ = &mut reading_stopped => return consumer,
+                record = consumer.next() => record.expect("a record"),
+            };
             if records.send(record).is_err() {
-                return;
+                return consumer;
             }
         }
     });
@@ -192,11 +207,28 @@ pub async fn flip_while_writing(client: &Client, ns: &str, flips: usize) -> Flip
             _ => {}
         }
     }
-    reader.abort();
+    let _ = stop_reading.send(());
+    let consumer = reader.await.expect("reader task");
+    let report = check.report(&written);
+    if !report.clean() {
+        // Where the consumer stands against what the clusters hold.
+        let document = super::kafka::discovery(client, ns, SET).await;
+        eprintln!("consumer positions: {:?}", consumer.positions());
+        eprintln!(
+            "segments: {:?}",
+            document.map(|d| d.streams[0].read.clone())
+        );
+        for (cluster, bootstrap) in ["blue", "green"].iter().zip(brokers) {
+            eprintln!(
+                "{cluster} ends: {:?}",
+                super::kafka::high_watermarks(bootstrap, topic)
+            );
+        }
+    }
     Flipped {
         written: expected,
         per_key: written.clone(),
         per_cluster,
-        report: check.report(&written),
+        report,
     }
 }
