@@ -37,6 +37,20 @@ pub struct Flipped {
     pub report: Report,
 }
 
+impl Flipped {
+    /// Prints the counts under `what`; fails unless every record written
+    /// was read once, in order, from both clusters.
+    pub fn assert_clean(&self, what: &str) {
+        println!(
+            "{what}: {} records written, read per cluster {:?}: {}",
+            self.written, self.per_cluster, self.report
+        );
+        assert!(self.report.clean(), "{}", self.report);
+        assert_eq!(self.report.read, self.written);
+        assert_eq!(self.per_cluster.len(), 2, "both clusters were read");
+    }
+}
+
 /// Follows the set's ConfigMap through the API server.
 pub fn from_api(client: &Client, ns: &str) -> Discovery {
     Discovery::follow(DiscoverySource::ConfigMap {
