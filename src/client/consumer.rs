@@ -27,8 +27,11 @@ const COMMIT_EVERY: Duration = Duration::from_secs(1);
 /// How long a partition may read nothing before its cluster is asked
 /// whether there is more to read.
 const STALL_AFTER: Duration = Duration::from_secs(5);
-/// How long to wait before asking an unreachable cluster again.
+/// How long to wait before asking an unreachable cluster again; doubled
+/// after every failure up to [`RETRY_AT_MOST`].
 const RETRY_AFTER: Duration = Duration::from_secs(2);
+/// The longest wait between two attempts.
+const RETRY_AT_MOST: Duration = Duration::from_secs(60);
 
 /// One record read.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -60,6 +63,10 @@ struct ClusterReader {
     loaded: bool,
     /// When to ask again after a failure.
     retry_at: Option<Instant>,
+    /// Failures in a row, for the backoff.
+    failures: u32,
+    /// Stalls in a row per partition, for how far back to fetch from.
+    stalls: BTreeMap<i32, u32>,
     /// Its partitions and committed offsets, being read.
     loading: Option<tokio::task::JoinHandle<Loaded>>,
     /// What it is assigned: partition -> when it last made progress
@@ -70,6 +77,16 @@ struct ClusterReader {
 }
 
 impl ClusterReader {
+    /// Notes a failed attempt to reach the cluster; the next waits twice as long.
+    fn retry_later(&mut self, name: &str, error: &dyn std::fmt::Display) {
+        let wait = RETRY_AFTER
+            .saturating_mul(1 << self.failures.min(10))
+            .min(RETRY_AT_MOST);
+        self.failures += 1;
+        tracing::warn!(cluster = %name, %error, retry_in = ?wait, "cluster unreachable; retrying while the others are read");
+        self.retry_at = Some(Instant::now() + wait);
+    }
+
     /// Stops fetching `leaving`, then fetches `coming` from the given offsets.
     fn switch(&self, leaving: &[i32], coming: &[(i32, i64)]) -> Result<(), ClientError> {
         if !leaving.is_empty() {
@@ -203,6 +220,8 @@ impl RoutedConsumer {
                         topic: segment.topic.clone(),
                         loaded: false,
                         retry_at: None,
+                        failures: 0,
+                        stalls: BTreeMap::new(),
                         loading: None,
                         assigned: BTreeMap::new(),
                         uncommitted: BTreeMap::new(),
@@ -272,15 +291,10 @@ impl RoutedConsumer {
                     }
                     reader.loaded = true;
                     reader.retry_at = None;
+                    reader.failures = 0;
                 }
-                Ok(Err(error)) => {
-                    tracing::warn!(cluster = %name, %error, "cluster unreachable; retrying while the others are read");
-                    reader.retry_at = Some(Instant::now() + RETRY_AFTER);
-                }
-                Err(error) => {
-                    tracing::warn!(cluster = %name, %error, "reading positions failed; retrying");
-                    reader.retry_at = Some(Instant::now() + RETRY_AFTER);
-                }
+                Ok(Err(error)) => reader.retry_later(name, &error),
+                Err(error) => reader.retry_later(name, &error),
             }
         }
         finished
@@ -332,8 +346,9 @@ impl RoutedConsumer {
     /// Checks every partition that has read nothing for [`STALL_AFTER`]:
     /// if its cluster has records past its position (or does not say), the
     /// cluster's librdkafka consumer is replaced by a new one that fetches
-    /// from the positions. A fetch that a broker leaves unanswered (Tansu
-    /// 0.6 does, now and then) must not stall a segment for good.
+    /// from the positions, or from further back for the stalled partitions.
+    /// Tansu 0.6 answers a fetch that starts inside a batch with nothing;
+    /// that must not stall a segment for good.
     async fn unstall(&mut self) -> Result<(), ClientError> {
         let now = Instant::now();
         for (name, reader) in &mut self.readers {
@@ -370,24 +385,34 @@ impl RoutedConsumer {
                     .collect::<Result<Vec<_>, _>>()
             })
             .await;
-            let stalled = highs.map_or(true, |highs| {
-                highs.iter().any(|(p, high)| *high > position(*p))
-            });
+            let stalled: Vec<i32> = match highs {
+                Ok(highs) => highs
+                    .iter()
+                    .filter(|(p, high)| *high > position(*p))
+                    .map(|(p, _)| *p)
+                    .collect(),
+                Err(_) => idle.clone(),
+            };
             for partition in &idle {
                 reader.assigned.insert(*partition, now);
             }
-            if !stalled {
+            if stalled.is_empty() {
                 continue;
             }
-            tracing::warn!(cluster = %name, "fetching stalled; reconnecting to the cluster");
+            tracing::warn!(cluster = %name, ?stalled, "fetching stalled; reconnecting to the cluster");
             let fresh: BaseConsumer = reader.config.create()?;
             let mut list = TopicPartitionList::new();
             for partition in reader.assigned.keys() {
-                list.add_partition_offset(
-                    &reader.topic,
-                    *partition,
-                    Offset::Offset(position(*partition)),
-                )?;
+                // A broker that cannot serve a fetch starting inside a
+                // batch is asked from further back each time; what comes
+                // before the position is skipped.
+                let mut from = position(*partition);
+                if stalled.contains(partition) {
+                    let stalls = reader.stalls.entry(*partition).or_default();
+                    from = from.saturating_sub(4 << (*stalls).min(20)).max(0);
+                    *stalls += 1;
+                }
+                list.add_partition_offset(&reader.topic, *partition, Offset::Offset(from))?;
             }
             fresh.assign(&list)?;
             reader.consumer = Arc::new(fresh);
@@ -481,6 +506,7 @@ impl RoutedConsumer {
         self.positions.insert(key, record.offset + 1);
         if let Some(reader) = self.readers.get_mut(&record.cluster) {
             reader.assigned.insert(record.partition, Instant::now());
+            reader.stalls.remove(&record.partition);
             reader
                 .uncommitted
                 .insert(record.partition, record.offset + 1);

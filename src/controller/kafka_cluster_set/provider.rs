@@ -38,6 +38,9 @@ pub enum ProviderError {
     /// The cluster's pods are not all ready yet.
     #[error("{0}")]
     Starting(String),
+    /// The cluster's objects no longer exist (a retiring cluster already removed).
+    #[error("{0}")]
+    Gone(String),
 }
 
 impl ProviderError {
@@ -48,6 +51,7 @@ impl ProviderError {
             Self::SecretMissing(_) => "SecretNotFound",
             Self::Api(_) => "KubeApiError",
             Self::Starting(_) => "ClusterStarting",
+            Self::Gone(_) => "ClusterGone",
         }
     }
 }
@@ -110,6 +114,16 @@ pub trait ClusterProvider: Send + Sync {
         spec: &'a ClusterSettings,
     ) -> BoxFuture<'a, Result<Endpoint, ProviderError>>;
 
+    /// Says how to reach a cluster that has left the set, without creating
+    /// or changing anything: a reconcile working from an older view must not
+    /// bring back a cluster that was already removed.
+    fn reach<'a>(
+        &'a self,
+        set: &'a KafkaClusterSet,
+        cluster: &'a str,
+        spec: &'a ClusterSettings,
+    ) -> BoxFuture<'a, Result<Endpoint, ProviderError>>;
+
     /// Removes a cluster that has left the set and been drained (for
     /// providers that run clusters; an external cluster is left alone).
     fn retire<'a>(
@@ -132,12 +146,13 @@ impl Providers {
     }
 }
 
-impl ClusterProvider for Providers {
-    fn endpoint<'a>(
+impl Providers {
+    fn run_or_reach<'a>(
         &'a self,
         set: &'a KafkaClusterSet,
         cluster: &'a str,
         spec: &'a ClusterSettings,
+        create: bool,
     ) -> BoxFuture<'a, Result<Endpoint, ProviderError>> {
         let namespace = set.namespace().unwrap_or_default();
         match (spec.provider, &spec.external, &spec.builtin) {
@@ -146,7 +161,8 @@ impl ClusterProvider for Providers {
             }
             (Provider::Builtin, _, Some(builtin)) => {
                 let hash = spec.hash();
-                async move { run_builtin(&self.client, set, cluster, builtin, &hash).await }.boxed()
+                async move { run_builtin(&self.client, set, cluster, builtin, &hash, create).await }
+                    .boxed()
             }
             // Validation refuses a cluster without its provider's settings.
             (Provider::External, None, _) => {
@@ -156,6 +172,26 @@ impl ClusterProvider for Providers {
                 futures::future::ready(Err(ProviderError::Unavailable("builtin"))).boxed()
             }
         }
+    }
+}
+
+impl ClusterProvider for Providers {
+    fn endpoint<'a>(
+        &'a self,
+        set: &'a KafkaClusterSet,
+        cluster: &'a str,
+        spec: &'a ClusterSettings,
+    ) -> BoxFuture<'a, Result<Endpoint, ProviderError>> {
+        self.run_or_reach(set, cluster, spec, true)
+    }
+
+    fn reach<'a>(
+        &'a self,
+        set: &'a KafkaClusterSet,
+        cluster: &'a str,
+        spec: &'a ClusterSettings,
+    ) -> BoxFuture<'a, Result<Endpoint, ProviderError>> {
+        self.run_or_reach(set, cluster, spec, false)
     }
 
     fn retire<'a>(
@@ -226,6 +262,7 @@ async fn run_builtin(
     cluster: &str,
     builtin: &BuiltinCluster,
     hash: &str,
+    create: bool,
 ) -> Result<Endpoint, ProviderError> {
     let names = builtin::Names::of(set, cluster);
     let api = |e: kube::Error| ProviderError::Api(e.to_string());
@@ -246,10 +283,16 @@ async fn run_builtin(
             names.base
         )));
     }
+    if existing.is_none() && !create {
+        return Err(ProviderError::Gone(format!(
+            "StatefulSet `{}` no longer exists",
+            names.base
+        )));
+    }
     let current = existing
         .as_ref()
         .and_then(|s| s.annotations().get(SPEC_HASH_ANNOTATION).cloned());
-    if current.as_deref() != Some(hash) {
+    if create && current.as_deref() != Some(hash) {
         let params = PatchParams::apply(FIELD_MANAGER).force();
         let config_maps: Api<ConfigMap> = Api::namespaced(client.clone(), &names.namespace);
         let services: Api<Service> = Api::namespaced(client.clone(), &names.namespace);

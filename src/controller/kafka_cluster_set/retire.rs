@@ -58,6 +58,15 @@ pub fn retiring(set: &KafkaClusterSet, status: &KafkaClusterSetStatus) -> Vec<St
         .collect()
 }
 
+/// Whether `cluster` is written, or a migration moves writes from or to it.
+pub fn written(next: &KafkaClusterSetStatus, cluster: &str) -> bool {
+    next.write_cluster.as_deref() == Some(cluster)
+        || next
+            .migration
+            .as_ref()
+            .is_some_and(|m| m.from == cluster || m.to == cluster)
+}
+
 /// Advances the retirement of `cluster` by at most one step, editing `next`.
 /// `endpoint` is where the cluster answers, or why it cannot be reached.
 pub async fn advance(
@@ -68,12 +77,7 @@ pub async fn advance(
     endpoint: Result<&Endpoint, &str>,
     next: &mut KafkaClusterSetStatus,
 ) -> Retirement {
-    let written = next.write_cluster.as_deref() == Some(cluster)
-        || next
-            .migration
-            .as_ref()
-            .is_some_and(|m| m.from == cluster || m.to == cluster);
-    if written {
+    if written(next, cluster) {
         return Retirement::Waiting(format!(
             "cluster `{cluster}` is still written; it retires once the migration away from it completes"
         ));

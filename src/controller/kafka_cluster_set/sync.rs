@@ -282,9 +282,16 @@ async fn sync(shared: &Shared, deps: &SetDeps, set: &KafkaClusterSet) -> Result<
             .find(|c| &c.name == name)
             .and_then(|c| c.settings.clone());
         if let Some(settings) = recorded {
-            match deps.providers.endpoint(set, name, &settings).await {
+            match deps.providers.reach(set, name, &settings).await {
                 Ok(endpoint) => {
                     endpoints.insert(name.clone(), endpoint);
+                }
+                Err(ProviderError::Gone(why)) if !retire::written(&next, name) => {
+                    // Removed by an earlier reconcile whose status this view
+                    // does not show yet: nothing is left to drain.
+                    tracing::info!(cluster = %name, %why, "retired cluster already removed");
+                    next.drained_segments.retain(|s| &s.cluster != name);
+                    next.clusters.retain(|c| &c.name != name);
                 }
                 Err(error) => {
                     unreachable.insert(name.clone(), error.to_string());
@@ -294,7 +301,12 @@ async fn sync(shared: &Shared, deps: &SetDeps, set: &KafkaClusterSet) -> Result<
     }
     let step = migration::advance(shared, deps.admin.as_ref(), set, &endpoints, &mut next).await?;
     let mut retiring_waits = Vec::new();
-    for name in &retiring {
+    let still_recorded: Vec<String> = retiring
+        .iter()
+        .filter(|n| next.clusters.iter().any(|c| &c.name == *n))
+        .cloned()
+        .collect();
+    for name in &still_recorded {
         let retirement = retire::advance(
             deps.admin.as_ref(),
             deps.providers.as_ref(),
