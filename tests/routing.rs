@@ -12,9 +12,10 @@ use std::time::{Duration, Instant};
 
 use common::kafka::wait_for_document;
 use common::routing::{create_set, flip_while_writing, settled_on};
-use common::{Operator, Testbed};
+use common::{kappa_api, Operator, Testbed};
 use kappa_operator::client::producer::ProducerSettings;
 use kappa_operator::client::{Credentials, Discovery, DiscoverySource, RoutedProducer};
+use kube::api::{Patch, PatchParams};
 use serde_json::json;
 
 const FLIPS: usize = 10;
@@ -39,6 +40,39 @@ async fn records_survive_ten_flips_of_the_write_cluster() {
     create_set(&client, &ns, &testbed.brokers, "routing-orders").await;
     let run = flip_while_writing(&client, &ns, &testbed.brokers, "routing-orders", FLIPS).await;
     run.assert_clean(&format!("{FLIPS} moves"));
+
+    // Green leaves the set (writes are on blue after an even number of
+    // moves): once the consumer's positions are committed past its end the
+    // operator retires it, and the consumer leaves it without a restart.
+    let mut consumer = run.consumer;
+    consumer.commit_all().await;
+    let blue_only = json!({"spec": {"clusters": [
+        {"name": "blue", "overrides": {"external": {"bootstrapServers": [&testbed.brokers[0]]}}}
+    ]}});
+    kappa_api(&client, &ns, "KafkaClusterSet")
+        .patch("events", &PatchParams::default(), &Patch::Merge(&blue_only))
+        .await
+        .expect("green removed");
+    wait_for_document(&client, &ns, "events", Duration::from_secs(60), |d| {
+        d.clusters.iter().all(|c| c.name != "green")
+    })
+    .await;
+    common::kafka::produce(&testbed.brokers[0], "routing-orders", 3).await;
+    for _ in 0..3 {
+        let record = tokio::time::timeout(Duration::from_secs(30), consumer.next())
+            .await
+            .expect("read in time")
+            .expect("a record");
+        assert_eq!(record.cluster, "blue");
+    }
+    assert!(
+        consumer
+            .positions()
+            .keys()
+            .all(|(cluster, _)| cluster == "blue"),
+        "{:?}",
+        consumer.positions()
+    );
     operator().assert_log_clean();
 }
 

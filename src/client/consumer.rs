@@ -197,6 +197,7 @@ impl RoutedConsumer {
         for name in gone {
             self.commit_cluster(&name, CommitMode::Sync).await;
             self.readers.remove(&name);
+            self.positions.retain(|(cluster, _), _| *cluster != name);
         }
         for segment in &stream.read {
             if !self.readers.contains_key(&segment.cluster) {

@@ -35,6 +35,8 @@ pub struct Flipped {
     pub per_cluster: BTreeMap<String, u64>,
     /// Lost, repeated, reordered.
     pub report: Report,
+    /// The consumer, where it stopped.
+    pub consumer: RoutedConsumer,
 }
 
 impl Flipped {
@@ -244,5 +246,6 @@ pub async fn flip_while_writing(
         per_key: written.clone(),
         per_cluster,
         report,
+        consumer,
     }
 }
