@@ -76,7 +76,12 @@ enum Mode {
 #[derive(Args)]
 struct DiscoveryArgs {
     /// Directory where the `<set>-discovery` ConfigMap is mounted.
-    #[arg(long, env = "KAPPA_DISCOVERY_DIR", conflicts_with = "set")]
+    #[arg(
+        long,
+        env = "KAPPA_DISCOVERY_DIR",
+        conflicts_with = "set",
+        required_unless_present = "set"
+    )]
     discovery_dir: Option<PathBuf>,
     /// The KafkaClusterSet, to follow its ConfigMap through the API server.
     #[arg(long, env = "KAPPA_CLUSTER_SET")]

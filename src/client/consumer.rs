@@ -178,11 +178,6 @@ impl RoutedConsumer {
         &self.positions
     }
 
-    /// The epoch of the document it reads by.
-    pub fn epoch(&self) -> i64 {
-        self.document.epoch
-    }
-
     /// Takes a new document: readers for new clusters, none for clusters
     /// gone (their positions committed first), then the assignments.
     async fn adopt(&mut self, document: Arc<DiscoveryDocument>) -> Result<(), ClientError> {

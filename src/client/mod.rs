@@ -33,6 +33,9 @@ pub enum ClientError {
     /// A document could not be used.
     #[error("discovery document refused: {0}")]
     Malformed(String),
+    /// A background task of the client failed.
+    #[error("a client task failed: {0}")]
+    Task(String),
     /// The discovery source stopped.
     #[error("the discovery source stopped")]
     DiscoveryClosed,

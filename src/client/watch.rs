@@ -94,11 +94,6 @@ impl Discovery {
         found.clone().ok_or(ClientError::DiscoveryClosed)
     }
 
-    /// A receiver that sees every accepted document.
-    pub fn subscribe(&self) -> watch::Receiver<Option<Arc<DiscoveryDocument>>> {
-        self.current.clone()
-    }
-
     /// How many documents were refused (malformed, unknown version).
     pub fn rejected(&self) -> u64 {
         self.rejected.load(Ordering::Relaxed)
