@@ -7,6 +7,8 @@ K8S_BIN="$TESTBED_CACHE/kubernetes-$KUBERNETES_VERSION/bin"
 K8S_BINARIES="kube-apiserver kube-controller-manager kube-scheduler kubelet kube-proxy"
 TANSU_VERSION=0.6.0
 TANSU_HOME="$TESTBED_CACHE/tansu-$TANSU_VERSION"
+FLINK_VERSION=2.3.0
+FLINK_HOME="$TESTBED_CACHE/flink-$FLINK_VERSION"
 # The node's network: one bridge whose gateway address the host owns; the API
 # server listens there too so that pods reach it. One node per machine.
 NODE_NAME=kappa-node

@@ -53,6 +53,9 @@ pub enum ClientError {
     /// The API server refused or failed a call.
     #[error("Kubernetes API: {0}")]
     Kube(#[from] kube::Error),
+    /// What the producer reports in its Lease could not be encoded.
+    #[error("encoding the acknowledgement: {0}")]
+    Encode(#[from] serde_json::Error),
 }
 
 /// Where the credentials of secured clusters are mounted: the Secret that

@@ -1,8 +1,9 @@
 //! A producer that writes each stream to its current write cluster. On a
 //! document with a greater epoch it lets every send in flight finish on the
 //! clusters it was writing to, flushes them, switches, and only then
-//! acknowledges the epoch through its Lease (`docs/discovery.md`), so the
-//! operator records a drained cluster's end offsets after its last record.
+//! acknowledges the epoch through its Lease (`docs/discovery.md`) with the
+//! offsets after its last delivered records, so the operator records a
+//! drained cluster's end offsets after its last record.
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
@@ -21,7 +22,8 @@ use tokio::task::JoinHandle;
 
 use super::{cluster, ClientError, Credentials, Discovery};
 use crate::discovery::acknowledgement::{
-    ACKNOWLEDGED_EPOCH_ANNOTATION, CLIENT_LABEL, CLUSTER_SET_LABEL, PRODUCER,
+    WrittenOffsets, ACKNOWLEDGED_EPOCH_ANNOTATION, CLIENT_LABEL, CLUSTER_SET_LABEL, PRODUCER,
+    WRITTEN_OFFSETS_ANNOTATION,
 };
 use crate::discovery::DiscoveryDocument;
 
@@ -62,10 +64,34 @@ pub struct ProducerSettings {
 struct Shared {
     document: RwLock<Arc<DiscoveryDocument>>,
     producers: Mutex<BTreeMap<String, FutureProducer>>,
+    written: Mutex<WrittenOffsets>,
     settings: ProducerSettings,
 }
 
 impl Shared {
+    /// Notes a delivered record, so the acknowledgement reports it.
+    fn delivered(&self, cluster: &str, topic: &str, partition: i32, offset: i64) {
+        let mut written = self
+            .written
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let next = written
+            .entry(cluster.to_string())
+            .or_default()
+            .entry(topic.to_string())
+            .or_default()
+            .entry(partition.to_string())
+            .or_insert(0);
+        *next = (*next).max(offset + 1);
+    }
+
+    fn written(&self) -> WrittenOffsets {
+        self.written
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone()
+    }
+
     fn producer(
         &self,
         document: &DiscoveryDocument,
@@ -108,7 +134,9 @@ impl RoutedProducer {
         let lease = match &settings.acknowledge_through {
             Some(client) => {
                 let lease = ProducerLease::new(client.clone(), &document, &settings.id);
-                lease.acknowledge(document.epoch).await?;
+                lease
+                    .acknowledge(document.epoch, &WrittenOffsets::new())
+                    .await?;
                 Some(lease)
             }
             None => None,
@@ -116,6 +144,7 @@ impl RoutedProducer {
         let shared = Arc::new(Shared {
             document: RwLock::new(document),
             producers: Mutex::new(BTreeMap::new()),
+            written: Mutex::new(WrittenOffsets::new()),
             settings,
         });
         let follower = tokio::spawn(follow(discovery, shared.clone(), lease.clone()));
@@ -148,6 +177,12 @@ impl RoutedProducer {
             .send(record, Timeout::After(DELIVERY_TIMEOUT))
             .await
             .map_err(|(error, _)| error)?;
+        self.shared.delivered(
+            &route.write.cluster,
+            &route.write.topic,
+            delivered.partition,
+            delivered.offset,
+        );
         Ok(Delivery {
             cluster: route.write.cluster.clone(),
             partition: delivered.partition,
@@ -215,7 +250,7 @@ async fn follow(mut discovery: Discovery, shared: Arc<Shared>, lease: Option<Pro
             () = tokio::time::sleep(renew_every) => acknowledged,
         };
         if let Some(lease) = &lease {
-            if let Err(error) = lease.acknowledge(epoch).await {
+            if let Err(error) = lease.acknowledge(epoch, &shared.written()).await {
                 tracing::warn!(%error, epoch, "acknowledging the epoch failed; retrying");
                 tokio::time::sleep(Duration::from_secs(1)).await;
                 continue;
@@ -244,15 +279,20 @@ impl ProducerLease {
         }
     }
 
-    /// Renews the Lease and records `epoch` as acknowledged.
-    async fn acknowledge(&self, epoch: i64) -> Result<(), ClientError> {
+    /// Renews the Lease and records `epoch` as acknowledged, with what was
+    /// delivered by then.
+    async fn acknowledge(&self, epoch: i64, written: &WrittenOffsets) -> Result<(), ClientError> {
+        let written = serde_json::to_string(written)?;
         let lease = json!({
             "apiVersion": "coordination.k8s.io/v1",
             "kind": "Lease",
             "metadata": {
                 "name": self.name,
                 "labels": {CLUSTER_SET_LABEL: self.set, CLIENT_LABEL: PRODUCER},
-                "annotations": {ACKNOWLEDGED_EPOCH_ANNOTATION: epoch.to_string()},
+                "annotations": {
+                    ACKNOWLEDGED_EPOCH_ANNOTATION: epoch.to_string(),
+                    WRITTEN_OFFSETS_ANNOTATION: written,
+                },
             },
             "spec": {
                 "holderIdentity": self.id,

@@ -5,8 +5,13 @@
 //! into the annotation [`ACKNOWLEDGED_EPOCH_ANNOTATION`] the highest epoch
 //! whose write cluster it now uses (after flushing what it had sent to the
 //! previous one). A Lease that is not renewed in time belongs to a producer
-//! that is gone, and is not waited for.
+//! that is gone, and is not waited for. With the acknowledgement the
+//! producer reports, in [`WRITTEN_OFFSETS_ANNOTATION`], the offset after the
+//! last record delivered to it on every cluster, topic and partition, so a
+//! drained segment ends after every acknowledged record even when a broker's
+//! high watermark lags behind its acknowledgements.
 
+use std::collections::BTreeMap;
 use std::time::Duration;
 
 use k8s_openapi::api::coordination::v1::Lease;
@@ -21,6 +26,13 @@ pub const CLIENT_LABEL: &str = "kappa.dev/client";
 pub const PRODUCER: &str = "producer";
 /// Annotation with the highest epoch the producer has switched to.
 pub const ACKNOWLEDGED_EPOCH_ANNOTATION: &str = "kappa.dev/acknowledged-epoch";
+
+/// Annotation with the offset after the last record the producer had
+/// delivered, as JSON: cluster → topic → partition → offset.
+pub const WRITTEN_OFFSETS_ANNOTATION: &str = "kappa.dev/written-offsets";
+
+/// What [`WRITTEN_OFFSETS_ANNOTATION`] holds.
+pub type WrittenOffsets = BTreeMap<String, BTreeMap<String, BTreeMap<String, i64>>>;
 
 /// The label selector of a set's producer Leases.
 pub fn producer_selector(set: &str) -> String {
@@ -84,12 +96,34 @@ pub fn acknowledgements(leases: &[Lease], epoch: i64, now: Timestamp) -> Acknowl
     }
 }
 
+/// The greatest offset every producer reported for `cluster` and `topic`,
+/// per partition, live or not: each one follows a delivered record. An
+/// annotation that is not such a map is skipped.
+pub fn written_ends(leases: &[Lease], cluster: &str, topic: &str) -> BTreeMap<i32, i64> {
+    let mut ends = BTreeMap::new();
+    let reported = leases.iter().filter_map(|lease| {
+        let written = lease.annotations().get(WRITTEN_OFFSETS_ANNOTATION)?;
+        serde_json::from_str::<WrittenOffsets>(written).ok()
+    });
+    for mut written in reported {
+        let Some(partitions) = written.get_mut(cluster).and_then(|t| t.remove(topic)) else {
+            continue;
+        };
+        for (partition, offset) in partitions {
+            if let Ok(partition) = partition.parse::<i32>() {
+                let end = ends.entry(partition).or_insert(offset);
+                *end = (*end).max(offset);
+            }
+        }
+    }
+    ends
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use k8s_openapi::api::coordination::v1::LeaseSpec;
     use k8s_openapi::apimachinery::pkg::apis::meta::v1::{MicroTime, ObjectMeta};
-    use std::collections::BTreeMap;
 
     fn lease(holder: &str, renewed: i64, acknowledged: Option<i64>) -> Lease {
         Lease {
@@ -122,5 +156,27 @@ mod tests {
         assert_eq!(acks.pending, ["behind", "silent"]);
         assert_eq!(acks.recheck_in, Some(Duration::from_secs(6)));
         assert!(acknowledgements(&leases, 3, now).pending == ["silent"]);
+    }
+
+    #[test]
+    fn the_greatest_reported_offset_of_any_producer_counts() {
+        let report = |json: &str| {
+            let mut lease = lease("p", 0, Some(1));
+            lease
+                .annotations_mut()
+                .insert(WRITTEN_OFFSETS_ANNOTATION.to_string(), json.to_string());
+            lease
+        };
+        let leases = [
+            report(r#"{"green":{"orders":{"0":12,"1":129}},"blue":{"orders":{"0":400}}}"#),
+            report(r#"{"green":{"orders":{"0":15,"x":3},"audit":{"0":9}}}"#),
+            report("not json"),
+            lease("silent", 0, None),
+        ];
+        assert_eq!(
+            written_ends(&leases, "green", "orders"),
+            BTreeMap::from([(0, 15), (1, 129)])
+        );
+        assert!(written_ends(&leases, "red", "orders").is_empty());
     }
 }

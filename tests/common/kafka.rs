@@ -86,6 +86,32 @@ pub fn high_watermarks(bootstrap: &str, topic: &str) -> BTreeMap<String, i64> {
         .collect()
 }
 
+/// The offsets a fresh consumer reads from `partition` of `topic`, starting
+/// at `from`, within a few seconds: what the broker itself serves there.
+pub fn offsets_served(bootstrap: &str, topic: &str, partition: i32, from: i64) -> Vec<i64> {
+    let consumer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", bootstrap)
+        .set("group.id", "probe")
+        .set("enable.auto.commit", "false")
+        .create()
+        .expect("probe consumer");
+    let mut assignment = TopicPartitionList::new();
+    assignment
+        .add_partition_offset(topic, partition, Offset::Offset(from))
+        .expect("probe position");
+    consumer.assign(&assignment).expect("probe assigned");
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    let mut offsets = Vec::new();
+    while std::time::Instant::now() < deadline {
+        match consumer.poll(Duration::from_millis(200)) {
+            Some(Ok(message)) => offsets.push(rdkafka::Message::offset(&message)),
+            Some(Err(error)) => eprintln!("probe of {topic}[{partition}] at {from}: {error}"),
+            None => {}
+        }
+    }
+    offsets
+}
+
 /// The discovery document of `set`, if published.
 pub async fn discovery(client: &Client, ns: &str, set: &str) -> Option<DiscoveryDocument> {
     let map = Api::<ConfigMap>::namespaced(client.clone(), ns)

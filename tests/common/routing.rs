@@ -234,11 +234,28 @@ pub async fn flip_while_writing(
             "segments: {:?}",
             document.map(|d| d.streams[0].read.clone())
         );
+        let positions = consumer.positions();
         for (cluster, bootstrap) in ["blue", "green"].iter().zip(brokers) {
-            eprintln!(
-                "{cluster} ends: {:?}",
-                super::kafka::high_watermarks(bootstrap, topic)
-            );
+            let ends = super::kafka::high_watermarks(bootstrap, topic);
+            eprintln!("{cluster} ends: {ends:?}");
+            for (partition, end) in ends {
+                let partition: i32 = partition.parse().expect("a partition number");
+                let position = positions
+                    .get(&(cluster.to_string(), partition))
+                    .copied()
+                    .unwrap_or(0);
+                if position < end {
+                    let served =
+                        super::kafka::offsets_served(bootstrap, topic, partition, position);
+                    eprintln!("{cluster}[{partition}] from {position}: broker serves {served:?}");
+                    let from_start = super::kafka::offsets_served(bootstrap, topic, partition, 0);
+                    eprintln!(
+                        "{cluster}[{partition}] from 0: broker serves {} records, last {:?}",
+                        from_start.len(),
+                        from_start.last()
+                    );
+                }
+            }
         }
     }
     Flipped {

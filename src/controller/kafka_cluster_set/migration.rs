@@ -1,7 +1,8 @@
 //! Moving the write cluster without losing, duplicating or reordering a
 //! record: announce the new write cluster, wait until every live producer
 //! has acknowledged that epoch, then record the old cluster's end offsets
-//! as a drained segment. Every step is a function of the set's status, so a
+//! (its high watermarks, or past the last record a producer reported
+//! delivered there when that is further) as a drained segment. Every step is a function of the set's status, so a
 //! restarted operator picks up where the last one stopped.
 
 use std::collections::BTreeMap;
@@ -18,7 +19,7 @@ use crate::api::kafka_cluster_set::{
     DrainedSegment, KafkaClusterSet, KafkaClusterSetStatus, MigrationStatus,
 };
 use crate::controller::Shared;
-use crate::discovery::acknowledgement::{acknowledgements, producer_selector};
+use crate::discovery::acknowledgement::{acknowledgements, producer_selector, written_ends};
 use crate::error::Error;
 use crate::kafka::topic::desired_topic;
 use crate::kafka::{KafkaAdmin, KafkaError};
@@ -97,10 +98,15 @@ pub async fn advance(
     let mut segments = Vec::new();
     for stream in &set.spec.streams {
         let topic = desired_topic(stream).name;
-        let ends = match admin.end_offsets(&endpoint.connection, &topic).await {
+        let mut ends = match admin.end_offsets(&endpoint.connection, &topic).await {
             Ok(ends) => ends,
             Err(error) => return Ok(Step::Blocked(error)),
         };
+        for (partition, written) in written_ends(&listed.items, &migration.from, &topic) {
+            if let Some(end) = ends.get_mut(&partition) {
+                *end = (*end).max(written);
+            }
+        }
         segments.push(DrainedSegment {
             cluster: migration.from.clone(),
             stream: stream.name.clone(),
