@@ -7,6 +7,7 @@ pub mod controller;
 pub mod discovery;
 pub mod duration;
 pub mod error;
+pub mod flink;
 pub mod http;
 pub mod kafka;
 pub mod kube_client;

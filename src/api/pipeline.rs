@@ -415,6 +415,17 @@ pub struct JobStatus {
     /// Engine job state (RUNNING, FAILED, …).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub state: Option<String>,
+    /// How many deployments the pipeline has had; this job is the last.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub deployment: Option<i64>,
+    /// Whether the engine has taken the job (its id is chosen before, so a
+    /// submission retried after a crash cannot run it twice).
+    #[serde(default)]
+    pub submitted: bool,
+    /// Hash of the engine settings the job was deployed with, to tell an
+    /// upgrade from a resync.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub spec_hash: Option<String>,
 }
 
 /// A savepoint the pipeline knows of.

@@ -458,7 +458,7 @@ impl RoutedConsumer {
             let record = match reader.consumer.poll(Duration::ZERO) {
                 None => continue,
                 Some(Err(error)) => {
-                    tracing::debug!(cluster = %name, %error, "poll failed");
+                    tracing::warn!(cluster = %name, %error, "poll failed");
                     continue;
                 }
                 Some(Ok(message)) => Record {

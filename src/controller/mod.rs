@@ -141,7 +141,7 @@ fn watch<K: Kind>(shared: &Shared) -> Watched<K> {
 }
 
 /// Looks up `name` in the namespace of `of` in a cache.
-fn lookup<K: Kind, O: Resource>(
+pub(crate) fn lookup<K: Kind, O: Resource>(
     store: &Store<DeserializeGuard<K>>,
     of: &O,
     name: &str,

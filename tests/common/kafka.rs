@@ -86,26 +86,39 @@ pub fn high_watermarks(bootstrap: &str, topic: &str) -> BTreeMap<String, i64> {
         .collect()
 }
 
-/// The offsets a fresh consumer reads from `partition` of `topic`, starting
-/// at `from`, within a few seconds: what the broker itself serves there.
-pub fn offsets_served(bootstrap: &str, topic: &str, partition: i32, from: i64) -> Vec<i64> {
+/// The offsets a fresh consumer in `group` reads within a few seconds
+/// when it fetches `topic`'s partitions from the given offsets at once:
+/// what the broker itself serves there.
+pub fn offsets_served(
+    bootstrap: &str,
+    group: &str,
+    topic: &str,
+    from: &BTreeMap<i32, i64>,
+) -> BTreeMap<i32, Vec<i64>> {
     let consumer: BaseConsumer = ClientConfig::new()
         .set("bootstrap.servers", bootstrap)
-        .set("group.id", "probe")
+        .set("group.id", group)
         .set("enable.auto.commit", "false")
+        .set("auto.offset.reset", "earliest")
+        .set("socket.timeout.ms", "5000")
         .create()
         .expect("probe consumer");
     let mut assignment = TopicPartitionList::new();
-    assignment
-        .add_partition_offset(topic, partition, Offset::Offset(from))
-        .expect("probe position");
+    for (partition, offset) in from {
+        assignment
+            .add_partition_offset(topic, *partition, Offset::Offset(*offset))
+            .expect("probe position");
+    }
     consumer.assign(&assignment).expect("probe assigned");
     let deadline = std::time::Instant::now() + Duration::from_secs(5);
-    let mut offsets = Vec::new();
+    let mut offsets: BTreeMap<i32, Vec<i64>> = BTreeMap::new();
     while std::time::Instant::now() < deadline {
         match consumer.poll(Duration::from_millis(200)) {
-            Some(Ok(message)) => offsets.push(rdkafka::Message::offset(&message)),
-            Some(Err(error)) => eprintln!("probe of {topic}[{partition}] at {from}: {error}"),
+            Some(Ok(message)) => offsets
+                .entry(rdkafka::Message::partition(&message))
+                .or_default()
+                .push(rdkafka::Message::offset(&message)),
+            Some(Err(error)) => eprintln!("probe of {topic} at {from:?}: {error}"),
             None => {}
         }
     }

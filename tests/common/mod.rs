@@ -3,6 +3,7 @@
 //! operator binary as a child process, and a namespace per test.
 #![allow(dead_code)] // each test binary uses a different part of the harness
 
+pub mod flink;
 pub mod kafka;
 pub mod objects;
 pub mod routing;

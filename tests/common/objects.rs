@@ -257,7 +257,7 @@ pub async fn assert_semantic_verdicts(testbed: &Testbed, client: &kube::Client, 
         "Pipeline",
         "job",
         Duration::from_secs(30),
-        |c| c.reason == "SpecValid",
+        super::spec_accepted,
     )
     .await;
     // The set is replaced by each of its cases in turn, in its own namespace.

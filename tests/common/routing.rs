@@ -238,23 +238,40 @@ pub async fn flip_while_writing(
         for (cluster, bootstrap) in ["blue", "green"].iter().zip(brokers) {
             let ends = super::kafka::high_watermarks(bootstrap, topic);
             eprintln!("{cluster} ends: {ends:?}");
-            for (partition, end) in ends {
-                let partition: i32 = partition.parse().expect("a partition number");
-                let position = positions
-                    .get(&(cluster.to_string(), partition))
-                    .copied()
-                    .unwrap_or(0);
-                if position < end {
-                    let served =
-                        super::kafka::offsets_served(bootstrap, topic, partition, position);
-                    eprintln!("{cluster}[{partition}] from {position}: broker serves {served:?}");
-                    let from_start = super::kafka::offsets_served(bootstrap, topic, partition, 0);
-                    eprintln!(
-                        "{cluster}[{partition}] from 0: broker serves {} records, last {:?}",
-                        from_start.len(),
-                        from_start.last()
-                    );
-                }
+            let behind: BTreeMap<i32, i64> = ends
+                .keys()
+                .map(|p| {
+                    let partition: i32 = p.parse().expect("a partition number");
+                    let at = positions.get(&(cluster.to_string(), partition));
+                    (partition, at.copied().unwrap_or(0))
+                })
+                .filter(|(p, at)| ends.get(&p.to_string()).is_some_and(|end| at < end))
+                .collect();
+            if behind.is_empty() {
+                continue;
+            }
+            let count = |served: &BTreeMap<i32, Vec<i64>>| {
+                served
+                    .iter()
+                    .map(|(p, o)| (*p, o.len(), o.first().copied()))
+                    .collect::<Vec<_>>()
+            };
+            let together = super::kafka::offsets_served(bootstrap, "checker", topic, &behind);
+            eprintln!(
+                "{cluster} from {behind:?} together, as the checker: {:?}",
+                count(&together)
+            );
+            for (partition, from) in &behind {
+                let alone = super::kafka::offsets_served(
+                    bootstrap,
+                    "probe",
+                    topic,
+                    &BTreeMap::from([(*partition, *from)]),
+                );
+                eprintln!(
+                    "{cluster}[{partition}] from {from} alone: {:?}",
+                    count(&alone)
+                );
             }
         }
     }

@@ -1,23 +1,30 @@
 //! What happens to a Pipeline: its spec and references are validated and the
 //! verdict recorded; a change to its KafkaClusterSet or restore Savepoint
-//! re-validates it.
+//! re-validates it. A valid session-mode Flink pipeline is deployed to its
+//! Flink cluster and followed there.
 
+pub mod session;
 pub mod validate;
 
 use std::future::Future;
 use std::sync::Arc;
 
+use futures::future::BoxFuture;
+use futures::FutureExt;
 use kube::core::DeserializeGuard;
 use kube::runtime::controller::Action;
 use kube::runtime::reflector::Store;
 use kube::runtime::Controller;
 
+use super::verdict::{Act, Outcome};
 use super::{drive, lookup, referrers, verdict, watch, Ctx, Kind, Shared};
 use crate::api::common::CommonStatus;
 use crate::api::kafka_cluster_set::KafkaClusterSet;
-use crate::api::pipeline::Pipeline;
+use crate::api::pipeline::{FlinkMode, Pipeline};
 use crate::api::savepoint::Savepoint;
 use crate::error::Error;
+use crate::flink::rest::RestFlink;
+use crate::flink::FlinkApi;
 use crate::validation::Referenced;
 use validate::PipelineRefs;
 
@@ -28,10 +35,36 @@ impl Kind for Pipeline {
     }
 }
 
-/// Caches of the kinds a Pipeline references.
+/// Caches of the kinds a Pipeline references, and the engines it runs on.
 pub struct Stores {
     sets: Store<DeserializeGuard<KafkaClusterSet>>,
     savepoints: Store<DeserializeGuard<Savepoint>>,
+    flink: Arc<dyn FlinkApi>,
+}
+
+/// Acts on one valid pipeline.
+struct RunPipeline<'c> {
+    stores: &'c Stores,
+}
+
+impl Act<Pipeline> for RunPipeline<'_> {
+    fn act<'a>(self, pipeline: &'a Pipeline) -> BoxFuture<'a, Result<Outcome, Error>>
+    where
+        Self: 'a,
+    {
+        async move {
+            match &pipeline.spec.engine.flink {
+                Some(flink) if flink.mode == FlinkMode::Session => {
+                    let stores = self.stores;
+                    session::run(&*stores.flink, &stores.savepoints, pipeline, flink).await
+                }
+                _ => Ok(Outcome::validated_only(
+                    "application-mode and consumer-engine Pipeline",
+                )),
+            }
+        }
+        .boxed()
+    }
 }
 
 /// What a cache lookup found, in the terms validation uses.
@@ -64,7 +97,9 @@ async fn reconcile(
             };
             validate::validate(&p.spec, &refs)
         },
-        verdict::ValidateOnly,
+        RunPipeline {
+            stores: &ctx.stores,
+        },
     )
     .await
 }
@@ -93,7 +128,11 @@ pub async fn run(shared: Arc<Shared>, shutdown: impl Future<Output = ()> + Send 
         });
     let ctx = Arc::new(Ctx {
         shared,
-        stores: Stores { sets, savepoints },
+        stores: Stores {
+            sets,
+            savepoints,
+            flink: Arc::new(RestFlink::default()),
+        },
     });
     drive(controller, ctx, reconcile, shutdown).await;
 }

@@ -1,22 +1,29 @@
 //! What happens to a Savepoint: its spec and pipeline are validated and the
-//! verdict recorded; a change to its Pipeline re-validates it.
+//! verdict recorded; a change to its Pipeline re-validates it. A valid Flink
+//! Savepoint is taken on its pipeline's running job.
 
+pub mod flink;
 pub mod validate;
 
 use std::future::Future;
 use std::sync::Arc;
 
+use futures::future::BoxFuture;
+use futures::FutureExt;
 use kube::core::DeserializeGuard;
 use kube::runtime::controller::Action;
 use kube::runtime::reflector::Store;
 use kube::runtime::Controller;
 
 use super::pipeline::referenced;
+use super::verdict::{Act, Outcome};
 use super::{drive, lookup, referrers, verdict, watch, Ctx, Kind, Shared};
 use crate::api::common::CommonStatus;
 use crate::api::pipeline::Pipeline;
-use crate::api::savepoint::Savepoint;
+use crate::api::savepoint::{Savepoint, SavepointType};
 use crate::error::Error;
+use crate::flink::rest::RestFlink;
+use crate::flink::FlinkApi;
 
 impl Kind for Savepoint {
     const CONTROLLER: &'static str = "savepoint";
@@ -25,18 +32,52 @@ impl Kind for Savepoint {
     }
 }
 
+/// The pipelines Savepoints belong to, and the engine that takes them.
+pub struct Stores {
+    pipelines: Store<DeserializeGuard<Pipeline>>,
+    flink: Arc<dyn FlinkApi>,
+}
+
+/// Acts on one valid Savepoint.
+struct TakeSavepoint<'c> {
+    stores: &'c Stores,
+}
+
+impl Act<Savepoint> for TakeSavepoint<'_> {
+    fn act<'a>(self, savepoint: &'a Savepoint) -> BoxFuture<'a, Result<Outcome, Error>>
+    where
+        Self: 'a,
+    {
+        async move {
+            if savepoint.spec.type_ != SavepointType::Flink {
+                return Ok(Outcome::validated_only("offsets Savepoint"));
+            }
+            let found = lookup(
+                &self.stores.pipelines,
+                savepoint,
+                &savepoint.spec.pipeline_ref,
+            );
+            let pipeline = found.as_deref().and_then(|guard| guard.0.as_ref().ok());
+            flink::take(&*self.stores.flink, savepoint, pipeline).await
+        }
+        .boxed()
+    }
+}
+
 async fn reconcile(
     savepoint: Arc<DeserializeGuard<Savepoint>>,
-    ctx: Arc<Ctx<Store<DeserializeGuard<Pipeline>>>>,
+    ctx: Arc<Ctx<Stores>>,
 ) -> Result<Action, Error> {
     verdict::reconcile(
         &ctx.shared,
         &savepoint,
         |s| {
-            let pipeline = lookup(&ctx.stores, s, &s.spec.pipeline_ref);
+            let pipeline = lookup(&ctx.stores.pipelines, s, &s.spec.pipeline_ref);
             validate::validate(&s.spec, &referenced(&pipeline))
         },
-        verdict::ValidateOnly,
+        TakeSavepoint {
+            stores: &ctx.stores,
+        },
     )
     .await
 }
@@ -54,7 +95,10 @@ pub async fn run(shared: Arc<Shared>, shutdown: impl Future<Output = ()> + Send 
         });
     let ctx = Arc::new(Ctx {
         shared,
-        stores: pipelines,
+        stores: Stores {
+            pipelines,
+            flink: Arc::new(RestFlink::default()),
+        },
     });
     drive(controller, ctx, reconcile, shutdown).await;
 }

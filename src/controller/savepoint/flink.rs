@@ -1,0 +1,232 @@
+//! Taking a Flink savepoint for a Savepoint resource: trigger it on the
+//! pipeline's running job, follow the trigger until Flink says where the
+//! savepoint is or why it failed, and retry up to `backoffLimit` times. A
+//! Savepoint with `path` registers a savepoint that already exists.
+
+use std::time::Duration;
+
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use k8s_openapi::jiff::Timestamp;
+
+use crate::api::pipeline::{FlinkMode, Pipeline};
+use crate::api::savepoint::{Savepoint, SavepointPhase, SavepointStatus};
+use crate::conditions::READY;
+use crate::controller::verdict::{own_fields, Outcome, Requeue, Wanted};
+use crate::error::Error;
+use crate::flink::{FlinkApi, Operation};
+
+/// How often a savepoint in progress is looked at.
+const IN_PROGRESS_RECHECK: Duration = Duration::from_secs(2);
+/// How often a savepoint waiting for its pipeline's job looks again.
+const WAITING_RECHECK: Duration = Duration::from_secs(10);
+
+/// Where the job to snapshot runs.
+struct Target {
+    url: String,
+    job: String,
+    directory: Option<String>,
+}
+
+/// Advances one Flink Savepoint by at most one step.
+pub async fn take(
+    flink_api: &dyn FlinkApi,
+    savepoint: &Savepoint,
+    pipeline: Option<&Pipeline>,
+) -> Result<Outcome, Error> {
+    let mut status = savepoint.status.clone().unwrap_or_default();
+    match status.phase {
+        Some(SavepointPhase::Completed) => {
+            let location = status.location.clone().unwrap_or_default();
+            return match savepoint.spec.path {
+                Some(_) => registered(&status, &location),
+                None => done(
+                    &status,
+                    "True",
+                    "SavepointCompleted",
+                    format!("the savepoint is at {location}"),
+                ),
+            };
+        }
+        Some(SavepointPhase::Failed) => {
+            let error = status.error.clone().unwrap_or_default();
+            return done(&status, "False", "SavepointFailed", error);
+        }
+        _ => {}
+    }
+    if let Some(path) = &savepoint.spec.path {
+        status.phase = Some(SavepointPhase::Completed);
+        status.location = Some(path.clone());
+        status.completion_time = Some(Time(Timestamp::now()));
+        return registered(&status, path);
+    }
+    let target = match target(savepoint, pipeline) {
+        Ok(target) => target,
+        Err(message) => {
+            status.phase = Some(SavepointPhase::Pending);
+            let ready = Wanted::new(READY, "False", "PipelineNotRunning", message);
+            return outcome(&status, ready, Requeue::After(WAITING_RECHECK));
+        }
+    };
+    if status.phase == Some(SavepointPhase::InProgress) {
+        if let Some(trigger) = status.trigger_id.clone() {
+            return follow(flink_api, &target, &trigger, savepoint, status).await;
+        }
+    }
+    match flink_api
+        .trigger_savepoint(&target.url, &target.job, target.directory.as_deref(), false)
+        .await
+    {
+        Ok(trigger) => {
+            status.phase = Some(SavepointPhase::InProgress);
+            status.trigger_id = Some(trigger.clone());
+            status.trigger_time = Some(Time(Timestamp::now()));
+            let ready = Wanted::new(
+                READY,
+                "Unknown",
+                "SavepointInProgress",
+                format!("Flink took trigger {trigger} for job {}", target.job),
+            );
+            outcome(&status, ready, Requeue::After(IN_PROGRESS_RECHECK))
+        }
+        Err(error) => failed_attempt(savepoint, status, error.to_string()),
+    }
+}
+
+/// Reads where a triggered savepoint stands.
+async fn follow(
+    flink_api: &dyn FlinkApi,
+    target: &Target,
+    trigger: &str,
+    savepoint: &Savepoint,
+    mut status: SavepointStatus,
+) -> Result<Outcome, Error> {
+    match flink_api
+        .savepoint_status(&target.url, &target.job, trigger)
+        .await
+    {
+        Ok(Operation::InProgress) => {
+            let ready = Wanted::new(
+                READY,
+                "Unknown",
+                "SavepointInProgress",
+                format!(
+                    "Flink is taking the savepoint of job {} (trigger {trigger})",
+                    target.job
+                ),
+            );
+            outcome(&status, ready, Requeue::After(IN_PROGRESS_RECHECK))
+        }
+        Ok(Operation::Completed(location)) => {
+            status.phase = Some(SavepointPhase::Completed);
+            status.location.clone_from(&location);
+            status.completion_time = Some(Time(Timestamp::now()));
+            status.error = None;
+            let location = location.unwrap_or_default();
+            done(
+                &status,
+                "True",
+                "SavepointCompleted",
+                format!("the savepoint is at {location}"),
+            )
+        }
+        Ok(Operation::Failed(words)) => failed_attempt(savepoint, status, words),
+        Err(error) => {
+            let ready = Wanted::new(READY, "Unknown", error.reason(), error.to_string());
+            outcome(&status, ready, Requeue::Backoff)
+        }
+    }
+}
+
+/// Counts a failed attempt: tried again until `backoffLimit` is used up.
+fn failed_attempt(
+    savepoint: &Savepoint,
+    mut status: SavepointStatus,
+    error: String,
+) -> Result<Outcome, Error> {
+    status.failures += 1;
+    status.error = Some(error.clone());
+    status.trigger_id = None;
+    if status.failures > savepoint.spec.backoff_limit {
+        status.phase = Some(SavepointPhase::Failed);
+        status.completion_time = Some(Time(Timestamp::now()));
+        return done(&status, "False", "SavepointFailed", error);
+    }
+    status.phase = Some(SavepointPhase::Pending);
+    let ready = Wanted::new(
+        READY,
+        "False",
+        "SavepointRetrying",
+        format!(
+            "attempt {} of {} failed: {error}",
+            status.failures,
+            savepoint.spec.backoff_limit + 1
+        ),
+    );
+    outcome(&status, ready, Requeue::Backoff)
+}
+
+/// The running job to snapshot, or why there is none.
+fn target(savepoint: &Savepoint, pipeline: Option<&Pipeline>) -> Result<Target, String> {
+    let name = &savepoint.spec.pipeline_ref;
+    let pipeline = pipeline.ok_or_else(|| format!("Pipeline `{name}` is not there"))?;
+    let flink = pipeline
+        .spec
+        .engine
+        .flink
+        .as_ref()
+        .filter(|f| f.mode == FlinkMode::Session)
+        .ok_or_else(|| {
+            format!("Pipeline `{name}` is not a session-mode Flink job, the only kind this operator version snapshots")
+        })?;
+    let job = pipeline
+        .status
+        .as_ref()
+        .filter(|s| s.phase.as_deref() == Some("Running"))
+        .and_then(|s| s.job.as_ref())
+        .filter(|j| j.submitted)
+        .and_then(|j| j.id.clone())
+        .ok_or_else(|| format!("Pipeline `{name}` has no running job yet"))?;
+    let directory = savepoint.spec.target_directory.clone().or_else(|| {
+        pipeline
+            .spec
+            .savepoints
+            .as_ref()
+            .and_then(|p| p.target_directory.clone())
+    });
+    Ok(Target {
+        url: flink.session_url.clone().unwrap_or_default(),
+        job,
+        directory,
+    })
+}
+
+fn registered(status: &SavepointStatus, path: &str) -> Result<Outcome, Error> {
+    done(
+        status,
+        "True",
+        "SavepointRegistered",
+        format!("an existing savepoint at {path}"),
+    )
+}
+
+/// A final phase: nothing more to do until the spec changes.
+fn done(
+    status: &SavepointStatus,
+    ready: &'static str,
+    reason: &str,
+    message: String,
+) -> Result<Outcome, Error> {
+    outcome(
+        status,
+        Wanted::new(READY, ready, reason, message),
+        Requeue::OnChange,
+    )
+}
+
+fn outcome(status: &SavepointStatus, ready: Wanted, requeue: Requeue) -> Result<Outcome, Error> {
+    Ok(Outcome {
+        conditions: vec![ready],
+        fields: own_fields(serde_json::to_value(status)?),
+        requeue,
+    })
+}
