@@ -403,6 +403,41 @@ pub struct PipelineStatus {
     /// Records behind, over all inputs.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub total_lag_records: Option<i64>,
+    /// A change of the running job under way (an upgrade, a suspension, a
+    /// restart), recorded before each step so that a restarted operator
+    /// finishes it with the same savepoint.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub transition: Option<Transition>,
+}
+
+/// A change of the running job: stop it (with a savepoint, a cancel, or
+/// after noting its latest checkpoint, by upgrade mode), then deploy the
+/// new spec from that state, or stay suspended.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Transition {
+    /// Hash of the engine settings being deployed.
+    pub to_hash: String,
+    /// The spec generation it was started for; a failed change is tried
+    /// again once the spec changes.
+    pub generation: i64,
+    /// How the old job is stopped.
+    pub mode: UpgradeMode,
+    /// Whether the job stays stopped (`state: suspended`).
+    #[serde(default)]
+    pub suspend: bool,
+    /// The savepoint trigger id, chosen before triggering.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub trigger_id: Option<String>,
+    /// Whether the old job has stopped.
+    #[serde(default)]
+    pub stopped: bool,
+    /// The state the next job starts from.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub restore_from: Option<String>,
+    /// Why the change stopped, when it did; it is not retried for the same generation.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
 }
 
 /// The job as the engine reports it.

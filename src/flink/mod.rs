@@ -139,16 +139,18 @@ pub trait FlinkApi: Send + Sync {
         url: &'a str,
         job: &'a str,
     ) -> BoxFuture<'a, Result<Option<String>, FlinkError>>;
-    /// Triggers a savepoint (the cluster's default directory when
-    /// `directory` is `None`), stopping the job with it when `stop`; the
-    /// trigger id.
+    /// Triggers a savepoint under `trigger` (an id chosen by the caller, so
+    /// that a trigger repeated after a crash is the same savepoint) into
+    /// `directory` (the cluster's default when `None`), stopping the job
+    /// with it when `stop`.
     fn trigger_savepoint<'a>(
         &'a self,
         url: &'a str,
         job: &'a str,
+        trigger: &'a str,
         directory: Option<&'a str>,
         stop: bool,
-    ) -> BoxFuture<'a, Result<String, FlinkError>>;
+    ) -> BoxFuture<'a, Result<(), FlinkError>>;
     /// Where a triggered savepoint stands.
     fn savepoint_status<'a>(
         &'a self,
@@ -197,9 +199,10 @@ pub fn failure_words(stack_trace: &str) -> String {
     }
 }
 
-/// A job id (32 hex digits) that depends only on `seed`: the same
-/// deployment always asks for the same id.
-pub fn job_id(seed: &str) -> String {
+/// A Flink id (32 hex digits, as job and trigger ids are) that depends
+/// only on `seed`: the same deployment or savepoint always asks for the
+/// same id.
+pub fn flink_id(seed: &str) -> String {
     use sha2::{Digest, Sha256};
     let digest = Sha256::digest(seed.as_bytes());
     digest[..16].iter().map(|b| format!("{b:02x}")).collect()
@@ -221,10 +224,10 @@ mod tests {
 
     #[test]
     fn job_ids_are_stable_flink_ids() {
-        let id = job_id("uid-1/1");
+        let id = flink_id("uid-1/1");
         assert_eq!(id.len(), 32);
         assert!(id.chars().all(|c| c.is_ascii_hexdigit()));
-        assert_eq!(id, job_id("uid-1/1"));
-        assert_ne!(id, job_id("uid-1/2"));
+        assert_eq!(id, flink_id("uid-1/1"));
+        assert_ne!(id, flink_id("uid-1/2"));
     }
 }

@@ -201,25 +201,33 @@ impl RestFlink {
         &self,
         url: &str,
         job: &str,
+        trigger: &str,
         directory: Option<&str>,
         stop: bool,
-    ) -> Result<String, FlinkError> {
+    ) -> Result<(), FlinkError> {
         let (path, body) = if stop {
             (
                 format!("/jobs/{job}/stop"),
-                json!({"targetDirectory": directory, "drain": false}),
+                json!({"targetDirectory": directory, "drain": false, "triggerId": trigger}),
             )
         } else {
             (
                 format!("/jobs/{job}/savepoints"),
-                json!({"target-directory": directory, "cancel-job": false}),
+                json!({"target-directory": directory, "cancel-job": false, "triggerId": trigger}),
             )
         };
         let answer = self
             .call(Method::POST, url, &path, Some(body))
             .await
             .map_err(|e| not_found_as_missing(e, job))?;
-        Ok(parse::<Triggered>(answer, "POST savepoint")?.request_id)
+        let taken = parse::<Triggered>(answer, "POST savepoint")?.request_id;
+        if taken != trigger {
+            return Err(FlinkError::Unexpected {
+                call: format!("POST {path}"),
+                message: format!("Flink took trigger {taken}, not {trigger}"),
+            });
+        }
+        Ok(())
     }
 
     async fn operation(&self, url: &str, path: &str) -> Result<Operation, FlinkError> {
@@ -308,10 +316,12 @@ impl FlinkApi for RestFlink {
         &'a self,
         url: &'a str,
         job: &'a str,
+        trigger: &'a str,
         directory: Option<&'a str>,
         stop: bool,
-    ) -> BoxFuture<'a, Result<String, FlinkError>> {
-        self.trigger_inner(url, job, directory, stop).boxed()
+    ) -> BoxFuture<'a, Result<(), FlinkError>> {
+        self.trigger_inner(url, job, trigger, directory, stop)
+            .boxed()
     }
 
     fn savepoint_status<'a>(

@@ -13,14 +13,15 @@ use kube::ResourceExt;
 use sha2::{Digest, Sha256};
 
 use crate::api::pipeline::{
-    FlinkEngine, HistoryEntry, JobStatus, Pipeline, PipelineStatus, RestoreFrom,
+    FlinkEngine, HistoryEntry, JobState, JobStatus, Pipeline, PipelineStatus, RestoreFrom,
+    Transition, UpgradeMode,
 };
 use crate::api::savepoint::{Savepoint, SavepointPhase};
 use crate::conditions::READY;
 use crate::controller::lookup;
 use crate::controller::verdict::{own_fields, Outcome, Requeue, Wanted};
 use crate::error::Error;
-use crate::flink::{job_id, FlinkApi, FlinkError, JobOverview, Submission};
+use crate::flink::{flink_id, FlinkApi, FlinkError, JobOverview, Operation, Submission};
 
 /// How often a running job's state is read again.
 const FOLLOW_EVERY: Duration = Duration::from_secs(15);
@@ -29,48 +30,140 @@ const STARTING_RECHECK: Duration = Duration::from_secs(2);
 /// Deployments kept in the status history.
 const HISTORY: usize = 10;
 
-/// Deploys and follows one session-mode pipeline.
+/// What one reconcile of a session-mode pipeline works with.
+struct Session<'a> {
+    flink_api: &'a dyn FlinkApi,
+    pipeline: &'a Pipeline,
+    flink: &'a FlinkEngine,
+    url: String,
+    uid: String,
+    status: PipelineStatus,
+}
+
+/// Deploys and follows one session-mode pipeline, and carries out its
+/// upgrades, suspension and resumption one persisted step at a time.
 pub async fn run(
     flink_api: &dyn FlinkApi,
     savepoints: &Store<DeserializeGuard<Savepoint>>,
     pipeline: &Pipeline,
     flink: &FlinkEngine,
 ) -> Result<Outcome, Error> {
-    let url = flink.session_url.clone().unwrap_or_default();
-    let mut status = pipeline.status.clone().unwrap_or_default();
-    let mut job = status.job.clone().unwrap_or_default();
-    let Some(id) = job.id.clone() else {
-        let uid = pipeline
+    let mut session = Session {
+        flink_api,
+        pipeline,
+        flink,
+        url: flink.session_url.clone().unwrap_or_default(),
+        uid: pipeline
             .uid()
-            .ok_or(Error::MissingObjectField("metadata.uid"))?;
-        let deployment = job.deployment.unwrap_or(0) + 1;
-        let id = job_id(&format!("{uid}/{deployment}"));
-        status.job = Some(JobStatus {
+            .ok_or(Error::MissingObjectField("metadata.uid"))?,
+        status: pipeline.status.clone().unwrap_or_default(),
+    };
+    let desired = engine_hash(flink, pipeline.spec.restart_nonce)?;
+    let job = session.status.job.clone().unwrap_or_default();
+    let Some(id) = job.id.clone() else {
+        return session.new_job(&desired, None);
+    };
+    if !job.submitted {
+        let restore = match &session.status.transition {
+            Some(transition) => transition.restore_from.clone(),
+            None => match restore_path(pipeline, savepoints) {
+                Ok(restore) => restore,
+                Err(message) => {
+                    let ready = Wanted::new(READY, "False", "RestoreStateNotReady", message);
+                    return outcome(&session.status, ready, Requeue::Backoff);
+                }
+            },
+        };
+        if let Err(error) = session.submit(&id, restore).await {
+            return refused(&session.status, &error);
+        }
+    }
+    let suspend = pipeline.spec.state == JobState::Suspended;
+    let generation = pipeline.metadata.generation.unwrap_or_default();
+    let transition = match session.status.transition.take() {
+        // Given up for this spec: wait for another.
+        Some(t) if t.error.is_some() && t.generation == generation => Some(t),
+        Some(t) if t.error.is_some() => None,
+        Some(t) => Some(t),
+        None => {
+            let deployed = job.spec_hash.as_deref() == Some(desired.as_str());
+            if deployed && !suspend {
+                None
+            } else {
+                let mode = if suspend {
+                    UpgradeMode::Savepoint
+                } else {
+                    pipeline.spec.upgrade_mode
+                };
+                let deployment = job.deployment.unwrap_or(1);
+                session.status.transition = Some(Transition {
+                    trigger_id: (mode == UpgradeMode::Savepoint).then(|| {
+                        flink_id(&format!("{}/{deployment}/{desired}/{suspend}", session.uid))
+                    }),
+                    to_hash: desired,
+                    generation,
+                    mode,
+                    suspend,
+                    stopped: false,
+                    restore_from: None,
+                    error: None,
+                });
+                let what = if suspend { "Suspending" } else { "Upgrading" };
+                session.status.phase = Some(what.into());
+                let ready = Wanted::new(
+                    READY,
+                    "Unknown",
+                    what,
+                    format!("job {id} is being stopped ({} mode)", mode_name(mode)),
+                );
+                return outcome(
+                    &session.status,
+                    ready,
+                    Requeue::After(Duration::from_secs(1)),
+                );
+            }
+        }
+    };
+    match transition {
+        Some(transition) if transition.error.is_none() => {
+            session.step(&id, transition, suspend, &desired).await
+        }
+        Some(transition) => {
+            let error = transition.error.clone().unwrap_or_default();
+            session.status.transition = Some(transition);
+            session.follow_job(&id, Some(error)).await
+        }
+        None => session.follow_job(&id, None).await,
+    }
+}
+
+impl Session<'_> {
+    /// Chooses and records the next job's id, to be submitted by the next reconcile.
+    fn new_job(&mut self, hash: &str, previous: Option<i64>) -> Result<Outcome, Error> {
+        let deployment = previous.unwrap_or(0) + 1;
+        let id = flink_id(&format!("{}/{deployment}", self.uid));
+        self.status.job = Some(JobStatus {
             id: Some(id.clone()),
             state: None,
             deployment: Some(deployment),
             submitted: false,
-            spec_hash: Some(engine_hash(flink)?),
+            spec_hash: Some(hash.to_string()),
         });
-        status.phase = Some("Deploying".into());
+        self.status.phase = Some("Deploying".into());
         let ready = Wanted::new(
             READY,
             "Unknown",
             "Deploying",
-            format!("job {id} is being submitted to {url}"),
+            format!("job {id} is being submitted to {}", self.url),
         );
-        return outcome(&status, ready, Requeue::After(Duration::from_secs(1)));
-    };
-    if !job.submitted {
-        let restore = match restore_path(pipeline, savepoints) {
-            Ok(restore) => restore,
-            Err(message) => {
-                let ready = Wanted::new(READY, "False", "RestoreStateNotReady", message);
-                return outcome(&status, ready, Requeue::Backoff);
-            }
-        };
+        outcome(&self.status, ready, Requeue::After(Duration::from_secs(1)))
+    }
+
+    /// Submits the recorded job; one Flink already has counts as submitted.
+    async fn submit(&mut self, id: &str, restore: Option<String>) -> Result<(), FlinkError> {
+        let flink = self.flink;
         let submission = Submission {
-            job_id: id.clone(),
+            job_id: id.to_string(),
             jar_uri: flink.jar_uri.clone(),
             entry_class: flink.entry_class.clone(),
             args: flink.args.clone(),
@@ -78,37 +171,210 @@ pub async fn run(
             savepoint_path: restore.clone(),
             allow_non_restored_state: flink.allow_non_restored_state,
         };
-        match flink_api.submit(&url, &submission).await {
+        match self.flink_api.submit(&self.url, &submission).await {
             Ok(_) => {}
             Err(error) if error.is_duplicate_submission() => {}
-            Err(error) => return refused(&status, &error),
+            Err(error) => return Err(error),
         }
-        job.submitted = true;
-        status.restored_from.clone_from(&restore);
-        status.history.insert(
+        let event = match self.status.transition.take() {
+            None => "Deployed",
+            Some(t) if t.suspend => "Resumed",
+            Some(_) => "Upgraded",
+        };
+        if let Some(job) = self.status.job.as_mut() {
+            job.submitted = true;
+        }
+        self.status.restored_from.clone_from(&restore);
+        self.status.history.insert(
             0,
             HistoryEntry {
-                generation: pipeline.metadata.generation.unwrap_or_default(),
-                event: "Deployed".into(),
+                generation: self.pipeline.metadata.generation.unwrap_or_default(),
+                event: event.into(),
                 restored_from: restore,
                 time: Time(Timestamp::now()),
             },
         );
-        status.history.truncate(HISTORY);
+        self.status.history.truncate(HISTORY);
+        Ok(())
     }
-    let (phase, ready, requeue) = match flink_api.job(&url, &id).await {
-        Ok(overview) => {
-            job.state = Some(overview.state.clone());
-            follow(flink_api, &url, &id, &overview).await
+
+    /// One step of a transition: stop the old job the way its mode says,
+    /// then deploy the new one from the state it left, or stay suspended.
+    async fn step(
+        &mut self,
+        id: &str,
+        mut transition: Transition,
+        suspend: bool,
+        desired: &str,
+    ) -> Result<Outcome, Error> {
+        if transition.stopped {
+            if suspend {
+                self.status.transition = Some(transition);
+                return self.suspended();
+            }
+            // An upgrade deploys what it was started for; a resumption
+            // deploys the spec as it is now.
+            let hash = if transition.suspend {
+                desired.to_string()
+            } else {
+                transition.to_hash.clone()
+            };
+            let previous = self.status.job.as_ref().and_then(|j| j.deployment);
+            self.status.transition = Some(transition);
+            return self.new_job(&hash, previous);
         }
-        Err(error) => {
-            status.job = Some(job);
-            return refused(&status, &error);
+        let stopping = match transition.mode {
+            UpgradeMode::Savepoint => self.stop_with_savepoint(id, &mut transition).await,
+            UpgradeMode::Stateless => self.cancel(id).await,
+            UpgradeMode::LastState if transition.restore_from.is_none() => {
+                match self.flink_api.checkpoints(&self.url, id).await {
+                    Ok(checkpoints) => match checkpoints.latest {
+                        Some(latest) => {
+                            transition.restore_from = Some(latest);
+                            Ok(false)
+                        }
+                        None => Err("the job has no completed checkpoint or savepoint to go on from; use upgradeMode savepoint or stateless".to_string()),
+                    },
+                    Err(error) => Err(error.to_string()),
+                }
+            }
+            UpgradeMode::LastState => self.cancel(id).await,
+        };
+        let waiting = match stopping {
+            Ok(stopped) => {
+                transition.stopped = stopped;
+                Requeue::After(if stopped {
+                    Duration::from_secs(1)
+                } else {
+                    STARTING_RECHECK
+                })
+            }
+            Err(error) => {
+                transition.error = Some(error.clone());
+                self.status.transition = Some(transition);
+                return self.follow_job(id, Some(error)).await;
+            }
+        };
+        let what = if suspend { "Suspending" } else { "Upgrading" };
+        let message = match &transition.restore_from {
+            Some(state) => format!("job {id} is stopping; the next job starts from {state}"),
+            None => format!("job {id} is stopping ({} mode)", mode_name(transition.mode)),
+        };
+        self.status.transition = Some(transition);
+        self.status.phase = Some(what.into());
+        outcome(
+            &self.status,
+            Wanted::new(READY, "Unknown", what, message),
+            waiting,
+        )
+    }
+
+    /// Stops the job with a savepoint under the recorded trigger id; whether it is done.
+    async fn stop_with_savepoint(
+        &self,
+        id: &str,
+        transition: &mut Transition,
+    ) -> Result<bool, String> {
+        let trigger = transition.trigger_id.clone().unwrap_or_default();
+        let directory = self
+            .pipeline
+            .spec
+            .savepoints
+            .as_ref()
+            .and_then(|p| p.target_directory.as_deref());
+        self.flink_api
+            .trigger_savepoint(&self.url, id, &trigger, directory, true)
+            .await
+            .map_err(|e| format!("stopping job {id} with a savepoint failed: {e}"))?;
+        match self
+            .flink_api
+            .savepoint_status(&self.url, id, &trigger)
+            .await
+        {
+            Ok(Operation::InProgress) => Ok(false),
+            Ok(Operation::Completed(location)) => {
+                transition.restore_from = location;
+                Ok(true)
+            }
+            Ok(Operation::Failed(words)) => Err(format!(
+                "the savepoint to stop job {id} with failed, so the job was not stopped: {words}"
+            )),
+            Err(error) => Err(format!(
+                "the savepoint of job {id} could not be followed: {error}"
+            )),
         }
-    };
-    status.job = Some(job);
-    status.phase = Some(phase.into());
-    outcome(&status, ready, requeue)
+    }
+
+    /// Cancels the job; whether it has stopped.
+    async fn cancel(&self, id: &str) -> Result<bool, String> {
+        match self.flink_api.job(&self.url, id).await {
+            Ok(job) if matches!(job.state.as_str(), "CANCELED" | "FAILED" | "FINISHED") => Ok(true),
+            Err(FlinkError::JobNotFound(_)) => Ok(true),
+            Ok(job) if job.state == "CANCELLING" => Ok(false),
+            Ok(_) => self
+                .flink_api
+                .cancel(&self.url, id)
+                .await
+                .map(|()| false)
+                .map_err(|e| format!("cancelling job {id} failed: {e}")),
+            Err(error) => Err(error.to_string()),
+        }
+    }
+
+    fn suspended(&mut self) -> Result<Outcome, Error> {
+        self.status.phase = Some("Suspended".into());
+        let state = self
+            .status
+            .transition
+            .as_ref()
+            .and_then(|t| t.restore_from.clone())
+            .unwrap_or_default();
+        if let Some(job) = self.status.job.as_mut() {
+            job.state = Some("FINISHED".into());
+        }
+        let ready = Wanted::new(
+            READY,
+            "True",
+            "Suspended",
+            format!("the job is stopped; it resumes from {state} when `state` is running"),
+        );
+        outcome(&self.status, ready, Requeue::OnChange)
+    }
+
+    /// Reads the job's state and reports it, with the reason a transition stopped if one did.
+    async fn follow_job(
+        &mut self,
+        id: &str,
+        stopped_change: Option<String>,
+    ) -> Result<Outcome, Error> {
+        let (phase, mut ready, requeue) = match self.flink_api.job(&self.url, id).await {
+            Ok(overview) => {
+                if let Some(job) = self.status.job.as_mut() {
+                    job.state = Some(overview.state.clone());
+                }
+                follow(self.flink_api, &self.url, id, &overview).await
+            }
+            Err(error) => return refused(&self.status, &error),
+        };
+        if let Some(error) = stopped_change {
+            ready = Wanted::new(
+                READY,
+                "False",
+                "UpgradeFailed",
+                format!("{error}; {}", ready.message),
+            );
+        }
+        self.status.phase = Some(phase.into());
+        outcome(&self.status, ready, requeue)
+    }
+}
+
+fn mode_name(mode: UpgradeMode) -> &'static str {
+    match mode {
+        UpgradeMode::Stateless => "stateless",
+        UpgradeMode::Savepoint => "savepoint",
+        UpgradeMode::LastState => "last-state",
+    }
 }
 
 /// Phase, Ready condition and next look for a job as Flink reports it.
@@ -201,9 +467,9 @@ fn restore_path(
     }
 }
 
-/// A hash of the engine settings a deployment runs with.
-pub fn engine_hash(flink: &FlinkEngine) -> Result<String, Error> {
-    let digest = Sha256::digest(serde_json::to_vec(flink)?);
+/// A hash of the engine settings a deployment runs with, and the restart nonce.
+pub fn engine_hash(flink: &FlinkEngine, restart_nonce: Option<i64>) -> Result<String, Error> {
+    let digest = Sha256::digest(serde_json::to_vec(&(flink, restart_nonce))?);
     Ok(digest[..8].iter().map(|b| format!("{b:02x}")).collect())
 }
 

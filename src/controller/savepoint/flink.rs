@@ -13,7 +13,7 @@ use crate::api::savepoint::{Savepoint, SavepointPhase, SavepointStatus};
 use crate::conditions::READY;
 use crate::controller::verdict::{own_fields, Outcome, Requeue, Wanted};
 use crate::error::Error;
-use crate::flink::{FlinkApi, Operation};
+use crate::flink::{flink_id, FlinkApi, Operation};
 
 /// How often a savepoint in progress is looked at.
 const IN_PROGRESS_RECHECK: Duration = Duration::from_secs(2);
@@ -72,11 +72,25 @@ pub async fn take(
             return follow(flink_api, &target, &trigger, savepoint, status).await;
         }
     }
+    // The trigger id depends on the attempt alone: a trigger repeated after
+    // a crash is the same savepoint to Flink.
+    let uid = savepoint
+        .metadata
+        .uid
+        .as_deref()
+        .ok_or(Error::MissingObjectField("metadata.uid"))?;
+    let trigger = flink_id(&format!("{uid}/{}", status.failures));
     match flink_api
-        .trigger_savepoint(&target.url, &target.job, target.directory.as_deref(), false)
+        .trigger_savepoint(
+            &target.url,
+            &target.job,
+            &trigger,
+            target.directory.as_deref(),
+            false,
+        )
         .await
     {
-        Ok(trigger) => {
+        Ok(()) => {
             status.phase = Some(SavepointPhase::InProgress);
             status.trigger_id = Some(trigger.clone());
             status.trigger_time = Some(Time(Timestamp::now()));
