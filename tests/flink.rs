@@ -261,3 +261,165 @@ async fn flink_and_jar_server_refusals_become_conditions_in_their_own_words() {
     .await;
     operator.assert_log_clean();
 }
+
+/// Patches the pipeline's spec with `patch` (a merge patch).
+async fn patch(client: &Client, ns: &str, name: &str, patch: Value) {
+    kappa_api(client, ns, "Pipeline")
+        .patch(
+            name,
+            &kube::api::PatchParams::default(),
+            &kube::api::Patch::Merge(&json!({ "spec": patch })),
+        )
+        .await
+        .expect("pipeline patched");
+}
+
+/// Waits until the pipeline runs a job newer than `old` after `event`; its id.
+async fn redeployed(client: &Client, ns: &str, name: &str, old: &str, event: &str) -> String {
+    let deadline = std::time::Instant::now() + JOB_STARTS_WITHIN;
+    loop {
+        let status = status(client, ns, "Pipeline", name).await;
+        let job = status["job"]["id"].as_str().unwrap_or_default().to_string();
+        let ready = status["conditions"]
+            .as_array()
+            .and_then(|c| c.iter().find(|c| c["type"] == "Ready"))
+            .map(|c| c["reason"].clone());
+        if job != old
+            && status["history"][0]["event"] == event
+            && ready == Some(json!("JobRunning"))
+        {
+            return job;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{name} not {event} within {JOB_STARTS_WITHIN:?}: {status}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// Where Flink says the job was restored from, and whether that is a savepoint.
+async fn restored_from(flink: &Flink, job: &str) -> (Option<String>, Option<bool>) {
+    let restored =
+        flink.get(&format!("/jobs/{job}/checkpoints")).await["latest"]["restored"].clone();
+    (
+        restored["external_path"].as_str().map(String::from),
+        restored["is_savepoint"].as_bool(),
+    )
+}
+
+/// Waits until Flink has completed a checkpoint of `job`.
+async fn checkpointed(flink: &Flink, job: &str) {
+    for _ in 0..300 {
+        let counts = flink.get(&format!("/jobs/{job}/checkpoints")).await["counts"].clone();
+        if counts["completed"].as_i64().unwrap_or(0) > 0 {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    panic!("job {job} completed no checkpoint within a minute");
+}
+
+#[tokio::test]
+async fn upgrades_suspension_and_last_state_carry_the_job_state() {
+    let flink = flink();
+    let operator = operator();
+    let (client, ns) = namespace("lifecycle").await;
+    create(
+        &client,
+        &ns,
+        session_pipeline("job", &engine(&flink.rest, &flink.job_jar, &["50"])),
+    )
+    .await
+    .expect("pipeline");
+    let first = running(&client, &ns, "job").await;
+
+    // A parallelism change with upgradeMode savepoint: stop with a savepoint, restore from it.
+    patch(
+        &client,
+        &ns,
+        "job",
+        json!({"engine": {"flink": {"parallelism": 2}}}),
+    )
+    .await;
+    let second = redeployed(&client, &ns, "job", &first, "Upgraded").await;
+    let recorded = status(&client, &ns, "Pipeline", "job").await["restoredFrom"].clone();
+    let (path, savepoint) = restored_from(flink, &second).await;
+    println!("upgraded {first} -> {second} from {path:?}");
+    assert_eq!(Some(json!(path.clone())), Some(recorded));
+    assert_eq!(savepoint, Some(true), "restored from a savepoint");
+    assert!(on_disk(&path.expect("a path")).join("_metadata").is_file());
+    assert_eq!(
+        flink.job_state(&first).await,
+        "FINISHED",
+        "stopped with a savepoint"
+    );
+    assert_eq!(
+        flink.get(&format!("/jobs/{second}")).await["vertices"][0]["parallelism"],
+        2
+    );
+
+    // Suspend: stopped with a savepoint; resume: restored from that savepoint.
+    patch(&client, &ns, "job", json!({"state": "suspended"})).await;
+    let suspended = wait_for_ready(&client, &ns, "Pipeline", "job", JOB_STARTS_WITHIN, |c| {
+        c.reason == "Suspended"
+    })
+    .await;
+    println!("suspended: {}", suspended.message);
+    assert_eq!(flink.job_state(&second).await, "FINISHED");
+    let kept = status(&client, &ns, "Pipeline", "job").await["transition"]["restoreFrom"].clone();
+    patch(&client, &ns, "job", json!({"state": "running"})).await;
+    let third = redeployed(&client, &ns, "job", &second, "Resumed").await;
+    let (path, savepoint) = restored_from(flink, &third).await;
+    assert_eq!(
+        Some(json!(path)),
+        Some(kept),
+        "resumed from the suspension's savepoint"
+    );
+    assert_eq!(savepoint, Some(true));
+
+    // last-state: the latest checkpoint, taken over by the restarted job.
+    checkpointed(flink, &third).await;
+    patch(
+        &client,
+        &ns,
+        "job",
+        json!({"upgradeMode": "last-state", "restartNonce": 1}),
+    )
+    .await;
+    let fourth = redeployed(&client, &ns, "job", &third, "Upgraded").await;
+    let (path, _) = restored_from(flink, &fourth).await;
+    println!("last-state {third} -> {fourth} from {path:?}");
+    // Flink calls any state given at submission a savepoint; the path says it is a checkpoint.
+    let checkpoint = format!("/checkpoints/{third}/chk-");
+    assert!(
+        path.as_deref().is_some_and(|p| p.contains(&checkpoint)),
+        "a checkpoint of {third}: {path:?}"
+    );
+    assert_eq!(flink.job_state(&third).await, "CANCELED");
+
+    // A savepoint Flink cannot write stops the upgrade; the job runs on.
+    patch(
+        &client,
+        &ns,
+        "job",
+        json!({"upgradeMode": "savepoint", "restartNonce": 2, "savepoints": {"targetDirectory": "file:///proc/kappa-savepoints"}}),
+    )
+    .await;
+    let failed = wait_for_ready(&client, &ns, "Pipeline", "job", JOB_STARTS_WITHIN, |c| {
+        c.reason == "UpgradeFailed"
+    })
+    .await;
+    println!("failed upgrade: {}", failed.message);
+    assert!(
+        failed.message.contains("Exception"),
+        "Flink's words: {}",
+        failed.message
+    );
+    assert_eq!(flink.job_state(&fourth).await, "RUNNING", "the job runs on");
+    assert_eq!(
+        status(&client, &ns, "Pipeline", "job").await["job"]["id"],
+        json!(fourth)
+    );
+    operator.assert_log_clean();
+}

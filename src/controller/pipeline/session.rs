@@ -294,7 +294,8 @@ impl Session<'_> {
             Ok(Operation::InProgress) => Ok(false),
             Ok(Operation::Completed(location)) => {
                 transition.restore_from = location;
-                Ok(true)
+                // The savepoint completes before the job's tasks finish.
+                self.stopped(id).await
             }
             Ok(Operation::Failed(words)) => Err(format!(
                 "the savepoint to stop job {id} with failed, so the job was not stopped: {words}"
@@ -302,6 +303,18 @@ impl Session<'_> {
             Err(error) => Err(format!(
                 "the savepoint of job {id} could not be followed: {error}"
             )),
+        }
+    }
+
+    /// Whether the job has reached a final state.
+    async fn stopped(&self, id: &str) -> Result<bool, String> {
+        match self.flink_api.job(&self.url, id).await {
+            Ok(job) => Ok(matches!(
+                job.state.as_str(),
+                "CANCELED" | "FAILED" | "FINISHED"
+            )),
+            Err(FlinkError::JobNotFound(_)) => Ok(true),
+            Err(error) => Err(error.to_string()),
         }
     }
 
