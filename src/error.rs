@@ -13,6 +13,9 @@ pub enum Error {
     /// The object lacks a field every stored object has.
     #[error("object has no {0}")]
     MissingObjectField(&'static str),
+    /// A deleted Savepoint's files could not be disposed; retried.
+    #[error("{0}")]
+    Dispose(String),
 }
 
 impl Error {
@@ -22,6 +25,7 @@ impl Error {
             Self::Kube(_) => "KubeApiError",
             Self::Serialization(_) => "SerializationError",
             Self::MissingObjectField(_) => "MissingObjectField",
+            Self::Dispose(_) => "DisposeFailed",
         }
     }
 }

@@ -423,3 +423,79 @@ async fn upgrades_suspension_and_last_state_carry_the_job_state() {
     );
     operator.assert_log_clean();
 }
+
+#[tokio::test]
+async fn periodic_savepoints_are_kept_by_count_and_the_rest_disposed() {
+    let flink = flink();
+    let operator = operator();
+    let (client, ns) = namespace("periodic").await;
+    let mut periodic = session_pipeline("job", &engine(&flink.rest, &flink.job_jar, &["50"]));
+    let directory = format!(
+        "file://{}/flink/state/periodic",
+        Testbed::get().state.display()
+    );
+    periodic["spec"]["savepoints"] =
+        json!({"interval": "4s", "targetDirectory": directory, "retention": {"maxCount": 2}});
+    create(&client, &ns, periodic).await.expect("pipeline");
+    running(&client, &ns, "job").await;
+
+    let api = kappa_api(&client, &ns, "Savepoint");
+    let mut seen: std::collections::BTreeMap<String, String> = Default::default();
+    let started = std::time::Instant::now();
+    let present = loop {
+        let list = api.list(&Default::default()).await.expect("savepoints");
+        for savepoint in &list.items {
+            let status = &savepoint.data["status"];
+            if let Some(location) = status["location"].as_str() {
+                let name = savepoint.metadata.name.clone().expect("a name");
+                assert!(
+                    name.starts_with("job-"),
+                    "named after the pipeline and time: {name}"
+                );
+                seen.insert(name, location.to_string());
+            }
+        }
+        let present: Vec<String> = list
+            .items
+            .iter()
+            .filter(|s| s.metadata.deletion_timestamp.is_none())
+            .filter_map(|s| s.metadata.name.clone())
+            .collect();
+        if seen.len() >= 4 && present.len() <= 2 {
+            break present;
+        }
+        assert!(
+            started.elapsed() < JOB_STARTS_WITHIN,
+            "seen {seen:?}, present {present:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    println!("periodic savepoints taken: {seen:?}; kept: {present:?}");
+    // Deleted ones are gone from the API once Flink has disposed of their files.
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    for (name, location) in &seen {
+        if present.contains(name) {
+            continue;
+        }
+        while api.get_opt(name).await.expect("lookup").is_some() {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "{name} was not let go"
+            );
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        assert!(
+            !on_disk(location).exists(),
+            "{name}'s files at {location} are disposed"
+        );
+    }
+    for name in &present {
+        if let Some(location) = seen.get(name) {
+            assert!(
+                on_disk(location).join("_metadata").is_file(),
+                "{name} is kept on disk"
+            );
+        }
+    }
+    operator.assert_log_clean();
+}

@@ -4,6 +4,7 @@
 //! Flink cluster and followed there.
 
 pub mod session;
+pub mod snapshots;
 pub mod validate;
 
 use std::future::Future;
@@ -13,10 +14,11 @@ use futures::future::BoxFuture;
 use futures::FutureExt;
 use kube::core::DeserializeGuard;
 use kube::runtime::controller::Action;
-use kube::runtime::reflector::Store;
+use kube::runtime::reflector::{ObjectRef, Store};
 use kube::runtime::Controller;
+use kube::ResourceExt;
 
-use super::verdict::{Act, Outcome};
+use super::verdict::{Act, Outcome, Requeue};
 use super::{drive, lookup, referrers, verdict, watch, Ctx, Kind, Shared};
 use crate::api::common::CommonStatus;
 use crate::api::kafka_cluster_set::KafkaClusterSet;
@@ -44,6 +46,7 @@ pub struct Stores {
 
 /// Acts on one valid pipeline.
 struct RunPipeline<'c> {
+    shared: &'c Shared,
     stores: &'c Stores,
 }
 
@@ -56,7 +59,18 @@ impl Act<Pipeline> for RunPipeline<'_> {
             match &pipeline.spec.engine.flink {
                 Some(flink) if flink.mode == FlinkMode::Session => {
                     let stores = self.stores;
-                    session::run(&*stores.flink, &stores.savepoints, pipeline, flink).await
+                    let mut outcome =
+                        session::run(&*stores.flink, &stores.savepoints, pipeline, flink).await?;
+                    let running = outcome.fields.get("phase") == Some(&"Running".into());
+                    if running {
+                        let client = &self.shared.client;
+                        if let Some(due) =
+                            snapshots::schedule(client, pipeline, &stores.savepoints).await?
+                        {
+                            outcome.requeue = earlier(outcome.requeue, due);
+                        }
+                    }
+                    Ok(outcome)
                 }
                 _ => Ok(Outcome::validated_only(
                     "application-mode and consumer-engine Pipeline",
@@ -73,6 +87,15 @@ pub(crate) fn referenced<K>(found: &Option<Arc<DeserializeGuard<K>>>) -> Referen
         None => Referenced::Missing,
         Some(DeserializeGuard(Ok(object))) => Referenced::Found(object),
         Some(DeserializeGuard(Err(_))) => Referenced::Unreadable,
+    }
+}
+
+/// Looks again at `due` at the latest.
+fn earlier(requeue: Requeue, due: std::time::Duration) -> Requeue {
+    match requeue {
+        Requeue::After(after) => Requeue::After(after.min(due)),
+        Requeue::OnChange => Requeue::After(due),
+        Requeue::Backoff => Requeue::Backoff,
     }
 }
 
@@ -98,6 +121,7 @@ async fn reconcile(
             validate::validate(&p.spec, &refs)
         },
         RunPipeline {
+            shared: &ctx.shared,
             stores: &ctx.stores,
         },
     )
@@ -118,13 +142,22 @@ pub async fn run(shared: Arc<Shared>, shutdown: impl Future<Output = ()> + Send 
             })
         })
         .watches_stream(savepoints_stream, move |savepoint| {
-            referrers(&by_savepoint, &savepoint, |p: &Pipeline, name| {
+            // A pipeline restoring from it, and the pipeline it snapshots.
+            let mut wanted = referrers(&by_savepoint, &savepoint, |p: &Pipeline, name| {
                 p.spec
                     .restore_from
                     .as_ref()
                     .and_then(|r| r.savepoint.as_deref())
                     == Some(name)
-            })
+            });
+            if let Ok(snapshot) = &savepoint.0 {
+                let mut owner = ObjectRef::new(&snapshot.spec.pipeline_ref);
+                if let Some(ns) = snapshot.namespace() {
+                    owner = owner.within(&ns);
+                }
+                wanted.push(owner);
+            }
+            wanted
         });
     let ctx = Arc::new(Ctx {
         shared,

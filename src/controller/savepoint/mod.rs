@@ -2,6 +2,7 @@
 //! verdict recorded; a change to its Pipeline re-validates it. A valid Flink
 //! Savepoint is taken on its pipeline's running job.
 
+pub mod dispose;
 pub mod flink;
 pub mod validate;
 
@@ -14,6 +15,7 @@ use kube::core::DeserializeGuard;
 use kube::runtime::controller::Action;
 use kube::runtime::reflector::Store;
 use kube::runtime::Controller;
+use kube::{Api, ResourceExt};
 
 use super::pipeline::referenced;
 use super::verdict::{Act, Outcome};
@@ -68,6 +70,18 @@ async fn reconcile(
     savepoint: Arc<DeserializeGuard<Savepoint>>,
     ctx: Arc<Ctx<Stores>>,
 ) -> Result<Action, Error> {
+    if let Ok(snapshot) = &savepoint.0 {
+        let namespace = snapshot
+            .namespace()
+            .ok_or(Error::MissingObjectField("metadata.namespace"))?;
+        let api: Api<Savepoint> = Api::namespaced(ctx.shared.client.clone(), &namespace);
+        let stores = &ctx.stores;
+        if let Some(action) =
+            dispose::on_delete(&api, &*stores.flink, &stores.pipelines, snapshot).await?
+        {
+            return Ok(action);
+        }
+    }
     verdict::reconcile(
         &ctx.shared,
         &savepoint,

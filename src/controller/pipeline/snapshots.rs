@@ -1,0 +1,200 @@
+//! A running pipeline's periodic savepoints: a Savepoint named with its time
+//! and owned by the pipeline every `savepoints.interval`, and retention by
+//! count and age among them (deleting one disposes its files through its
+//! finalizer).
+
+use std::time::Duration;
+
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
+use k8s_openapi::jiff::Timestamp;
+use kube::api::{DeleteParams, PostParams};
+use kube::core::DeserializeGuard;
+use kube::runtime::reflector::Store;
+use kube::{Api, Client, Resource, ResourceExt};
+
+use crate::api::pipeline::{Pipeline, SavepointPolicy};
+use crate::api::savepoint::{Savepoint, SavepointSpec, SavepointType};
+use crate::duration::parse_duration;
+use crate::error::Error;
+
+/// Label naming the pipeline that took a periodic savepoint.
+pub const PERIODIC_LABEL: &str = "kappa.dev/periodic-savepoint-of";
+
+/// The periodic Savepoints of `pipeline`, oldest first.
+fn periodic(
+    pipeline: &Pipeline,
+    savepoints: &Store<DeserializeGuard<Savepoint>>,
+) -> Vec<Savepoint> {
+    let name = pipeline.name_any();
+    let mut found: Vec<Savepoint> = savepoints
+        .state()
+        .iter()
+        .filter_map(|guard| guard.0.as_ref().ok())
+        .filter(|s| s.namespace() == pipeline.namespace())
+        .filter(|s| s.labels().get(PERIODIC_LABEL) == Some(&name))
+        .filter(|s| s.metadata.deletion_timestamp.is_none())
+        .cloned()
+        .collect();
+    found.sort_by_key(|s| s.creation_timestamp().map(|t| t.0));
+    found
+}
+
+/// Which periodic savepoints retention removes at `now`: all but the newest
+/// `max_count`, and any older than `max_age`.
+pub fn expired<'a>(
+    oldest_first: &'a [Savepoint],
+    policy: &SavepointPolicy,
+    now: Timestamp,
+) -> Vec<&'a Savepoint> {
+    let keep = usize::try_from(policy.retention.max_count).unwrap_or(1);
+    let surplus = oldest_first.len().saturating_sub(keep);
+    let max_age = policy
+        .retention
+        .max_age
+        .as_deref()
+        .and_then(|age| parse_duration(age).ok());
+    oldest_first
+        .iter()
+        .enumerate()
+        .filter(|(index, savepoint)| {
+            let too_old =
+                max_age
+                    .zip(savepoint.creation_timestamp())
+                    .is_some_and(|(age, created)| {
+                        now.duration_since(created.0).as_secs_f64() > age.as_secs_f64()
+                    });
+            *index < surplus || too_old
+        })
+        .map(|(_, savepoint)| savepoint)
+        .collect()
+}
+
+/// Takes a periodic savepoint when one is due and applies retention; when
+/// to look again.
+pub async fn schedule(
+    client: &Client,
+    pipeline: &Pipeline,
+    savepoints: &Store<DeserializeGuard<Savepoint>>,
+) -> Result<Option<Duration>, Error> {
+    let Some(policy) = &pipeline.spec.savepoints else {
+        return Ok(None);
+    };
+    let namespace = pipeline
+        .namespace()
+        .ok_or(Error::MissingObjectField("metadata.namespace"))?;
+    let api: Api<Savepoint> = Api::namespaced(client.clone(), &namespace);
+    let taken = periodic(pipeline, savepoints);
+    let now = Timestamp::now();
+    for savepoint in expired(&taken, policy, now) {
+        tracing::info!(savepoint = %savepoint.name_any(), "retention removes a periodic savepoint");
+        match api
+            .delete(&savepoint.name_any(), &DeleteParams::default())
+            .await
+        {
+            Ok(_) => {}
+            Err(kube::Error::Api(status)) if status.code == 404 => {}
+            Err(error) => return Err(error.into()),
+        }
+    }
+    let Some(interval) = policy
+        .interval
+        .as_deref()
+        .and_then(|i| parse_duration(i).ok())
+    else {
+        return Ok(None);
+    };
+    let since_last = taken
+        .last()
+        .and_then(|s| s.creation_timestamp())
+        .map(|created| now.duration_since(created.0).unsigned_abs());
+    if let Some(since) = since_last.filter(|since| *since < interval) {
+        return Ok(Some(interval - since));
+    }
+    let name = format!("{}-{}", pipeline.name_any(), now.strftime("%Y%m%d-%H%M%S"));
+    let mut savepoint = Savepoint::new(
+        &name,
+        SavepointSpec {
+            pipeline_ref: pipeline.name_any(),
+            type_: SavepointType::Flink,
+            target_directory: policy.target_directory.clone(),
+            path: None,
+            dispose_on_delete: true,
+            backoff_limit: 1,
+        },
+    );
+    savepoint
+        .labels_mut()
+        .insert(PERIODIC_LABEL.to_string(), pipeline.name_any());
+    savepoint.metadata.owner_references = Some(vec![owner(pipeline)?]);
+    match api.create(&PostParams::default(), &savepoint).await {
+        Ok(_) => tracing::info!(savepoint = %name, "periodic savepoint requested"),
+        Err(kube::Error::Api(status)) if status.code == 409 => {}
+        Err(error) => return Err(error.into()),
+    }
+    Ok(Some(interval))
+}
+
+fn owner(pipeline: &Pipeline) -> Result<OwnerReference, Error> {
+    Ok(OwnerReference {
+        api_version: Pipeline::api_version(&()).into_owned(),
+        kind: Pipeline::kind(&()).into_owned(),
+        name: pipeline.name_any(),
+        uid: pipeline
+            .uid()
+            .ok_or(Error::MissingObjectField("metadata.uid"))?,
+        controller: Some(true),
+        block_owner_deletion: Some(true),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::api::pipeline::SavepointRetention;
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+
+    fn taken(name: &str, second: i64) -> Savepoint {
+        let mut savepoint = Savepoint::new(
+            name,
+            SavepointSpec {
+                pipeline_ref: "job".into(),
+                type_: SavepointType::Flink,
+                target_directory: None,
+                path: None,
+                dispose_on_delete: true,
+                backoff_limit: 1,
+            },
+        );
+        savepoint.metadata.creation_timestamp =
+            Some(Time(Timestamp::from_second(second).expect("time")));
+        savepoint
+    }
+
+    #[test]
+    fn retention_keeps_the_newest_and_drops_the_old() {
+        let all = [
+            taken("a", 100),
+            taken("b", 200),
+            taken("c", 300),
+            taken("d", 400),
+        ];
+        let policy = |max_count, max_age: Option<&str>| SavepointPolicy {
+            interval: None,
+            target_directory: None,
+            timeout: "10m".into(),
+            retention: SavepointRetention {
+                max_count,
+                max_age: max_age.map(String::from),
+            },
+        };
+        let now = Timestamp::from_second(450).expect("time");
+        let names = |gone: Vec<&Savepoint>| gone.iter().map(|s| s.name_any()).collect::<Vec<_>>();
+        assert_eq!(names(expired(&all, &policy(2, None), now)), ["a", "b"]);
+        assert_eq!(
+            names(expired(&all, &policy(10, Some("200s")), now)),
+            ["a", "b"]
+        );
+        assert_eq!(names(expired(&all, &policy(3, Some("1h")), now)), ["a"]);
+        assert!(expired(&all, &policy(4, None), now).is_empty());
+    }
+}
