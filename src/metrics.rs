@@ -32,6 +32,16 @@ pub struct Metrics {
     pub kafka_admin_errors: IntCounterVec,
     /// Kafka admin call latency, per operation.
     pub kafka_admin_duration: HistogramVec,
+    /// 1 while a Pipeline's job runs.
+    pub pipeline_running: IntGaugeVec,
+    /// Jobs each Pipeline has deployed.
+    pub pipeline_deployments: IntGaugeVec,
+    /// When each Pipeline's newest savepoint completed.
+    pub last_savepoint: IntGaugeVec,
+    /// Savepoint durations.
+    pub savepoint_duration: HistogramVec,
+    /// Failed savepoint attempts.
+    pub savepoint_failures: IntCounterVec,
 }
 
 impl Metrics {
@@ -117,6 +127,47 @@ impl Metrics {
             .buckets(vec![0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1.0, 5.0, 10.0]),
             &["operation"],
         )?;
+        let pipeline_running = IntGaugeVec::new(
+            Opts::new(
+                "kappa_pipeline_running",
+                "1 while a Pipeline's job runs with all its tasks, else 0",
+            ),
+            &["namespace", "pipeline"],
+        )?;
+        let pipeline_deployments = IntGaugeVec::new(
+            Opts::new(
+                "kappa_pipeline_deployments",
+                "Jobs a Pipeline has deployed: the first, then one per upgrade, restart or resumption",
+            ),
+            &["namespace", "pipeline"],
+        )?;
+        let last_savepoint = IntGaugeVec::new(
+            Opts::new(
+                "kappa_pipeline_last_savepoint_timestamp_seconds",
+                "When a Pipeline's newest savepoint completed (its age is time() minus this)",
+            ),
+            &["namespace", "pipeline"],
+        )?;
+        let savepoint_duration = HistogramVec::new(
+            HistogramOpts::new(
+                "kappa_savepoint_duration_seconds",
+                "From trigger to completion of a Savepoint",
+            )
+            .buckets(vec![0.5, 1.0, 2.0, 5.0, 10.0, 30.0, 60.0, 300.0, 900.0]),
+            &["namespace", "pipeline"],
+        )?;
+        let savepoint_failures = IntCounterVec::new(
+            Opts::new(
+                "kappa_savepoint_failures_total",
+                "Failed savepoint attempts",
+            ),
+            &["namespace", "pipeline"],
+        )?;
+        registry.register(Box::new(pipeline_running.clone()))?;
+        registry.register(Box::new(pipeline_deployments.clone()))?;
+        registry.register(Box::new(last_savepoint.clone()))?;
+        registry.register(Box::new(savepoint_duration.clone()))?;
+        registry.register(Box::new(savepoint_failures.clone()))?;
         registry.register(Box::new(reconciles.clone()))?;
         registry.register(Box::new(reconcile_errors.clone()))?;
         registry.register(Box::new(reconcile_duration.clone()))?;
@@ -144,6 +195,11 @@ impl Metrics {
             migrations_in_progress,
             kafka_admin_errors,
             kafka_admin_duration,
+            pipeline_running,
+            pipeline_deployments,
+            last_savepoint,
+            savepoint_duration,
+            savepoint_failures,
         })
     }
 

@@ -148,6 +148,11 @@ async fn a_session_job_runs_snapshots_and_restores_from_its_savepoint() {
     let unwritable = status(&client, &ns, "Savepoint", "unwritable").await;
     assert_eq!(unwritable["phase"], "Failed");
     assert_eq!(unwritable["failures"], 1);
+    let labels = format!("{{namespace=\"{ns}\",pipeline=\"job\"}}");
+    assert_eq!(
+        operator.metric(&format!("kappa_savepoint_failures_total{labels}")),
+        1.0
+    );
     assert_eq!(flink.job_state(&job).await, "RUNNING", "the job runs on");
     wait_for_ready(
         &client,
@@ -471,6 +476,23 @@ async fn periodic_savepoints_are_kept_by_count_and_the_rest_disposed() {
         tokio::time::sleep(Duration::from_millis(200)).await;
     };
     println!("periodic savepoints taken: {seen:?}; kept: {present:?}");
+    let labels = format!("{{namespace=\"{ns}\",pipeline=\"job\"}}");
+    assert!(operator.metric(&format!("kappa_savepoint_duration_seconds_count{labels}")) >= 4.0);
+    assert_eq!(
+        operator.metric(&format!("kappa_pipeline_running{labels}")),
+        1.0
+    );
+    let newest = operator.metric(&format!(
+        "kappa_pipeline_last_savepoint_timestamp_seconds{labels}"
+    ));
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("time")
+        .as_secs_f64();
+    assert!(
+        now - newest < 60.0,
+        "the newest savepoint is recent: {newest}"
+    );
     // Deleted ones are gone from the API once Flink has disposed of their files.
     let deadline = std::time::Instant::now() + Duration::from_secs(60);
     for (name, location) in &seen {

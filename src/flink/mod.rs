@@ -64,7 +64,10 @@ impl FlinkError {
     /// Whether Flink refused a submission because the job id is taken,
     /// which for a job id chosen before submitting means it was submitted.
     pub fn is_duplicate_submission(&self) -> bool {
-        matches!(self, Self::Refused { message, .. } if message.contains("DuplicateJobSubmissionException"))
+        // Flink 2.x says Application, Flink 1.x Job.
+        matches!(self, Self::Refused { message, .. }
+            if message.contains("DuplicateApplicationSubmissionException")
+                || message.contains("DuplicateJobSubmissionException"))
     }
 }
 
@@ -220,6 +223,18 @@ mod tests {
             "java.util.concurrent.CompletionException: CheckpointException: IO-problem detected. (caused by java.nio.file.AccessDeniedException: /proc/kappa)"
         );
         assert_eq!(failure_words("just this"), "just this");
+    }
+
+    #[test]
+    fn a_refused_duplicate_is_recognised_in_both_flink_versions() {
+        let refused = |message: &str| FlinkError::Refused {
+            call: "POST /jars/x/run".into(),
+            status: 400,
+            message: message.into(),
+        };
+        assert!(refused("Could not execute application. (caused by org.apache.flink.runtime.client.DuplicateApplicationSubmissionException: Application has already been submitted.)").is_duplicate_submission());
+        assert!(refused("org.apache.flink.runtime.client.DuplicateJobSubmissionException: Job has already been submitted.").is_duplicate_submission());
+        assert!(!refused("asked to fail at start").is_duplicate_submission());
     }
 
     #[test]

@@ -22,7 +22,7 @@ use super::verdict::{Act, Outcome, Requeue};
 use super::{drive, lookup, referrers, verdict, watch, Ctx, Kind, Shared};
 use crate::api::common::CommonStatus;
 use crate::api::kafka_cluster_set::KafkaClusterSet;
-use crate::api::pipeline::{FlinkMode, Pipeline};
+use crate::api::pipeline::{FlinkMode, Pipeline, SavepointRecord};
 use crate::api::savepoint::Savepoint;
 use crate::error::Error;
 use crate::flink::rest::RestFlink;
@@ -62,6 +62,13 @@ impl Act<Pipeline> for RunPipeline<'_> {
                     let mut outcome =
                         session::run(&*stores.flink, &stores.savepoints, pipeline, flink).await?;
                     let running = outcome.fields.get("phase") == Some(&"Running".into());
+                    let last = snapshots::newest_completed(pipeline, &stores.savepoints);
+                    record_metrics(self.shared, pipeline, running, &outcome, last.as_ref());
+                    if let Some(last) = last {
+                        outcome
+                            .fields
+                            .insert("lastSavepoint".into(), serde_json::to_value(last)?);
+                    }
                     if running {
                         let client = &self.shared.client;
                         if let Some(due) =
@@ -87,6 +94,40 @@ pub(crate) fn referenced<K>(found: &Option<Arc<DeserializeGuard<K>>>) -> Referen
         None => Referenced::Missing,
         Some(DeserializeGuard(Ok(object))) => Referenced::Found(object),
         Some(DeserializeGuard(Err(_))) => Referenced::Unreadable,
+    }
+}
+
+/// The pipeline's gauges, from what this reconcile found.
+fn record_metrics(
+    shared: &Shared,
+    pipeline: &Pipeline,
+    running: bool,
+    outcome: &Outcome,
+    last: Option<&SavepointRecord>,
+) {
+    let namespace = pipeline.namespace().unwrap_or_default();
+    let labels = [namespace.as_str(), &pipeline.name_any()];
+    let metrics = &shared.metrics;
+    metrics
+        .pipeline_running
+        .with_label_values(&labels)
+        .set(i64::from(running));
+    let deployments = outcome
+        .fields
+        .get("job")
+        .and_then(|job| job.get("deployment"))
+        .and_then(serde_json::Value::as_i64);
+    if let Some(deployments) = deployments {
+        metrics
+            .pipeline_deployments
+            .with_label_values(&labels)
+            .set(deployments);
+    }
+    if let Some(time) = last.and_then(|l| l.time.as_ref()) {
+        metrics
+            .last_savepoint
+            .with_label_values(&labels)
+            .set(time.0.as_second());
     }
 }
 

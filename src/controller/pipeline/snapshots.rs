@@ -12,8 +12,8 @@ use kube::core::DeserializeGuard;
 use kube::runtime::reflector::Store;
 use kube::{Api, Client, Resource, ResourceExt};
 
-use crate::api::pipeline::{Pipeline, SavepointPolicy};
-use crate::api::savepoint::{Savepoint, SavepointSpec, SavepointType};
+use crate::api::pipeline::{Pipeline, SavepointPolicy, SavepointRecord};
+use crate::api::savepoint::{Savepoint, SavepointPhase, SavepointSpec, SavepointType};
 use crate::duration::parse_duration;
 use crate::error::Error;
 
@@ -37,6 +37,28 @@ fn periodic(
         .collect();
     found.sort_by_key(|s| s.creation_timestamp().map(|t| t.0));
     found
+}
+
+/// The newest Completed Savepoint of `pipeline`, periodic or not.
+pub fn newest_completed(
+    pipeline: &Pipeline,
+    savepoints: &Store<DeserializeGuard<Savepoint>>,
+) -> Option<SavepointRecord> {
+    savepoints
+        .state()
+        .iter()
+        .filter_map(|guard| guard.0.as_ref().ok())
+        .filter(|s| s.namespace() == pipeline.namespace())
+        .filter(|s| s.spec.pipeline_ref == pipeline.name_any())
+        .filter_map(|s| {
+            let status = s.status.as_ref()?;
+            (status.phase == Some(SavepointPhase::Completed)).then(|| SavepointRecord {
+                name: s.name_any(),
+                location: status.location.clone(),
+                time: status.completion_time.clone(),
+            })
+        })
+        .max_by_key(|record| record.time.as_ref().map(|t| t.0))
 }
 
 /// Which periodic savepoints retention removes at `now`: all but the newest

@@ -14,6 +14,7 @@ use crate::conditions::READY;
 use crate::controller::verdict::{own_fields, Outcome, Requeue, Wanted};
 use crate::error::Error;
 use crate::flink::{flink_id, FlinkApi, Operation};
+use crate::metrics::Metrics;
 
 /// How often a savepoint in progress is looked at.
 const IN_PROGRESS_RECHECK: Duration = Duration::from_secs(2);
@@ -30,9 +31,14 @@ struct Target {
 /// Advances one Flink Savepoint by at most one step.
 pub async fn take(
     flink_api: &dyn FlinkApi,
+    metrics: &Metrics,
     savepoint: &Savepoint,
     pipeline: Option<&Pipeline>,
 ) -> Result<Outcome, Error> {
+    let labels = [
+        savepoint.metadata.namespace.clone().unwrap_or_default(),
+        savepoint.spec.pipeline_ref.clone(),
+    ];
     let mut status = savepoint.status.clone().unwrap_or_default();
     match status.phase {
         Some(SavepointPhase::Completed) => {
@@ -69,7 +75,9 @@ pub async fn take(
     };
     if status.phase == Some(SavepointPhase::InProgress) {
         if let Some(trigger) = status.trigger_id.clone() {
-            return follow(flink_api, &target, &trigger, savepoint, status).await;
+            let outcome = follow(flink_api, &target, &trigger, savepoint, status).await?;
+            observe(metrics, &labels, &outcome);
+            return Ok(outcome);
         }
     }
     // The trigger id depends on the attempt alone: a trigger repeated after
@@ -102,7 +110,38 @@ pub async fn take(
             );
             outcome(&status, ready, Requeue::After(IN_PROGRESS_RECHECK))
         }
-        Err(error) => failed_attempt(savepoint, status, error.to_string()),
+        Err(error) => {
+            let outcome = failed_attempt(savepoint, status, error.to_string())?;
+            observe(metrics, &labels, &outcome);
+            Ok(outcome)
+        }
+    }
+}
+
+/// Counts a failed attempt, or the duration of a completed savepoint.
+fn observe(metrics: &Metrics, labels: &[String; 2], outcome: &Outcome) {
+    let Ok(status) = serde_json::from_value::<SavepointStatus>(serde_json::Value::Object(
+        outcome.fields.clone(),
+    )) else {
+        return;
+    };
+    let labels = [labels[0].as_str(), labels[1].as_str()];
+    match status.phase {
+        Some(SavepointPhase::Completed) => {
+            if let (Some(triggered), Some(completed)) =
+                (&status.trigger_time, &status.completion_time)
+            {
+                let took = completed.0.duration_since(triggered.0).as_secs_f64();
+                metrics
+                    .savepoint_duration
+                    .with_label_values(&labels)
+                    .observe(took);
+            }
+        }
+        _ if status.error.is_some() && status.trigger_id.is_none() => {
+            metrics.savepoint_failures.with_label_values(&labels).inc();
+        }
+        _ => {}
     }
 }
 

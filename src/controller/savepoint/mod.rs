@@ -42,6 +42,7 @@ pub struct Stores {
 
 /// Acts on one valid Savepoint.
 struct TakeSavepoint<'c> {
+    shared: &'c Shared,
     stores: &'c Stores,
 }
 
@@ -60,7 +61,8 @@ impl Act<Savepoint> for TakeSavepoint<'_> {
                 &savepoint.spec.pipeline_ref,
             );
             let pipeline = found.as_deref().and_then(|guard| guard.0.as_ref().ok());
-            flink::take(&*self.stores.flink, savepoint, pipeline).await
+            let metrics = &self.shared.metrics;
+            flink::take(&*self.stores.flink, metrics, savepoint, pipeline).await
         }
         .boxed()
     }
@@ -90,6 +92,7 @@ async fn reconcile(
             validate::validate(&s.spec, &referenced(&pipeline))
         },
         TakeSavepoint {
+            shared: &ctx.shared,
             stores: &ctx.stores,
         },
     )
