@@ -13,6 +13,9 @@ pub enum Error {
     /// The object lacks a field every stored object has.
     #[error("object has no {0}")]
     MissingObjectField(&'static str),
+    /// Flink refused what a deletion needs; retried.
+    #[error("{0}")]
+    Flink(#[from] crate::flink::FlinkError),
     /// A deleted Savepoint's files could not be disposed; retried.
     #[error("{0}")]
     Dispose(String),
@@ -26,6 +29,7 @@ impl Error {
             Self::Serialization(_) => "SerializationError",
             Self::MissingObjectField(_) => "MissingObjectField",
             Self::Dispose(_) => "DisposeFailed",
+            Self::Flink(error) => error.reason(),
         }
     }
 }

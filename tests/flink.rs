@@ -183,6 +183,30 @@ async fn a_session_job_runs_snapshots_and_restores_from_its_savepoint() {
     );
     assert_eq!(pipeline_status["history"][0]["event"], "Deployed");
 
+    // Deleting a pipeline cancels its job on the session cluster.
+    kappa_api(&client, &ns, "Pipeline")
+        .delete("restored", &Default::default())
+        .await
+        .expect("pipeline deleted");
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while kappa_api(&client, &ns, "Pipeline")
+        .get_opt("restored")
+        .await
+        .expect("lookup")
+        .is_some()
+    {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the pipeline was not let go"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert_eq!(
+        flink.job_state(&second).await,
+        "CANCELED",
+        "its job is cancelled"
+    );
+
     // A savepoint that exists already is registered without Flink.
     create(
         &client,

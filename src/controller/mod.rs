@@ -2,6 +2,7 @@
 //! writer, the error policy and the wiring.
 
 pub mod backfill;
+mod finalizer;
 pub mod kafka_cluster_set;
 pub mod pipeline;
 pub mod savepoint;

@@ -16,7 +16,7 @@ use kube::core::DeserializeGuard;
 use kube::runtime::controller::Action;
 use kube::runtime::reflector::{ObjectRef, Store};
 use kube::runtime::Controller;
-use kube::ResourceExt;
+use kube::{Api, ResourceExt};
 
 use super::verdict::{Act, Outcome, Requeue};
 use super::{drive, lookup, referrers, verdict, watch, Ctx, Kind, Shared};
@@ -144,6 +144,15 @@ async fn reconcile(
     pipeline: Arc<DeserializeGuard<Pipeline>>,
     ctx: Arc<Ctx<Stores>>,
 ) -> Result<Action, Error> {
+    if let Ok(object) = &pipeline.0 {
+        let namespace = object
+            .namespace()
+            .ok_or(Error::MissingObjectField("metadata.namespace"))?;
+        let api: Api<Pipeline> = Api::namespaced(ctx.shared.client.clone(), &namespace);
+        if let Some(action) = session::on_delete(&api, &*ctx.stores.flink, object).await? {
+            return Ok(action);
+        }
+    }
     verdict::reconcile(
         &ctx.shared,
         &pipeline,

@@ -8,18 +8,19 @@ use std::time::Duration;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use k8s_openapi::jiff::Timestamp;
 use kube::core::DeserializeGuard;
+use kube::runtime::controller::Action;
 use kube::runtime::reflector::Store;
-use kube::ResourceExt;
+use kube::{Api, ResourceExt};
 use sha2::{Digest, Sha256};
 
 use crate::api::pipeline::{
-    FlinkEngine, HistoryEntry, JobState, JobStatus, Pipeline, PipelineStatus, RestoreFrom,
-    Transition, UpgradeMode,
+    FlinkEngine, FlinkMode, HistoryEntry, JobState, JobStatus, Pipeline, PipelineStatus,
+    RestoreFrom, Transition, UpgradeMode,
 };
 use crate::api::savepoint::{Savepoint, SavepointPhase};
 use crate::conditions::READY;
-use crate::controller::lookup;
 use crate::controller::verdict::{own_fields, Outcome, Requeue, Wanted};
+use crate::controller::{finalizer, lookup};
 use crate::error::Error;
 use crate::flink::{flink_id, FlinkApi, FlinkError, JobOverview, Operation, Submission};
 
@@ -497,4 +498,56 @@ fn outcome(status: &PipelineStatus, ready: Wanted, requeue: Requeue) -> Result<O
         fields: own_fields(serde_json::to_value(status)?),
         requeue,
     })
+}
+
+/// The finalizer of session-mode pipelines: their job runs on a cluster
+/// the operator does not own, so it is cancelled before the pipeline goes.
+pub const FINALIZER: &str = "kappa.dev/cancel-session-job";
+
+/// Holds a session-mode pipeline until its job is cancelled. `Some` when the
+/// reconcile is done.
+pub async fn on_delete(
+    api: &Api<Pipeline>,
+    flink_api: &dyn FlinkApi,
+    pipeline: &Pipeline,
+) -> Result<Option<Action>, Error> {
+    let session = pipeline
+        .spec
+        .engine
+        .flink
+        .as_ref()
+        .filter(|f| f.mode == FlinkMode::Session);
+    let held = finalizer::held(pipeline, FINALIZER);
+    if pipeline.metadata.deletion_timestamp.is_none() {
+        if session.is_some() && !held {
+            finalizer::set(api, pipeline, FINALIZER, true).await?;
+        }
+        return Ok(None);
+    }
+    if !held {
+        return Ok(Some(Action::await_change()));
+    }
+    let job = pipeline
+        .status
+        .as_ref()
+        .and_then(|s| s.job.as_ref())
+        .filter(|j| j.submitted)
+        .and_then(|j| j.id.clone());
+    if let (Some(flink), Some(job)) = (session, job) {
+        let url = flink.session_url.clone().unwrap_or_default();
+        let state = match flink_api.job(&url, &job).await {
+            Ok(overview) => overview.state,
+            Err(FlinkError::JobNotFound(_)) => "gone".to_string(),
+            Err(error) => return Err(Error::Flink(error)),
+        };
+        if !matches!(state.as_str(), "CANCELED" | "FAILED" | "FINISHED" | "gone") {
+            if state != "CANCELLING" {
+                flink_api.cancel(&url, &job).await?;
+                tracing::info!(%job, %url, "cancelling the job of a deleted pipeline");
+            }
+            return Ok(Some(Action::requeue(Duration::from_secs(1))));
+        }
+    }
+    finalizer::set(api, pipeline, FINALIZER, false).await?;
+    Ok(Some(Action::await_change()))
 }

@@ -3,16 +3,14 @@
 
 use std::time::{Duration, Instant};
 
-use kube::api::{Patch, PatchParams};
 use kube::core::DeserializeGuard;
 use kube::runtime::controller::Action;
 use kube::runtime::reflector::Store;
 use kube::{Api, ResourceExt};
-use serde_json::json;
 
 use crate::api::pipeline::{FlinkMode, Pipeline};
 use crate::api::savepoint::{Savepoint, SavepointPhase};
-use crate::controller::lookup;
+use crate::controller::{finalizer, lookup};
 use crate::error::Error;
 use crate::flink::{FlinkApi, Operation};
 
@@ -29,10 +27,10 @@ pub async fn on_delete(
     pipelines: &Store<DeserializeGuard<Pipeline>>,
     savepoint: &Savepoint,
 ) -> Result<Option<Action>, Error> {
-    let held = savepoint.finalizers().iter().any(|f| f == FINALIZER);
+    let held = finalizer::held(savepoint, FINALIZER);
     if savepoint.metadata.deletion_timestamp.is_none() {
         if savepoint.spec.dispose_on_delete && !held {
-            set_finalizers(api, savepoint, true).await?;
+            finalizer::set(api, savepoint, FINALIZER, true).await?;
         }
         return Ok(None);
     }
@@ -63,7 +61,7 @@ pub async fn on_delete(
         ),
         (None, _) => {}
     }
-    set_finalizers(api, savepoint, false).await?;
+    finalizer::set(api, savepoint, FINALIZER, false).await?;
     Ok(Some(Action::await_change()))
 }
 
@@ -85,31 +83,4 @@ async fn dispose(flink_api: &dyn FlinkApi, url: &str, location: &str) -> Result<
     Err(format!(
         "disposing {location} took longer than {DISPOSAL_WAIT:?}"
     ))
-}
-
-async fn set_finalizers(
-    api: &Api<Savepoint>,
-    savepoint: &Savepoint,
-    hold: bool,
-) -> Result<(), Error> {
-    let mut finalizers: Vec<String> = savepoint
-        .finalizers()
-        .iter()
-        .filter(|f| *f != FINALIZER)
-        .cloned()
-        .collect();
-    if hold {
-        finalizers.push(FINALIZER.to_string());
-    }
-    let patch = json!({"metadata": {
-        "finalizers": finalizers,
-        "resourceVersion": savepoint.resource_version(),
-    }});
-    api.patch(
-        &savepoint.name_any(),
-        &PatchParams::default(),
-        &Patch::Merge(&patch),
-    )
-    .await?;
-    Ok(())
 }
