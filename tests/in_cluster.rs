@@ -611,3 +611,122 @@ spec:
     assert!(report.clean() && report.read == records, "{report}");
     assert_pods_logged_no_refusal(testbed);
 }
+
+/// A consumer-engine pipeline runs the demo application as a Deployment that
+/// finds its set's discovery document, stream and group without any
+/// configuration of its own; suspended, it scales to zero.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_consumer_pipeline_runs_its_app_with_the_streams_in_its_environment() {
+    use kappa_operator::client::producer::ProducerSettings;
+    use kappa_operator::client::{Credentials, RoutedProducer};
+
+    let testbed = Testbed::with_node();
+    deploy_operator(testbed);
+    let client = testbed.client().await;
+    let ns = testbed.namespace("engine").await;
+    common::routing::create_set(&client, &ns, &testbed.brokers, "engine-orders").await;
+    let producer = RoutedProducer::start(
+        common::routing::from_api(&client, &ns),
+        ProducerSettings {
+            id: "engine-test".into(),
+            acknowledge_through: Some(client.clone()),
+            credentials: Credentials::default(),
+            config: Default::default(),
+        },
+    )
+    .await
+    .expect("producer");
+    let mut written = std::collections::BTreeMap::new();
+    for round in 0..10u64 {
+        for key in ["a", "b", "c"] {
+            producer
+                .send("orders", key.as_bytes(), round.to_string().as_bytes())
+                .await
+                .expect("delivered");
+            written.insert(key.to_string(), round + 1);
+        }
+    }
+    producer.close().await.expect("closed");
+
+    let version = env!("CARGO_PKG_VERSION");
+    let app = json!({
+        "clusterSet": "events",
+        "inputs": [{"stream": "orders", "consumerGroup": "totals-app"}],
+        "engine": {"type": "consumer", "consumer": {"replicas": 1, "template": {"spec": {
+            "containers": [{"name": "app", "image": format!("kappa-demo:{version}"),
+                            "imagePullPolicy": "Never", "args": ["consume"]}]}}}}
+    });
+    create(&client, &ns, pipeline("totals", app))
+        .await
+        .expect("pipeline");
+    common::wait_for_ready(
+        &client,
+        &ns,
+        "Pipeline",
+        "totals",
+        Duration::from_secs(180),
+        |c| c.reason == "ReplicasReady",
+    )
+    .await;
+    let started = Instant::now();
+    let log = loop {
+        let log = testbed.kubectl(&["-n", &ns, "logs", "deployment/totals"]);
+        if log.lines().count() >= 30 || started.elapsed() > Duration::from_secs(60) {
+            break log;
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    };
+    let mut check = kappa_operator::client::check::Check::default();
+    for line in log.lines() {
+        let mut fields = line.split_whitespace();
+        if let (Some(key), Some(Ok(number))) = (fields.next(), fields.next().map(str::parse)) {
+            check.read(key, number);
+        }
+    }
+    let report = check.report(&written);
+    println!("the consumer engine's app: {report}");
+    assert!(report.clean() && report.read == 30, "{report}\n{log}");
+    let env = testbed.kubectl(&[
+        "-n",
+        &ns,
+        "get",
+        "deployment",
+        "totals",
+        "-o",
+        "jsonpath={.spec.template.spec.containers[0].env[*].name}",
+    ]);
+    assert!(
+        env.contains("KAPPA_GROUP") && env.contains("KAPPA_DISCOVERY_DIR"),
+        "{env}"
+    );
+
+    let suspend = json!({"spec": {"state": "suspended"}});
+    kappa_api(&client, &ns, "Pipeline")
+        .patch(
+            "totals",
+            &kube::api::PatchParams::default(),
+            &kube::api::Patch::Merge(&suspend),
+        )
+        .await
+        .expect("suspended");
+    common::wait_for_ready(
+        &client,
+        &ns,
+        "Pipeline",
+        "totals",
+        Duration::from_secs(60),
+        |c| c.reason == "Suspended",
+    )
+    .await;
+    let replicas = testbed.kubectl(&[
+        "-n",
+        &ns,
+        "get",
+        "deployment",
+        "totals",
+        "-o",
+        "jsonpath={.spec.replicas}",
+    ]);
+    assert_eq!(replicas, "0");
+    assert_pods_logged_no_refusal(testbed);
+}

@@ -52,11 +52,11 @@ enum Mode {
     Consume {
         #[command(flatten)]
         discovery: DiscoveryArgs,
-        /// The stream to read.
-        #[arg(long)]
+        /// The stream to read (set by a consumer-engine Pipeline).
+        #[arg(long, env = "KAPPA_STREAM")]
         stream: String,
-        /// The consumer group.
-        #[arg(long)]
+        /// The consumer group (set by a consumer-engine Pipeline).
+        #[arg(long, env = "KAPPA_GROUP")]
         group: String,
         /// Stop after this many records (default: until SIGTERM or Ctrl-C).
         #[arg(long)]

@@ -339,7 +339,8 @@ impl RoutedConsumer {
         Ok(())
     }
 
-    /// Checks every partition that has read nothing for [`STALL_AFTER`]:
+    /// Checks every partition that has read nothing for [`STALL_AFTER`]
+    /// (doubled after each reconnect, up to 16 times):
     /// if its cluster has records past its position (or does not say), the
     /// cluster's librdkafka consumer is replaced by a new one that fetches
     /// from the positions, or from further back for the stalled partitions.
@@ -351,7 +352,13 @@ impl RoutedConsumer {
             let idle: Vec<i32> = reader
                 .assigned
                 .iter()
-                .filter(|(_, at)| now.duration_since(**at) >= STALL_AFTER)
+                .filter(|(p, at)| {
+                    // A reconnected cluster gets longer each time before it
+                    // counts as stalled again: a slow broker or machine must
+                    // not have its consumer replaced before it can answer.
+                    let stalls = reader.stalls.get(p).copied().unwrap_or(0).min(4);
+                    now.duration_since(**at) >= STALL_AFTER * (1 << stalls)
+                })
                 .map(|(p, _)| *p)
                 .collect();
             if idle.is_empty() {
@@ -405,7 +412,9 @@ impl RoutedConsumer {
                 let mut from = position(*partition);
                 if stalled.contains(partition) {
                     let stalls = reader.stalls.entry(*partition).or_default();
-                    from = from.saturating_sub(4 << (*stalls).min(20)).max(0);
+                    if *stalls > 0 {
+                        from = from.saturating_sub(2 << (*stalls).min(20)).max(0);
+                    }
                     *stalls += 1;
                 }
                 list.add_partition_offset(&reader.topic, *partition, Offset::Offset(from))?;

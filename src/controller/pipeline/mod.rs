@@ -3,6 +3,7 @@
 //! re-validates it. A valid session-mode Flink pipeline is deployed to its
 //! Flink cluster and followed there.
 
+pub mod consumer;
 pub mod session;
 pub mod snapshots;
 pub mod validate;
@@ -12,17 +13,18 @@ use std::sync::Arc;
 
 use futures::future::BoxFuture;
 use futures::FutureExt;
+use k8s_openapi::api::apps::v1::Deployment;
 use kube::core::DeserializeGuard;
 use kube::runtime::controller::Action;
 use kube::runtime::reflector::{ObjectRef, Store};
-use kube::runtime::Controller;
+use kube::runtime::{watcher, Controller};
 use kube::{Api, ResourceExt};
 
 use super::verdict::{Act, Outcome, Requeue};
 use super::{drive, lookup, referrers, verdict, watch, Ctx, Kind, Shared};
 use crate::api::common::CommonStatus;
 use crate::api::kafka_cluster_set::KafkaClusterSet;
-use crate::api::pipeline::{FlinkMode, Pipeline, SavepointRecord};
+use crate::api::pipeline::{EngineType, FlinkMode, Pipeline, SavepointRecord};
 use crate::api::savepoint::Savepoint;
 use crate::error::Error;
 use crate::flink::rest::RestFlink;
@@ -79,9 +81,12 @@ impl Act<Pipeline> for RunPipeline<'_> {
                     }
                     Ok(outcome)
                 }
-                _ => Ok(Outcome::validated_only(
-                    "application-mode and consumer-engine Pipeline",
-                )),
+                _ => match &pipeline.spec.engine.consumer {
+                    Some(engine) if pipeline.spec.engine.type_ == EngineType::Consumer => {
+                        consumer::run(&self.shared.client, pipeline, engine).await
+                    }
+                    _ => Ok(Outcome::validated_only("application-mode Flink Pipeline")),
+                },
             }
         }
         .boxed()
@@ -185,7 +190,10 @@ pub async fn run(shared: Arc<Shared>, shutdown: impl Future<Output = ()> + Send 
     let (savepoints, savepoints_stream) = watch::<Savepoint>(&shared);
     let by_set = reader.clone();
     let by_savepoint = reader.clone();
+    let deployments: Api<Deployment> = shared.api();
+    let managed = watcher::Config::default().labels("app.kubernetes.io/managed-by=kappa-operator");
     let controller = Controller::for_stream(stream, reader)
+        .owns(deployments, managed)
         .watches_stream(sets_stream, move |set| {
             referrers(&by_set, &set, |p: &Pipeline, name| {
                 p.spec.cluster_set == name
