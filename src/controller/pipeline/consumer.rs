@@ -55,7 +55,6 @@ fn environment(pipeline: &Pipeline) -> Vec<EnvVar> {
     };
     let mut env = vec![
         value("KAPPA_DISCOVERY_DIR", DISCOVERY_DIR.into()),
-        value("KAPPA_CLUSTER_SET", spec.cluster_set.clone()),
         EnvVar {
             name: "KAPPA_NAMESPACE".into(),
             value: None,
