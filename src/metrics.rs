@@ -42,6 +42,8 @@ pub struct Metrics {
     pub savepoint_duration: HistogramVec,
     /// Failed savepoint attempts.
     pub savepoint_failures: IntCounterVec,
+    /// Records a Pipeline has not yet read, per input stream.
+    pub pipeline_lag: IntGaugeVec,
 }
 
 impl Metrics {
@@ -163,6 +165,14 @@ impl Metrics {
             ),
             &["namespace", "pipeline"],
         )?;
+        let pipeline_lag = IntGaugeVec::new(
+            Opts::new(
+                "kappa_pipeline_lag_records",
+                "Records of an input stream a Pipeline has not yet read, over every cluster it is read from",
+            ),
+            &["namespace", "pipeline", "stream"],
+        )?;
+        registry.register(Box::new(pipeline_lag.clone()))?;
         registry.register(Box::new(pipeline_running.clone()))?;
         registry.register(Box::new(pipeline_deployments.clone()))?;
         registry.register(Box::new(last_savepoint.clone()))?;
@@ -200,6 +210,7 @@ impl Metrics {
             last_savepoint,
             savepoint_duration,
             savepoint_failures,
+            pipeline_lag,
         })
     }
 

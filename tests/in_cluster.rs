@@ -646,7 +646,6 @@ async fn a_consumer_pipeline_runs_its_app_with_the_streams_in_its_environment() 
             written.insert(key.to_string(), round + 1);
         }
     }
-    producer.close().await.expect("closed");
 
     let version = env!("CARGO_PKG_VERSION");
     let app = json!({
@@ -668,20 +667,10 @@ async fn a_consumer_pipeline_runs_its_app_with_the_streams_in_its_environment() 
         |c| c.reason == "ReplicasReady",
     )
     .await;
-    let started = Instant::now();
-    let log = loop {
-        let log = testbed.kubectl(&["-n", &ns, "logs", "deployment/totals"]);
-        if log.lines().count() >= 30 || started.elapsed() > Duration::from_secs(60) {
-            break log;
-        }
-        tokio::time::sleep(Duration::from_millis(500)).await;
-    };
+    let log = app_log(testbed, &ns, 30).await;
     let mut check = kappa_operator::client::check::Check::default();
-    for line in log.lines() {
-        let mut fields = line.split_whitespace();
-        if let (Some(key), Some(Ok(number))) = (fields.next(), fields.next().map(str::parse)) {
-            check.read(key, number);
-        }
+    for (key, number) in numbered_lines(&log) {
+        check.read(&key, number);
     }
     let report = check.report(&written);
     println!("the consumer engine's app: {report}");
@@ -700,15 +689,50 @@ async fn a_consumer_pipeline_runs_its_app_with_the_streams_in_its_environment() 
         "{env}"
     );
 
-    let suspend = json!({"spec": {"state": "suspended"}});
-    kappa_api(&client, &ns, "Pipeline")
-        .patch(
-            "totals",
-            &kube::api::PatchParams::default(),
-            &kube::api::Patch::Merge(&suspend),
-        )
-        .await
-        .expect("suspended");
+    // An offsets Savepoint is the group's committed offsets, as the broker
+    // itself reports them.
+    let (blue, group, topic) = (testbed.brokers[0].as_str(), "totals-app", "engine-orders");
+    let started = Instant::now();
+    while common::kafka::lag(blue, group, topic) != 0 {
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "the app commits what it read"
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    let at_30 = common::kafka::committed(blue, group, topic);
+    let snapshot = common::objects::savepoint(
+        "totals-at-30",
+        json!({"pipelineRef": "totals", "type": "offsets"}),
+    );
+    create(&client, &ns, snapshot).await.expect("savepoint");
+    let taken = common::wait_for_status(
+        &client,
+        &ns,
+        "Savepoint",
+        "totals-at-30",
+        Duration::from_secs(60),
+        |s| s["phase"] == "Completed",
+    )
+    .await;
+    let recorded: std::collections::BTreeMap<i32, i64> = taken["offsets"]
+        .as_array()
+        .expect("offsets")
+        .iter()
+        .map(|o| {
+            assert_eq!(
+                (o["cluster"].as_str(), o["topic"].as_str()),
+                (Some("blue"), Some(topic))
+            );
+            (
+                o["partition"].as_i64().expect("partition") as i32,
+                o["offset"].as_i64().expect("offset"),
+            )
+        })
+        .collect();
+    assert_eq!(recorded, at_30, "the snapshot is the committed offsets");
+
+    set_state(&client, &ns, "suspended").await;
     common::wait_for_ready(
         &client,
         &ns,
@@ -728,5 +752,108 @@ async fn a_consumer_pipeline_runs_its_app_with_the_streams_in_its_environment() 
         "jsonpath={.spec.replicas}",
     ]);
     assert_eq!(replicas, "0");
+
+    // Fifteen records written while it is suspended are its lag.
+    for round in 10..15u64 {
+        for key in ["a", "b", "c"] {
+            producer
+                .send("orders", key.as_bytes(), round.to_string().as_bytes())
+                .await
+                .expect("delivered");
+        }
+    }
+    producer.close().await.expect("closed");
+    let status = common::wait_for_status(
+        &client,
+        &ns,
+        "Pipeline",
+        "totals",
+        Duration::from_secs(60),
+        |s| s["totalLagRecords"] == 15,
+    )
+    .await;
+    let computed = common::kafka::lag(blue, group, topic);
+    println!("lag reported {} and computed {computed}", status["lag"]);
+    assert_eq!(computed, 15);
+    assert_eq!(status["lag"], json!([{"stream": "orders", "records": 15}]));
+
+    // Resumed, it reads them and its lag goes to zero.
+    set_state(&client, &ns, "running").await;
+    common::wait_for_status(
+        &client,
+        &ns,
+        "Pipeline",
+        "totals",
+        Duration::from_secs(90),
+        |s| s["totalLagRecords"] == 0 && s["phase"] == "Running",
+    )
+    .await;
+    assert_eq!(common::kafka::lag(blue, group, topic), 0);
+
+    // Restoring the snapshot moves the group back: the next pod reads the
+    // fifteen records again, and only those.
+    let restore = json!({"spec": {"restoreFrom": {"savepoint": "totals-at-30"}}});
+    kappa_api(&client, &ns, "Pipeline")
+        .patch(
+            "totals",
+            &kube::api::PatchParams::default(),
+            &kube::api::Patch::Merge(&restore),
+        )
+        .await
+        .expect("restore requested");
+    let status = common::wait_for_status(
+        &client,
+        &ns,
+        "Pipeline",
+        "totals",
+        Duration::from_secs(120),
+        |s| s["restoredFrom"] == "totals-at-30" && s["phase"] == "Running",
+    )
+    .await;
+    assert_eq!(status["history"][0]["event"], "Restored");
+    let log = app_log(testbed, &ns, 15).await;
+    let mut reread = numbered_lines(&log);
+    reread.sort();
+    let expected: Vec<(String, u64)> = ["a", "b", "c"]
+        .iter()
+        .flat_map(|key| (10..15u64).map(move |n| (key.to_string(), n)))
+        .collect();
+    assert_eq!(reread, expected, "{log}");
     assert_pods_logged_no_refusal(testbed);
+}
+
+/// Sets the pipeline `totals` running or suspended.
+async fn set_state(client: &kube::Client, ns: &str, state: &str) {
+    let patch = json!({"spec": {"state": state}});
+    kappa_api(client, ns, "Pipeline")
+        .patch(
+            "totals",
+            &kube::api::PatchParams::default(),
+            &kube::api::Patch::Merge(&patch),
+        )
+        .await
+        .expect("state set");
+}
+
+/// The log of the current pod of Deployment `totals` once it holds `lines`
+/// records (or after a minute).
+async fn app_log(testbed: &Testbed, ns: &str, lines: usize) -> String {
+    let started = Instant::now();
+    loop {
+        let log = testbed.kubectl(&["-n", ns, "logs", "deployment/totals"]);
+        if numbered_lines(&log).len() >= lines || started.elapsed() > Duration::from_secs(60) {
+            return log;
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+}
+
+/// The `key number` lines the demo consumer prints.
+fn numbered_lines(log: &str) -> Vec<(String, u64)> {
+    log.lines()
+        .filter_map(|line| {
+            let mut fields = line.split_whitespace();
+            Some((fields.next()?.to_string(), fields.next()?.parse().ok()?))
+        })
+        .collect()
 }

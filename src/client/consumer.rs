@@ -10,8 +10,11 @@
 //! (every [`super::RoutedProducer`] does).
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
+
+use tokio::sync::mpsc;
 
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
 use rdkafka::{Message, Offset, TopicPartitionList};
@@ -53,11 +56,73 @@ pub struct Record {
 /// A cluster's partitions of the topic, with the group's committed offsets.
 type Loaded = rdkafka::error::KafkaResult<Vec<(i32, Offset)>>;
 
+/// What a cluster's fetching thread hands over.
+type Polled = (String, rdkafka::error::KafkaResult<Record>);
+
+/// How long the fetching thread waits for a record before it looks whether
+/// it should stop.
+const POLL_WAIT: Duration = Duration::from_millis(100);
+/// Records fetched and not yet taken, over all clusters.
+const FETCHED_AHEAD: usize = 1024;
+
+/// A librdkafka consumer of one cluster and the thread that fetches from
+/// it. librdkafka serves fetched records to an application that waits in
+/// its poll call; the thread does that wait, off the async runtime, and
+/// hands the records over a channel.
+struct Fetcher {
+    consumer: Arc<BaseConsumer>,
+    stop: Arc<AtomicBool>,
+}
+
+impl Fetcher {
+    fn start(
+        config: &rdkafka::ClientConfig,
+        cluster: &str,
+        records: &mpsc::Sender<Polled>,
+    ) -> Result<Self, ClientError> {
+        let consumer: Arc<BaseConsumer> = Arc::new(config.create()?);
+        let stop = Arc::new(AtomicBool::new(false));
+        let (fetching, stopped) = (consumer.clone(), stop.clone());
+        let (cluster, records) = (cluster.to_string(), records.clone());
+        std::thread::Builder::new()
+            .name(format!("fetch-{cluster}"))
+            .spawn(move || {
+                while !stopped.load(Ordering::Relaxed) {
+                    let polled = match fetching.poll(POLL_WAIT) {
+                        None => continue,
+                        Some(Err(error)) => Err(error),
+                        Some(Ok(message)) => Ok(Record {
+                            cluster: cluster.clone(),
+                            partition: message.partition(),
+                            offset: message.offset(),
+                            key: message.key().map(<[u8]>::to_vec),
+                            payload: message.payload().map(<[u8]>::to_vec),
+                            timestamp: message.timestamp().to_millis(),
+                        }),
+                    };
+                    if records.blocking_send((cluster.clone(), polled)).is_err() {
+                        break;
+                    }
+                }
+            })
+            .map_err(|e| ClientError::Malformed(format!("no thread to fetch with: {e}")))?;
+        Ok(Self { consumer, stop })
+    }
+}
+
+impl Drop for Fetcher {
+    fn drop(&mut self) {
+        // The thread lets go of the consumer, and librdkafka's close (which
+        // may wait for the broker) runs there, not on the async runtime.
+        self.stop.store(true, Ordering::Relaxed);
+    }
+}
+
 /// The reader of one cluster.
 struct ClusterReader {
     /// How to connect, to replace a stalled consumer.
     config: rdkafka::ClientConfig,
-    consumer: Arc<BaseConsumer>,
+    fetcher: Fetcher,
     topic: String,
     /// Partitions whose committed offsets are known.
     loaded: bool,
@@ -94,14 +159,14 @@ impl ClusterReader {
             for partition in leaving {
                 list.add_partition(&self.topic, *partition);
             }
-            self.consumer.incremental_unassign(&list)?;
+            self.fetcher.consumer.incremental_unassign(&list)?;
         }
         if !coming.is_empty() {
             let mut list = TopicPartitionList::new();
             for (partition, from) in coming {
                 list.add_partition_offset(&self.topic, *partition, Offset::Offset(*from))?;
             }
-            self.consumer.incremental_assign(&list)?;
+            self.fetcher.consumer.incremental_assign(&list)?;
         }
         Ok(())
     }
@@ -119,7 +184,10 @@ pub struct RoutedConsumer {
     partitions: BTreeSet<i32>,
     readings: BTreeMap<i32, Reading>,
     last_commit: Instant,
-    turn: usize,
+    /// Records every cluster's fetching thread hands over.
+    records: mpsc::Receiver<Polled>,
+    /// The sending side, for new fetching threads.
+    sender: mpsc::Sender<Polled>,
 }
 
 async fn blocking<T: Send + 'static>(
@@ -143,6 +211,7 @@ impl RoutedConsumer {
         credentials: Credentials,
     ) -> Result<Self, ClientError> {
         let document = discovery.newer_than(i64::MIN).await?;
+        let (sender, records) = mpsc::channel(FETCHED_AHEAD);
         let mut consumer = Self {
             discovery,
             document: document.clone(),
@@ -154,7 +223,8 @@ impl RoutedConsumer {
             partitions: BTreeSet::new(),
             readings: BTreeMap::new(),
             last_commit: Instant::now(),
-            turn: 0,
+            records,
+            sender,
         };
         consumer.stream_of(&document)?;
         consumer.adopt(document).await?;
@@ -207,12 +277,12 @@ impl RoutedConsumer {
                         ("socket.timeout.ms".to_string(), "5000".to_string()),
                     ]),
                 )?;
-                let consumer: BaseConsumer = config.create()?;
+                let fetcher = Fetcher::start(&config, &segment.cluster, &self.sender)?;
                 self.readers.insert(
                     segment.cluster.clone(),
                     ClusterReader {
                         config,
-                        consumer: Arc::new(consumer),
+                        fetcher,
                         topic: segment.topic.clone(),
                         loaded: false,
                         retry_at: None,
@@ -248,7 +318,7 @@ impl RoutedConsumer {
             {
                 continue;
             }
-            let (consumer, topic) = (reader.consumer.clone(), reader.topic.clone());
+            let (consumer, topic) = (reader.fetcher.consumer.clone(), reader.topic.clone());
             reader.loading = Some(tokio::task::spawn_blocking(move || {
                 let metadata = consumer.fetch_metadata(Some(&topic), REQUEST_TIMEOUT)?;
                 let mut list = TopicPartitionList::new();
@@ -374,8 +444,11 @@ impl RoutedConsumer {
                     })
                     .unwrap_or(0)
             };
-            let (consumer, topic, asked) =
-                (reader.consumer.clone(), reader.topic.clone(), idle.clone());
+            let (consumer, topic, asked) = (
+                reader.fetcher.consumer.clone(),
+                reader.topic.clone(),
+                idle.clone(),
+            );
             let highs = blocking(move || {
                 asked
                     .iter()
@@ -403,7 +476,7 @@ impl RoutedConsumer {
                 continue;
             }
             tracing::warn!(cluster = %name, ?stalled, "fetching stalled; reconnecting to the cluster");
-            let fresh: BaseConsumer = reader.config.create()?;
+            let fresh = Fetcher::start(&reader.config, name, &self.sender)?;
             let mut list = TopicPartitionList::new();
             for partition in reader.assigned.keys() {
                 // A broker that cannot serve a fetch starting inside a
@@ -419,8 +492,8 @@ impl RoutedConsumer {
                 }
                 list.add_partition_offset(&reader.topic, *partition, Offset::Offset(from))?;
             }
-            fresh.assign(&list)?;
-            reader.consumer = Arc::new(fresh);
+            fresh.consumer.assign(&list)?;
+            reader.fetcher = fresh;
         }
         Ok(())
     }
@@ -443,47 +516,19 @@ impl RoutedConsumer {
                 self.commit(CommitMode::Async).await;
                 self.unstall().await?;
             }
-            if let Some(record) = self.poll_round()? {
-                return Ok(record);
-            }
-            tokio::time::sleep(Duration::from_millis(2)).await;
-        }
-    }
-
-    /// Polls each assigned cluster once, starting with the next in turn.
-    fn poll_round(&mut self) -> Result<Option<Record>, ClientError> {
-        let names: Vec<String> = self
-            .readers
-            .iter()
-            .filter(|(_, r)| !r.assigned.is_empty())
-            .map(|(n, _)| n.clone())
-            .collect();
-        for step in 0..names.len() {
-            self.turn = self.turn.wrapping_add(1);
-            let name = &names[(self.turn + step) % names.len()];
-            let Some(reader) = self.readers.get(name) else {
+            let polled = tokio::time::timeout(POLL_WAIT, self.records.recv()).await;
+            let Ok(Some((cluster, polled))) = polled else {
                 continue;
             };
-            let record = match reader.consumer.poll(Duration::ZERO) {
-                None => continue,
-                Some(Err(error)) => {
-                    tracing::warn!(cluster = %name, %error, "poll failed");
-                    continue;
+            match polled {
+                Err(error) => tracing::warn!(%cluster, %error, "poll failed"),
+                Ok(record) => {
+                    if let Some(record) = self.accept(record)? {
+                        return Ok(record);
+                    }
                 }
-                Some(Ok(message)) => Record {
-                    cluster: name.clone(),
-                    partition: message.partition(),
-                    offset: message.offset(),
-                    key: message.key().map(<[u8]>::to_vec),
-                    payload: message.payload().map(<[u8]>::to_vec),
-                    timestamp: message.timestamp().to_millis(),
-                },
-            };
-            if let Some(record) = self.accept(record)? {
-                return Ok(Some(record));
             }
         }
-        Ok(None)
     }
 
     /// Keeps a record that belongs to the segment its partition is in, and
@@ -550,7 +595,7 @@ impl RoutedConsumer {
                 tracing::warn!(cluster = %name, %error, "an offset could not be listed");
             }
         }
-        let consumer = reader.consumer.clone();
+        let consumer = reader.fetcher.consumer.clone();
         match blocking(move || consumer.commit(&list, mode)).await {
             Ok(()) => reader.uncommitted.clear(),
             Err(error) => {

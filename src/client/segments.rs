@@ -66,6 +66,33 @@ pub fn reading(segments: &[ReadSegment], positions: &Positions, partition: i32) 
     Reading::Finished
 }
 
+/// Records not yet read: on every segment, from the reader's position on
+/// its cluster (or the segment's start) to the segment's end, or to the
+/// cluster's high watermark for a segment still open. `highs` holds the high
+/// watermark of every partition of every cluster read; a partition whose
+/// cluster did not answer counts for nothing.
+pub fn lag(segments: &[ReadSegment], positions: &Positions, highs: &Positions) -> i64 {
+    let mut behind = 0;
+    for segment in segments {
+        for ((cluster, partition), high) in
+            highs.range((segment.cluster.clone(), i32::MIN)..=(segment.cluster.clone(), i32::MAX))
+        {
+            let start = offset(segment.start_offsets.as_ref(), *partition).unwrap_or(0);
+            let end = match &segment.end_offsets {
+                Some(ends) => offset(Some(ends), *partition).unwrap_or(start),
+                None => *high,
+            };
+            let position = positions
+                .get(&(cluster.clone(), *partition))
+                .copied()
+                .unwrap_or(start)
+                .max(start);
+            behind += (end - position).max(0);
+        }
+    }
+    behind
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -139,5 +166,26 @@ mod tests {
         );
         let drained = [segment("blue", None, Some(2))];
         assert_eq!(reading(&drained, &at(&[("blue", 2)]), 0), Reading::Finished);
+    }
+
+    #[test]
+    fn lag_counts_the_unread_part_of_every_segment() {
+        let segments = vec![
+            segment("blue", None, Some(10)),
+            segment("green", None, Some(4)),
+            segment("blue", Some(10), None),
+        ];
+        let highs = Positions::from([(("blue".into(), 0), 15), (("green".into(), 0), 4)]);
+        // Nothing read: all of blue's first segment, green's, and blue's live tail.
+        assert_eq!(lag(&segments, &Positions::new(), &highs), 10 + 4 + 5);
+        // Blue read to 7, green not at all.
+        let positions = Positions::from([(("blue".into(), 0), 7)]);
+        assert_eq!(lag(&segments, &positions, &highs), 3 + 4 + 5);
+        // Everything but two records of the live segment.
+        let positions = Positions::from([(("blue".into(), 0), 13), (("green".into(), 0), 4)]);
+        assert_eq!(lag(&segments, &positions, &highs), 2);
+        // A cluster that did not answer counts for nothing.
+        let highs = Positions::from([(("green".into(), 0), 4)]);
+        assert_eq!(lag(&segments, &Positions::new(), &highs), 4);
     }
 }

@@ -141,6 +141,25 @@ pub trait KafkaAdmin: Send + Sync {
         topics: &[String],
     ) -> BoxFuture<'_, Result<GroupOffsets, KafkaError>>;
 
+    /// One group's committed offsets on these topics: topic -> partition ->
+    /// offset. Partitions without a commit are absent.
+    fn group_offsets(
+        &self,
+        connection: &ClusterConnection,
+        group: &str,
+        topics: &[String],
+    ) -> BoxFuture<'_, Result<TopicOffsets, KafkaError>>;
+
+    /// Commits these offsets of `topic` for `group` without joining it; the
+    /// broker refuses while the group has members.
+    fn commit_offsets(
+        &self,
+        connection: &ClusterConnection,
+        group: &str,
+        topic: &str,
+        offsets: &BTreeMap<i32, i64>,
+    ) -> BoxFuture<'_, Result<(), KafkaError>>;
+
     /// The high watermark (next offset) of every partition of `topic`.
     fn end_offsets(
         &self,
@@ -149,8 +168,11 @@ pub trait KafkaAdmin: Send + Sync {
     ) -> BoxFuture<'_, Result<BTreeMap<i32, i64>, KafkaError>>;
 }
 
+/// Committed offsets of one group: topic -> partition -> offset.
+pub type TopicOffsets = BTreeMap<String, BTreeMap<i32, i64>>;
+
 /// Committed offsets: group -> topic -> partition -> offset.
-pub type GroupOffsets = BTreeMap<String, BTreeMap<String, BTreeMap<i32, i64>>>;
+pub type GroupOffsets = BTreeMap<String, TopicOffsets>;
 
 /// What one cluster looks like from its admin API.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -14,13 +14,13 @@ use rdkafka::admin::{
 };
 use rdkafka::client::ClientContext;
 use rdkafka::config::RDKafkaLogLevel;
-use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext};
+use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext};
 use rdkafka::error::RDKafkaErrorCode;
 use rdkafka::{ClientConfig, Offset, TopicPartitionList};
 
 use super::{
     ClusterConnection, ClusterView, DesiredTopic, GroupOffsets, KafkaAdmin, KafkaError,
-    ObservedTopic,
+    ObservedTopic, TopicOffsets,
 };
 
 type Client = AdminClient<QuietContext>;
@@ -239,6 +239,49 @@ impl RdKafkaAdmin {
         result.map_err(|e| self.unreachable(connection, e))
     }
 
+    async fn group_offsets_inner(
+        &self,
+        connection: &ClusterConnection,
+        group: String,
+        topics: Vec<String>,
+    ) -> Result<TopicOffsets, KafkaError> {
+        let client = self.client(connection)?;
+        let connection_for_group = connection.clone();
+        let result = tokio::task::spawn_blocking(move || {
+            let partitions = topic_partitions(&client, &topics)?;
+            committed_of(&connection_for_group, &group, &partitions)
+        })
+        .await
+        .map_err(|e| self.unreachable(connection, e))?;
+        result.map_err(|e| self.unreachable(connection, e))
+    }
+
+    async fn commit_inner(
+        &self,
+        connection: &ClusterConnection,
+        group: String,
+        topic: String,
+        offsets: BTreeMap<i32, i64>,
+    ) -> Result<(), KafkaError> {
+        let connection_for_group = connection.clone();
+        let name = topic.clone();
+        let result = tokio::task::spawn_blocking(move || {
+            let consumer = group_member(&connection_for_group, &group)?;
+            let mut list = TopicPartitionList::new();
+            for (partition, offset) in offsets {
+                list.add_partition_offset(&name, partition, Offset::Offset(offset))?;
+            }
+            consumer.commit(&list, CommitMode::Sync)
+        })
+        .await
+        .map_err(|e| self.unreachable(connection, e))?;
+        result.map_err(|e| KafkaError::Refused {
+            operation: "OffsetCommit",
+            topic,
+            message: e.to_string(),
+        })
+    }
+
     async fn end_offsets_inner(
         &self,
         connection: &ClusterConnection,
@@ -271,13 +314,11 @@ impl RdKafkaAdmin {
     }
 }
 
-/// Lists the cluster's consumer groups and reads each one's committed
-/// offsets on `topics` (OffsetFetch through a consumer that never joins).
-fn committed_by_group(
+/// Every partition of `topics`, as the cluster's metadata lists them.
+fn topic_partitions(
     client: &Client,
-    connection: &ClusterConnection,
     topics: &[String],
-) -> Result<GroupOffsets, rdkafka::error::KafkaError> {
+) -> Result<TopicPartitionList, rdkafka::error::KafkaError> {
     let mut partitions = TopicPartitionList::new();
     for topic in topics {
         let metadata = client
@@ -289,28 +330,60 @@ fn committed_by_group(
             }
         }
     }
+    Ok(partitions)
+}
+
+/// A consumer of `group` that never joins it: it reads and commits offsets
+/// (OffsetFetch, OffsetCommit) and fetches nothing.
+fn group_member(
+    connection: &ClusterConnection,
+    group: &str,
+) -> Result<BaseConsumer<QuietContext>, rdkafka::error::KafkaError> {
+    let mut config = ClientConfig::new();
+    config
+        .set("bootstrap.servers", &connection.bootstrap_servers)
+        .set("group.id", group)
+        .set("enable.auto.commit", "false");
+    for (key, value) in &connection.properties {
+        config.set(key, value);
+    }
+    config.create_with_context(QuietContext)
+}
+
+/// `group`'s committed offsets on `partitions`: topic -> partition -> offset.
+fn committed_of(
+    connection: &ClusterConnection,
+    group: &str,
+    partitions: &TopicPartitionList,
+) -> Result<TopicOffsets, rdkafka::error::KafkaError> {
+    let consumer = group_member(connection, group)?;
+    let committed = consumer.committed_offsets(partitions.clone(), REQUEST_TIMEOUT)?;
+    let mut offsets: TopicOffsets = BTreeMap::new();
+    for element in committed.elements() {
+        if let Offset::Offset(offset) = element.offset() {
+            offsets
+                .entry(element.topic().to_string())
+                .or_default()
+                .insert(element.partition(), offset);
+        }
+    }
+    Ok(offsets)
+}
+
+/// Lists the cluster's consumer groups and reads each one's committed
+/// offsets on `topics`.
+fn committed_by_group(
+    client: &Client,
+    connection: &ClusterConnection,
+    topics: &[String],
+) -> Result<GroupOffsets, rdkafka::error::KafkaError> {
+    let partitions = topic_partitions(client, topics)?;
     let mut offsets = GroupOffsets::new();
     let groups = client.inner().fetch_group_list(None, REQUEST_TIMEOUT)?;
     for group in groups.groups() {
-        let mut config = ClientConfig::new();
-        config
-            .set("bootstrap.servers", &connection.bootstrap_servers)
-            .set("group.id", group.name())
-            .set("enable.auto.commit", "false");
-        for (key, value) in &connection.properties {
-            config.set(key, value);
-        }
-        let consumer: BaseConsumer<QuietContext> = config.create_with_context(QuietContext)?;
-        let committed = consumer.committed_offsets(partitions.clone(), REQUEST_TIMEOUT)?;
-        for element in committed.elements() {
-            if let Offset::Offset(offset) = element.offset() {
-                offsets
-                    .entry(group.name().to_string())
-                    .or_default()
-                    .entry(element.topic().to_string())
-                    .or_default()
-                    .insert(element.partition(), offset);
-            }
+        let committed = committed_of(connection, group.name(), &partitions)?;
+        if !committed.is_empty() {
+            offsets.insert(group.name().to_string(), committed);
         }
     }
     Ok(offsets)
@@ -388,5 +461,31 @@ impl KafkaAdmin for RdKafkaAdmin {
     ) -> BoxFuture<'_, Result<BTreeMap<i32, i64>, KafkaError>> {
         let (connection, topic) = (connection.clone(), topic.to_string());
         async move { self.end_offsets_inner(&connection, &topic).await }.boxed()
+    }
+
+    fn group_offsets(
+        &self,
+        connection: &ClusterConnection,
+        group: &str,
+        topics: &[String],
+    ) -> BoxFuture<'_, Result<TopicOffsets, KafkaError>> {
+        let (connection, group, topics) = (connection.clone(), group.to_string(), topics.to_vec());
+        async move { self.group_offsets_inner(&connection, group, topics).await }.boxed()
+    }
+
+    fn commit_offsets(
+        &self,
+        connection: &ClusterConnection,
+        group: &str,
+        topic: &str,
+        offsets: &BTreeMap<i32, i64>,
+    ) -> BoxFuture<'_, Result<(), KafkaError>> {
+        let (connection, group, topic, offsets) = (
+            connection.clone(),
+            group.to_string(),
+            topic.to_string(),
+            offsets.clone(),
+        );
+        async move { self.commit_inner(&connection, group, topic, offsets).await }.boxed()
     }
 }

@@ -321,6 +321,46 @@ pub async fn produce(bootstrap: &str, topic: &str, count: u64) {
     }
 }
 
+/// The offsets `group` has committed on `topic`, per partition.
+pub fn committed(bootstrap: &str, group: &str, topic: &str) -> BTreeMap<i32, i64> {
+    let consumer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", bootstrap)
+        .set("group.id", group)
+        .create()
+        .expect("consumer");
+    let mut list = TopicPartitionList::new();
+    for partition in high_watermarks(bootstrap, topic).keys() {
+        list.add_partition(topic, partition.parse().expect("partition number"));
+    }
+    consumer
+        .committed_offsets(list, Duration::from_secs(10))
+        .expect("committed offsets")
+        .elements()
+        .iter()
+        .filter_map(|e| match e.offset() {
+            Offset::Offset(offset) => Some((e.partition(), offset)),
+            _ => None,
+        })
+        .collect()
+}
+
+/// Records of `topic` that `group` has not read: high watermarks less
+/// committed offsets, as a lag exporter computes it.
+pub fn lag(bootstrap: &str, group: &str, topic: &str) -> i64 {
+    let committed = committed(bootstrap, group, topic);
+    high_watermarks(bootstrap, topic)
+        .iter()
+        .map(|(partition, high)| {
+            let at = partition
+                .parse()
+                .ok()
+                .and_then(|p: i32| committed.get(&p).copied())
+                .unwrap_or(0);
+            high - at
+        })
+        .sum()
+}
+
 /// Commits `offsets` (partition -> offset) on `topic` for consumer group
 /// `group`, as a consumer that has read up to there would.
 pub fn commit_offsets(bootstrap: &str, group: &str, topic: &str, offsets: &BTreeMap<String, i64>) {

@@ -347,6 +347,30 @@ pub async fn wait_for_ready(
     panic!("{kind} {namespace}/{name}: Ready condition not as expected within {timeout:?}; last: {last:?}");
 }
 
+/// Waits until the status of `kind` `name` satisfies `accept`; returns it.
+pub async fn wait_for_status(
+    client: &Client,
+    namespace: &str,
+    kind: &str,
+    name: &str,
+    timeout: Duration,
+    accept: impl Fn(&serde_json::Value) -> bool,
+) -> serde_json::Value {
+    let api = kappa_api(client, namespace, kind);
+    let started = Instant::now();
+    let mut last = serde_json::Value::Null;
+    while started.elapsed() < timeout {
+        if let Ok(object) = api.get(name).await {
+            last = object.data["status"].clone();
+            if accept(&last) {
+                return last;
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    panic!("{kind} {namespace}/{name}: status not as expected within {timeout:?}; last: {last}");
+}
+
 /// Reasons the operator gives a spec it refuses.
 const REFUSAL_REASONS: [&str; 5] = [
     "InvalidSpec",

@@ -20,7 +20,7 @@ use crate::api::kafka_cluster_set::{
     KafkaClusterSetSpec, Provider, SaslMechanism,
 };
 use crate::controller::verdict::FIELD_MANAGER;
-use crate::discovery::{ClientSecurity, SecretKey};
+use crate::discovery::{ClientSecurity, DiscoveredCluster, SecretKey};
 use crate::kafka::ClusterConnection;
 
 /// Why a cluster cannot be reached yet. Each is a condition reason.
@@ -458,4 +458,34 @@ async fn secret_value(
         .ok_or_else(|| {
             ProviderError::SecretMissing(format!("Secret `{name}` has no UTF-8 key `{key}`"))
         })
+}
+
+/// How the operator reaches a cluster as the discovery document describes
+/// it, its credentials read from the Secrets the document names.
+pub async fn discovered_connection(
+    client: &Client,
+    namespace: &str,
+    cluster: &DiscoveredCluster,
+) -> Result<ClusterConnection, ProviderError> {
+    let mut connection = ClusterConnection::plaintext(cluster.bootstrap_servers.clone());
+    let Some(security) = &cluster.security else {
+        return Ok(connection);
+    };
+    let secrets: Api<Secret> = Api::namespaced(client.clone(), namespace);
+    let properties = &mut connection.properties;
+    properties.insert("security.protocol".into(), security.protocol.clone());
+    if let Some(ca) = &security.ca_secret {
+        let pem = secret_value(&secrets, &ca.name, &ca.key).await?;
+        properties.insert("ssl.ca.pem".into(), pem);
+    }
+    if let Some(secret) = &security.sasl_secret_name {
+        if let Some(mechanism) = &security.sasl_mechanism {
+            properties.insert("sasl.mechanism".into(), mechanism.clone());
+        }
+        for key in ["username", "password"] {
+            let value = secret_value(&secrets, secret, key).await?;
+            properties.insert(format!("sasl.{key}"), value);
+        }
+    }
+    Ok(connection)
 }

@@ -8,26 +8,41 @@ use std::time::Duration;
 
 use k8s_openapi::api::apps::v1::{Deployment, DeploymentSpec};
 use k8s_openapi::api::core::v1::{
-    ConfigMapVolumeSource, EnvVar, EnvVarSource, ObjectFieldSelector, Volume, VolumeMount,
+    ConfigMapVolumeSource, EnvVar, EnvVarSource, ObjectFieldSelector, Pod, Volume, VolumeMount,
 };
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta, OwnerReference};
-use kube::api::{Patch, PatchParams};
-use kube::{Api, Client, Resource, ResourceExt};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
+use kube::api::{ListParams, Patch, PatchParams};
+use kube::core::DeserializeGuard;
+use kube::runtime::reflector::Store;
+use kube::{Api, Client, ResourceExt};
 
-use crate::api::pipeline::{ConsumerEngine, JobState, JobStatus, Pipeline, PipelineSpec};
+use super::offsets::ReadView;
+use super::snapshots;
+use crate::api::pipeline::{
+    ConsumerEngine, JobState, JobStatus, Pipeline, PipelineSpec, PipelineStatus,
+};
+use crate::api::savepoint::{Savepoint, SavepointPhase};
 use crate::conditions::READY;
+use crate::controller::lookup;
 use crate::controller::verdict::{own_fields, Outcome, Requeue, Wanted, FIELD_MANAGER};
 use crate::discovery::config_map_name;
 use crate::error::Error;
+use crate::kafka::KafkaAdmin;
 
 /// Where the discovery ConfigMap is mounted in every container.
 pub const DISCOVERY_DIR: &str = "/etc/kappa/discovery";
+/// Pod template annotation carrying `restartNonce`.
+const RESTART_ANNOTATION: &str = "kappa.dev/restart-nonce";
 /// The volume that mounts it.
 const DISCOVERY_VOLUME: &str = "kappa-discovery";
 /// Label naming the pipeline a Deployment runs.
 pub const PIPELINE_LABEL: &str = "kappa.dev/pipeline";
 /// How often a Deployment that is rolling out is looked at (its changes also wake the pipeline).
 const ROLLING_RECHECK: Duration = Duration::from_secs(10);
+/// How often a restore waiting for its Savepoint or for pods to stop looks again.
+const RESTORE_RECHECK: Duration = Duration::from_secs(2);
+/// How often the lag of a deployed consumer pipeline is measured.
+const LAG_EVERY: Duration = Duration::from_secs(15);
 
 /// The consumer group of each input, `<pipeline>-<stream>` unless set.
 pub fn groups(name: &str, spec: &PipelineSpec) -> Vec<(String, String)> {
@@ -91,8 +106,12 @@ fn environment(pipeline: &Pipeline) -> Vec<EnvVar> {
     env
 }
 
-/// The Deployment that runs `pipeline` with `engine`.
-pub fn deployment(pipeline: &Pipeline, engine: &ConsumerEngine) -> Result<Deployment, Error> {
+/// The Deployment that runs `pipeline` with `engine` on `replicas` pods.
+pub fn deployment(
+    pipeline: &Pipeline,
+    engine: &ConsumerEngine,
+    replicas: i32,
+) -> Result<Deployment, Error> {
     let name = pipeline.name_any();
     let labels = BTreeMap::from([
         (PIPELINE_LABEL.to_string(), name.clone()),
@@ -107,6 +126,13 @@ pub fn deployment(pipeline: &Pipeline, engine: &ConsumerEngine) -> Result<Deploy
         .labels
         .get_or_insert_with(BTreeMap::new)
         .extend(labels.clone());
+    if let Some(nonce) = pipeline.spec.restart_nonce {
+        // A new nonce is a new pod template: the Deployment rolls its pods.
+        metadata
+            .annotations
+            .get_or_insert_with(BTreeMap::new)
+            .insert(RESTART_ANNOTATION.to_string(), nonce.to_string());
+    }
     let pod = template.spec.get_or_insert_with(Default::default);
     pod.volumes.get_or_insert_with(Vec::new).push(Volume {
         name: DISCOVERY_VOLUME.into(),
@@ -131,16 +157,12 @@ pub fn deployment(pipeline: &Pipeline, engine: &ConsumerEngine) -> Result<Deploy
         own.retain(|e| !env.iter().any(|ours| ours.name == e.name));
         own.extend(env.iter().cloned());
     }
-    let replicas = match pipeline.spec.state {
-        JobState::Running => engine.replicas,
-        JobState::Suspended => 0,
-    };
     Ok(Deployment {
         metadata: ObjectMeta {
             name: Some(name.clone()),
             namespace: pipeline.namespace(),
             labels: Some(labels.clone()),
-            owner_references: Some(vec![owner(pipeline)?]),
+            owner_references: Some(vec![snapshots::owner(pipeline)?]),
             ..ObjectMeta::default()
         },
         spec: DeploymentSpec {
@@ -156,61 +178,173 @@ pub fn deployment(pipeline: &Pipeline, engine: &ConsumerEngine) -> Result<Deploy
     })
 }
 
-fn owner(pipeline: &Pipeline) -> Result<OwnerReference, Error> {
-    Ok(OwnerReference {
-        api_version: Pipeline::api_version(&()).into_owned(),
-        kind: Pipeline::kind(&()).into_owned(),
-        name: pipeline.name_any(),
-        uid: pipeline
-            .uid()
-            .ok_or(Error::MissingObjectField("metadata.uid"))?,
-        controller: Some(true),
-        block_owner_deletion: Some(true),
-    })
+/// What the consumer engine reads and writes besides the Deployment.
+pub struct ConsumerDeps<'a> {
+    /// The API server.
+    pub client: &'a Client,
+    /// The Kafka clusters' admin API.
+    pub admin: &'a dyn KafkaAdmin,
+    /// Savepoints, for `restoreFrom`.
+    pub savepoints: &'a Store<DeserializeGuard<Savepoint>>,
 }
 
-/// Applies the Deployment and reports how far it has rolled out.
-pub async fn run(
+/// The offsets Savepoint `restoreFrom` names that the pipeline has not yet
+/// restored from.
+fn pending_restore(pipeline: &Pipeline) -> Option<&str> {
+    let wanted = pipeline.spec.restore_from.as_ref()?.savepoint.as_deref()?;
+    let done = pipeline
+        .status
+        .as_ref()
+        .and_then(|s| s.restored_from.as_deref());
+    (done != Some(wanted)).then_some(wanted)
+}
+
+/// Applies the Deployment with `replicas`.
+async fn apply(
     client: &Client,
     pipeline: &Pipeline,
     engine: &ConsumerEngine,
-) -> Result<Outcome, Error> {
-    let desired = deployment(pipeline, engine)?;
+    replicas: i32,
+) -> Result<Deployment, Error> {
+    let desired = deployment(pipeline, engine, replicas)?;
     let namespace = pipeline
         .namespace()
         .ok_or(Error::MissingObjectField("metadata.namespace"))?;
     let api: Api<Deployment> = Api::namespaced(client.clone(), &namespace);
-    let name = pipeline.name_any();
-    let applied = api
+    Ok(api
         .patch(
-            &name,
+            &pipeline.name_any(),
             &PatchParams::apply(FIELD_MANAGER).force(),
             &Patch::Apply(&desired),
         )
-        .await?;
-    let wanted = desired.spec.replicas.unwrap_or(0);
+        .await?)
+}
+
+/// Restores the groups' offsets from Savepoint `name`: the Deployment is
+/// scaled to zero, and once no pod of it is left the snapshot's offsets are
+/// committed. Returns the outcome to report while that is not done yet.
+async fn restore(
+    deps: &ConsumerDeps<'_>,
+    pipeline: &Pipeline,
+    engine: &ConsumerEngine,
+    name: &str,
+    status: &mut PipelineStatus,
+) -> Result<Option<Outcome>, Error> {
+    let waiting = |status: &mut PipelineStatus, ready: Wanted, requeue| {
+        status.phase = Some("Restoring".into());
+        Ok(Some(Outcome {
+            conditions: vec![ready],
+            fields: own_fields(serde_json::to_value(&*status)?),
+            requeue,
+        }))
+    };
+    let found = lookup(deps.savepoints, pipeline, name);
+    let snapshot = found
+        .as_deref()
+        .and_then(|g| g.0.as_ref().ok())
+        .and_then(|s| s.status.as_ref())
+        .filter(|s| s.phase == Some(SavepointPhase::Completed));
+    let Some(snapshot) = snapshot else {
+        let ready = Wanted::new(
+            READY,
+            "Unknown",
+            "RestoreSavepointNotReady",
+            format!("waiting for Savepoint `{name}` to complete before restoring from it"),
+        );
+        return waiting(status, ready, Requeue::After(RESTORE_RECHECK));
+    };
+    apply(deps.client, pipeline, engine, 0).await?;
+    let namespace = pipeline.namespace().unwrap_or_default();
+    let pods: Api<Pod> = Api::namespaced(deps.client.clone(), &namespace);
+    let selector = format!("{PIPELINE_LABEL}={}", pipeline.name_any());
+    let left = pods
+        .list_metadata(&ListParams::default().labels(&selector))
+        .await?
+        .items
+        .len();
+    if left > 0 {
+        let ready = Wanted::new(
+            READY,
+            "Unknown",
+            "Restoring",
+            format!("scaled to zero; waiting for {left} pod(s) to stop before committing the offsets of Savepoint `{name}`"),
+        );
+        return waiting(status, ready, Requeue::After(RESTORE_RECHECK));
+    }
+    let restored = match ReadView::of(deps.client, pipeline).await {
+        Ok(view) => view.restore(deps.admin, pipeline, &snapshot.offsets).await,
+        Err(error) => Err(error),
+    };
+    if let Err(error) = restored {
+        let ready = Wanted::new(
+            READY,
+            "False",
+            error.reason(),
+            format!("restoring the offsets of Savepoint `{name}`: {error}"),
+        );
+        return waiting(status, ready, Requeue::Backoff);
+    }
+    tracing::info!(savepoint = %name, "consumer groups moved to the savepoint's offsets");
+    status.restored_from = Some(name.to_string());
+    super::remember(status, pipeline, "Restored", Some(name.to_string()));
+    Ok(None)
+}
+
+/// Applies the Deployment (after a pending restore) and reports how far it
+/// has rolled out and how far behind its inputs it is.
+pub async fn run(
+    deps: &ConsumerDeps<'_>,
+    pipeline: &Pipeline,
+    engine: &ConsumerEngine,
+) -> Result<Outcome, Error> {
+    let mut pipeline_status = pipeline.status.clone().unwrap_or_default();
+    if let Some(name) = pending_restore(pipeline) {
+        if let Some(waiting) = restore(deps, pipeline, engine, name, &mut pipeline_status).await? {
+            return Ok(waiting);
+        }
+    }
+    let wanted = match pipeline.spec.state {
+        JobState::Running => engine.replicas,
+        JobState::Suspended => 0,
+    };
+    let applied = apply(deps.client, pipeline, engine, wanted).await?;
+    let name = pipeline.name_any();
     let status = applied.status.unwrap_or_default();
     let current = applied.metadata.generation == status.observed_generation;
     let ready = status.ready_replicas.unwrap_or(0);
     let updated = status.updated_replicas.unwrap_or(0);
     let total = status.replicas.unwrap_or(0);
     let rolled_out = current && ready == wanted && updated == wanted && total == wanted;
-    let mut pipeline_status = pipeline.status.clone().unwrap_or_default();
     pipeline_status.job = Some(JobStatus {
         id: Some(name.clone()),
         state: Some(format!("{ready}/{wanted} ready")),
         ..JobStatus::default()
     });
+    let lag = match ReadView::of(deps.client, pipeline).await {
+        Ok(view) => view.lag(deps.admin, pipeline).await,
+        Err(error) => Err(error),
+    };
+    match lag {
+        Ok(lag) => {
+            pipeline_status.total_lag_records = Some(lag.iter().map(|l| l.records).sum());
+            pipeline_status.lag = lag;
+        }
+        Err(error) => {
+            tracing::warn!(pipeline = %name, reason = error.reason(), %error, "lag unknown");
+            pipeline_status.total_lag_records = None;
+            pipeline_status.lag.clear();
+        }
+    }
     let (phase, ready_condition, requeue) = match (pipeline.spec.state, rolled_out) {
         (JobState::Suspended, true) => (
             "Suspended",
             Wanted::new(READY, "True", "Suspended", format!("Deployment {name} is scaled to zero; its state is its groups' committed offsets")),
-            Requeue::OnChange,
+            Requeue::After(LAG_EVERY),
         ),
         (JobState::Running, true) => (
             "Running",
             Wanted::new(READY, "True", "ReplicasReady", format!("Deployment {name}: {ready}/{wanted} replicas ready")),
-            Requeue::OnChange,
+            Requeue::After(LAG_EVERY),
         ),
         (_, false) => (
             "Deploying",
@@ -224,4 +358,65 @@ pub async fn run(
         fields: own_fields(serde_json::to_value(&pipeline_status)?),
         requeue,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn pipeline(spec: serde_json::Value) -> Pipeline {
+        let mut pipeline: Pipeline = serde_json::from_value(json!({
+            "apiVersion": "kappa.dev/v1alpha1", "kind": "Pipeline",
+            "metadata": {"name": "totals", "namespace": "apps", "uid": "u-1"},
+            "spec": spec,
+        }))
+        .expect("pipeline");
+        pipeline.metadata.generation = Some(1);
+        pipeline
+    }
+
+    #[test]
+    fn the_deployment_mounts_discovery_and_names_streams_and_groups() {
+        let pipeline = pipeline(json!({
+            "clusterSet": "events",
+            "inputs": [{"stream": "orders"}, {"stream": "refunds", "consumerGroup": "r"}],
+            "outputs": [{"stream": "totals"}],
+            "restartNonce": 7,
+            "engine": {"type": "consumer", "consumer": {"replicas": 2, "template": {"spec": {
+                "containers": [{"name": "app", "image": "app:1",
+                                "env": [{"name": "KAPPA_GROUP", "value": "mine"}]}]}}}}
+        }));
+        let engine = pipeline.spec.engine.consumer.clone().expect("engine");
+        let made = deployment(&pipeline, &engine, 0).expect("deployment");
+        let spec = made.spec;
+        assert_eq!(spec.replicas, Some(0));
+        let template = spec.template;
+        let annotations = template.metadata.and_then(|m| m.annotations);
+        assert_eq!(
+            annotations.and_then(|a| a.get(RESTART_ANNOTATION).cloned()),
+            Some("7".into())
+        );
+        let pod = template.spec.expect("pod");
+        let volume = &pod.volumes.expect("volumes")[0];
+        assert_eq!(
+            volume.config_map.as_ref().map(|c| c.name.as_str()),
+            Some("events-discovery")
+        );
+        let container = &pod.containers[0];
+        let env: BTreeMap<&str, Option<&str>> = container
+            .env
+            .iter()
+            .flatten()
+            .map(|e| (e.name.as_str(), e.value.as_deref()))
+            .collect();
+        assert_eq!(env["KAPPA_INPUTS"], Some("orders=totals-orders,refunds=r"));
+        assert_eq!(env["KAPPA_OUTPUTS"], Some("totals"));
+        assert_eq!(env["KAPPA_GROUP"], Some("totals-orders"), "ours win");
+        assert_eq!(env["KAPPA_DISCOVERY_DIR"], Some(DISCOVERY_DIR));
+        assert!(!env.contains_key("KAPPA_CLUSTER_SET"));
+        let mounts = container.volume_mounts.as_ref().expect("mounts");
+        assert_eq!(mounts[0].mount_path, DISCOVERY_DIR);
+        assert_eq!(made.metadata.owner_references.expect("owner")[0].uid, "u-1");
+    }
 }

@@ -4,6 +4,7 @@
 //! Flink cluster and followed there.
 
 pub mod consumer;
+pub mod offsets;
 pub mod session;
 pub mod snapshots;
 pub mod validate;
@@ -14,6 +15,8 @@ use std::sync::Arc;
 use futures::future::BoxFuture;
 use futures::FutureExt;
 use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use k8s_openapi::jiff::Timestamp;
 use kube::core::DeserializeGuard;
 use kube::runtime::controller::Action;
 use kube::runtime::reflector::{ObjectRef, Store};
@@ -24,11 +27,15 @@ use super::verdict::{Act, Outcome, Requeue};
 use super::{drive, lookup, referrers, verdict, watch, Ctx, Kind, Shared};
 use crate::api::common::CommonStatus;
 use crate::api::kafka_cluster_set::KafkaClusterSet;
-use crate::api::pipeline::{EngineType, FlinkMode, Pipeline, SavepointRecord};
+use crate::api::pipeline::{
+    EngineType, FlinkMode, HistoryEntry, Pipeline, PipelineStatus, SavepointRecord, StreamLag,
+};
 use crate::api::savepoint::Savepoint;
 use crate::error::Error;
 use crate::flink::rest::RestFlink;
 use crate::flink::FlinkApi;
+use crate::kafka::rdkafka_admin::RdKafkaAdmin;
+use crate::kafka::KafkaAdmin;
 use crate::validation::Referenced;
 use validate::PipelineRefs;
 
@@ -44,6 +51,7 @@ pub struct Stores {
     sets: Store<DeserializeGuard<KafkaClusterSet>>,
     savepoints: Store<DeserializeGuard<Savepoint>>,
     flink: Arc<dyn FlinkApi>,
+    admin: Arc<dyn KafkaAdmin>,
 }
 
 /// Acts on one valid pipeline.
@@ -58,36 +66,39 @@ impl Act<Pipeline> for RunPipeline<'_> {
         Self: 'a,
     {
         async move {
-            match &pipeline.spec.engine.flink {
+            let stores = self.stores;
+            let mut outcome = match &pipeline.spec.engine.flink {
                 Some(flink) if flink.mode == FlinkMode::Session => {
-                    let stores = self.stores;
-                    let mut outcome =
-                        session::run(&*stores.flink, &stores.savepoints, pipeline, flink).await?;
-                    let running = outcome.fields.get("phase") == Some(&"Running".into());
-                    let last = snapshots::newest_completed(pipeline, &stores.savepoints);
-                    record_metrics(self.shared, pipeline, running, &outcome, last.as_ref());
-                    if let Some(last) = last {
-                        outcome
-                            .fields
-                            .insert("lastSavepoint".into(), serde_json::to_value(last)?);
-                    }
-                    if running {
-                        let client = &self.shared.client;
-                        if let Some(due) =
-                            snapshots::schedule(client, pipeline, &stores.savepoints).await?
-                        {
-                            outcome.requeue = earlier(outcome.requeue, due);
-                        }
-                    }
-                    Ok(outcome)
+                    session::run(&*stores.flink, &stores.savepoints, pipeline, flink).await?
                 }
                 _ => match &pipeline.spec.engine.consumer {
                     Some(engine) if pipeline.spec.engine.type_ == EngineType::Consumer => {
-                        consumer::run(&self.shared.client, pipeline, engine).await
+                        let deps = consumer::ConsumerDeps {
+                            client: &self.shared.client,
+                            admin: &*stores.admin,
+                            savepoints: &stores.savepoints,
+                        };
+                        consumer::run(&deps, pipeline, engine).await?
                     }
-                    _ => Ok(Outcome::validated_only("application-mode Flink Pipeline")),
+                    _ => return Ok(Outcome::validated_only("application-mode Flink Pipeline")),
                 },
+            };
+            let running = outcome.fields.get("phase") == Some(&"Running".into());
+            let last = snapshots::newest_completed(pipeline, &stores.savepoints);
+            record_metrics(self.shared, pipeline, running, &outcome, last.as_ref());
+            if let Some(last) = last {
+                outcome
+                    .fields
+                    .insert("lastSavepoint".into(), serde_json::to_value(last)?);
             }
+            if running {
+                let client = &self.shared.client;
+                if let Some(due) = snapshots::schedule(client, pipeline, &stores.savepoints).await?
+                {
+                    outcome.requeue = earlier(outcome.requeue, due);
+                }
+            }
+            Ok(outcome)
         }
         .boxed()
     }
@@ -128,12 +139,44 @@ fn record_metrics(
             .with_label_values(&labels)
             .set(deployments);
     }
+    let lags = outcome
+        .fields
+        .get("lag")
+        .and_then(|lag| serde_json::from_value::<Vec<StreamLag>>(lag.clone()).ok());
+    for lag in lags.into_iter().flatten() {
+        metrics
+            .pipeline_lag
+            .with_label_values(&[labels[0], labels[1], &lag.stream])
+            .set(lag.records);
+    }
     if let Some(time) = last.and_then(|l| l.time.as_ref()) {
         metrics
             .last_savepoint
             .with_label_values(&labels)
             .set(time.0.as_second());
     }
+}
+
+/// How many history entries a pipeline keeps.
+const HISTORY: usize = 10;
+
+/// Notes a deployment, an upgrade or a restore in the pipeline's history.
+fn remember(
+    status: &mut PipelineStatus,
+    pipeline: &Pipeline,
+    event: &str,
+    restored_from: Option<String>,
+) {
+    status.history.insert(
+        0,
+        HistoryEntry {
+            generation: pipeline.metadata.generation.unwrap_or_default(),
+            event: event.into(),
+            restored_from,
+            time: Time(Timestamp::now()),
+        },
+    );
+    status.history.truncate(HISTORY);
 }
 
 /// Looks again at `due` at the latest.
@@ -223,6 +266,7 @@ pub async fn run(shared: Arc<Shared>, shutdown: impl Future<Output = ()> + Send 
             sets,
             savepoints,
             flink: Arc::new(RestFlink::default()),
+            admin: Arc::new(RdKafkaAdmin::default()),
         },
     });
     drive(controller, ctx, reconcile, shutdown).await;

@@ -5,8 +5,6 @@
 
 use std::time::Duration;
 
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
-use k8s_openapi::jiff::Timestamp;
 use kube::core::DeserializeGuard;
 use kube::runtime::controller::Action;
 use kube::runtime::reflector::Store;
@@ -14,8 +12,8 @@ use kube::{Api, ResourceExt};
 use sha2::{Digest, Sha256};
 
 use crate::api::pipeline::{
-    FlinkEngine, FlinkMode, HistoryEntry, JobState, JobStatus, Pipeline, PipelineStatus,
-    RestoreFrom, Transition, UpgradeMode,
+    FlinkEngine, FlinkMode, JobState, JobStatus, Pipeline, PipelineStatus, RestoreFrom, Transition,
+    UpgradeMode,
 };
 use crate::api::savepoint::{Savepoint, SavepointPhase};
 use crate::conditions::READY;
@@ -28,8 +26,6 @@ use crate::flink::{flink_id, FlinkApi, FlinkError, JobOverview, Operation, Submi
 const FOLLOW_EVERY: Duration = Duration::from_secs(15);
 /// How often a job that is starting is looked at.
 const STARTING_RECHECK: Duration = Duration::from_secs(2);
-/// Deployments kept in the status history.
-const HISTORY: usize = 10;
 
 /// What one reconcile of a session-mode pipeline works with.
 struct Session<'a> {
@@ -186,16 +182,7 @@ impl Session<'_> {
             job.submitted = true;
         }
         self.status.restored_from.clone_from(&restore);
-        self.status.history.insert(
-            0,
-            HistoryEntry {
-                generation: self.pipeline.metadata.generation.unwrap_or_default(),
-                event: event.into(),
-                restored_from: restore,
-                time: Time(Timestamp::now()),
-            },
-        );
-        self.status.history.truncate(HISTORY);
+        super::remember(&mut self.status, self.pipeline, event, restore);
         Ok(())
     }
 

@@ -12,7 +12,7 @@ use kube::core::DeserializeGuard;
 use kube::runtime::reflector::Store;
 use kube::{Api, Client, Resource, ResourceExt};
 
-use crate::api::pipeline::{Pipeline, SavepointPolicy, SavepointRecord};
+use crate::api::pipeline::{EngineType, Pipeline, SavepointPolicy, SavepointRecord};
 use crate::api::savepoint::{Savepoint, SavepointPhase, SavepointSpec, SavepointType};
 use crate::duration::parse_duration;
 use crate::error::Error;
@@ -133,14 +133,18 @@ pub async fn schedule(
         return Ok(Some(interval - since));
     }
     let name = format!("{}-{}", pipeline.name_any(), now.strftime("%Y%m%d-%H%M%S"));
+    let kind = match pipeline.spec.engine.type_ {
+        EngineType::Flink => SavepointType::Flink,
+        EngineType::Consumer => SavepointType::Offsets,
+    };
     let mut savepoint = Savepoint::new(
         &name,
         SavepointSpec {
             pipeline_ref: pipeline.name_any(),
-            type_: SavepointType::Flink,
+            type_: kind,
             target_directory: policy.target_directory.clone(),
             path: None,
-            dispose_on_delete: true,
+            dispose_on_delete: kind == SavepointType::Flink,
             backoff_limit: 1,
         },
     );
@@ -156,7 +160,8 @@ pub async fn schedule(
     Ok(Some(interval))
 }
 
-fn owner(pipeline: &Pipeline) -> Result<OwnerReference, Error> {
+/// The owner reference that makes `pipeline` the controller of an object.
+pub fn owner(pipeline: &Pipeline) -> Result<OwnerReference, Error> {
     Ok(OwnerReference {
         api_version: Pipeline::api_version(&()).into_owned(),
         kind: Pipeline::kind(&()).into_owned(),

@@ -8,10 +8,11 @@ use std::time::Duration;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use k8s_openapi::jiff::Timestamp;
 
+use super::lifecycle::{done, failed_attempt, outcome};
 use crate::api::pipeline::{FlinkMode, Pipeline};
 use crate::api::savepoint::{Savepoint, SavepointPhase, SavepointStatus};
 use crate::conditions::READY;
-use crate::controller::verdict::{own_fields, Outcome, Requeue, Wanted};
+use crate::controller::verdict::{Outcome, Requeue, Wanted};
 use crate::error::Error;
 use crate::flink::{flink_id, FlinkApi, Operation};
 use crate::metrics::Metrics;
@@ -190,34 +191,6 @@ async fn follow(
     }
 }
 
-/// Counts a failed attempt: tried again until `backoffLimit` is used up.
-fn failed_attempt(
-    savepoint: &Savepoint,
-    mut status: SavepointStatus,
-    error: String,
-) -> Result<Outcome, Error> {
-    status.failures += 1;
-    status.error = Some(error.clone());
-    status.trigger_id = None;
-    if status.failures > savepoint.spec.backoff_limit {
-        status.phase = Some(SavepointPhase::Failed);
-        status.completion_time = Some(Time(Timestamp::now()));
-        return done(&status, "False", "SavepointFailed", error);
-    }
-    status.phase = Some(SavepointPhase::Pending);
-    let ready = Wanted::new(
-        READY,
-        "False",
-        "SavepointRetrying",
-        format!(
-            "attempt {} of {} failed: {error}",
-            status.failures,
-            savepoint.spec.backoff_limit + 1
-        ),
-    );
-    outcome(&status, ready, Requeue::Backoff)
-}
-
 /// The running job to snapshot, or why there is none.
 fn target(savepoint: &Savepoint, pipeline: Option<&Pipeline>) -> Result<Target, String> {
     let name = &savepoint.spec.pipeline_ref;
@@ -260,26 +233,4 @@ fn registered(status: &SavepointStatus, path: &str) -> Result<Outcome, Error> {
         "SavepointRegistered",
         format!("an existing savepoint at {path}"),
     )
-}
-
-/// A final phase: nothing more to do until the spec changes.
-fn done(
-    status: &SavepointStatus,
-    ready: &'static str,
-    reason: &str,
-    message: String,
-) -> Result<Outcome, Error> {
-    outcome(
-        status,
-        Wanted::new(READY, ready, reason, message),
-        Requeue::OnChange,
-    )
-}
-
-fn outcome(status: &SavepointStatus, ready: Wanted, requeue: Requeue) -> Result<Outcome, Error> {
-    Ok(Outcome {
-        conditions: vec![ready],
-        fields: own_fields(serde_json::to_value(status)?),
-        requeue,
-    })
 }

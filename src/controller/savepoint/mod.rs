@@ -1,9 +1,12 @@
 //! What happens to a Savepoint: its spec and pipeline are validated and the
 //! verdict recorded; a change to its Pipeline re-validates it. A valid Flink
-//! Savepoint is taken on its pipeline's running job.
+//! Savepoint is taken on its pipeline's running job; an offsets Savepoint
+//! records its consumer pipeline's committed offsets.
 
 pub mod dispose;
 pub mod flink;
+pub mod lifecycle;
+pub mod offsets;
 pub mod validate;
 
 use std::future::Future;
@@ -26,6 +29,8 @@ use crate::api::savepoint::{Savepoint, SavepointType};
 use crate::error::Error;
 use crate::flink::rest::RestFlink;
 use crate::flink::FlinkApi;
+use crate::kafka::rdkafka_admin::RdKafkaAdmin;
+use crate::kafka::KafkaAdmin;
 
 impl Kind for Savepoint {
     const CONTROLLER: &'static str = "savepoint";
@@ -38,6 +43,7 @@ impl Kind for Savepoint {
 pub struct Stores {
     pipelines: Store<DeserializeGuard<Pipeline>>,
     flink: Arc<dyn FlinkApi>,
+    admin: Arc<dyn KafkaAdmin>,
 }
 
 /// Acts on one valid Savepoint.
@@ -52,17 +58,22 @@ impl Act<Savepoint> for TakeSavepoint<'_> {
         Self: 'a,
     {
         async move {
-            if savepoint.spec.type_ != SavepointType::Flink {
-                return Ok(Outcome::validated_only("offsets Savepoint"));
-            }
             let found = lookup(
                 &self.stores.pipelines,
                 savepoint,
                 &savepoint.spec.pipeline_ref,
             );
             let pipeline = found.as_deref().and_then(|guard| guard.0.as_ref().ok());
-            let metrics = &self.shared.metrics;
-            flink::take(&*self.stores.flink, metrics, savepoint, pipeline).await
+            match savepoint.spec.type_ {
+                SavepointType::Flink => {
+                    let metrics = &self.shared.metrics;
+                    flink::take(&*self.stores.flink, metrics, savepoint, pipeline).await
+                }
+                SavepointType::Offsets => {
+                    let (client, admin) = (&self.shared.client, &*self.stores.admin);
+                    offsets::take(client, admin, savepoint, pipeline).await
+                }
+            }
         }
         .boxed()
     }
@@ -115,6 +126,7 @@ pub async fn run(shared: Arc<Shared>, shutdown: impl Future<Output = ()> + Send 
         stores: Stores {
             pipelines,
             flink: Arc::new(RestFlink::default()),
+            admin: Arc::new(RdKafkaAdmin::default()),
         },
     });
     drive(controller, ctx, reconcile, shutdown).await;

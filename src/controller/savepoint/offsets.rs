@@ -1,0 +1,81 @@
+//! Taking an offsets Savepoint: the consumer pipeline's groups' committed
+//! offsets on every cluster its inputs are read from, kept in the status.
+//! The app need not be stopped: a group's committed offsets are a
+//! consistent point to restart it from.
+
+use std::time::Duration;
+
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use k8s_openapi::jiff::Timestamp;
+use kube::{Client, ResourceExt};
+
+use super::lifecycle::{done, failed_attempt, outcome};
+use crate::api::pipeline::{EngineType, Pipeline};
+use crate::api::savepoint::{Savepoint, SavepointPhase};
+use crate::conditions::READY;
+use crate::controller::pipeline::consumer::groups;
+use crate::controller::pipeline::offsets::ReadView;
+use crate::controller::verdict::{Outcome, Requeue, Wanted};
+use crate::error::Error;
+use crate::kafka::KafkaAdmin;
+
+/// How often a savepoint waiting for its pipeline looks again.
+const WAITING_RECHECK: Duration = Duration::from_secs(10);
+
+/// Takes one offsets Savepoint, or reports where it stands.
+pub async fn take(
+    client: &Client,
+    admin: &dyn KafkaAdmin,
+    savepoint: &Savepoint,
+    pipeline: Option<&Pipeline>,
+) -> Result<Outcome, Error> {
+    let mut status = savepoint.status.clone().unwrap_or_default();
+    match status.phase {
+        Some(SavepointPhase::Completed) => {
+            let message = status.location.clone().unwrap_or_default();
+            return done(&status, "True", "SavepointCompleted", message);
+        }
+        Some(SavepointPhase::Failed) => {
+            let error = status.error.clone().unwrap_or_default();
+            return done(&status, "False", "SavepointFailed", error);
+        }
+        _ => {}
+    }
+    let name = &savepoint.spec.pipeline_ref;
+    let Some(pipeline) = pipeline.filter(|p| p.spec.engine.type_ == EngineType::Consumer) else {
+        status.phase = Some(SavepointPhase::Pending);
+        let ready = Wanted::new(
+            READY,
+            "False",
+            "PipelineNotRunning",
+            format!("Pipeline `{name}` is not there, or is not a consumer pipeline"),
+        );
+        return outcome(&status, ready, Requeue::After(WAITING_RECHECK));
+    };
+    let taken = match ReadView::of(client, pipeline).await {
+        Ok(view) => view.snapshot(admin, pipeline).await,
+        Err(error) => Err(error),
+    };
+    match taken {
+        Ok(offsets) => {
+            let now = Time(Timestamp::now());
+            let names: Vec<String> = groups(&pipeline.name_any(), &pipeline.spec)
+                .into_iter()
+                .map(|(_, group)| group)
+                .collect();
+            let location = format!(
+                "committed offsets of group(s) {} on {} partition(s)",
+                names.join(", "),
+                offsets.len()
+            );
+            status.phase = Some(SavepointPhase::Completed);
+            status.offsets = offsets;
+            status.location = Some(location.clone());
+            status.trigger_time = Some(now.clone());
+            status.completion_time = Some(now);
+            status.error = None;
+            done(&status, "True", "SavepointCompleted", location)
+        }
+        Err(error) => failed_attempt(savepoint, status, format!("{}: {error}", error.reason())),
+    }
+}
