@@ -13,12 +13,15 @@ use crate::api::pipeline::{FlinkMode, Pipeline};
 use crate::api::savepoint::{Savepoint, SavepointPhase, SavepointStatus};
 use crate::conditions::READY;
 use crate::controller::verdict::{Outcome, Requeue, Wanted};
+use crate::duration::parse_duration;
 use crate::error::Error;
 use crate::flink::{flink_id, FlinkApi, Operation};
 use crate::metrics::Metrics;
 
 /// How often a savepoint in progress is looked at.
 const IN_PROGRESS_RECHECK: Duration = Duration::from_secs(2);
+/// How long Flink may take for a savepoint when the pipeline sets no timeout.
+const DEFAULT_TIMEOUT: Duration = Duration::from_secs(600);
 /// How often a savepoint waiting for its pipeline's job looks again.
 const WAITING_RECHECK: Duration = Duration::from_secs(10);
 
@@ -27,6 +30,8 @@ struct Target {
     url: String,
     job: String,
     directory: Option<String>,
+    /// How long Flink may take before the attempt counts as failed.
+    timeout: Duration,
 }
 
 /// Advances one Flink Savepoint by at most one step.
@@ -58,7 +63,21 @@ pub async fn take(
             let error = status.error.clone().unwrap_or_default();
             return done(&status, "False", "SavepointFailed", error);
         }
+        Some(SavepointPhase::Abandoned) => {
+            let error = status.error.clone().unwrap_or_default();
+            return done(&status, "False", "SavepointAbandoned", error);
+        }
         _ => {}
+    }
+    if status.phase == Some(SavepointPhase::InProgress) && pipeline.is_none() {
+        let error = format!(
+            "Pipeline `{}` was deleted before the savepoint completed",
+            savepoint.spec.pipeline_ref
+        );
+        status.phase = Some(SavepointPhase::Abandoned);
+        status.completion_time = Some(Time(Timestamp::now()));
+        status.error = Some(error.clone());
+        return done(&status, "False", "SavepointAbandoned", error);
     }
     if let Some(path) = &savepoint.spec.path {
         status.phase = Some(SavepointPhase::Completed);
@@ -159,6 +178,18 @@ async fn follow(
         .await
     {
         Ok(Operation::InProgress) => {
+            let waited = status
+                .trigger_time
+                .as_ref()
+                .map(|t| Timestamp::now().duration_since(t.0).unsigned_abs())
+                .unwrap_or_default();
+            if waited > target.timeout {
+                let error = format!(
+                    "Flink had not completed savepoint trigger {trigger} after {}s (the pipeline's savepoint timeout)",
+                    waited.as_secs()
+                );
+                return failed_attempt(savepoint, status, error);
+            }
             let ready = Wanted::new(
                 READY,
                 "Unknown",
@@ -219,10 +250,17 @@ fn target(savepoint: &Savepoint, pipeline: Option<&Pipeline>) -> Result<Target, 
             .as_ref()
             .and_then(|p| p.target_directory.clone())
     });
+    let timeout = pipeline
+        .spec
+        .savepoints
+        .as_ref()
+        .and_then(|p| parse_duration(&p.timeout).ok())
+        .unwrap_or(DEFAULT_TIMEOUT);
     Ok(Target {
         url: flink.session_url.clone().unwrap_or_default(),
         job,
         directory,
+        timeout,
     })
 }
 
