@@ -8,7 +8,7 @@ use std::time::Duration;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use k8s_openapi::jiff::Timestamp;
 
-use super::lifecycle::{done, failed_attempt, outcome};
+use super::lifecycle::{done, ended, failed_attempt, outcome};
 use crate::api::pipeline::{FlinkMode, Pipeline};
 use crate::api::savepoint::{Savepoint, SavepointPhase, SavepointStatus};
 use crate::conditions::READY;
@@ -59,15 +59,11 @@ pub async fn take(
                 ),
             };
         }
-        Some(SavepointPhase::Failed) => {
-            let error = status.error.clone().unwrap_or_default();
-            return done(&status, "False", "SavepointFailed", error);
+        _ => {
+            if let Some(ended) = ended(&status) {
+                return ended;
+            }
         }
-        Some(SavepointPhase::Abandoned) => {
-            let error = status.error.clone().unwrap_or_default();
-            return done(&status, "False", "SavepointAbandoned", error);
-        }
-        _ => {}
     }
     if status.phase == Some(SavepointPhase::InProgress) && pipeline.is_none() {
         let error = format!(

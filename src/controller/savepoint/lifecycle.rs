@@ -8,6 +8,18 @@ use crate::error::Error;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use k8s_openapi::jiff::Timestamp;
 
+/// The outcome of a savepoint that ended without a snapshot (Failed or
+/// Abandoned): it stays so until it is deleted.
+pub fn ended(status: &SavepointStatus) -> Option<Result<Outcome, Error>> {
+    let reason = match status.phase? {
+        SavepointPhase::Failed => "SavepointFailed",
+        SavepointPhase::Abandoned => "SavepointAbandoned",
+        _ => return None,
+    };
+    let error = status.error.clone().unwrap_or_default();
+    Some(done(status, "False", reason, error))
+}
+
 /// Counts a failed attempt: tried again until `backoffLimit` is used up.
 pub fn failed_attempt(
     savepoint: &Savepoint,

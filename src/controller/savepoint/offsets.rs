@@ -9,7 +9,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use k8s_openapi::jiff::Timestamp;
 use kube::{Client, ResourceExt};
 
-use super::lifecycle::{done, failed_attempt, outcome};
+use super::lifecycle::{done, ended, failed_attempt, outcome};
 use crate::api::pipeline::{EngineType, Pipeline};
 use crate::api::savepoint::{Savepoint, SavepointPhase};
 use crate::conditions::READY;
@@ -30,16 +30,12 @@ pub async fn take(
     pipeline: Option<&Pipeline>,
 ) -> Result<Outcome, Error> {
     let mut status = savepoint.status.clone().unwrap_or_default();
-    match status.phase {
-        Some(SavepointPhase::Completed) => {
-            let message = status.location.clone().unwrap_or_default();
-            return done(&status, "True", "SavepointCompleted", message);
-        }
-        Some(SavepointPhase::Failed) => {
-            let error = status.error.clone().unwrap_or_default();
-            return done(&status, "False", "SavepointFailed", error);
-        }
-        _ => {}
+    if status.phase == Some(SavepointPhase::Completed) {
+        let message = status.location.clone().unwrap_or_default();
+        return done(&status, "True", "SavepointCompleted", message);
+    }
+    if let Some(ended) = ended(&status) {
+        return ended;
     }
     let name = &savepoint.spec.pipeline_ref;
     let Some(pipeline) = pipeline.filter(|p| p.spec.engine.type_ == EngineType::Consumer) else {
