@@ -17,12 +17,22 @@ use k8s_openapi::api::coordination::v1::Lease;
 use kube::Api;
 use serde_json::json;
 
+/// Whether this test binary has applied `manifests/`; tests running at
+/// once must not both create its objects.
+static APPLIED: std::sync::Mutex<bool> = std::sync::Mutex::new(false);
+
 fn deploy_operator(testbed: &Testbed) {
-    testbed.kubectl(&[
-        "apply",
-        "-k",
-        &common::repo().join("manifests").to_string_lossy(),
-    ]);
+    {
+        let mut applied = APPLIED.lock().unwrap_or_else(|p| p.into_inner());
+        if !*applied {
+            testbed.kubectl(&[
+                "apply",
+                "-k",
+                &common::repo().join("manifests").to_string_lossy(),
+            ]);
+            *applied = true;
+        }
+    }
     let rollout = testbed.kubectl_output(&[
         "-n",
         "kappa-system",
@@ -763,6 +773,11 @@ async fn a_consumer_pipeline_runs_its_app_with_the_streams_in_its_environment() 
         }
     }
     producer.close().await.expect("closed");
+    println!(
+        "after fifteen more: high watermarks {:?}, committed {:?}",
+        common::kafka::high_watermarks(blue, topic),
+        common::kafka::committed(blue, group, topic)
+    );
     let status = common::wait_for_status(
         &client,
         &ns,

@@ -39,8 +39,9 @@ const DISCOVERY_VOLUME: &str = "kappa-discovery";
 pub const PIPELINE_LABEL: &str = "kappa.dev/pipeline";
 /// How often a Deployment that is rolling out is looked at (its changes also wake the pipeline).
 const ROLLING_RECHECK: Duration = Duration::from_secs(10);
-/// How often a restore waiting for its Savepoint or for pods to stop looks again.
-const RESTORE_RECHECK: Duration = Duration::from_secs(2);
+/// How often a restore waiting for its Savepoint, or a pipeline waiting for
+/// its pods to stop, looks again.
+const STOPPING_RECHECK: Duration = Duration::from_secs(2);
 /// How often the lag of a deployed consumer pipeline is measured.
 const LAG_EVERY: Duration = Duration::from_secs(15);
 
@@ -220,6 +221,18 @@ async fn apply(
         .await?)
 }
 
+/// The pipeline's pods that still exist, terminating ones included (a
+/// Deployment no longer counts those, but they may still read and commit).
+async fn pods_left(client: &Client, pipeline: &Pipeline) -> Result<usize, Error> {
+    let namespace = pipeline.namespace().unwrap_or_default();
+    let pods: Api<Pod> = Api::namespaced(client.clone(), &namespace);
+    let selector = format!("{PIPELINE_LABEL}={}", pipeline.name_any());
+    let listed = pods
+        .list_metadata(&ListParams::default().labels(&selector))
+        .await?;
+    Ok(listed.items.len())
+}
+
 /// Restores the groups' offsets from Savepoint `name`: the Deployment is
 /// scaled to zero, and once no pod of it is left the snapshot's offsets are
 /// committed. Returns the outcome to report while that is not done yet.
@@ -251,17 +264,10 @@ async fn restore(
             "RestoreSavepointNotReady",
             format!("waiting for Savepoint `{name}` to complete before restoring from it"),
         );
-        return waiting(status, ready, Requeue::After(RESTORE_RECHECK));
+        return waiting(status, ready, Requeue::After(STOPPING_RECHECK));
     };
     apply(deps.client, pipeline, engine, 0).await?;
-    let namespace = pipeline.namespace().unwrap_or_default();
-    let pods: Api<Pod> = Api::namespaced(deps.client.clone(), &namespace);
-    let selector = format!("{PIPELINE_LABEL}={}", pipeline.name_any());
-    let left = pods
-        .list_metadata(&ListParams::default().labels(&selector))
-        .await?
-        .items
-        .len();
+    let left = pods_left(deps.client, pipeline).await?;
     if left > 0 {
         let ready = Wanted::new(
             READY,
@@ -269,7 +275,7 @@ async fn restore(
             "Restoring",
             format!("scaled to zero; waiting for {left} pod(s) to stop before committing the offsets of Savepoint `{name}`"),
         );
-        return waiting(status, ready, Requeue::After(RESTORE_RECHECK));
+        return waiting(status, ready, Requeue::After(STOPPING_RECHECK));
     }
     let restored = match ReadView::of(deps.client, pipeline).await {
         Ok(view) => view.restore(deps.admin, pipeline, &snapshot.offsets).await,
@@ -314,7 +320,12 @@ pub async fn run(
     let ready = status.ready_replicas.unwrap_or(0);
     let updated = status.updated_replicas.unwrap_or(0);
     let total = status.replicas.unwrap_or(0);
-    let rolled_out = current && ready == wanted && updated == wanted && total == wanted;
+    let stopping = match wanted {
+        0 => pods_left(deps.client, pipeline).await?,
+        _ => 0,
+    };
+    let rolled_out =
+        current && ready == wanted && updated == wanted && total == wanted && stopping == 0;
     pipeline_status.job = Some(JobStatus {
         id: Some(name.clone()),
         state: Some(format!("{ready}/{wanted} ready")),
@@ -345,6 +356,11 @@ pub async fn run(
             "Running",
             Wanted::new(READY, "True", "ReplicasReady", format!("Deployment {name}: {ready}/{wanted} replicas ready")),
             Requeue::After(LAG_EVERY),
+        ),
+        (JobState::Suspended, false) if stopping > 0 => (
+            "Suspending",
+            Wanted::new(READY, "Unknown", "PodsStopping", format!("Deployment {name} is scaled to zero; waiting for {stopping} pod(s) to stop")),
+            Requeue::After(STOPPING_RECHECK),
         ),
         (_, false) => (
             "Deploying",
