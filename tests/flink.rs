@@ -377,7 +377,9 @@ async fn upgrades_suspension_and_last_state_carry_the_job_state() {
     println!("upgraded {first} -> {second} from {path:?}");
     assert_eq!(Some(json!(path.clone())), Some(recorded));
     assert_eq!(savepoint, Some(true), "restored from a savepoint");
-    assert!(on_disk(&path.expect("a path")).join("_metadata").is_file());
+    assert!(on_disk(path.as_deref().expect("a path"))
+        .join("_metadata")
+        .is_file());
     assert_eq!(
         flink.job_state(&first).await,
         "FINISHED",
@@ -387,6 +389,19 @@ async fn upgrades_suspension_and_last_state_carry_the_job_state() {
         flink.get(&format!("/jobs/{second}")).await["vertices"][0]["parallelism"],
         2
     );
+    // The savepoint the upgrade stopped the job with is a Savepoint resource.
+    let stop = wait_for_ready(
+        &client,
+        &ns,
+        "Savepoint",
+        "job-stop-1",
+        JOB_STARTS_WITHIN,
+        |c| c.reason == "SavepointRegistered",
+    )
+    .await;
+    println!("{}", stop.message);
+    let stop = status(&client, &ns, "Savepoint", "job-stop-1").await;
+    assert_eq!(Some(stop["location"].as_str()), Some(path.as_deref()));
 
     // Suspend: stopped with a savepoint; resume: restored from that savepoint.
     patch(&client, &ns, "job", json!({"state": "suspended"})).await;

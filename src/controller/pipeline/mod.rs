@@ -69,7 +69,9 @@ impl Act<Pipeline> for RunPipeline<'_> {
             let stores = self.stores;
             let mut outcome = match &pipeline.spec.engine.flink {
                 Some(flink) if flink.mode == FlinkMode::Session => {
-                    session::run(&*stores.flink, &stores.savepoints, pipeline, flink).await?
+                    let client = &self.shared.client;
+                    session::run(client, &*stores.flink, &stores.savepoints, pipeline, flink)
+                        .await?
                 }
                 _ => match &pipeline.spec.engine.consumer {
                     Some(engine) if pipeline.spec.engine.type_ == EngineType::Consumer => {

@@ -8,7 +8,7 @@ use std::time::Duration;
 use kube::core::DeserializeGuard;
 use kube::runtime::controller::Action;
 use kube::runtime::reflector::Store;
-use kube::{Api, ResourceExt};
+use kube::{Api, Client, ResourceExt};
 use sha2::{Digest, Sha256};
 
 use crate::api::pipeline::{
@@ -29,6 +29,7 @@ const STARTING_RECHECK: Duration = Duration::from_secs(2);
 
 /// What one reconcile of a session-mode pipeline works with.
 struct Session<'a> {
+    client: &'a Client,
     flink_api: &'a dyn FlinkApi,
     pipeline: &'a Pipeline,
     flink: &'a FlinkEngine,
@@ -40,12 +41,14 @@ struct Session<'a> {
 /// Deploys and follows one session-mode pipeline, and carries out its
 /// upgrades, suspension and resumption one persisted step at a time.
 pub async fn run(
+    client: &Client,
     flink_api: &dyn FlinkApi,
     savepoints: &Store<DeserializeGuard<Savepoint>>,
     pipeline: &Pipeline,
     flink: &FlinkEngine,
 ) -> Result<Outcome, Error> {
     let mut session = Session {
+        client,
         flink_api,
         pipeline,
         flink,
@@ -196,6 +199,14 @@ impl Session<'_> {
         desired: &str,
     ) -> Result<Outcome, Error> {
         if transition.stopped {
+            if let (UpgradeMode::Savepoint, Some(location)) =
+                (transition.mode, &transition.restore_from)
+            {
+                let deployment = self.status.job.as_ref().and_then(|j| j.deployment);
+                let deployment = deployment.unwrap_or_default();
+                super::snapshots::record_stop(self.client, self.pipeline, deployment, location)
+                    .await?;
+            }
             if suspend {
                 self.status.transition = Some(transition);
                 return self.suspended();

@@ -19,6 +19,8 @@ use crate::error::Error;
 
 /// Label naming the pipeline that took a periodic savepoint.
 pub const PERIODIC_LABEL: &str = "kappa.dev/periodic-savepoint-of";
+/// Label of a Savepoint an upgrade or suspension stopped the job with.
+pub const STOP_LABEL: &str = "kappa.dev/stop-savepoint-of";
 
 /// The periodic Savepoints of `pipeline`, oldest first.
 fn periodic(
@@ -137,27 +139,68 @@ pub async fn schedule(
         EngineType::Flink => SavepointType::Flink,
         EngineType::Consumer => SavepointType::Offsets,
     };
-    let mut savepoint = Savepoint::new(
-        &name,
-        SavepointSpec {
-            pipeline_ref: pipeline.name_any(),
-            type_: kind,
-            target_directory: policy.target_directory.clone(),
-            path: None,
-            dispose_on_delete: kind == SavepointType::Flink,
-            backoff_limit: 1,
-        },
-    );
-    savepoint
-        .labels_mut()
-        .insert(PERIODIC_LABEL.to_string(), pipeline.name_any());
-    savepoint.metadata.owner_references = Some(vec![owner(pipeline)?]);
-    match api.create(&PostParams::default(), &savepoint).await {
-        Ok(_) => tracing::info!(savepoint = %name, "periodic savepoint requested"),
-        Err(kube::Error::Api(status)) if status.code == 409 => {}
-        Err(error) => return Err(error.into()),
+    let spec = SavepointSpec {
+        pipeline_ref: pipeline.name_any(),
+        type_: kind,
+        target_directory: policy.target_directory.clone(),
+        path: None,
+        dispose_on_delete: kind == SavepointType::Flink,
+        backoff_limit: 1,
+    };
+    if create_owned(&api, pipeline, &name, PERIODIC_LABEL, spec).await? {
+        tracing::info!(savepoint = %name, "periodic savepoint requested");
     }
     Ok(Some(interval))
+}
+
+/// Creates Savepoint `name` of `pipeline`, owned by it and labelled
+/// `label`; whether it was created (rather than already there).
+async fn create_owned(
+    api: &Api<Savepoint>,
+    pipeline: &Pipeline,
+    name: &str,
+    label: &str,
+    spec: SavepointSpec,
+) -> Result<bool, Error> {
+    let mut savepoint = Savepoint::new(name, spec);
+    savepoint
+        .labels_mut()
+        .insert(label.to_string(), pipeline.name_any());
+    savepoint.metadata.owner_references = Some(vec![owner(pipeline)?]);
+    match api.create(&PostParams::default(), &savepoint).await {
+        Ok(_) => Ok(true),
+        Err(kube::Error::Api(status)) if status.code == 409 => Ok(false),
+        Err(error) => Err(error.into()),
+    }
+}
+
+/// Records the savepoint an upgrade or a suspension stopped job
+/// `deployment` with as a Savepoint resource `<pipeline>-stop-<deployment>`
+/// (owned by the pipeline, its files kept when it is deleted: a later
+/// job may have been restored from them).
+pub async fn record_stop(
+    client: &Client,
+    pipeline: &Pipeline,
+    deployment: i64,
+    location: &str,
+) -> Result<(), Error> {
+    let namespace = pipeline
+        .namespace()
+        .ok_or(Error::MissingObjectField("metadata.namespace"))?;
+    let api: Api<Savepoint> = Api::namespaced(client.clone(), &namespace);
+    let name = format!("{}-stop-{deployment}", pipeline.name_any());
+    let spec = SavepointSpec {
+        pipeline_ref: pipeline.name_any(),
+        type_: SavepointType::Flink,
+        target_directory: None,
+        path: Some(location.to_string()),
+        dispose_on_delete: false,
+        backoff_limit: 0,
+    };
+    if create_owned(&api, pipeline, &name, STOP_LABEL, spec).await? {
+        tracing::info!(savepoint = %name, %location, "the stopping savepoint is recorded");
+    }
+    Ok(())
 }
 
 /// The owner reference that makes `pipeline` the controller of an object.
