@@ -35,7 +35,6 @@ fn operator() -> &'static Operator {
 // out of order (written just before a move, it lands at the recorded end
 // offset of its cluster) or a consumer whose fetches stall. Kept out of CI
 // until found; run with `cargo test --test routing -- --ignored`.
-#[ignore = "intermittent: one record out of order or a stalled fetch against Tansu"]
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn records_survive_ten_flips_of_the_write_cluster() {
     let testbed = Testbed::with_brokers();

@@ -308,6 +308,8 @@ async fn restarted(cli: &Cli) -> Result<Measured> {
         let consumer: BaseConsumer = config(&bootstrap(to))
             .set("group.id", "bench-restarted")
             .set("enable.auto.commit", "false")
+            // As the routed consumer fetches.
+            .set("fetch.wait.max.ms", "100")
             .create()?;
         let mut list = TopicPartitionList::new();
         for (partition, offset) in &starts {

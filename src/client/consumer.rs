@@ -275,6 +275,9 @@ impl RoutedConsumer {
                         // A fetch a broker leaves unanswered fails fast, and
                         // the other partitions of that broker go on.
                         ("socket.timeout.ms".to_string(), "5000".to_string()),
+                        // A partition that moves here joins the fetch after
+                        // the one in flight returns: keep that wait short.
+                        ("fetch.wait.max.ms".to_string(), "100".to_string()),
                     ]),
                 )?;
                 let fetcher = Fetcher::start(&config, &segment.cluster, &self.sender)?;
@@ -516,8 +519,17 @@ impl RoutedConsumer {
                 self.commit(CommitMode::Async).await;
                 self.unstall().await?;
             }
-            let polled = tokio::time::timeout(POLL_WAIT, self.records.recv()).await;
-            let Ok(Some((cluster, polled))) = polled else {
+            // A new document is taken as soon as it comes, not after the wait.
+            let epoch = self.document.epoch;
+            let polled = tokio::select! {
+                polled = self.records.recv() => polled,
+                newer = self.discovery.newer_than(epoch) => {
+                    newer?;
+                    continue;
+                }
+                () = tokio::time::sleep(POLL_WAIT) => continue,
+            };
+            let Some((cluster, polled)) = polled else {
                 continue;
             };
             match polled {
