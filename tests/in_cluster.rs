@@ -283,6 +283,51 @@ async fn the_operator_runs_in_cluster_and_survives_losing_its_leader() {
     assert_pods_logged_no_refusal(testbed);
 }
 
+/// Starts a Tansu broker as pod `name` in `ns` (in-memory storage,
+/// advertising its pod IP, which the host reaches over the node's bridge);
+/// returns its `ip:port` once it is ready.
+fn tansu_pod(testbed: &Testbed, ns: &str, name: &str) -> String {
+    let manifest = format!(
+        r#"
+apiVersion: v1
+kind: Pod
+metadata: {{name: {name}}}
+spec:
+  containers:
+    - name: broker
+      image: kappa-tansu:0.6.0
+      imagePullPolicy: Never
+      env:
+        - {{name: POD_IP, valueFrom: {{fieldRef: {{fieldPath: status.podIP}}}}}}
+        - {{name: CLUSTER_ID, value: {name}}}
+        - {{name: LISTENER_URL, value: "tcp://0.0.0.0:9092"}}
+        - {{name: ADVERTISED_LISTENER_URL, value: "tcp://$(POD_IP):9092"}}
+        - {{name: STORAGE_ENGINE, value: "memory://{name}/"}}
+      ports: [{{containerPort: 9092}}]
+      readinessProbe: {{tcpSocket: {{port: 9092}}, periodSeconds: 1}}
+"#
+    );
+    apply_manifest(testbed, ns, &format!("{ns}-{name}.yaml"), &manifest);
+    testbed.kubectl(&[
+        "-n",
+        ns,
+        "wait",
+        "--for=condition=Ready",
+        &format!("pod/{name}"),
+        "--timeout=120s",
+    ]);
+    let ip = testbed.kubectl(&[
+        "-n",
+        ns,
+        "get",
+        "pod",
+        name,
+        "-o",
+        "jsonpath={.status.podIP}",
+    ]);
+    format!("{}:9092", ip.trim())
+}
+
 /// The testbed's Tansu image runs as a pod and answers the Kafka protocol
 /// on its pod IP, which the host reaches over the node's bridge.
 #[tokio::test]
@@ -293,49 +338,10 @@ async fn a_tansu_broker_pod_speaks_kafka() {
 
     let testbed = Testbed::with_node();
     let ns = testbed.namespace("tansu").await;
-    apply_manifest(
-        testbed,
-        &ns,
-        "tansu.yaml",
-        r#"
-apiVersion: v1
-kind: Pod
-metadata: {name: broker}
-spec:
-  containers:
-    - name: broker
-      image: kappa-tansu:0.6.0
-      imagePullPolicy: Never
-      env:
-        - {name: POD_IP, valueFrom: {fieldRef: {fieldPath: status.podIP}}}
-        - {name: CLUSTER_ID, value: pod-cluster}
-        - {name: LISTENER_URL, value: "tcp://0.0.0.0:9092"}
-        - {name: ADVERTISED_LISTENER_URL, value: "tcp://$(POD_IP):9092"}
-        - {name: STORAGE_ENGINE, value: "memory://pod-cluster/"}
-      ports: [{containerPort: 9092}]
-      readinessProbe: {tcpSocket: {port: 9092}, periodSeconds: 1}
-"#,
-    );
-    testbed.kubectl(&[
-        "-n",
-        &ns,
-        "wait",
-        "--for=condition=Ready",
-        "pod/broker",
-        "--timeout=120s",
-    ]);
-    let pod_ip = testbed.kubectl(&[
-        "-n",
-        &ns,
-        "get",
-        "pod",
-        "broker",
-        "-o",
-        "jsonpath={.status.podIP}",
-    ]);
+    let broker = tansu_pod(testbed, &ns, "broker");
 
     let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
-        .set("bootstrap.servers", format!("{}:9092", pod_ip.trim()))
+        .set("bootstrap.servers", &broker)
         .create()
         .expect("admin client");
     let created = admin
@@ -633,7 +639,11 @@ async fn a_consumer_pipeline_runs_its_app_with_the_streams_in_its_environment() 
     deploy_operator(testbed);
     let client = testbed.client().await;
     let ns = testbed.namespace("engine").await;
-    common::routing::create_set(&client, &ns, &testbed.brokers, "engine-orders").await;
+    let brokers = [
+        tansu_pod(testbed, &ns, "kafka-blue"),
+        tansu_pod(testbed, &ns, "kafka-green"),
+    ];
+    common::routing::create_set(&client, &ns, &brokers, "engine-orders").await;
     let producer = RoutedProducer::start(
         common::routing::from_api(&client, &ns),
         ProducerSettings {
@@ -700,7 +710,7 @@ async fn a_consumer_pipeline_runs_its_app_with_the_streams_in_its_environment() 
 
     // An offsets Savepoint is the group's committed offsets, as the broker
     // itself reports them.
-    let (blue, group, topic) = (testbed.brokers[0].as_str(), "totals-app", "engine-orders");
+    let (blue, group, topic) = (brokers[0].as_str(), "totals-app", "engine-orders");
     let started = Instant::now();
     while common::kafka::lag(blue, group, topic) != 0 {
         assert!(
