@@ -1,6 +1,8 @@
 //! [`FlinkApi`] over Flink's REST API (the JobManager's `rest.port`).
 
-use std::time::Duration;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use futures::future::BoxFuture;
 use futures::FutureExt;
@@ -14,10 +16,18 @@ use super::{failure_words, Checkpoints, FlinkApi, FlinkError, JobOverview, Opera
 /// How long one REST call may take (an upload of a large jar included).
 const CALL_TIMEOUT: Duration = Duration::from_secs(60);
 
+/// How long a host that could not be connected to (or not resolved) is
+/// answered with that failure at once instead of being asked again: many
+/// pipelines on one dead endpoint must not each wait for it (a resolver or
+/// a connect can take seconds, and reconciles run a few at a time).
+const REMEMBER_UNREACHABLE: Duration = Duration::from_secs(10);
+
 /// The real Flink client.
 #[derive(Clone)]
 pub struct RestFlink {
     http: reqwest::Client,
+    /// Hosts that recently could not be reached: when, and why.
+    unreachable: Arc<Mutex<HashMap<String, (Instant, String)>>>,
 }
 
 impl Default for RestFlink {
@@ -28,7 +38,21 @@ impl Default for RestFlink {
                 .connect_timeout(Duration::from_secs(5))
                 .build()
                 .unwrap_or_default(),
+            unreachable: Arc::default(),
         }
+    }
+}
+
+/// The scheme, host and port a URL is sent to.
+fn host_of(url: &str) -> String {
+    match reqwest::Url::parse(url) {
+        Ok(parsed) => format!(
+            "{}://{}:{}",
+            parsed.scheme(),
+            parsed.host_str().unwrap_or_default(),
+            parsed.port_or_known_default().unwrap_or_default()
+        ),
+        Err(_) => url.to_string(),
     }
 }
 
@@ -66,6 +90,37 @@ struct Triggered {
 }
 
 impl RestFlink {
+    /// Sends `request` to `target`, unless its host failed to connect within
+    /// [`REMEMBER_UNREACHABLE`]: then that failure's words come back at once.
+    async fn send(
+        &self,
+        target: &str,
+        request: reqwest::RequestBuilder,
+    ) -> Result<reqwest::Response, String> {
+        let host = host_of(target);
+        let remembered = {
+            let mut hosts = self
+                .unreachable
+                .lock()
+                .unwrap_or_else(|poisoned| poisoned.into_inner());
+            hosts.retain(|_, (at, _)| at.elapsed() < REMEMBER_UNREACHABLE);
+            hosts.get(&host).map(|(_, words)| words.clone())
+        };
+        if let Some(words) = remembered {
+            return Err(words);
+        }
+        request.send().await.map_err(|error| {
+            let words = error_chain(&error);
+            if error.is_connect() || error.is_timeout() {
+                self.unreachable
+                    .lock()
+                    .unwrap_or_else(|poisoned| poisoned.into_inner())
+                    .insert(host, (Instant::now(), words.clone()));
+            }
+            words
+        })
+    }
+
     /// Calls `method path` on `url` with an optional JSON body; the answer's
     /// JSON, or Flink's own error words.
     async fn call(
@@ -80,7 +135,10 @@ impl RestFlink {
         if let Some(body) = body {
             request = request.json(&body);
         }
-        let response = request.send().await.map_err(|e| unreachable(url, &e))?;
+        let response = self
+            .send(&target, request)
+            .await
+            .map_err(|words| unreachable(url, words))?;
         read(response, &format!("{method} {path}")).await
     }
 
@@ -90,11 +148,9 @@ impl RestFlink {
             message,
         };
         let response = self
-            .http
-            .get(uri)
-            .send()
+            .send(uri, self.http.get(uri))
             .await
-            .map_err(|e| unavailable(error_chain(&e)))?;
+            .map_err(unavailable)?;
         if !response.status().is_success() {
             return Err(unavailable(response.status().to_string()));
         }
@@ -120,13 +176,14 @@ impl RestFlink {
                 message: e.to_string(),
             })?;
         let target = format!("{}/jars/upload", url.trim_end_matches('/'));
-        let response = self
+        let request = self
             .http
             .post(&target)
-            .multipart(Form::new().part("jarfile", part))
-            .send()
+            .multipart(Form::new().part("jarfile", part));
+        let response = self
+            .send(&target, request)
             .await
-            .map_err(|e| unreachable(url, &e))?;
+            .map_err(|words| unreachable(url, words))?;
         let uploaded: Uploaded = parse(
             read(response, "POST /jars/upload").await?,
             "POST /jars/upload",
@@ -401,10 +458,10 @@ fn error_chain(error: &dyn std::error::Error) -> String {
     words
 }
 
-fn unreachable(url: &str, error: &reqwest::Error) -> FlinkError {
+fn unreachable(url: &str, message: String) -> FlinkError {
     FlinkError::Unreachable {
         url: url.to_string(),
-        message: error_chain(error),
+        message,
     }
 }
 
@@ -453,5 +510,41 @@ fn not_found_as_missing(error: FlinkError, job: &str) -> FlinkError {
             FlinkError::JobNotFound(job.to_string())
         }
         other => other,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn failures_are_remembered_per_scheme_host_and_port() {
+        assert_eq!(host_of("http://flink:8081/jobs/x"), "http://flink:8081");
+        assert_eq!(host_of("https://artifacts/j.jar"), "https://artifacts:443");
+        assert_ne!(host_of("http://a:1/"), host_of("http://a:2/"));
+    }
+
+    /// Nothing listens on a port just given up; the second call is answered
+    /// from memory with the first one's words, without connecting.
+    #[tokio::test]
+    async fn a_host_that_refused_is_not_asked_again_at_once() {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("a port");
+        let url = format!("http://{}", listener.local_addr().expect("address"));
+        drop(listener);
+        let flink = RestFlink::default();
+        let first = flink.call(Method::GET, &url, "/jobs", None).await;
+        let Err(FlinkError::Unreachable { message, .. }) = first else {
+            panic!("refused: {first:?}");
+        };
+        let listener = std::net::TcpListener::bind(url.trim_start_matches("http://"));
+        let second = flink.call(Method::GET, &url, "/jobs", None).await;
+        assert_eq!(
+            second,
+            Err(FlinkError::Unreachable {
+                url: url.clone(),
+                message
+            }),
+            "remembered even though {listener:?} listens now"
+        );
     }
 }
