@@ -15,6 +15,7 @@ use kube::api::{ListParams, Patch, PatchParams};
 use kube::core::DeserializeGuard;
 use kube::runtime::reflector::Store;
 use kube::{Api, Client, ResourceExt};
+use sha2::{Digest, Sha256};
 
 use super::offsets::ReadView;
 use super::snapshots;
@@ -25,12 +26,14 @@ use crate::api::savepoint::{Savepoint, SavepointPhase};
 use crate::conditions::READY;
 use crate::controller::lookup;
 use crate::controller::verdict::{own_fields, Outcome, Requeue, Wanted, FIELD_MANAGER};
-use crate::discovery::config_map_name;
+use crate::discovery::{config_map_name, hex};
 use crate::error::Error;
 use crate::kafka::KafkaAdmin;
 
 /// Where the discovery ConfigMap is mounted in every container.
 pub const DISCOVERY_DIR: &str = "/etc/kappa/discovery";
+/// Deployment annotation: a digest of what the operator last applied.
+const APPLIED_ANNOTATION: &str = "kappa.dev/applied-hash";
 /// Pod template annotation carrying `restartNonce`.
 const RESTART_ANNOTATION: &str = "kappa.dev/restart-nonce";
 /// The volume that mounts it.
@@ -207,18 +210,25 @@ async fn apply(
     engine: &ConsumerEngine,
     replicas: i32,
 ) -> Result<Deployment, Error> {
-    let desired = deployment(pipeline, engine, replicas)?;
+    let mut desired = deployment(pipeline, engine, replicas)?;
+    let hash = hex(&Sha256::digest(serde_json::to_vec(&desired)?)[..8]);
+    desired
+        .annotations_mut()
+        .insert(APPLIED_ANNOTATION.to_string(), hash.clone());
     let namespace = pipeline
         .namespace()
         .ok_or(Error::MissingObjectField("metadata.namespace"))?;
     let api: Api<Deployment> = Api::namespaced(client.clone(), &namespace);
-    Ok(api
-        .patch(
-            &pipeline.name_any(),
-            &PatchParams::apply(FIELD_MANAGER).force(),
-            &Patch::Apply(&desired),
-        )
-        .await?)
+    let name = pipeline.name_any();
+    // The periodic lag reconcile reads the Deployment; it writes it only
+    // when what it would apply has changed.
+    if let Some(existing) = api.get_opt(&name).await? {
+        if existing.annotations().get(APPLIED_ANNOTATION) == Some(&hash) {
+            return Ok(existing);
+        }
+    }
+    let params = PatchParams::apply(FIELD_MANAGER).force();
+    Ok(api.patch(&name, &params, &Patch::Apply(&desired)).await?)
 }
 
 /// The pipeline's pods that still exist, terminating ones included (a
@@ -277,10 +287,11 @@ async fn restore(
         );
         return waiting(status, ready, Requeue::After(STOPPING_RECHECK));
     }
-    let restored = match ReadView::of(deps.client, pipeline).await {
-        Ok(view) => view.restore(deps.admin, pipeline, &snapshot.offsets).await,
-        Err(error) => Err(error),
-    };
+    let restored = async {
+        let view = ReadView::of(deps.client, pipeline).await?;
+        view.restore(deps.admin, pipeline, &snapshot.offsets).await
+    }
+    .await;
     if let Err(error) = restored {
         let ready = Wanted::new(
             READY,
@@ -331,10 +342,11 @@ pub async fn run(
         state: Some(format!("{ready}/{wanted} ready")),
         ..JobStatus::default()
     });
-    let lag = match ReadView::of(deps.client, pipeline).await {
-        Ok(view) => view.lag(deps.admin, pipeline).await,
-        Err(error) => Err(error),
-    };
+    let lag = async {
+        let view = ReadView::of(deps.client, pipeline).await?;
+        view.lag(deps.admin, pipeline).await
+    }
+    .await;
     match lag {
         Ok(lag) => {
             pipeline_status.total_lag_records = Some(lag.iter().map(|l| l.records).sum());

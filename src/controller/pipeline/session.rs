@@ -30,6 +30,7 @@ const STARTING_RECHECK: Duration = Duration::from_secs(2);
 /// What one reconcile of a session-mode pipeline works with.
 struct Session<'a> {
     client: &'a Client,
+    savepoints: &'a Store<DeserializeGuard<Savepoint>>,
     flink_api: &'a dyn FlinkApi,
     pipeline: &'a Pipeline,
     flink: &'a FlinkEngine,
@@ -49,6 +50,7 @@ pub async fn run(
 ) -> Result<Outcome, Error> {
     let mut session = Session {
         client,
+        savepoints,
         flink_api,
         pipeline,
         flink,
@@ -204,8 +206,15 @@ impl Session<'_> {
             {
                 let deployment = self.status.job.as_ref().and_then(|j| j.deployment);
                 let deployment = deployment.unwrap_or_default();
-                super::snapshots::record_stop(self.client, self.pipeline, deployment, location)
-                    .await?;
+                let (client, savepoints) = (self.client, self.savepoints);
+                super::snapshots::record_stop(
+                    client,
+                    savepoints,
+                    self.pipeline,
+                    deployment,
+                    location,
+                )
+                .await?;
             }
             if suspend {
                 self.status.transition = Some(transition);
@@ -482,7 +491,7 @@ fn restore_path(
 /// A hash of the engine settings a deployment runs with, and the restart nonce.
 pub fn engine_hash(flink: &FlinkEngine, restart_nonce: Option<i64>) -> Result<String, Error> {
     let digest = Sha256::digest(serde_json::to_vec(&(flink, restart_nonce))?);
-    Ok(digest[..8].iter().map(|b| format!("{b:02x}")).collect())
+    Ok(crate::discovery::hex(&digest[..8]))
 }
 
 fn refused(status: &PipelineStatus, error: &FlinkError) -> Result<Outcome, Error> {

@@ -14,6 +14,7 @@ use kube::{Api, Client, Resource, ResourceExt};
 
 use crate::api::pipeline::{EngineType, Pipeline, SavepointPolicy, SavepointRecord};
 use crate::api::savepoint::{Savepoint, SavepointPhase, SavepointSpec, SavepointType};
+use crate::controller::lookup;
 use crate::duration::parse_duration;
 use crate::error::Error;
 
@@ -180,15 +181,20 @@ async fn create_owned(
 /// job may have been restored from them).
 pub async fn record_stop(
     client: &Client,
+    savepoints: &Store<DeserializeGuard<Savepoint>>,
     pipeline: &Pipeline,
     deployment: i64,
     location: &str,
 ) -> Result<(), Error> {
+    let name = format!("{}-stop-{deployment}", pipeline.name_any());
+    // A suspended pipeline passes here on every reconcile: create it once.
+    if lookup(savepoints, pipeline, &name).is_some() {
+        return Ok(());
+    }
     let namespace = pipeline
         .namespace()
         .ok_or(Error::MissingObjectField("metadata.namespace"))?;
     let api: Api<Savepoint> = Api::namespaced(client.clone(), &namespace);
-    let name = format!("{}-stop-{deployment}", pipeline.name_any());
     let spec = SavepointSpec {
         pipeline_ref: pipeline.name_any(),
         type_: SavepointType::Flink,

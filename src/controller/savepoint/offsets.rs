@@ -48,10 +48,11 @@ pub async fn take(
         );
         return outcome(&status, ready, Requeue::After(WAITING_RECHECK));
     };
-    let taken = match ReadView::of(client, pipeline).await {
-        Ok(view) => view.snapshot(admin, pipeline).await,
-        Err(error) => Err(error),
-    };
+    let taken = async {
+        let view = ReadView::of(client, pipeline).await?;
+        view.snapshot(admin, pipeline).await
+    }
+    .await;
     match taken {
         Ok(offsets) => {
             let now = Time(Timestamp::now());
