@@ -189,6 +189,13 @@ pub struct FlinkEngine {
     /// Flink configuration (`config.yaml` keys and values).
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub flink_configuration: BTreeMap<String, String>,
+    /// Base of the JobManager and TaskManager pods (application mode): its
+    /// volumes, sidecars and scheduling are kept, and its container named
+    /// `flink-main-container`, if any, is the base of the Flink container
+    /// (environment, volume mounts, pull policy).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(schema_with = "super::schema::embedded_pod_template")]
+    pub pod_template: Option<PodTemplateSpec>,
 }
 
 fn default_flink_version() -> String {
@@ -461,6 +468,10 @@ pub struct JobStatus {
     /// upgrade from a resync.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub spec_hash: Option<String>,
+    /// REST endpoint of the Flink cluster running the job: `sessionUrl`, or
+    /// the JobManager Service of an application-mode pipeline.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rest_url: Option<String>,
 }
 
 /// A savepoint the pipeline knows of.

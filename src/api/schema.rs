@@ -7,7 +7,7 @@ use schemars::{json_schema, Schema, SchemaGenerator};
 /// it reads the object and reports `InvalidSpec` with the field path.
 pub fn embedded_pod_template(_: &mut SchemaGenerator) -> Schema {
     json_schema!({
-        "description": "Pod template of the application (a core/v1 PodTemplateSpec: metadata and spec).",
+        "description": "A pod template (a core/v1 PodTemplateSpec: metadata and spec).",
         "type": "object",
         "x-kubernetes-preserve-unknown-fields": true
     })

@@ -15,6 +15,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use futures::{Stream, StreamExt};
+use kube::api::{Patch, PatchParams};
 use kube::core::{DeserializeGuard, NamespaceResourceScope};
 use kube::runtime::events::Recorder;
 use kube::runtime::reflector::{self, ObjectRef, Store};
@@ -22,6 +23,7 @@ use kube::runtime::{watcher, Controller, WatchStreamExt};
 use kube::{Api, Client, Resource, ResourceExt};
 use rand::Rng;
 use serde::de::DeserializeOwned;
+use sha2::{Digest, Sha256};
 
 use crate::api::common::CommonStatus;
 use crate::error::Error;
@@ -152,6 +154,30 @@ pub(crate) fn lookup<K: Kind, O: Resource>(
         key = key.within(ns);
     }
     store.get(&key)
+}
+
+/// Object annotation: a digest of what the operator last applied.
+const APPLIED_ANNOTATION: &str = "kappa.dev/applied-hash";
+
+/// Server-side applies `desired` unless the object already carries the
+/// digest of the same desired state, so that a periodic reconcile reads
+/// its objects and writes them only when what it wants has changed.
+pub(crate) async fn apply_if_changed<K>(api: &Api<K>, mut desired: K) -> Result<K, Error>
+where
+    K: Resource + Clone + Debug + serde::Serialize + DeserializeOwned,
+{
+    let hash = crate::discovery::hex(&Sha256::digest(serde_json::to_vec(&desired)?)[..8]);
+    desired
+        .annotations_mut()
+        .insert(APPLIED_ANNOTATION.to_string(), hash.clone());
+    let name = desired.name_any();
+    if let Some(existing) = api.get_opt(&name).await? {
+        if existing.annotations().get(APPLIED_ANNOTATION) == Some(&hash) {
+            return Ok(existing);
+        }
+    }
+    let params = PatchParams::apply(verdict::FIELD_MANAGER).force();
+    Ok(api.patch(&name, &params, &Patch::Apply(&desired)).await?)
 }
 
 /// The objects in `store` that `refers` says point at `target`.

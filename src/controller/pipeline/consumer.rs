@@ -8,14 +8,14 @@ use std::time::Duration;
 
 use k8s_openapi::api::apps::v1::{Deployment, DeploymentSpec};
 use k8s_openapi::api::core::v1::{
-    ConfigMapVolumeSource, EnvVar, EnvVarSource, ObjectFieldSelector, Pod, Volume, VolumeMount,
+    ConfigMapVolumeSource, EnvVar, EnvVarSource, ObjectFieldSelector, Pod, PodSpec, Volume,
+    VolumeMount,
 };
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
-use kube::api::{ListParams, Patch, PatchParams};
+use kube::api::ListParams;
 use kube::core::DeserializeGuard;
 use kube::runtime::reflector::Store;
 use kube::{Api, Client, ResourceExt};
-use sha2::{Digest, Sha256};
 
 use super::offsets::ReadView;
 use super::snapshots;
@@ -24,16 +24,14 @@ use crate::api::pipeline::{
 };
 use crate::api::savepoint::{Savepoint, SavepointPhase};
 use crate::conditions::READY;
-use crate::controller::lookup;
-use crate::controller::verdict::{own_fields, Outcome, Requeue, Wanted, FIELD_MANAGER};
-use crate::discovery::{config_map_name, hex};
+use crate::controller::verdict::{own_fields, Outcome, Requeue, Wanted};
+use crate::controller::{apply_if_changed, lookup};
+use crate::discovery::config_map_name;
 use crate::error::Error;
 use crate::kafka::KafkaAdmin;
 
 /// Where the discovery ConfigMap is mounted in every container.
 pub const DISCOVERY_DIR: &str = "/etc/kappa/discovery";
-/// Deployment annotation: a digest of what the operator last applied.
-const APPLIED_ANNOTATION: &str = "kappa.dev/applied-hash";
 /// Pod template annotation carrying `restartNonce`.
 const RESTART_ANNOTATION: &str = "kappa.dev/restart-nonce";
 /// The volume that mounts it.
@@ -137,7 +135,31 @@ pub fn deployment(
             .get_or_insert_with(BTreeMap::new)
             .insert(RESTART_ANNOTATION.to_string(), nonce.to_string());
     }
-    let pod = template.spec.get_or_insert_with(Default::default);
+    mount_discovery(pipeline, template.spec.get_or_insert_with(Default::default));
+    Ok(Deployment {
+        metadata: ObjectMeta {
+            name: Some(name.clone()),
+            namespace: pipeline.namespace(),
+            labels: Some(labels.clone()),
+            owner_references: Some(vec![snapshots::owner(pipeline)?]),
+            ..ObjectMeta::default()
+        },
+        spec: DeploymentSpec {
+            replicas: Some(replicas),
+            selector: LabelSelector {
+                match_labels: Some(BTreeMap::from([(PIPELINE_LABEL.to_string(), name)])),
+                ..LabelSelector::default()
+            },
+            template,
+            ..DeploymentSpec::default()
+        },
+        status: None,
+    })
+}
+
+/// Mounts the discovery ConfigMap of the pipeline's set into every container
+/// of `pod`, and sets the streams and groups in their environment.
+pub fn mount_discovery(pipeline: &Pipeline, pod: &mut PodSpec) {
     pod.volumes.get_or_insert_with(Vec::new).push(Volume {
         name: DISCOVERY_VOLUME.into(),
         config_map: Some(ConfigMapVolumeSource {
@@ -161,25 +183,6 @@ pub fn deployment(
         own.retain(|e| !env.iter().any(|ours| ours.name == e.name));
         own.extend(env.iter().cloned());
     }
-    Ok(Deployment {
-        metadata: ObjectMeta {
-            name: Some(name.clone()),
-            namespace: pipeline.namespace(),
-            labels: Some(labels.clone()),
-            owner_references: Some(vec![snapshots::owner(pipeline)?]),
-            ..ObjectMeta::default()
-        },
-        spec: DeploymentSpec {
-            replicas: Some(replicas),
-            selector: LabelSelector {
-                match_labels: Some(BTreeMap::from([(PIPELINE_LABEL.to_string(), name)])),
-                ..LabelSelector::default()
-            },
-            template,
-            ..DeploymentSpec::default()
-        },
-        status: None,
-    })
 }
 
 /// What the consumer engine reads and writes besides the Deployment.
@@ -210,25 +213,11 @@ async fn apply(
     engine: &ConsumerEngine,
     replicas: i32,
 ) -> Result<Deployment, Error> {
-    let mut desired = deployment(pipeline, engine, replicas)?;
-    let hash = hex(&Sha256::digest(serde_json::to_vec(&desired)?)[..8]);
-    desired
-        .annotations_mut()
-        .insert(APPLIED_ANNOTATION.to_string(), hash.clone());
     let namespace = pipeline
         .namespace()
         .ok_or(Error::MissingObjectField("metadata.namespace"))?;
     let api: Api<Deployment> = Api::namespaced(client.clone(), &namespace);
-    let name = pipeline.name_any();
-    // The periodic lag reconcile reads the Deployment; it writes it only
-    // when what it would apply has changed.
-    if let Some(existing) = api.get_opt(&name).await? {
-        if existing.annotations().get(APPLIED_ANNOTATION) == Some(&hash) {
-            return Ok(existing);
-        }
-    }
-    let params = PatchParams::apply(FIELD_MANAGER).force();
-    Ok(api.patch(&name, &params, &Patch::Apply(&desired)).await?)
+    apply_if_changed(&api, deployment(pipeline, engine, replicas)?).await
 }
 
 /// The pipeline's pods that still exist, terminating ones included (a

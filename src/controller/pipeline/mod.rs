@@ -3,9 +3,10 @@
 //! re-validates it. A valid session-mode Flink pipeline is deployed to its
 //! Flink cluster and followed there.
 
+pub mod application;
 pub mod consumer;
+pub mod flink_job;
 pub mod offsets;
-pub mod session;
 pub mod snapshots;
 pub mod validate;
 
@@ -27,9 +28,7 @@ use super::verdict::{Act, Outcome, Requeue};
 use super::{drive, lookup, referrers, verdict, watch, Ctx, Kind, Shared};
 use crate::api::common::CommonStatus;
 use crate::api::kafka_cluster_set::KafkaClusterSet;
-use crate::api::pipeline::{
-    EngineType, FlinkMode, HistoryEntry, Pipeline, PipelineStatus, SavepointRecord, StreamLag,
-};
+use crate::api::pipeline::{HistoryEntry, Pipeline, PipelineStatus, SavepointRecord, StreamLag};
 use crate::api::savepoint::Savepoint;
 use crate::error::Error;
 use crate::flink::rest::RestFlink;
@@ -67,23 +66,23 @@ impl Act<Pipeline> for RunPipeline<'_> {
     {
         async move {
             let stores = self.stores;
-            let mut outcome = match &pipeline.spec.engine.flink {
-                Some(flink) if flink.mode == FlinkMode::Session => {
+            let engine = &pipeline.spec.engine;
+            let mut outcome = match (&engine.flink, &engine.consumer) {
+                (Some(flink), _) => {
                     let client = &self.shared.client;
-                    session::run(client, &*stores.flink, &stores.savepoints, pipeline, flink)
+                    flink_job::run(client, &*stores.flink, &stores.savepoints, pipeline, flink)
                         .await?
                 }
-                _ => match &pipeline.spec.engine.consumer {
-                    Some(engine) if pipeline.spec.engine.type_ == EngineType::Consumer => {
-                        let deps = consumer::ConsumerDeps {
-                            client: &self.shared.client,
-                            admin: &*stores.admin,
-                            savepoints: &stores.savepoints,
-                        };
-                        consumer::run(&deps, pipeline, engine).await?
-                    }
-                    _ => return Ok(Outcome::validated_only("application-mode Flink Pipeline")),
-                },
+                (None, Some(consumer)) => {
+                    let deps = consumer::ConsumerDeps {
+                        client: &self.shared.client,
+                        admin: &*stores.admin,
+                        savepoints: &stores.savepoints,
+                    };
+                    consumer::run(&deps, pipeline, consumer).await?
+                }
+                // Validation lets no such pipeline through.
+                (None, None) => return Ok(Outcome::validated_only("engine-less Pipeline")),
             };
             let running = outcome.fields.get("phase") == Some(&"Running".into());
             let last = snapshots::newest_completed(pipeline, &stores.savepoints);
@@ -199,7 +198,7 @@ async fn reconcile(
             .namespace()
             .ok_or(Error::MissingObjectField("metadata.namespace"))?;
         let api: Api<Pipeline> = Api::namespaced(ctx.shared.client.clone(), &namespace);
-        if let Some(action) = session::on_delete(&api, &*ctx.stores.flink, object).await? {
+        if let Some(action) = flink_job::on_delete(&api, &*ctx.stores.flink, object).await? {
             return Ok(action);
         }
     }
@@ -218,7 +217,7 @@ async fn reconcile(
                 cluster_set: referenced(&set),
                 restore_savepoint: savepoint.as_ref().map(referenced),
             };
-            validate::validate(&p.spec, &refs)
+            validate::validate(&p.name_any(), &p.spec, &refs)
         },
         RunPipeline {
             shared: &ctx.shared,

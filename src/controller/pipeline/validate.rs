@@ -1,7 +1,8 @@
 //! Rules for a Pipeline that its schema cannot express, including its references.
 
+use super::application::{flink_memory, MAX_NAME};
 use crate::api::kafka_cluster_set::KafkaClusterSet;
-use crate::api::pipeline::{EngineType, FlinkMode, PipelineSpec};
+use crate::api::pipeline::{EngineType, FlinkEngine, FlinkMode, PipelineSpec};
 use crate::api::savepoint::{Savepoint, SavepointType};
 use crate::validation::{check_duration, ProblemReason, Referenced, SpecProblem};
 
@@ -20,16 +21,16 @@ pub struct PipelineRefs<'a> {
 }
 
 /// Every problem with the spec and its references.
-pub fn validate(spec: &PipelineSpec, refs: &PipelineRefs) -> Vec<SpecProblem> {
+pub fn validate(name: &str, spec: &PipelineSpec, refs: &PipelineRefs) -> Vec<SpecProblem> {
     let mut problems = Vec::new();
-    check_engine(spec, &mut problems);
+    check_engine(name, spec, &mut problems);
     check_streams(spec, refs, &mut problems);
     check_restore(spec, refs, &mut problems);
     check_policies(spec, &mut problems);
     problems
 }
 
-fn check_engine(spec: &PipelineSpec, problems: &mut Vec<SpecProblem>) {
+fn check_engine(name: &str, spec: &PipelineSpec, problems: &mut Vec<SpecProblem>) {
     let engine = &spec.engine;
     match engine.type_ {
         EngineType::Flink => {
@@ -74,6 +75,7 @@ fn check_engine(spec: &PipelineSpec, problems: &mut Vec<SpecProblem>) {
                             "is used only in session mode",
                         ));
                     }
+                    check_application(name, flink, problems);
                 }
             }
         }
@@ -100,6 +102,44 @@ fn check_engine(spec: &PipelineSpec, problems: &mut Vec<SpecProblem>) {
                 problems.push(SpecProblem::invalid(
                     "spec.engine.consumer.template.spec.containers",
                     "needs at least one container",
+                ));
+            }
+        }
+    }
+}
+
+/// What an application-mode cluster needs: a Service name that is a DNS
+/// label, slots for the job's parallelism, memory Flink can be given.
+fn check_application(name: &str, flink: &FlinkEngine, problems: &mut Vec<SpecProblem>) {
+    if name.len() > MAX_NAME || !name.starts_with(|c: char| c.is_ascii_lowercase()) {
+        problems.push(SpecProblem::invalid(
+            "metadata.name",
+            format!("names the JobManager Service `{name}-jobmanager` in application mode, so it must start with a letter and have at most {MAX_NAME} characters"),
+        ));
+    }
+    let slots = i64::from(flink.task_manager.replicas) * i64::from(flink.task_manager.task_slots);
+    if slots < i64::from(flink.parallelism) {
+        problems.push(SpecProblem::invalid(
+            "spec.engine.flink.parallelism",
+            format!(
+                "is {} but the TaskManagers offer {slots} slots (taskManager.replicas × taskManager.taskSlots)",
+                flink.parallelism
+            ),
+        ));
+    }
+    let memories = [
+        ("spec.engine.flink.jobManager.memory", &flink.job_manager),
+        (
+            "spec.engine.flink.taskManager.resources.memory",
+            &flink.task_manager.resources,
+        ),
+    ];
+    for (field, resources) in memories {
+        if let Some(memory) = &resources.memory {
+            if flink_memory(memory).is_none() {
+                problems.push(SpecProblem::invalid(
+                    field,
+                    format!("`{memory}` is not a memory size Flink can be given (at least 1Mi)"),
                 ));
             }
         }
@@ -282,7 +322,7 @@ mod tests {
             cluster_set: Referenced::Found(&set),
             restore_savepoint: None,
         };
-        assert_eq!(validate(&flink_session(json!({})), &refs), vec![]);
+        assert_eq!(validate("p", &flink_session(json!({})), &refs), vec![]);
     }
 
     #[test]
@@ -292,7 +332,7 @@ mod tests {
             cluster_set: Referenced::Found(&set),
             restore_savepoint: None,
         };
-        let problems = validate(&flink_session(json!({})), &refs);
+        let problems = validate("p", &flink_session(json!({})), &refs);
         assert_eq!(problems.len(), 1);
         assert_eq!(problems[0].field, "spec.outputs[0].stream");
         assert!(problems[0].message.contains("declared: orders"));
@@ -301,7 +341,7 @@ mod tests {
             cluster_set: Referenced::Missing,
             restore_savepoint: None,
         };
-        let problems = validate(&flink_session(json!({})), &refs);
+        let problems = validate("p", &flink_session(json!({})), &refs);
         assert_eq!(problems[0].reason, ProblemReason::KafkaClusterSetNotFound);
     }
 
@@ -315,7 +355,7 @@ mod tests {
             "clusterSet": "events", "inputs": [{"stream": "orders"}],
             "engine": {"type": "consumer"}
         }));
-        let problems = validate(&s, &refs);
+        let problems = validate("p", &s, &refs);
         assert_eq!(problems[0].field, "spec.engine.consumer");
         assert_eq!(problems[1].reason, ProblemReason::ReferencedObjectInvalid);
     }
@@ -331,7 +371,7 @@ mod tests {
             "restoreFrom": {},
             "savepoints": {"interval": "10m"}
         }));
-        let problems = validate(&s, &refs);
+        let problems = validate("p", &s, &refs);
         let fields: Vec<_> = problems.iter().map(|p| p.field.as_str()).collect();
         assert_eq!(
             fields,

@@ -8,7 +8,7 @@ use kube::runtime::controller::Action;
 use kube::runtime::reflector::Store;
 use kube::{Api, ResourceExt};
 
-use crate::api::pipeline::{FlinkMode, Pipeline};
+use crate::api::pipeline::Pipeline;
 use crate::api::savepoint::{Savepoint, SavepointPhase};
 use crate::controller::{finalizer, lookup};
 use crate::error::Error;
@@ -45,9 +45,9 @@ pub async fn on_delete(
     let url = found
         .as_deref()
         .and_then(|guard| guard.0.as_ref().ok())
-        .and_then(|p| p.spec.engine.flink.as_ref())
-        .filter(|f| f.mode == FlinkMode::Session)
-        .and_then(|f| f.session_url.clone());
+        .and_then(|p| p.status.as_ref())
+        .and_then(|s| s.job.as_ref())
+        .and_then(|j| j.rest_url.clone());
     match (location, url) {
         (Some(location), Some(url)) => {
             dispose(flink_api, &url, &location)

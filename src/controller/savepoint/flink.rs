@@ -9,7 +9,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use k8s_openapi::jiff::Timestamp;
 
 use super::lifecycle::{done, ended, failed_attempt, outcome};
-use crate::api::pipeline::{FlinkMode, Pipeline};
+use crate::api::pipeline::Pipeline;
 use crate::api::savepoint::{Savepoint, SavepointPhase, SavepointStatus};
 use crate::conditions::READY;
 use crate::controller::verdict::{Outcome, Requeue, Wanted};
@@ -222,22 +222,16 @@ async fn follow(
 fn target(savepoint: &Savepoint, pipeline: Option<&Pipeline>) -> Result<Target, String> {
     let name = &savepoint.spec.pipeline_ref;
     let pipeline = pipeline.ok_or_else(|| format!("Pipeline `{name}` is not there"))?;
-    let flink = pipeline
-        .spec
-        .engine
-        .flink
-        .as_ref()
-        .filter(|f| f.mode == FlinkMode::Session)
-        .ok_or_else(|| {
-            format!("Pipeline `{name}` is not a session-mode Flink job, the only kind this operator version snapshots")
-        })?;
-    let job = pipeline
+    if pipeline.spec.engine.flink.is_none() {
+        return Err(format!("Pipeline `{name}` is not a Flink job"));
+    }
+    let (job, url) = pipeline
         .status
         .as_ref()
         .filter(|s| s.phase.as_deref() == Some("Running"))
         .and_then(|s| s.job.as_ref())
         .filter(|j| j.submitted)
-        .and_then(|j| j.id.clone())
+        .and_then(|j| j.id.clone().zip(j.rest_url.clone()))
         .ok_or_else(|| format!("Pipeline `{name}` has no running job yet"))?;
     let directory = savepoint.spec.target_directory.clone().or_else(|| {
         pipeline
@@ -253,7 +247,7 @@ fn target(savepoint: &Savepoint, pipeline: Option<&Pipeline>) -> Result<Target, 
         .and_then(|p| parse_duration(&p.timeout).ok())
         .unwrap_or(DEFAULT_TIMEOUT);
     Ok(Target {
-        url: flink.session_url.clone().unwrap_or_default(),
+        url,
         job,
         directory,
         timeout,

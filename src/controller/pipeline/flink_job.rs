@@ -1,7 +1,10 @@
-//! A Flink pipeline in session mode: the job is submitted to an existing
-//! Flink cluster through its REST API and followed there. Its id is chosen
-//! and recorded before it is submitted, so a submission retried after a
-//! crash is recognised by Flink as the same job and never runs twice.
+//! A Flink pipeline: in session mode the job is submitted to an existing
+//! Flink cluster through its REST API; in application mode the operator
+//! starts a Flink cluster for it (`application.rs`). Either way the job is
+//! followed, savepointed and stopped through the same REST client. Its id is
+//! chosen and recorded before it is submitted or launched, so a submission
+//! retried after a crash is recognised by Flink as the same job and never
+//! runs twice.
 
 use std::time::Duration;
 
@@ -11,6 +14,7 @@ use kube::runtime::reflector::Store;
 use kube::{Api, Client, ResourceExt};
 use sha2::{Digest, Sha256};
 
+use super::application::{self, Launch, Observed};
 use crate::api::pipeline::{
     FlinkEngine, FlinkMode, JobState, JobStatus, Pipeline, PipelineStatus, RestoreFrom, Transition,
     UpgradeMode,
@@ -27,20 +31,22 @@ const FOLLOW_EVERY: Duration = Duration::from_secs(15);
 /// How often a job that is starting is looked at.
 const STARTING_RECHECK: Duration = Duration::from_secs(2);
 
-/// What one reconcile of a session-mode pipeline works with.
-struct Session<'a> {
+/// What one reconcile of a Flink pipeline works with.
+struct FlinkJob<'a> {
     client: &'a Client,
     savepoints: &'a Store<DeserializeGuard<Savepoint>>,
     flink_api: &'a dyn FlinkApi,
     pipeline: &'a Pipeline,
     flink: &'a FlinkEngine,
     url: String,
+    /// The operator's own Flink cluster, in application mode.
+    cluster: Option<Observed>,
     uid: String,
     status: PipelineStatus,
 }
 
-/// Deploys and follows one session-mode pipeline, and carries out its
-/// upgrades, suspension and resumption one persisted step at a time.
+/// Deploys and follows one Flink pipeline, and carries out its upgrades,
+/// suspension and resumption one persisted step at a time.
 pub async fn run(
     client: &Client,
     flink_api: &dyn FlinkApi,
@@ -48,17 +54,30 @@ pub async fn run(
     pipeline: &Pipeline,
     flink: &FlinkEngine,
 ) -> Result<Outcome, Error> {
-    let mut session = Session {
+    let cluster = match flink.mode {
+        FlinkMode::Application => Some(application::observe(client, pipeline).await?),
+        FlinkMode::Session => None,
+    };
+    let url = match &cluster {
+        Some(cluster) => cluster.url.clone(),
+        None => flink.session_url.clone(),
+    };
+    let mut status = pipeline.status.clone().unwrap_or_default();
+    if let (Some(job), Some(url)) = (status.job.as_mut(), &url) {
+        job.rest_url = Some(url.clone());
+    }
+    let mut session = FlinkJob {
         client,
         savepoints,
         flink_api,
         pipeline,
         flink,
-        url: flink.session_url.clone().unwrap_or_default(),
+        url: url.unwrap_or_default(),
+        cluster,
         uid: pipeline
             .uid()
             .ok_or(Error::MissingObjectField("metadata.uid"))?,
-        status: pipeline.status.clone().unwrap_or_default(),
+        status,
     };
     let desired = engine_hash(flink, pipeline.spec.restart_nonce)?;
     let job = session.status.job.clone().unwrap_or_default();
@@ -76,8 +95,10 @@ pub async fn run(
                 }
             },
         };
-        if let Err(error) = session.submit(&id, restore).await {
-            return refused(&session.status, &error);
+        match session.submit(&id, restore).await {
+            Ok(()) => {}
+            Err(Error::Flink(error)) => return refused(&session.status, &error),
+            Err(error) => return Err(error),
         }
     }
     let suspend = pipeline.spec.state == JobState::Suspended;
@@ -139,7 +160,7 @@ pub async fn run(
     }
 }
 
-impl Session<'_> {
+impl FlinkJob<'_> {
     /// Chooses and records the next job's id, to be submitted by the next reconcile.
     fn new_job(&mut self, hash: &str, previous: Option<i64>) -> Result<Outcome, Error> {
         let deployment = previous.unwrap_or(0) + 1;
@@ -150,33 +171,38 @@ impl Session<'_> {
             deployment: Some(deployment),
             submitted: false,
             spec_hash: Some(hash.to_string()),
+            rest_url: (!self.url.is_empty()).then(|| self.url.clone()),
         });
         self.status.phase = Some("Deploying".into());
-        let ready = Wanted::new(
-            READY,
-            "Unknown",
-            "Deploying",
-            format!("job {id} is being submitted to {}", self.url),
-        );
+        let message = match self.cluster {
+            Some(_) => format!("job {id} is being launched on a Flink cluster of its own"),
+            None => format!("job {id} is being submitted to {}", self.url),
+        };
+        let ready = Wanted::new(READY, "Unknown", "Deploying", message);
         outcome(&self.status, ready, Requeue::After(Duration::from_secs(1)))
     }
 
-    /// Submits the recorded job; one Flink already has counts as submitted.
-    async fn submit(&mut self, id: &str, restore: Option<String>) -> Result<(), FlinkError> {
+    /// Submits the recorded job, or launches its cluster in application
+    /// mode; a job Flink already has counts as submitted.
+    async fn submit(&mut self, id: &str, restore: Option<String>) -> Result<(), Error> {
         let flink = self.flink;
-        let submission = Submission {
-            job_id: id.to_string(),
-            jar_uri: flink.jar_uri.clone(),
-            entry_class: flink.entry_class.clone(),
-            args: flink.args.clone(),
-            parallelism: flink.parallelism,
-            savepoint_path: restore.clone(),
-            allow_non_restored_state: flink.allow_non_restored_state,
-        };
-        match self.flink_api.submit(&self.url, &submission).await {
-            Ok(_) => {}
-            Err(error) if error.is_duplicate_submission() => {}
-            Err(error) => return Err(error),
+        if self.cluster.is_some() {
+            self.launch(id, restore.as_deref(), true).await?;
+        } else {
+            let submission = Submission {
+                job_id: id.to_string(),
+                jar_uri: flink.jar_uri.clone(),
+                entry_class: flink.entry_class.clone(),
+                args: flink.args.clone(),
+                parallelism: flink.parallelism,
+                savepoint_path: restore.clone(),
+                allow_non_restored_state: flink.allow_non_restored_state,
+            };
+            match self.flink_api.submit(&self.url, &submission).await {
+                Ok(_) => {}
+                Err(error) if error.is_duplicate_submission() => {}
+                Err(error) => return Err(error.into()),
+            }
         }
         let event = match self.status.transition.take() {
             None => "Deployed",
@@ -218,7 +244,7 @@ impl Session<'_> {
             }
             if suspend {
                 self.status.transition = Some(transition);
-                return self.suspended();
+                return self.suspended().await;
             }
             // An upgrade deploys what it was started for; a resumption
             // deploys the spec as it is now.
@@ -342,7 +368,23 @@ impl Session<'_> {
         }
     }
 
-    fn suspended(&mut self) -> Result<Outcome, Error> {
+    /// Applies the application-mode cluster that runs job `id` from `restore`.
+    async fn launch(&self, id: &str, restore: Option<&str>, running: bool) -> Result<(), Error> {
+        let deployment = self.status.job.as_ref().and_then(|j| j.deployment);
+        let launch = Launch {
+            job_id: id,
+            deployment: deployment.unwrap_or(1),
+            restore,
+            running,
+        };
+        application::apply(self.client, self.pipeline, self.flink, &launch).await
+    }
+
+    async fn suspended(&mut self) -> Result<Outcome, Error> {
+        if self.cluster.is_some() {
+            // The JobManager stays, so that savepoints can still be disposed through it.
+            application::stop_task_managers(self.client, self.pipeline).await?;
+        }
         self.status.phase = Some("Suspended".into());
         let state = self
             .status
@@ -368,12 +410,26 @@ impl Session<'_> {
         id: &str,
         stopped_change: Option<String>,
     ) -> Result<Outcome, Error> {
+        if let Some(cluster) = &self.cluster {
+            if !cluster.deployed || cluster.url.is_none() {
+                // Its objects were deleted: the same deployment is launched again.
+                let restore = self.status.restored_from.clone();
+                self.launch(id, restore.as_deref(), true).await?;
+                return self.starting(id, "its Flink cluster is being created again");
+            }
+            if !cluster.ready {
+                return self.starting(id, "its JobManager pod is starting");
+            }
+        }
         let (phase, mut ready, requeue) = match self.flink_api.job(&self.url, id).await {
             Ok(overview) => {
                 if let Some(job) = self.status.job.as_mut() {
                     job.state = Some(overview.state.clone());
                 }
                 follow(self.flink_api, &self.url, id, &overview).await
+            }
+            Err(FlinkError::JobNotFound(_)) if self.cluster.is_some() => {
+                return self.starting(id, "its JobManager is starting the application");
             }
             Err(error) => return refused(&self.status, &error),
         };
@@ -387,6 +443,13 @@ impl Session<'_> {
         }
         self.status.phase = Some(phase.into());
         outcome(&self.status, ready, requeue)
+    }
+
+    /// Reports an application-mode job whose cluster is not serving it yet.
+    fn starting(&mut self, id: &str, why: &str) -> Result<Outcome, Error> {
+        self.status.phase = Some("Deploying".into());
+        let ready = Wanted::new(READY, "Unknown", "JobStarting", format!("job {id}: {why}"));
+        outcome(&self.status, ready, Requeue::After(STARTING_RECHECK))
     }
 }
 
