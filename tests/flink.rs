@@ -3,18 +3,14 @@
 
 mod common;
 
-use std::path::Path;
 use std::sync::OnceLock;
 use std::time::Duration;
 
-use common::flink::Flink;
+use common::flink::{on_disk, patch_spec, redeployed, running, Flink, JOB_STARTS_WITHIN};
 use common::objects::{kcs, pipeline, savepoint, valid_kcs_spec};
-use common::{create, kappa_api, wait_for_ready, Operator, Testbed};
+use common::{create, kappa_api, status, wait_for_ready, Operator, Testbed};
 use kube::Client;
 use serde_json::{json, Value};
-
-/// Starting a job (a JVM class loading the table planner) takes a while on two cores.
-const JOB_STARTS_WITHIN: Duration = Duration::from_secs(120);
 
 fn flink() -> &'static Flink {
     static FLINK: OnceLock<Flink> = OnceLock::new();
@@ -54,32 +50,6 @@ fn engine(rest: &str, jar: &str, args: &[&str]) -> Value {
     json!({"mode": "session", "sessionUrl": rest, "jarUri": jar, "args": args})
 }
 
-async fn status(client: &Client, ns: &str, kind: &str, name: &str) -> Value {
-    let object = kappa_api(client, ns, kind).get(name).await.expect("object");
-    object.data["status"].clone()
-}
-
-/// Waits until the pipeline's job runs; its id.
-async fn running(client: &Client, ns: &str, name: &str) -> String {
-    wait_for_ready(client, ns, "Pipeline", name, JOB_STARTS_WITHIN, |c| {
-        c.reason == "JobRunning"
-    })
-    .await;
-    status(client, ns, "Pipeline", name).await["job"]["id"]
-        .as_str()
-        .expect("a job id")
-        .to_string()
-}
-
-/// The directory a `file:` location names.
-fn on_disk(location: &str) -> &Path {
-    Path::new(
-        location
-            .trim_start_matches("file:")
-            .trim_start_matches("//"),
-    )
-}
-
 #[tokio::test]
 async fn a_session_job_runs_snapshots_and_restores_from_its_savepoint() {
     let flink = flink();
@@ -94,7 +64,7 @@ async fn a_session_job_runs_snapshots_and_restores_from_its_savepoint() {
     .expect("pipeline");
     let job = running(&client, &ns, "job").await;
     assert_eq!(
-        flink.job_state(&job).await,
+        flink.api().job_state(&job).await,
         "RUNNING",
         "Flink runs job {job}"
     );
@@ -153,7 +123,11 @@ async fn a_session_job_runs_snapshots_and_restores_from_its_savepoint() {
         operator.metric(&format!("kappa_savepoint_failures_total{labels}")),
         1.0
     );
-    assert_eq!(flink.job_state(&job).await, "RUNNING", "the job runs on");
+    assert_eq!(
+        flink.api().job_state(&job).await,
+        "RUNNING",
+        "the job runs on"
+    );
     wait_for_ready(
         &client,
         &ns,
@@ -170,7 +144,10 @@ async fn a_session_job_runs_snapshots_and_restores_from_its_savepoint() {
     create(&client, &ns, restored).await.expect("pipeline");
     let second = running(&client, &ns, "restored").await;
     assert_ne!(second, job);
-    let checkpoints = flink.get(&format!("/jobs/{second}/checkpoints")).await;
+    let checkpoints = flink
+        .api()
+        .get(&format!("/jobs/{second}/checkpoints"))
+        .await;
     assert_eq!(
         checkpoints["latest"]["restored"]["external_path"].as_str(),
         Some(location.as_str()),
@@ -202,7 +179,7 @@ async fn a_session_job_runs_snapshots_and_restores_from_its_savepoint() {
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     assert_eq!(
-        flink.job_state(&second).await,
+        flink.api().job_state(&second).await,
         "CANCELED",
         "its job is cancelled"
     );
@@ -291,64 +268,6 @@ async fn flink_and_jar_server_refusals_become_conditions_in_their_own_words() {
     operator.assert_log_clean();
 }
 
-/// Patches the pipeline's spec with `patch` (a merge patch).
-async fn patch(client: &Client, ns: &str, name: &str, patch: Value) {
-    kappa_api(client, ns, "Pipeline")
-        .patch(
-            name,
-            &kube::api::PatchParams::default(),
-            &kube::api::Patch::Merge(&json!({ "spec": patch })),
-        )
-        .await
-        .expect("pipeline patched");
-}
-
-/// Waits until the pipeline runs a job newer than `old` after `event`; its id.
-async fn redeployed(client: &Client, ns: &str, name: &str, old: &str, event: &str) -> String {
-    let deadline = std::time::Instant::now() + JOB_STARTS_WITHIN;
-    loop {
-        let status = status(client, ns, "Pipeline", name).await;
-        let job = status["job"]["id"].as_str().unwrap_or_default().to_string();
-        let ready = status["conditions"]
-            .as_array()
-            .and_then(|c| c.iter().find(|c| c["type"] == "Ready"))
-            .map(|c| c["reason"].clone());
-        if job != old
-            && status["history"][0]["event"] == event
-            && ready == Some(json!("JobRunning"))
-        {
-            return job;
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "{name} not {event} within {JOB_STARTS_WITHIN:?}: {status}"
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
-}
-
-/// Where Flink says the job was restored from, and whether that is a savepoint.
-async fn restored_from(flink: &Flink, job: &str) -> (Option<String>, Option<bool>) {
-    let restored =
-        flink.get(&format!("/jobs/{job}/checkpoints")).await["latest"]["restored"].clone();
-    (
-        restored["external_path"].as_str().map(String::from),
-        restored["is_savepoint"].as_bool(),
-    )
-}
-
-/// Waits until Flink has completed a checkpoint of `job`.
-async fn checkpointed(flink: &Flink, job: &str) {
-    for _ in 0..300 {
-        let counts = flink.get(&format!("/jobs/{job}/checkpoints")).await["counts"].clone();
-        if counts["completed"].as_i64().unwrap_or(0) > 0 {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
-    panic!("job {job} completed no checkpoint within a minute");
-}
-
 #[tokio::test]
 async fn upgrades_suspension_and_last_state_carry_the_job_state() {
     let flink = flink();
@@ -364,7 +283,7 @@ async fn upgrades_suspension_and_last_state_carry_the_job_state() {
     let first = running(&client, &ns, "job").await;
 
     // A parallelism change with upgradeMode savepoint: stop with a savepoint, restore from it.
-    patch(
+    patch_spec(
         &client,
         &ns,
         "job",
@@ -373,7 +292,7 @@ async fn upgrades_suspension_and_last_state_carry_the_job_state() {
     .await;
     let second = redeployed(&client, &ns, "job", &first, "Upgraded").await;
     let recorded = status(&client, &ns, "Pipeline", "job").await["restoredFrom"].clone();
-    let (path, savepoint) = restored_from(flink, &second).await;
+    let (path, savepoint) = flink.api().restored_from(&second).await;
     println!("upgraded {first} -> {second} from {path:?}");
     assert_eq!(Some(json!(path.clone())), Some(recorded));
     assert_eq!(savepoint, Some(true), "restored from a savepoint");
@@ -381,12 +300,12 @@ async fn upgrades_suspension_and_last_state_carry_the_job_state() {
         .join("_metadata")
         .is_file());
     assert_eq!(
-        flink.job_state(&first).await,
+        flink.api().job_state(&first).await,
         "FINISHED",
         "stopped with a savepoint"
     );
     assert_eq!(
-        flink.get(&format!("/jobs/{second}")).await["vertices"][0]["parallelism"],
+        flink.api().get(&format!("/jobs/{second}")).await["vertices"][0]["parallelism"],
         2
     );
     // The savepoint the upgrade stopped the job with is a Savepoint resource.
@@ -404,17 +323,17 @@ async fn upgrades_suspension_and_last_state_carry_the_job_state() {
     assert_eq!(Some(stop["location"].as_str()), Some(path.as_deref()));
 
     // Suspend: stopped with a savepoint; resume: restored from that savepoint.
-    patch(&client, &ns, "job", json!({"state": "suspended"})).await;
+    patch_spec(&client, &ns, "job", json!({"state": "suspended"})).await;
     let suspended = wait_for_ready(&client, &ns, "Pipeline", "job", JOB_STARTS_WITHIN, |c| {
         c.reason == "Suspended"
     })
     .await;
     println!("suspended: {}", suspended.message);
-    assert_eq!(flink.job_state(&second).await, "FINISHED");
+    assert_eq!(flink.api().job_state(&second).await, "FINISHED");
     let kept = status(&client, &ns, "Pipeline", "job").await["transition"]["restoreFrom"].clone();
-    patch(&client, &ns, "job", json!({"state": "running"})).await;
+    patch_spec(&client, &ns, "job", json!({"state": "running"})).await;
     let third = redeployed(&client, &ns, "job", &second, "Resumed").await;
-    let (path, savepoint) = restored_from(flink, &third).await;
+    let (path, savepoint) = flink.api().restored_from(&third).await;
     assert_eq!(
         Some(json!(path)),
         Some(kept),
@@ -423,8 +342,8 @@ async fn upgrades_suspension_and_last_state_carry_the_job_state() {
     assert_eq!(savepoint, Some(true));
 
     // last-state: the latest checkpoint, taken over by the restarted job.
-    checkpointed(flink, &third).await;
-    patch(
+    flink.api().checkpointed(&third).await;
+    patch_spec(
         &client,
         &ns,
         "job",
@@ -432,7 +351,7 @@ async fn upgrades_suspension_and_last_state_carry_the_job_state() {
     )
     .await;
     let fourth = redeployed(&client, &ns, "job", &third, "Upgraded").await;
-    let (path, _) = restored_from(flink, &fourth).await;
+    let (path, _) = flink.api().restored_from(&fourth).await;
     println!("last-state {third} -> {fourth} from {path:?}");
     // Flink calls any state given at submission a savepoint; the path says it is a checkpoint.
     let checkpoint = format!("/checkpoints/{third}/chk-");
@@ -440,10 +359,10 @@ async fn upgrades_suspension_and_last_state_carry_the_job_state() {
         path.as_deref().is_some_and(|p| p.contains(&checkpoint)),
         "a checkpoint of {third}: {path:?}"
     );
-    assert_eq!(flink.job_state(&third).await, "CANCELED");
+    assert_eq!(flink.api().job_state(&third).await, "CANCELED");
 
     // A savepoint Flink cannot write stops the upgrade; the job runs on.
-    patch(
+    patch_spec(
         &client,
         &ns,
         "job",
@@ -460,7 +379,11 @@ async fn upgrades_suspension_and_last_state_carry_the_job_state() {
         "Flink's words: {}",
         failed.message
     );
-    assert_eq!(flink.job_state(&fourth).await, "RUNNING", "the job runs on");
+    assert_eq!(
+        flink.api().job_state(&fourth).await,
+        "RUNNING",
+        "the job runs on"
+    );
     assert_eq!(
         status(&client, &ns, "Pipeline", "job").await["job"]["id"],
         json!(fourth)

@@ -62,6 +62,7 @@ async fn an_upgrade_interrupted_by_a_crash_resumes_with_its_savepoint() {
     };
     // ... and Flink has taken the trigger.
     while flink
+        .api()
         .get(&format!("/jobs/{old_job}/savepoints/{trigger}"))
         .await["status"]
         .is_null()
@@ -95,12 +96,16 @@ async fn an_upgrade_interrupted_by_a_crash_resumes_with_its_savepoint() {
     };
     // The savepoint the first operator triggered is the one the new job started from.
     let taken = flink
+        .api()
         .get(&format!("/jobs/{old_job}/savepoints/{trigger}"))
         .await;
     let location = taken["operation"]["location"]
         .as_str()
         .expect("the savepoint completed");
-    let restored = flink.get(&format!("/jobs/{new_job}/checkpoints")).await;
+    let restored = flink
+        .api()
+        .get(&format!("/jobs/{new_job}/checkpoints"))
+        .await;
     assert_eq!(
         restored["latest"]["restored"]["external_path"].as_str(),
         Some(location),

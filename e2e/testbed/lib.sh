@@ -62,3 +62,15 @@ wait_for() {
   tail -20 "$logfile" >&2 || true
   die "$what did not become ready within ${seconds}s (log: $logfile)"
 }
+
+# build_flink_job FLINK_HOME DIR: compiles the test job (e2e/flink-job) against
+# Flink's jars and writes DIR/keyed-count.jar.
+build_flink_job() {
+  local flink_home="$1" out="$2" classes
+  classes="$(mktemp -d)"
+  javac -d "$classes" -cp "$flink_home/lib/*" \
+    "$(dirname "${BASH_SOURCE[0]}")/../flink-job/src/dev/kappa/job/KeyedCount.java"
+  mkdir -p "$out"
+  jar --create --file "$out/keyed-count.jar" --main-class dev.kappa.job.KeyedCount -C "$classes" .
+  rm -rf "$classes"
+}

@@ -1,12 +1,17 @@
 //! A real Flink 2.3 session cluster beside the testbed (`e2e/testbed/flink`),
-//! and what Flink itself says about a job.
+//! what Flink itself says about a job, and waiting for a Flink pipeline.
 
+use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use serde_json::Value;
+use kube::Client;
+use serde_json::{json, Value};
 
-use super::{repo, Testbed};
+use super::{kappa_api, repo, status, wait_for_ready, Testbed};
+
+/// Starting a job (a JVM class loading the table planner) takes a while on two cores.
+pub const JOB_STARTS_WITHIN: Duration = Duration::from_secs(240);
 
 /// The session cluster and the test job.
 pub struct Flink {
@@ -45,10 +50,25 @@ impl Flink {
         }
     }
 
+    /// Its REST API.
+    pub fn api(&self) -> FlinkRest {
+        FlinkRest {
+            url: self.rest.clone(),
+        }
+    }
+}
+
+/// The REST API of a JobManager.
+pub struct FlinkRest {
+    /// Its URL.
+    pub url: String,
+}
+
+impl FlinkRest {
     /// `GET path` on the JobManager, as JSON.
     pub async fn get(&self, path: &str) -> Value {
         reqwest::Client::new()
-            .get(format!("{}{path}", self.rest))
+            .get(format!("{}{path}", self.url))
             .timeout(Duration::from_secs(10))
             .send()
             .await
@@ -64,5 +84,83 @@ impl Flink {
             .as_str()
             .unwrap_or_default()
             .to_string()
+    }
+    /// Where Flink says the job was restored from, and whether that is a savepoint.
+    pub async fn restored_from(&self, job: &str) -> (Option<String>, Option<bool>) {
+        let restored =
+            self.get(&format!("/jobs/{job}/checkpoints")).await["latest"]["restored"].clone();
+        (
+            restored["external_path"].as_str().map(String::from),
+            restored["is_savepoint"].as_bool(),
+        )
+    }
+
+    /// Waits until Flink has completed a checkpoint of `job`.
+    pub async fn checkpointed(&self, job: &str) {
+        for _ in 0..300 {
+            let counts = self.get(&format!("/jobs/{job}/checkpoints")).await["counts"].clone();
+            if counts["completed"].as_i64().unwrap_or(0) > 0 {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        panic!("job {job} completed no checkpoint within a minute");
+    }
+}
+
+/// Waits until the pipeline's job runs; its id.
+pub async fn running(client: &Client, ns: &str, name: &str) -> String {
+    wait_for_ready(client, ns, "Pipeline", name, JOB_STARTS_WITHIN, |c| {
+        c.reason == "JobRunning"
+    })
+    .await;
+    status(client, ns, "Pipeline", name).await["job"]["id"]
+        .as_str()
+        .expect("a job id")
+        .to_string()
+}
+
+/// The directory a `file:` location names.
+pub fn on_disk(location: &str) -> &Path {
+    Path::new(
+        location
+            .trim_start_matches("file:")
+            .trim_start_matches("//"),
+    )
+}
+
+/// Patches the pipeline's spec with `patch` (a merge patch).
+pub async fn patch_spec(client: &Client, ns: &str, name: &str, patch: Value) {
+    kappa_api(client, ns, "Pipeline")
+        .patch(
+            name,
+            &kube::api::PatchParams::default(),
+            &kube::api::Patch::Merge(&json!({ "spec": patch })),
+        )
+        .await
+        .expect("pipeline patched");
+}
+
+/// Waits until the pipeline runs a job newer than `old` after `event`; its id.
+pub async fn redeployed(client: &Client, ns: &str, name: &str, old: &str, event: &str) -> String {
+    let deadline = std::time::Instant::now() + JOB_STARTS_WITHIN;
+    loop {
+        let status = status(client, ns, "Pipeline", name).await;
+        let job = status["job"]["id"].as_str().unwrap_or_default().to_string();
+        let ready = status["conditions"]
+            .as_array()
+            .and_then(|c| c.iter().find(|c| c["type"] == "Ready"))
+            .map(|c| c["reason"].clone());
+        if job != old
+            && status["history"][0]["event"] == event
+            && ready == Some(json!("JobRunning"))
+        {
+            return job;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{name} not {event} within {JOB_STARTS_WITHIN:?}: {status}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
     }
 }

@@ -303,6 +303,12 @@ pub fn kappa_api(client: &Client, namespace: &str, kind: &str) -> Api<DynamicObj
     Api::namespaced_with(client.clone(), namespace, &resource)
 }
 
+/// The status of a kappa object.
+pub async fn status(client: &Client, ns: &str, kind: &str, name: &str) -> serde_json::Value {
+    let object = kappa_api(client, ns, kind).get(name).await.expect("object");
+    object.data["status"].clone()
+}
+
 /// Creates an object from JSON; the API server's error message when refused.
 pub async fn create(
     client: &Client,

@@ -205,6 +205,8 @@ pub fn service(pipeline: &Pipeline) -> Result<Service, Error> {
         name: Some(name.into()),
         port,
         target_port: Some(IntOrString::Int(port)),
+        // Server-side apply keys ports by port and protocol.
+        protocol: Some("TCP".into()),
         ..ServicePort::default()
     };
     Ok(Service {
@@ -225,16 +227,16 @@ pub fn service(pipeline: &Pipeline) -> Result<Service, Error> {
 /// The JobManager's arguments: the job, its id and the state it starts from,
 /// then the job's own arguments.
 fn job_manager_args(flink: &FlinkEngine, launch: &Launch) -> Vec<String> {
-    let mut args = vec!["standalone-job".to_string()];
+    // `--jars` takes several values: an option after it ends the list.
+    let mut args = vec![
+        "standalone-job".to_string(),
+        "--jars".into(),
+        flink.jar_uri.clone(),
+    ];
     if let Some(class) = &flink.entry_class {
         args.extend(["--job-classname".into(), class.clone()]);
     }
-    args.extend([
-        "--job-id".into(),
-        launch.job_id.to_string(),
-        "--jars".into(),
-        flink.jar_uri.clone(),
-    ]);
+    args.extend(["--job-id".into(), launch.job_id.to_string()]);
     if let Some(restore) = launch.restore {
         args.extend(["--fromSavepoint".into(), restore.to_string()]);
         if flink.allow_non_restored_state {
@@ -320,6 +322,7 @@ fn ports(ports: &[(&str, i32)]) -> Option<Vec<ContainerPort>> {
             .map(|(name, port)| ContainerPort {
                 name: Some((*name).into()),
                 container_port: *port,
+                protocol: Some("TCP".into()),
                 ..ContainerPort::default()
             })
             .collect(),
@@ -555,12 +558,12 @@ mod tests {
             main.args.clone().expect("args"),
             [
                 "standalone-job",
+                "--jars",
+                "local:///opt/flink/usrlib/job.jar",
                 "--job-classname",
                 "com.example.Job",
                 "--job-id",
                 "00000000000000000000000000000001",
-                "--jars",
-                "local:///opt/flink/usrlib/job.jar",
                 "--fromSavepoint",
                 "file:///state/savepoint-1",
                 "--allowNonRestoredState",
