@@ -36,6 +36,8 @@ pub struct Metrics {
     pub pipeline_running: IntGaugeVec,
     /// Jobs each Pipeline has deployed.
     pub pipeline_deployments: IntGaugeVec,
+    /// Restarts of each Pipeline's current job (Flink) or pods (consumer).
+    pub pipeline_restarts: IntGaugeVec,
     /// When each Pipeline's newest savepoint completed.
     pub last_savepoint: IntGaugeVec,
     /// Savepoint durations.
@@ -143,6 +145,13 @@ impl Metrics {
             ),
             &["namespace", "pipeline"],
         )?;
+        let pipeline_restarts = IntGaugeVec::new(
+            Opts::new(
+                "kappa_pipeline_restarts",
+                "Restarts of a Pipeline's current job as Flink counts them (numRestarts), or of its consumer pods' containers",
+            ),
+            &["namespace", "pipeline"],
+        )?;
         let last_savepoint = IntGaugeVec::new(
             Opts::new(
                 "kappa_pipeline_last_savepoint_timestamp_seconds",
@@ -175,6 +184,7 @@ impl Metrics {
         registry.register(Box::new(pipeline_lag.clone()))?;
         registry.register(Box::new(pipeline_running.clone()))?;
         registry.register(Box::new(pipeline_deployments.clone()))?;
+        registry.register(Box::new(pipeline_restarts.clone()))?;
         registry.register(Box::new(last_savepoint.clone()))?;
         registry.register(Box::new(savepoint_duration.clone()))?;
         registry.register(Box::new(savepoint_failures.clone()))?;
@@ -207,6 +217,7 @@ impl Metrics {
             kafka_admin_duration,
             pipeline_running,
             pipeline_deployments,
+            pipeline_restarts,
             last_savepoint,
             savepoint_duration,
             savepoint_failures,

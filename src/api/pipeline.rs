@@ -468,6 +468,10 @@ pub struct JobStatus {
     /// upgrade from a resync.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub spec_hash: Option<String>,
+    /// How many times the engine restarted the job (Flink's `numRestarts`),
+    /// or its containers were restarted (consumer engine).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub restarts: Option<i64>,
     /// REST endpoint of the Flink cluster running the job: `sessionUrl`, or
     /// the JobManager Service of an application-mode pipeline.
     #[serde(default, skip_serializing_if = "Option::is_none")]

@@ -136,6 +136,12 @@ pub trait FlinkApi: Send + Sync {
         url: &'a str,
         job: &'a str,
     ) -> BoxFuture<'a, Result<JobOverview, FlinkError>>;
+    /// How many times Flink has restarted the job (its `numRestarts` metric).
+    fn restarts<'a>(
+        &'a self,
+        url: &'a str,
+        job: &'a str,
+    ) -> BoxFuture<'a, Result<Option<i64>, FlinkError>>;
     /// Why the job last failed, if it did.
     fn failure<'a>(
         &'a self,

@@ -254,6 +254,19 @@ impl RestFlink {
         Ok(newest.map(failure_words))
     }
 
+    async fn restarts_inner(&self, url: &str, job: &str) -> Result<Option<i64>, FlinkError> {
+        let path = format!("/jobs/{job}/metrics?get=numRestarts");
+        let answer = self
+            .call(Method::GET, url, &path, None)
+            .await
+            .map_err(|e| not_found_as_missing(e, job))?;
+        // [{"id": "numRestarts", "value": "0"}], or [] before the job reports it.
+        Ok(answer
+            .pointer("/0/value")
+            .and_then(Value::as_str)
+            .and_then(|value| value.parse().ok()))
+    }
+
     async fn trigger_inner(
         &self,
         url: &str,
@@ -359,6 +372,14 @@ impl FlinkApi for RestFlink {
         job: &'a str,
     ) -> BoxFuture<'a, Result<JobOverview, FlinkError>> {
         self.job_inner(url, job).boxed()
+    }
+
+    fn restarts<'a>(
+        &'a self,
+        url: &'a str,
+        job: &'a str,
+    ) -> BoxFuture<'a, Result<Option<i64>, FlinkError>> {
+        self.restarts_inner(url, job).boxed()
     }
 
     fn failure<'a>(

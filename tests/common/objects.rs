@@ -163,6 +163,20 @@ pub fn semantic_cases() -> Vec<(&'static str, Value, &'static str, &'static str)
             "spec.engine.consumer.template.spec.containers",
         ),
         (
+            "an application-mode job with more parallelism than task slots",
+            pipeline(
+                "too-parallel",
+                with(
+                    valid_pipeline_spec(),
+                    "/engine/flink",
+                    json!({"mode": "application", "image": "flink:2.3", "jarUri": "local:///opt/job.jar",
+                           "parallelism": 5, "taskManager": {"replicas": 2, "taskSlots": 2}}),
+                ),
+            ),
+            "InvalidSpec",
+            "spec.engine.flink.parallelism",
+        ),
+        (
             "a savepoint of a missing pipeline",
             savepoint("orphan", json!({"pipelineRef": "nowhere"})),
             "PipelineNotFound",

@@ -222,14 +222,23 @@ async fn apply(
 
 /// The pipeline's pods that still exist, terminating ones included (a
 /// Deployment no longer counts those, but they may still read and commit).
-async fn pods_left(client: &Client, pipeline: &Pipeline) -> Result<usize, Error> {
+async fn pods(client: &Client, pipeline: &Pipeline) -> Result<Vec<Pod>, Error> {
     let namespace = pipeline.namespace().unwrap_or_default();
     let pods: Api<Pod> = Api::namespaced(client.clone(), &namespace);
     let selector = format!("{PIPELINE_LABEL}={}", pipeline.name_any());
-    let listed = pods
-        .list_metadata(&ListParams::default().labels(&selector))
-        .await?;
-    Ok(listed.items.len())
+    Ok(pods
+        .list(&ListParams::default().labels(&selector))
+        .await?
+        .items)
+}
+
+/// Container restarts over `pods`.
+fn restarts(pods: &[Pod]) -> i64 {
+    pods.iter()
+        .filter_map(|pod| pod.status.as_ref()?.container_statuses.as_ref())
+        .flatten()
+        .map(|container| i64::from(container.restart_count))
+        .sum()
 }
 
 /// Restores the groups' offsets from Savepoint `name`: the Deployment is
@@ -266,7 +275,7 @@ async fn restore(
         return waiting(status, ready, Requeue::After(STOPPING_RECHECK));
     };
     apply(deps.client, pipeline, engine, 0).await?;
-    let left = pods_left(deps.client, pipeline).await?;
+    let left = pods(deps.client, pipeline).await?.len();
     if left > 0 {
         let ready = Wanted::new(
             READY,
@@ -320,8 +329,9 @@ pub async fn run(
     let ready = status.ready_replicas.unwrap_or(0);
     let updated = status.updated_replicas.unwrap_or(0);
     let total = status.replicas.unwrap_or(0);
+    let pods = pods(deps.client, pipeline).await?;
     let stopping = match wanted {
-        0 => pods_left(deps.client, pipeline).await?,
+        0 => pods.len(),
         _ => 0,
     };
     let rolled_out =
@@ -329,6 +339,7 @@ pub async fn run(
     pipeline_status.job = Some(JobStatus {
         id: Some(name.clone()),
         state: Some(format!("{ready}/{wanted} ready")),
+        restarts: Some(restarts(&pods)),
         ..JobStatus::default()
     });
     let lag = async {

@@ -171,6 +171,7 @@ impl FlinkJob<'_> {
             deployment: Some(deployment),
             submitted: false,
             spec_hash: Some(hash.to_string()),
+            restarts: None,
             rest_url: (!self.url.is_empty()).then(|| self.url.clone()),
         });
         self.status.phase = Some("Deploying".into());
@@ -423,13 +424,28 @@ impl FlinkJob<'_> {
         }
         let (phase, mut ready, requeue) = match self.flink_api.job(&self.url, id).await {
             Ok(overview) => {
+                let restarts = match self.flink_api.restarts(&self.url, id).await {
+                    Ok(restarts) => restarts,
+                    Err(error) => {
+                        tracing::debug!(job = %id, %error, "restarts unknown");
+                        None
+                    }
+                };
                 if let Some(job) = self.status.job.as_mut() {
                     job.state = Some(overview.state.clone());
+                    job.restarts = restarts.or(job.restarts);
                 }
                 follow(self.flink_api, &self.url, id, &overview).await
             }
             Err(FlinkError::JobNotFound(_)) if self.cluster.is_some() => {
                 return self.starting(id, "its JobManager is starting the application");
+            }
+            // A JobManager just ready may not be behind its Service yet.
+            Err(error @ FlinkError::Unreachable { .. }) if self.cluster.is_some() => {
+                self.status.phase = Some("Deploying".into());
+                let why = format!("job {id}: its JobManager Service does not answer yet: {error}");
+                let ready = Wanted::new(READY, "Unknown", "JobStarting", why);
+                return outcome(&self.status, ready, Requeue::Backoff);
             }
             Err(error) => return refused(&self.status, &error),
         };

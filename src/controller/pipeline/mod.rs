@@ -129,16 +129,15 @@ fn record_metrics(
         .pipeline_running
         .with_label_values(&labels)
         .set(i64::from(running));
-    let deployments = outcome
-        .fields
-        .get("job")
-        .and_then(|job| job.get("deployment"))
-        .and_then(serde_json::Value::as_i64);
-    if let Some(deployments) = deployments {
-        metrics
-            .pipeline_deployments
-            .with_label_values(&labels)
-            .set(deployments);
+    let job = outcome.fields.get("job");
+    let gauges = [
+        ("deployment", &metrics.pipeline_deployments),
+        ("restarts", &metrics.pipeline_restarts),
+    ];
+    for (field, gauge) in gauges {
+        if let Some(value) = job.and_then(|job| job.get(field)).and_then(|v| v.as_i64()) {
+            gauge.with_label_values(&labels).set(value);
+        }
     }
     let lags = outcome
         .fields
