@@ -1,8 +1,8 @@
 //! Prometheus metrics of the operator, with bounded label sets.
 
 use prometheus::{
-    Encoder, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry,
-    TextEncoder,
+    Encoder, GaugeVec, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, IntGaugeVec, Opts,
+    Registry, TextEncoder,
 };
 
 /// Every metric the operator exports.
@@ -46,6 +46,8 @@ pub struct Metrics {
     pub savepoint_failures: IntCounterVec,
     /// Records a Pipeline has not yet read, per input stream.
     pub pipeline_lag: IntGaugeVec,
+    /// Age of the oldest record a Pipeline has not yet read, per input stream.
+    pub pipeline_lag_seconds: GaugeVec,
 }
 
 impl Metrics {
@@ -181,7 +183,15 @@ impl Metrics {
             ),
             &["namespace", "pipeline", "stream"],
         )?;
+        let pipeline_lag_seconds = GaugeVec::new(
+            Opts::new(
+                "kappa_pipeline_lag_seconds",
+                "Seconds since the oldest record of an input stream a Pipeline has not yet read was written (0 when it has read everything)",
+            ),
+            &["namespace", "pipeline", "stream"],
+        )?;
         registry.register(Box::new(pipeline_lag.clone()))?;
+        registry.register(Box::new(pipeline_lag_seconds.clone()))?;
         registry.register(Box::new(pipeline_running.clone()))?;
         registry.register(Box::new(pipeline_deployments.clone()))?;
         registry.register(Box::new(pipeline_restarts.clone()))?;
@@ -222,6 +232,7 @@ impl Metrics {
             savepoint_duration,
             savepoint_failures,
             pipeline_lag,
+            pipeline_lag_seconds,
         })
     }
 

@@ -6,7 +6,9 @@ mod common;
 use std::sync::OnceLock;
 use std::time::Duration;
 
-use common::flink::{on_disk, patch_spec, redeployed, running, Flink, JOB_STARTS_WITHIN};
+use common::flink::{
+    completed_savepoint, on_disk, patch_spec, redeployed, running, Flink, JOB_STARTS_WITHIN,
+};
 use common::objects::{kcs, pipeline, savepoint, valid_kcs_spec};
 use common::{create, kappa_api, status, wait_for_ready, Operator, Testbed};
 use kube::Client;
@@ -68,24 +70,15 @@ async fn a_session_job_runs_snapshots_and_restores_from_its_savepoint() {
         "RUNNING",
         "Flink runs job {job}"
     );
+    let followed = status(&client, &ns, "Pipeline", "job").await["job"].clone();
+    assert_eq!(followed["restarts"], 0, "Flink's numRestarts: {followed}");
+    assert_eq!(followed["restUrl"], json!(flink.rest));
 
-    create(
-        &client,
-        &ns,
-        savepoint("first", json!({"pipelineRef": "job"})),
-    )
-    .await
-    .expect("savepoint");
-    let ready = wait_for_ready(&client, &ns, "Savepoint", "first", JOB_STARTS_WITHIN, |c| {
-        c.reason == "SavepointCompleted"
-    })
-    .await;
-    let first = status(&client, &ns, "Savepoint", "first").await;
+    let first = completed_savepoint(&client, &ns, "first", "job").await;
     let location = first["location"].as_str().expect("a location").to_string();
     assert!(
         on_disk(&location).join("_metadata").is_file(),
-        "{location} holds a savepoint ({})",
-        ready.message
+        "{location} holds a savepoint"
     );
     assert!(first["triggerId"].is_string() && first["completionTime"].is_string());
 
@@ -213,28 +206,40 @@ async fn flink_and_jar_server_refusals_become_conditions_in_their_own_words() {
     let operator = operator();
     let (client, ns) = namespace("refusals").await;
     let missing_jar = format!("{}/missing.jar", flink.jars);
+    let mut missing_state =
+        session_pipeline("no-state", &engine(&flink.rest, &flink.job_jar, &["50"]));
+    missing_state["spec"]["restoreFrom"] = json!({"path": "file:///nonexistent/savepoint-missing"});
     let cases = [
         (
             "no-jar",
-            engine(&flink.rest, &missing_jar, &[]),
+            session_pipeline("no-jar", &engine(&flink.rest, &missing_jar, &[])),
             "JarUnavailable",
             "404",
         ),
         (
             "no-flink",
-            engine("http://127.0.0.1:1", &flink.job_jar, &[]),
+            session_pipeline(
+                "no-flink",
+                &engine("http://127.0.0.1:1", &flink.job_jar, &[]),
+            ),
             "FlinkUnreachable",
             "127.0.0.1:1",
         ),
         (
             "fails",
-            engine(&flink.rest, &flink.job_jar, &["fail"]),
+            session_pipeline("fails", &engine(&flink.rest, &flink.job_jar, &["fail"])),
             "FlinkRefused",
             "asked to fail at start",
         ),
+        (
+            "no-state",
+            missing_state,
+            "FlinkRefused",
+            "savepoint-missing",
+        ),
     ];
-    for (name, flink_engine, _, _) in &cases {
-        create(&client, &ns, session_pipeline(name, flink_engine))
+    for (_, pipeline, _, _) in &cases {
+        create(&client, &ns, pipeline.clone())
             .await
             .expect("pipeline");
     }

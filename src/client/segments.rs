@@ -66,13 +66,28 @@ pub fn reading(segments: &[ReadSegment], positions: &Positions, partition: i32) 
     Reading::Finished
 }
 
-/// Records not yet read: on every segment, from the reader's position on
+/// Records not yet read on one partition of one segment: offsets `from..to`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Unread {
+    /// The cluster holding them.
+    pub cluster: String,
+    /// The topic on it.
+    pub topic: String,
+    /// The partition.
+    pub partition: i32,
+    /// The first unread offset.
+    pub from: i64,
+    /// The offset after the last one.
+    pub to: i64,
+}
+
+/// What is not yet read: on every segment, from the reader's position on
 /// its cluster (or the segment's start) to the segment's end, or to the
-/// cluster's high watermark for a segment still open. `highs` holds the high
-/// watermark of every partition of every cluster read; a partition whose
-/// cluster did not answer counts for nothing.
-pub fn lag(segments: &[ReadSegment], positions: &Positions, highs: &Positions) -> i64 {
-    let mut behind = 0;
+/// cluster's high watermark for a segment still open, in segment order.
+/// `highs` holds the high watermark of every partition of every cluster
+/// read; a partition whose cluster did not answer counts for nothing.
+pub fn unread(segments: &[ReadSegment], positions: &Positions, highs: &Positions) -> Vec<Unread> {
+    let mut unread = Vec::new();
     for segment in segments {
         for ((cluster, partition), high) in
             highs.range((segment.cluster.clone(), i32::MIN)..=(segment.cluster.clone(), i32::MAX))
@@ -87,10 +102,33 @@ pub fn lag(segments: &[ReadSegment], positions: &Positions, highs: &Positions) -
                 .copied()
                 .unwrap_or(start)
                 .max(start);
-            behind += (end - position).max(0);
+            if end > position {
+                unread.push(Unread {
+                    cluster: cluster.clone(),
+                    topic: segment.topic.clone(),
+                    partition: *partition,
+                    from: position,
+                    to: end,
+                });
+            }
         }
     }
-    behind
+    unread
+}
+
+/// Records not yet read (see [`unread`]).
+pub fn lag(segments: &[ReadSegment], positions: &Positions, highs: &Positions) -> i64 {
+    unread(segments, positions, highs)
+        .iter()
+        .map(|u| u.to - u.from)
+        .sum()
+}
+
+/// Where the oldest unread record of each partition is: its first unread
+/// range, segments being in the order they were written.
+pub fn oldest_unread(unread: &[Unread]) -> Vec<&Unread> {
+    let mut seen = std::collections::BTreeSet::new();
+    unread.iter().filter(|u| seen.insert(u.partition)).collect()
 }
 
 #[cfg(test)]
@@ -187,5 +225,28 @@ mod tests {
         // A cluster that did not answer counts for nothing.
         let highs = Positions::from([(("green".into(), 0), 4)]);
         assert_eq!(lag(&segments, &Positions::new(), &highs), 4);
+    }
+
+    #[test]
+    fn the_oldest_unread_record_is_in_the_first_unread_segment() {
+        let segments = vec![
+            segment("blue", None, Some(10)),
+            segment("green", None, Some(4)),
+            segment("blue", Some(10), None),
+        ];
+        let highs = Positions::from([(("blue".into(), 0), 15), (("green".into(), 0), 4)]);
+        let oldest = |positions: &Positions| {
+            let unread = unread(&segments, positions, &highs);
+            oldest_unread(&unread)
+                .iter()
+                .map(|u| (u.cluster.clone(), u.from))
+                .collect::<Vec<_>>()
+        };
+        let positions = Positions::from([(("blue".into(), 0), 7)]);
+        assert_eq!(oldest(&positions), [("blue".to_string(), 7)]);
+        let positions = Positions::from([(("blue".into(), 0), 10)]);
+        assert_eq!(oldest(&positions), [("green".to_string(), 0)]);
+        let positions = Positions::from([(("blue".into(), 0), 15), (("green".into(), 0), 4)]);
+        assert!(oldest(&positions).is_empty());
     }
 }

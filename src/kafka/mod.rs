@@ -166,6 +166,17 @@ pub trait KafkaAdmin: Send + Sync {
         connection: &ClusterConnection,
         topic: &str,
     ) -> BoxFuture<'_, Result<BTreeMap<i32, i64>, KafkaError>>;
+
+    /// The timestamp (ms since the epoch) of the first record at or after
+    /// `offset` of one partition, read without joining any group; `None`
+    /// when the broker returns no record within a short wait.
+    fn record_time(
+        &self,
+        connection: &ClusterConnection,
+        topic: &str,
+        partition: i32,
+        offset: i64,
+    ) -> BoxFuture<'_, Result<Option<i64>, KafkaError>>;
 }
 
 /// Committed offsets of one group: topic -> partition -> offset.

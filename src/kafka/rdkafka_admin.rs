@@ -4,7 +4,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use futures::future::BoxFuture;
 use futures::FutureExt;
@@ -16,7 +16,7 @@ use rdkafka::client::ClientContext;
 use rdkafka::config::RDKafkaLogLevel;
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext};
 use rdkafka::error::RDKafkaErrorCode;
-use rdkafka::{ClientConfig, Offset, TopicPartitionList};
+use rdkafka::{ClientConfig, Message, Offset, TopicPartitionList};
 
 use super::{
     ClusterConnection, ClusterView, DesiredTopic, GroupOffsets, KafkaAdmin, KafkaError,
@@ -314,6 +314,34 @@ impl RdKafkaAdmin {
     }
 }
 
+/// How long reading one record's timestamp may wait for the broker.
+const RECORD_WAIT: Duration = Duration::from_secs(2);
+
+/// The timestamp of the first record at or after `offset`, read by a consumer
+/// that is assigned the partition and never joins or commits.
+fn first_record_time(
+    connection: &ClusterConnection,
+    topic: &str,
+    partition: i32,
+    offset: i64,
+) -> Result<Option<i64>, rdkafka::error::KafkaError> {
+    let consumer = group_member(connection, "kappa-operator-record-time")?;
+    let mut list = TopicPartitionList::new();
+    list.add_partition_offset(topic, partition, Offset::Offset(offset))?;
+    consumer.assign(&list)?;
+    let deadline = Instant::now() + RECORD_WAIT;
+    while Instant::now() < deadline {
+        match consumer.poll(Duration::from_millis(100)) {
+            Some(Ok(record)) if record.offset() >= offset => {
+                return Ok(record.timestamp().to_millis());
+            }
+            Some(Err(error)) => return Err(error),
+            Some(Ok(_)) | None => {}
+        }
+    }
+    Ok(None)
+}
+
 /// Every partition of `topics`, as the cluster's metadata lists them.
 fn topic_partitions(
     client: &Client,
@@ -461,6 +489,26 @@ impl KafkaAdmin for RdKafkaAdmin {
     ) -> BoxFuture<'_, Result<BTreeMap<i32, i64>, KafkaError>> {
         let (connection, topic) = (connection.clone(), topic.to_string());
         async move { self.end_offsets_inner(&connection, &topic).await }.boxed()
+    }
+
+    fn record_time(
+        &self,
+        connection: &ClusterConnection,
+        topic: &str,
+        partition: i32,
+        offset: i64,
+    ) -> BoxFuture<'_, Result<Option<i64>, KafkaError>> {
+        let (connection, topic) = (connection.clone(), topic.to_string());
+        async move {
+            let probe = connection.clone();
+            let result = tokio::task::spawn_blocking(move || {
+                first_record_time(&probe, &topic, partition, offset)
+            })
+            .await
+            .map_err(|e| self.unreachable(&connection, e))?;
+            result.map_err(|e| self.unreachable(&connection, e))
+        }
+        .boxed()
     }
 
     fn group_offsets(

@@ -8,7 +8,8 @@ use std::time::Duration;
 use kube::Client;
 use serde_json::{json, Value};
 
-use super::{kappa_api, repo, status, wait_for_ready, Testbed};
+use super::objects::savepoint;
+use super::{create, kappa_api, repo, status, wait_for_ready, Testbed};
 
 /// Starting a job (a JVM class loading the table planner) takes a while on two cores.
 pub const JOB_STARTS_WITHIN: Duration = Duration::from_secs(240);
@@ -118,6 +119,19 @@ pub async fn running(client: &Client, ns: &str, name: &str) -> String {
         .as_str()
         .expect("a job id")
         .to_string()
+}
+
+/// Creates Savepoint `name` of pipeline `of` and waits until it is
+/// Completed; its status.
+pub async fn completed_savepoint(client: &Client, ns: &str, name: &str, of: &str) -> Value {
+    create(client, ns, savepoint(name, json!({"pipelineRef": of})))
+        .await
+        .expect("savepoint");
+    wait_for_ready(client, ns, "Savepoint", name, JOB_STARTS_WITHIN, |c| {
+        c.reason == "SavepointCompleted"
+    })
+    .await;
+    status(client, ns, "Savepoint", name).await
 }
 
 /// The directory a `file:` location names.

@@ -144,10 +144,17 @@ fn record_metrics(
         .get("lag")
         .and_then(|lag| serde_json::from_value::<Vec<StreamLag>>(lag.clone()).ok());
     for lag in lags.into_iter().flatten() {
+        let labels = [labels[0], labels[1], &lag.stream];
         metrics
             .pipeline_lag
-            .with_label_values(&[labels[0], labels[1], &lag.stream])
+            .with_label_values(&labels)
             .set(lag.records);
+        if let Some(seconds) = lag.seconds {
+            metrics
+                .pipeline_lag_seconds
+                .with_label_values(&labels)
+                .set(seconds);
+        }
     }
     if let Some(time) = last.and_then(|l| l.time.as_ref()) {
         metrics

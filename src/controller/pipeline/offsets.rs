@@ -11,7 +11,7 @@ use kube::{Api, Client, ResourceExt};
 use super::consumer::groups;
 use crate::api::pipeline::{Pipeline, StreamLag};
 use crate::api::savepoint::PartitionOffset;
-use crate::client::segments::{lag, Positions};
+use crate::client::segments::{oldest_unread, unread, Positions, Unread};
 use crate::controller::kafka_cluster_set::provider::{discovered_connection, ProviderError};
 use crate::discovery::{config_map_name, DiscoveredStream, DiscoveryDocument, DOCUMENT_KEY};
 use crate::kafka::{ClusterConnection, KafkaAdmin, KafkaError};
@@ -189,7 +189,7 @@ impl ReadView {
     }
 
     /// Records each input's group has not yet read, over every segment of
-    /// its stream.
+    /// its stream, and how old the oldest of them is.
     pub async fn lag(
         &self,
         admin: &dyn KafkaAdmin,
@@ -211,12 +211,43 @@ impl ReadView {
                     .await?;
                 highs.extend(ends.into_iter().map(|(p, end)| ((cluster.clone(), p), end)));
             }
+            let unread = unread(&stream.read, &positions, &highs);
             lags.push(StreamLag {
                 stream: name,
-                records: lag(&stream.read, &positions, &highs),
-                seconds: None,
+                records: unread.iter().map(|u| u.to - u.from).sum(),
+                seconds: self.age_of_oldest(admin, &unread).await,
             });
         }
         Ok(lags)
+    }
+
+    /// Seconds since the oldest unread record was written (0 when nothing
+    /// is unread), from the timestamps of the first unread record of each
+    /// partition; `None` when no such record could be read.
+    async fn age_of_oldest(&self, admin: &dyn KafkaAdmin, unread: &[Unread]) -> Option<f64> {
+        if unread.is_empty() {
+            return Some(0.0);
+        }
+        let reads = oldest_unread(unread).into_iter().map(|u| async move {
+            let connection = self.connection(&u.cluster).ok()?;
+            match admin
+                .record_time(connection, &u.topic, u.partition, u.from)
+                .await
+            {
+                Ok(time) => time,
+                Err(error) => {
+                    tracing::debug!(cluster = %u.cluster, topic = %u.topic, %error, "record time unknown");
+                    None
+                }
+            }
+        });
+        let oldest = futures::future::join_all(reads)
+            .await
+            .into_iter()
+            .flatten()
+            .min()?;
+        let now = k8s_openapi::jiff::Timestamp::now().as_millisecond();
+        // Whole seconds: status changes no more often than that.
+        Some(((now - oldest).max(0) / 1000) as f64)
     }
 }
