@@ -189,6 +189,10 @@ impl FlinkJob<'_> {
         let flink = self.flink;
         if self.cluster.is_some() {
             self.launch(id, restore.as_deref(), true).await?;
+            // What was just applied, rather than what was there before.
+            let observed = application::observe(self.client, self.pipeline).await?;
+            self.url = observed.url.clone().unwrap_or_default();
+            self.cluster = Some(observed);
         } else {
             let submission = Submission {
                 job_id: id.to_string(),
@@ -212,6 +216,7 @@ impl FlinkJob<'_> {
         };
         if let Some(job) = self.status.job.as_mut() {
             job.submitted = true;
+            job.rest_url = (!self.url.is_empty()).then(|| self.url.clone());
         }
         self.status.restored_from.clone_from(&restore);
         super::remember(&mut self.status, self.pipeline, event, restore);
