@@ -1,6 +1,7 @@
 //! kappa-operator: runs the Kappa architecture on Kubernetes.
 
 pub mod api;
+pub mod backfill_view;
 pub mod client;
 pub mod conditions;
 pub mod controller;

@@ -612,3 +612,114 @@ async fn the_shipped_manifests_apply_and_their_rbac_is_enough() {
     }
     operator.assert_log_clean();
 }
+
+/// `kubectl kappa …` through kubectl's plugin lookup, with the
+/// `kubectl-kappa` binary of this build first on the PATH.
+fn kubectl_kappa(testbed: &Testbed, args: &[&str]) -> std::process::Output {
+    let plugin = std::path::Path::new(env!("CARGO_BIN_EXE_kubectl-kappa"));
+    let folder = plugin.parent().expect("the binary's folder");
+    let path = format!(
+        "{}:{}",
+        folder.display(),
+        std::env::var("PATH").unwrap_or_default()
+    );
+    std::process::Command::new("kubectl")
+        .arg("kappa")
+        .args(args)
+        .env("KUBECONFIG", &testbed.kubeconfig)
+        .env("PATH", path)
+        .output()
+        .expect("kubectl runs")
+}
+
+/// The kubectl plugin creates a Backfill from flags, refuses bad flags in
+/// words, and shows a Backfill's phase, progress bar, rate and ETA.
+#[tokio::test]
+async fn the_kubectl_plugin_starts_a_backfill_and_shows_its_progress() {
+    let testbed = Testbed::get();
+    let client = testbed.client().await;
+    let ns = testbed.namespace("plugin").await;
+    let started = kubectl_kappa(
+        testbed,
+        &[
+            "-n",
+            &ns,
+            "backfill",
+            "start",
+            "november",
+            "--pipeline",
+            "totals",
+            "--from",
+            "2026-11-01T00:00:00Z",
+            "--to",
+            "2026-11-02T00:00:00Z",
+            "--clusters",
+            "2",
+            "--completion",
+            "output-only",
+        ],
+    );
+    assert!(
+        started.status.success(),
+        "{}",
+        String::from_utf8_lossy(&started.stderr)
+    );
+    let backfill = kappa_api(&client, &ns, "Backfill")
+        .get("november")
+        .await
+        .expect("created");
+    let spec = &backfill.data["spec"];
+    assert_eq!(spec["pipelineRef"], "totals");
+    assert_eq!(spec["capacity"]["clusters"], 2);
+    assert_eq!(spec["completion"], "outputOnly");
+    assert_eq!(spec["to"], "2026-11-02T00:00:00Z");
+
+    let refused = kubectl_kappa(
+        testbed,
+        &[
+            "-n",
+            &ns,
+            "backfill",
+            "start",
+            "bad",
+            "--pipeline",
+            "totals",
+            "--from",
+            "yesterday",
+            "--to",
+            "2026-11-02T00:00:00Z",
+        ],
+    );
+    let words = String::from_utf8_lossy(&refused.stderr);
+    assert!(!refused.status.success());
+    assert!(
+        words.contains("--from `yesterday` is not an RFC 3339 time"),
+        "{words}"
+    );
+
+    // What the plugin shows is what the status says.
+    kappa_api(&client, &ns, "Backfill")
+        .patch_status(
+            "november",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"status": {
+                "phase": "Replaying",
+                "clusters": ["events-backfill-1", "events-backfill-2"],
+                "progress": {"recordsReplayed": 300, "recordsTotal": 1000,
+                             "rate": 150.0, "eta": "5s"}
+            }})),
+        )
+        .await
+        .expect("status written");
+    let shown = kubectl_kappa(testbed, &["-n", &ns, "backfill", "status", "november"]);
+    let shown = String::from_utf8_lossy(&shown.stdout);
+    println!("{shown}");
+    assert!(shown.contains("november"), "{shown}");
+    assert!(shown.contains(": Replaying"), "{shown}");
+    assert!(shown.contains("]  30% 300 of 1000 records"), "{shown}");
+    assert!(shown.contains("rate 150 records/s, ETA 5s"), "{shown}");
+    assert!(
+        shown.contains("extra clusters: events-backfill-1, events-backfill-2"),
+        "{shown}"
+    );
+}
