@@ -7,7 +7,8 @@ use std::sync::OnceLock;
 use std::time::Duration;
 
 use common::flink::{
-    completed_savepoint, on_disk, patch_spec, redeployed, running, Flink, JOB_STARTS_WITHIN,
+    completed_savepoint, on_disk, patch_spec, redeployed, running, upgraded_to_parallelism, Flink,
+    JOB_STARTS_WITHIN,
 };
 use common::objects::{kcs, pipeline, savepoint, valid_kcs_spec};
 use common::{create, kappa_api, status, wait_for_ready, Operator, Testbed};
@@ -288,14 +289,7 @@ async fn upgrades_suspension_and_last_state_carry_the_job_state() {
     let first = running(&client, &ns, "job").await;
 
     // A parallelism change with upgradeMode savepoint: stop with a savepoint, restore from it.
-    patch_spec(
-        &client,
-        &ns,
-        "job",
-        json!({"engine": {"flink": {"parallelism": 2}}}),
-    )
-    .await;
-    let second = redeployed(&client, &ns, "job", &first, "Upgraded").await;
+    let second = upgraded_to_parallelism(&client, &ns, "job", &first, 2).await;
     let recorded = status(&client, &ns, "Pipeline", "job").await["restoredFrom"].clone();
     let (path, savepoint) = flink.api().restored_from(&second).await;
     println!("upgraded {first} -> {second} from {path:?}");

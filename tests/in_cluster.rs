@@ -156,15 +156,7 @@ spec:
         "statefulset/db",
         "--timeout=120s",
     ]);
-    let pod_ip = testbed.kubectl(&[
-        "-n",
-        ns,
-        "get",
-        "pod",
-        "db-0",
-        "-o",
-        "jsonpath={.status.podIP}",
-    ]);
+    let pod_ip = testbed.jsonpath(ns, &["pod", "db-0"], "{.status.podIP}");
     let name = format!("db-0.db.{ns}.svc.cluster.local");
     let mut answer = String::new();
     for _ in 0..60 {
@@ -316,15 +308,7 @@ spec:
         &format!("pod/{name}"),
         "--timeout=120s",
     ]);
-    let ip = testbed.kubectl(&[
-        "-n",
-        ns,
-        "get",
-        "pod",
-        name,
-        "-o",
-        "jsonpath={.status.podIP}",
-    ]);
+    let ip = testbed.jsonpath(ns, &["pod", name], "{.status.podIP}");
     format!("{}:9092", ip.trim())
 }
 
@@ -499,15 +483,7 @@ async fn a_builtin_cluster_runs_as_pods_and_goes_with_its_set() {
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
     if !left.trim().is_empty() {
-        let status = testbed.kubectl(&[
-            "-n",
-            &ns,
-            "get",
-            "kcs",
-            "events",
-            "-o",
-            "jsonpath={.status}",
-        ]);
+        let status = testbed.jsonpath(&ns, &["kcs", "events"], "{.status}");
         let pods = testbed.kubectl(&["-n", &ns, "get", "pods", "-o", "wide"]);
         panic!("blue's objects left behind: {left}\nset status: {status}\npods:\n{pods}");
     }
@@ -598,15 +574,7 @@ spec:
     let started = Instant::now();
     let mut phase = String::new();
     while started.elapsed() < Duration::from_secs(180) {
-        phase = testbed.kubectl(&[
-            "-n",
-            &ns,
-            "get",
-            "pod",
-            "reader",
-            "-o",
-            "jsonpath={.status.phase}",
-        ]);
+        phase = testbed.jsonpath(&ns, &["pod", "reader"], "{.status.phase}");
         if phase == "Succeeded" || phase == "Failed" {
             break;
         }
@@ -694,15 +662,11 @@ async fn a_consumer_pipeline_runs_its_app_with_the_streams_in_its_environment() 
     let report = check.report(&written);
     println!("the consumer engine's app: {report}");
     assert!(report.clean() && report.read == 30, "{report}\n{log}");
-    let env = testbed.kubectl(&[
-        "-n",
+    let env = testbed.jsonpath(
         &ns,
-        "get",
-        "deployment",
-        "totals",
-        "-o",
-        "jsonpath={.spec.template.spec.containers[0].env[*].name}",
-    ]);
+        &["deployment", "totals"],
+        "{.spec.template.spec.containers[0].env[*].name}",
+    );
     assert!(
         env.contains("KAPPA_GROUP") && env.contains("KAPPA_DISCOVERY_DIR"),
         "{env}"
@@ -761,15 +725,7 @@ async fn a_consumer_pipeline_runs_its_app_with_the_streams_in_its_environment() 
         |c| c.reason == "Suspended",
     )
     .await;
-    let replicas = testbed.kubectl(&[
-        "-n",
-        &ns,
-        "get",
-        "deployment",
-        "totals",
-        "-o",
-        "jsonpath={.spec.replicas}",
-    ]);
+    let replicas = testbed.jsonpath(&ns, &["deployment", "totals"], "{.spec.replicas}");
     assert_eq!(replicas, "0");
 
     // Fifteen records written while it is suspended are its lag.
@@ -897,7 +853,8 @@ fn numbered_lines(log: &str) -> Vec<(String, u64)> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn an_application_mode_job_runs_on_the_node_and_upgrades_from_its_savepoint() {
     use common::flink::{
-        completed_savepoint, on_disk, patch_spec, redeployed, running, FlinkRest, JOB_STARTS_WITHIN,
+        completed_savepoint, on_disk, patch_spec, redeployed, running, upgraded_to_parallelism,
+        FlinkRest, JOB_STARTS_WITHIN,
     };
     use common::objects::{kcs, valid_kcs_spec};
     use common::{status, wait_for_ready};
@@ -955,16 +912,11 @@ async fn an_application_mode_job_runs_on_the_node_and_upgrades_from_its_savepoin
         "RUNNING",
         "Flink runs {first}"
     );
-    let components = testbed.kubectl(&[
-        "-n",
+    let components = testbed.jsonpath(
         &ns,
-        "get",
-        "pods",
-        "-l",
-        "kappa.dev/pipeline=job",
-        "-o",
-        "jsonpath={.items[*].metadata.labels.kappa\\.dev/component}",
-    ]);
+        &["pods", "-l", "kappa.dev/pipeline=job"],
+        "{.items[*].metadata.labels.kappa\\.dev/component}",
+    );
     assert!(
         components.contains("jobmanager") && components.contains("taskmanager"),
         "{components}"
@@ -980,14 +932,7 @@ async fn an_application_mode_job_runs_on_the_node_and_upgrades_from_its_savepoin
 
     // A parallelism change: the JobManager is started again with
     // --fromSavepoint, and Flink says the new job was restored from it.
-    patch_spec(
-        &client,
-        &ns,
-        "job",
-        json!({"engine": {"flink": {"parallelism": 2}}}),
-    )
-    .await;
-    let second = redeployed(&client, &ns, "job", &first, "Upgraded").await;
+    let second = upgraded_to_parallelism(&client, &ns, "job", &first, 2).await;
     let (path, is_savepoint) = flink.restored_from(&second).await;
     println!("application job upgraded {first} -> {second} from {path:?}");
     let recorded = status(&client, &ns, "Pipeline", "job").await["restoredFrom"].clone();
@@ -1000,15 +945,11 @@ async fn an_application_mode_job_runs_on_the_node_and_upgrades_from_its_savepoin
         flink.get(&format!("/jobs/{second}")).await["vertices"][0]["parallelism"],
         2
     );
-    let args = testbed.kubectl(&[
-        "-n",
+    let args = testbed.jsonpath(
         &ns,
-        "get",
-        "deployment",
-        "job-jobmanager",
-        "-o",
-        "jsonpath={.spec.template.spec.containers[0].args}",
-    ]);
+        &["deployment", "job-jobmanager"],
+        "{.spec.template.spec.containers[0].args}",
+    );
     assert!(
         args.contains(&second) && args.contains("--fromSavepoint"),
         "{args}"
@@ -1020,15 +961,8 @@ async fn an_application_mode_job_runs_on_the_node_and_upgrades_from_its_savepoin
         c.reason == "Suspended"
     })
     .await;
-    let task_managers = testbed.kubectl(&[
-        "-n",
-        &ns,
-        "get",
-        "deployment",
-        "job-taskmanager",
-        "-o",
-        "jsonpath={.spec.replicas}",
-    ]);
+    let task_managers =
+        testbed.jsonpath(&ns, &["deployment", "job-taskmanager"], "{.spec.replicas}");
     assert_eq!(task_managers, "0");
     assert_eq!(flink.job_state(&second).await, "FINISHED");
     let kept = status(&client, &ns, "Pipeline", "job").await["transition"]["restoreFrom"].clone();

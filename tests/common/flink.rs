@@ -155,6 +155,20 @@ pub async fn patch_spec(client: &Client, ns: &str, name: &str, patch: Value) {
         .expect("pipeline patched");
 }
 
+/// Changes the pipeline's parallelism and waits until the job that `old`
+/// was upgraded to runs; its id.
+pub async fn upgraded_to_parallelism(
+    client: &Client,
+    ns: &str,
+    name: &str,
+    old: &str,
+    parallelism: i32,
+) -> String {
+    let engine = json!({"engine": {"flink": {"parallelism": parallelism}}});
+    patch_spec(client, ns, name, engine).await;
+    redeployed(client, ns, name, old, "Upgraded").await
+}
+
 /// Waits until the pipeline runs a job newer than `old` after `event`; its id.
 pub async fn redeployed(client: &Client, ns: &str, name: &str, old: &str, event: &str) -> String {
     let deadline = std::time::Instant::now() + JOB_STARTS_WITHIN;

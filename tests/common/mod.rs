@@ -142,6 +142,15 @@ impl Testbed {
         String::from_utf8_lossy(&output.stdout).into_owned()
     }
 
+    /// `kubectl -n NS get WHAT... -o jsonpath=PATH`: what it prints.
+    pub fn jsonpath(&self, ns: &str, what: &[&str], path: &str) -> String {
+        let mut args = vec!["-n", ns, "get"];
+        args.extend(what);
+        let path = format!("jsonpath={path}");
+        args.extend(["-o", path.as_str()]);
+        self.kubectl(&args)
+    }
+
     /// Runs kubectl against the testbed and returns what happened.
     pub fn kubectl_output(&self, args: &[&str]) -> std::process::Output {
         Command::new("kubectl")

@@ -66,7 +66,7 @@ pub async fn run(
     if let (Some(job), Some(url)) = (status.job.as_mut(), &url) {
         job.rest_url = Some(url.clone());
     }
-    let mut session = FlinkJob {
+    let mut flink_job = FlinkJob {
         client,
         savepoints,
         flink_api,
@@ -80,31 +80,31 @@ pub async fn run(
         status,
     };
     let desired = engine_hash(flink, pipeline.spec.restart_nonce)?;
-    let job = session.status.job.clone().unwrap_or_default();
+    let job = flink_job.status.job.clone().unwrap_or_default();
     let Some(id) = job.id.clone() else {
-        return session.new_job(&desired, None);
+        return flink_job.new_job(&desired, None);
     };
     if !job.submitted {
-        let restore = match &session.status.transition {
+        let restore = match &flink_job.status.transition {
             Some(transition) => transition.restore_from.clone(),
             None => match restore_path(pipeline, savepoints) {
                 Ok(restore) => restore,
                 Err(message) => {
                     let ready = Wanted::new(READY, "False", "RestoreStateNotReady", message);
-                    return outcome(&session.status, ready, Requeue::Backoff);
+                    return outcome(&flink_job.status, ready, Requeue::Backoff);
                 }
             },
         };
-        match session.submit(&id, restore).await {
+        match flink_job.submit(&id, restore).await {
             Ok(()) => {}
-            Err(Error::Flink(error)) => return refused(&session.status, &error),
+            Err(Error::Flink(error)) => return refused(&flink_job.status, &error),
             Err(error) => return Err(error),
         }
     }
     let suspend = pipeline.spec.state == JobState::Suspended;
     let generation = pipeline.metadata.generation.unwrap_or_default();
-    let transition = match session.status.transition.take() {
-        // Given up for this spec: wait for another.
+    let transition = match flink_job.status.transition.take() {
+        // Given up for flink_job spec: wait for another.
         Some(t) if t.error.is_some() && t.generation == generation => Some(t),
         Some(t) if t.error.is_some() => None,
         Some(t) => Some(t),
@@ -119,9 +119,12 @@ pub async fn run(
                     pipeline.spec.upgrade_mode
                 };
                 let deployment = job.deployment.unwrap_or(1);
-                session.status.transition = Some(Transition {
+                flink_job.status.transition = Some(Transition {
                     trigger_id: (mode == UpgradeMode::Savepoint).then(|| {
-                        flink_id(&format!("{}/{deployment}/{desired}/{suspend}", session.uid))
+                        flink_id(&format!(
+                            "{}/{deployment}/{desired}/{suspend}",
+                            flink_job.uid
+                        ))
                     }),
                     to_hash: desired,
                     generation,
@@ -132,7 +135,7 @@ pub async fn run(
                     error: None,
                 });
                 let what = if suspend { "Suspending" } else { "Upgrading" };
-                session.status.phase = Some(what.into());
+                flink_job.status.phase = Some(what.into());
                 let ready = Wanted::new(
                     READY,
                     "Unknown",
@@ -140,7 +143,7 @@ pub async fn run(
                     format!("job {id} is being stopped ({} mode)", mode_name(mode)),
                 );
                 return outcome(
-                    &session.status,
+                    &flink_job.status,
                     ready,
                     Requeue::After(Duration::from_secs(1)),
                 );
@@ -149,14 +152,14 @@ pub async fn run(
     };
     match transition {
         Some(transition) if transition.error.is_none() => {
-            session.step(&id, transition, suspend, &desired).await
+            flink_job.step(&id, transition, suspend, &desired).await
         }
         Some(transition) => {
             let error = transition.error.clone().unwrap_or_default();
-            session.status.transition = Some(transition);
-            session.follow_job(&id, Some(error)).await
+            flink_job.status.transition = Some(transition);
+            flink_job.follow_job(&id, Some(error)).await
         }
-        None => session.follow_job(&id, None).await,
+        None => flink_job.follow_job(&id, None).await,
     }
 }
 
