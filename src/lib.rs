@@ -15,6 +15,7 @@ pub mod kube_client;
 pub mod leader;
 pub mod metrics;
 pub mod operator;
+pub mod replay;
 pub mod shutdown;
 pub mod telemetry;
 pub mod validation;

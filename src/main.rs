@@ -7,7 +7,7 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 use kappa_operator::leader::LeaseSettings;
 use kappa_operator::telemetry::{self, LogFormat};
-use kappa_operator::{api, duration, operator};
+use kappa_operator::{api, duration, operator, replay};
 
 #[derive(Parser)]
 #[command(version, about = "Runs the Kappa architecture on Kubernetes")]
@@ -28,6 +28,22 @@ enum Command {
     },
     /// Print the JSON Schema of the discovery document (docs/discovery.schema.json).
     DiscoverySchema,
+    /// Copy one worker's share of a Backfill's replay plan (run by the replay Job).
+    Replay(ReplayArgs),
+}
+
+#[derive(clap::Args)]
+struct ReplayArgs {
+    /// The replay plan (JSON), as the operator writes it into the replay Job's ConfigMap.
+    #[arg(
+        long,
+        env = "KAPPA_REPLAY_PLAN",
+        default_value = "/etc/kappa/replay/plan.json"
+    )]
+    plan: PathBuf,
+    /// This worker's index; an indexed Job sets JOB_COMPLETION_INDEX.
+    #[arg(long, env = "JOB_COMPLETION_INDEX")]
+    worker: i32,
 }
 
 #[derive(clap::Args)]
@@ -105,6 +121,16 @@ async fn main() -> ExitCode {
         Command::DiscoverySchema => {
             print!("{}", kappa_operator::discovery::json_schema());
             ExitCode::SUCCESS
+        }
+        Command::Replay(args) => {
+            telemetry::init(LogFormat::Json);
+            match replay::run_worker(&args.plan, args.worker) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(error) => {
+                    tracing::error!(%error, "replay worker stopped");
+                    ExitCode::FAILURE
+                }
+            }
         }
         Command::Run(args) => {
             telemetry::init(args.log_format);

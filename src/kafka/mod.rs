@@ -167,6 +167,17 @@ pub trait KafkaAdmin: Send + Sync {
         topic: &str,
     ) -> BoxFuture<'_, Result<BTreeMap<i32, i64>, KafkaError>>;
 
+    /// Per partition of `topic`, the offset of the first record whose
+    /// timestamp (ms since the epoch) is at or after `timestamp`; `None` for
+    /// a partition with no such record yet. Brokers that store batches
+    /// whole (Tansu) answer with the first offset of that record's batch.
+    fn offsets_at(
+        &self,
+        connection: &ClusterConnection,
+        topic: &str,
+        timestamp: i64,
+    ) -> BoxFuture<'_, Result<BTreeMap<i32, Option<i64>>, KafkaError>>;
+
     /// The timestamp (ms since the epoch) of the first record at or after
     /// `offset` of one partition, read without joining any group; `None`
     /// when the broker returns no record within a short wait.

@@ -282,6 +282,20 @@ impl RdKafkaAdmin {
         })
     }
 
+    /// Runs `work` with a connection on a blocking thread; its failure is
+    /// the cluster being unreachable.
+    async fn blocking<T: Send + 'static>(
+        &self,
+        connection: &ClusterConnection,
+        work: impl FnOnce(&ClusterConnection) -> Result<T, rdkafka::error::KafkaError> + Send + 'static,
+    ) -> Result<T, KafkaError> {
+        let probe = connection.clone();
+        let result = tokio::task::spawn_blocking(move || work(&probe))
+            .await
+            .map_err(|e| self.unreachable(connection, e))?;
+        result.map_err(|e| self.unreachable(connection, e))
+    }
+
     async fn end_offsets_inner(
         &self,
         connection: &ClusterConnection,
@@ -340,6 +354,31 @@ fn first_record_time(
         }
     }
     Ok(None)
+}
+
+/// Per partition, the first offset at or after `timestamp` (ListOffsets by time).
+fn offsets_at_time(
+    connection: &ClusterConnection,
+    topic: &str,
+    timestamp: i64,
+) -> Result<BTreeMap<i32, Option<i64>>, rdkafka::error::KafkaError> {
+    let consumer = group_member(connection, "kappa-operator-offsets-at")?;
+    let metadata = consumer.fetch_metadata(Some(topic), REQUEST_TIMEOUT)?;
+    let mut query = TopicPartitionList::new();
+    for found in metadata.topics().iter().filter(|t| t.name() == topic) {
+        for partition in found.partitions() {
+            query.add_partition_offset(topic, partition.id(), Offset::Offset(timestamp))?;
+        }
+    }
+    let answer = consumer.offsets_for_times(query, REQUEST_TIMEOUT)?;
+    Ok(answer
+        .elements()
+        .iter()
+        .map(|e| match e.offset() {
+            Offset::Offset(offset) => (e.partition(), Some(offset)),
+            _ => (e.partition(), None),
+        })
+        .collect())
 }
 
 /// Every partition of `topics`, as the cluster's metadata lists them.
@@ -491,6 +530,20 @@ impl KafkaAdmin for RdKafkaAdmin {
         async move { self.end_offsets_inner(&connection, &topic).await }.boxed()
     }
 
+    fn offsets_at(
+        &self,
+        connection: &ClusterConnection,
+        topic: &str,
+        timestamp: i64,
+    ) -> BoxFuture<'_, Result<BTreeMap<i32, Option<i64>>, KafkaError>> {
+        let (connection, topic) = (connection.clone(), topic.to_string());
+        async move {
+            self.blocking(&connection, move |c| offsets_at_time(c, &topic, timestamp))
+                .await
+        }
+        .boxed()
+    }
+
     fn record_time(
         &self,
         connection: &ClusterConnection,
@@ -500,13 +553,10 @@ impl KafkaAdmin for RdKafkaAdmin {
     ) -> BoxFuture<'_, Result<Option<i64>, KafkaError>> {
         let (connection, topic) = (connection.clone(), topic.to_string());
         async move {
-            let probe = connection.clone();
-            let result = tokio::task::spawn_blocking(move || {
-                first_record_time(&probe, &topic, partition, offset)
+            self.blocking(&connection, move |c| {
+                first_record_time(c, &topic, partition, offset)
             })
             .await
-            .map_err(|e| self.unreachable(&connection, e))?;
-            result.map_err(|e| self.unreachable(&connection, e))
         }
         .boxed()
     }

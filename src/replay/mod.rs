@@ -1,0 +1,128 @@
+//! Replay: copying a range of a pipeline's input streams from the source
+//! cluster into a Backfill's extra clusters, exactly once, sharded over the
+//! workers of an indexed Kubernetes Job (`kappa-operator replay`).
+//!
+//! Exactly-once does not rely on broker transactions (the testbed's brokers
+//! have none). Instead every destination partition has exactly one writer:
+//! a source partition's records go only to its own destination partitions
+//! ([`route`]), and one worker owns each source partition. Every copied
+//! record carries its source partition and offset in headers, and a worker
+//! writes to a destination partition in source-offset order. A worker that
+//! starts again reads the tail of each of its destination partitions
+//! ([`tail`]) and skips, per destination partition, every source record at or
+//! below the last one it finds there.
+
+pub mod plan;
+pub mod route;
+pub mod tail;
+pub mod worker;
+
+/// Header carrying the source partition of a copied record (decimal text).
+pub const SOURCE_PARTITION_HEADER: &str = "kappa.source.partition";
+/// Header carrying the source offset of a copied record (decimal text).
+pub const SOURCE_OFFSET_HEADER: &str = "kappa.source.offset";
+
+/// Why a replay worker stopped before finishing its share.
+#[derive(Debug, thiserror::Error)]
+pub enum ReplayError {
+    /// The plan file could not be read or parsed.
+    #[error("the replay plan {path} could not be read: {message}")]
+    Plan {
+        /// Where the plan was looked for.
+        path: String,
+        /// What went wrong.
+        message: String,
+    },
+    /// The worker index is not below the plan's worker count.
+    #[error("worker {index} does not exist: the plan has {workers} workers")]
+    NoSuchWorker {
+        /// This worker's index.
+        index: i32,
+        /// Workers in the plan.
+        workers: i32,
+    },
+    /// A Kafka client call failed.
+    #[error("{what}: {source}")]
+    Kafka {
+        /// The step that failed.
+        what: String,
+        /// librdkafka's error.
+        source: rdkafka::error::KafkaError,
+    },
+    /// A destination partition did not return its records up to its high watermark.
+    #[error("{topic}/{partition} on destination {cluster} did not return its records up to its high watermark")]
+    Unreadable {
+        /// Destination cluster index.
+        cluster: usize,
+        /// Destination topic.
+        topic: String,
+        /// Destination partition.
+        partition: i32,
+    },
+    /// A destination topic is missing or has fewer partitions than the plan needs.
+    #[error(
+        "topic {topic} on destination {cluster} has {found} partitions, the replay needs {needed}"
+    )]
+    DestinationTopic {
+        /// Destination cluster index.
+        cluster: usize,
+        /// Destination topic.
+        topic: String,
+        /// Partitions found (0: no such topic).
+        found: i32,
+        /// Partitions needed.
+        needed: i32,
+    },
+    /// A destination partition holds a record this replay did not write.
+    #[error("{topic}/{partition} on destination {cluster} holds a record without replay headers at offset {offset}")]
+    ForeignRecord {
+        /// Destination cluster index.
+        cluster: usize,
+        /// Destination topic.
+        topic: String,
+        /// Destination partition.
+        partition: i32,
+        /// Offset of the record.
+        offset: i64,
+    },
+}
+
+/// Reads the plan at `path` and copies worker `index`'s share, logging progress.
+pub fn run_worker(path: &std::path::Path, index: i32) -> Result<(), ReplayError> {
+    let plan_error = |message: String| ReplayError::Plan {
+        path: path.display().to_string(),
+        message,
+    };
+    let text = std::fs::read_to_string(path).map_err(|e| plan_error(e.to_string()))?;
+    let plan: plan::ReplayPlan =
+        serde_json::from_str(&text).map_err(|e| plan_error(e.to_string()))?;
+    let started = std::time::Instant::now();
+    let mut report = |p: &worker::Progress| {
+        let seconds = started.elapsed().as_secs_f64().max(0.001);
+        tracing::info!(
+            worker = index,
+            copied = p.copied,
+            skipped = p.skipped,
+            bytes = p.bytes,
+            records_per_second = (p.copied as f64 / seconds).round(),
+            "replay progress"
+        );
+    };
+    let done = worker::run(&plan, index, &mut report)?;
+    tracing::info!(
+        worker = index,
+        copied = done.copied,
+        skipped = done.skipped,
+        bytes = done.bytes,
+        seconds = started.elapsed().as_secs_f64(),
+        "replay share copied"
+    );
+    Ok(())
+}
+
+impl ReplayError {
+    fn kafka(what: impl Into<String>) -> impl FnOnce(rdkafka::error::KafkaError) -> Self {
+        let what = what.into();
+        move |source| Self::Kafka { what, source }
+    }
+}
