@@ -73,6 +73,20 @@ pub enum ReplayError {
         /// Partitions needed.
         needed: i32,
     },
+    /// A destination partition holds fewer records than were acknowledged.
+    #[error("{topic}/{partition} on destination {cluster} lost acknowledged records: high watermark {high}, more than {written} were written")]
+    Lost {
+        /// Destination cluster index.
+        cluster: usize,
+        /// Destination topic.
+        topic: String,
+        /// Destination partition.
+        partition: i32,
+        /// The partition's high watermark now.
+        high: i64,
+        /// Records known written before the last batch.
+        written: i64,
+    },
     /// A destination partition holds a record this replay did not write.
     #[error("{topic}/{partition} on destination {cluster} holds a record without replay headers at offset {offset}")]
     ForeignRecord {

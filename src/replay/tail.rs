@@ -91,6 +91,13 @@ struct Scan<'a> {
 }
 
 impl Scan<'_> {
+    /// Whether the scan has read `partition` up to its high watermark.
+    fn reached(&self, tails: &BTreeMap<i32, Tail>, partition: i32) -> bool {
+        tails
+            .get(&partition)
+            .is_some_and(|t| t.next_offset >= self.highs[&partition])
+    }
+
     /// Reads from `starts`; returns the tails of the partitions that reached
     /// their high watermark and the partitions that did not.
     fn run(
@@ -150,7 +157,7 @@ impl Scan<'_> {
             .map_err(ReplayError::kafka("releasing destination partitions"))?;
         let missing = starts
             .keys()
-            .filter(|p| !tails.get(p).is_some_and(|t| t.next_offset >= self.highs[p]))
+            .filter(|p| !self.reached(&tails, **p))
             .copied()
             .collect::<Vec<_>>();
         tails.retain(|p, _| !missing.contains(p));

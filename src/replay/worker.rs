@@ -195,6 +195,32 @@ impl Backfill {
         Ok(())
     }
 
+    /// Fails when a partition's high watermark is not above its recorded
+    /// boundary: the broker lost records it had acknowledged (a broker
+    /// restarted without its data), so what the worker believes written is
+    /// not there and it must start again from what is.
+    fn check_kept(&self, topic: &str, hints: &BTreeMap<i32, i64>) -> Result<(), ReplayError> {
+        for (partition, hint) in hints {
+            let (_, high) = self
+                .resume
+                .fetch_watermarks(topic, *partition, REQUEST_TIMEOUT)
+                .map_err(ReplayError::kafka(format!(
+                    "reading the high watermark of {topic}/{partition} on destination {}",
+                    self.index
+                )))?;
+            if high <= *hint {
+                return Err(ReplayError::Lost {
+                    cluster: self.index,
+                    topic: topic.to_string(),
+                    partition: *partition,
+                    high,
+                    written: *hint,
+                });
+            }
+        }
+        Ok(())
+    }
+
     fn commit(
         &self,
         consumer: &BaseConsumer,
@@ -416,6 +442,7 @@ impl Copy<'_> {
                 }
                 next.insert(*partition, now);
             }
+            backfill.check_kept(topic, &share.hint)?;
             backfill.commit(&backfill.progress, topic, &next)?;
             backfill.commit(&backfill.resume, topic, &share.hint)?;
         }

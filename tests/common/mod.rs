@@ -6,6 +6,7 @@
 pub mod flink;
 pub mod kafka;
 pub mod objects;
+pub mod replay;
 pub mod routing;
 
 use std::io::{Read, Write};
@@ -129,6 +130,31 @@ impl Testbed {
             .expect("e2e/testbed/broker runs");
         assert!(output.status.success(), "broker {name} did not start");
         String::from_utf8_lossy(&output.stdout).trim().to_string()
+    }
+
+    /// Stops the broker `name` started by [`Testbed::start_broker`] or with
+    /// the testbed; its memory storage goes with it.
+    pub fn stop_broker(&self, name: &str) {
+        let pidfile = self.state.join(format!("pids/broker-{name}.pid"));
+        let pid = std::fs::read_to_string(&pidfile).expect("the broker's pid file");
+        let status = Command::new("kill")
+            .args(["-KILL", pid.trim()])
+            .status()
+            .expect("kill runs");
+        assert!(status.success(), "broker {name} was not running");
+        let port_free = |port: &str| TcpStream::connect(format!("127.0.0.1:{port}")).is_err();
+        let log = std::fs::read_to_string(self.state.join(format!("logs/broker-{name}.log")))
+            .unwrap_or_default();
+        let port = log
+            .split("listening on: tcp://0.0.0.0:")
+            .nth(1)
+            .and_then(|rest| rest.split_whitespace().next())
+            .unwrap_or_default()
+            .to_string();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !port_free(&port) && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(100));
+        }
     }
 
     /// Runs kubectl against the testbed; panics with its output on failure.
@@ -299,6 +325,11 @@ impl Operator {
             bad.join("\n")
         );
     }
+}
+
+/// A port nothing listens on now.
+pub fn free_port() -> u16 {
+    free_address().port()
 }
 
 fn free_address() -> SocketAddr {

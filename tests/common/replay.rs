@@ -1,0 +1,245 @@
+//! Replay helpers: source data with known keys and timestamps, the plan a
+//! Backfill's range gives, and a full read of what the backfill clusters hold.
+
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+use kappa_operator::kafka::rdkafka_admin::RdKafkaAdmin;
+use kappa_operator::kafka::{ClusterConnection, KafkaAdmin};
+use kappa_operator::replay::plan::{ranges, ReplayPlan, StreamRange};
+use kappa_operator::replay::{SOURCE_OFFSET_HEADER, SOURCE_PARTITION_HEADER};
+use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::client::DefaultClientContext;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::message::{Headers, Message};
+use rdkafka::producer::{BaseRecord, DefaultProducerContext, Producer, ThreadedProducer};
+use rdkafka::{ClientConfig, Offset, TopicPartitionList};
+
+/// Creates `topic` with `partitions` partitions on `bootstrap`.
+pub async fn create_topic(bootstrap: &str, topic: &str, partitions: i32) {
+    let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
+        .set("bootstrap.servers", bootstrap)
+        .create()
+        .expect("admin client");
+    let created = admin
+        .create_topics(
+            &[NewTopic::new(topic, partitions, TopicReplication::Fixed(1))],
+            &AdminOptions::new(),
+        )
+        .await
+        .expect("CreateTopics answers");
+    for result in created {
+        result.expect("topic created");
+    }
+}
+
+/// Writes `parts` records to `topic` in three parts, a second apart:
+/// record `n` has key `k<n % keys>` and a 100-byte value starting with `n`,
+/// stamped with the time it is written. Returns the times between the parts:
+/// a range covering the middle part only. The producer batches, so the
+/// broker stores multi-record batches.
+pub fn write_source(bootstrap: &str, topic: &str, parts: [u64; 3], keys: u64) -> (i64, i64) {
+    let producer: ThreadedProducer<DefaultProducerContext> = ClientConfig::new()
+        .set("bootstrap.servers", bootstrap)
+        .set("enable.idempotence", "true")
+        .set("linger.ms", "20")
+        .set("queue.buffering.max.messages", "500000")
+        .create()
+        .expect("source producer");
+    let mut times = Vec::new();
+    let mut n = 0u64;
+    for (part, count) in parts.iter().enumerate() {
+        if part > 0 {
+            std::thread::sleep(Duration::from_millis(1_100));
+            times.push(now_ms());
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        for _ in 0..*count {
+            let key = format!("k{}", n % keys);
+            let value = format!("{n:0>100}");
+            let mut record = BaseRecord::to(topic).key(&key).payload(&value);
+            while let Err((error, back)) = producer.send(record) {
+                assert!(
+                    error.to_string().contains("Queue full"),
+                    "writing the source: {error}"
+                );
+                record = back;
+                std::thread::sleep(Duration::from_millis(5));
+            }
+            n += 1;
+        }
+        producer
+            .flush(Duration::from_secs(120))
+            .expect("source written");
+    }
+    (times[0], times[1])
+}
+
+fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or_default()
+}
+
+/// The plan for copying `[from, to)` of `topic` from `source` into `destinations`.
+pub async fn plan(
+    source: &str,
+    topic: &str,
+    destination_topic: &str,
+    (from, to): (i64, i64),
+    destinations: &[String],
+    multiplier: i32,
+    workers: i32,
+) -> ReplayPlan {
+    let admin = RdKafkaAdmin::default();
+    let connection = ClusterConnection::plaintext(source);
+    let starts = admin
+        .offsets_at(&connection, topic, from)
+        .await
+        .expect("offsets at the start");
+    let ends = admin
+        .offsets_at(&connection, topic, to)
+        .await
+        .expect("offsets at the end");
+    let partitions = ranges(&starts, &ends).expect("the range is closed");
+    ReplayPlan {
+        source: source.to_string(),
+        destinations: destinations.to_vec(),
+        multiplier,
+        workers,
+        progress_group: format!("kappa-replay-{destination_topic}"),
+        streams: vec![StreamRange {
+            stream: topic.to_string(),
+            source_topic: topic.to_string(),
+            destination_topic: destination_topic.to_string(),
+            source_partitions: starts.len() as i32,
+            partitions,
+        }],
+    }
+}
+
+/// One copied record as a backfill cluster holds it.
+#[derive(Debug, Clone)]
+pub struct Copied {
+    /// Backfill cluster index.
+    pub cluster: usize,
+    /// Destination partition.
+    pub partition: i32,
+    /// Source partition from its header.
+    pub source_partition: i32,
+    /// Source offset from its header.
+    pub source_offset: i64,
+    /// Record key.
+    pub key: Vec<u8>,
+}
+
+/// Every record of `topic` on each of `destinations`, read from offset 0
+/// until nothing more arrives for three seconds.
+pub fn read_all(destinations: &[String], topic: &str, group: &str) -> Vec<Copied> {
+    let mut all = Vec::new();
+    for (cluster, bootstrap) in destinations.iter().enumerate() {
+        let consumer: BaseConsumer = ClientConfig::new()
+            .set("bootstrap.servers", bootstrap)
+            .set("group.id", group)
+            .set("enable.auto.commit", "false")
+            .create()
+            .expect("reader");
+        let metadata = consumer
+            .fetch_metadata(Some(topic), Duration::from_secs(10))
+            .expect("metadata");
+        let mut list = TopicPartitionList::new();
+        for found in metadata.topics().iter().filter(|t| t.name() == topic) {
+            for partition in found.partitions() {
+                list.add_partition_offset(topic, partition.id(), Offset::Beginning)
+                    .expect("position");
+            }
+        }
+        consumer.assign(&list).expect("assigned");
+        let mut last = Instant::now();
+        while last.elapsed() < Duration::from_secs(3) {
+            if let Some(record) = consumer.poll(Duration::from_millis(100)) {
+                let record = record.expect("readable");
+                let header = |name: &str| -> i64 {
+                    let headers = record.headers().expect("replay headers");
+                    let value = headers
+                        .iter()
+                        .filter(|h| h.key == name)
+                        .last()
+                        .and_then(|h| h.value)
+                        .expect("header present");
+                    std::str::from_utf8(value)
+                        .expect("text")
+                        .parse()
+                        .expect("number")
+                };
+                all.push(Copied {
+                    cluster,
+                    partition: record.partition(),
+                    source_partition: header(SOURCE_PARTITION_HEADER) as i32,
+                    source_offset: header(SOURCE_OFFSET_HEADER),
+                    key: record.key().unwrap_or_default().to_vec(),
+                });
+                last = Instant::now();
+            }
+        }
+    }
+    all
+}
+
+/// What a replay left, counted against its plan.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct Count {
+    /// Records of the range found exactly once.
+    pub once: u64,
+    /// Extra copies of records of the range.
+    pub duplicated: u64,
+    /// Records of the range not found.
+    pub missing: u64,
+    /// Records found that are outside the range.
+    pub outside: u64,
+    /// Records found in a destination partition after one with a greater source offset.
+    pub out_of_order: u64,
+    /// Records found where the plan's routing does not put them.
+    pub misrouted: u64,
+}
+
+/// Counts `copied` against `plan` (one stream).
+pub fn count(plan: &ReplayPlan, copied: &[Copied]) -> Count {
+    let stream = &plan.streams[0];
+    let layout = plan.layout(stream);
+    let mut seen: BTreeMap<(i32, i64), u64> = BTreeMap::new();
+    let mut last: BTreeMap<(usize, i32), i64> = BTreeMap::new();
+    let mut result = Count::default();
+    for record in copied {
+        *seen
+            .entry((record.source_partition, record.source_offset))
+            .or_default() += 1;
+        let previous = last.insert((record.cluster, record.partition), record.source_offset);
+        if previous.is_some_and(|p| p >= record.source_offset) {
+            result.out_of_order += 1;
+        }
+        let routed = layout.route(
+            record.source_partition,
+            Some(&record.key),
+            record.source_offset,
+        );
+        if (routed.cluster, routed.partition) != (record.cluster, record.partition) {
+            result.misrouted += 1;
+        }
+    }
+    for range in &stream.partitions {
+        for offset in range.start..range.end {
+            match seen.remove(&(range.partition, offset)) {
+                None => result.missing += 1,
+                Some(1) => result.once += 1,
+                Some(n) => {
+                    result.once += 1;
+                    result.duplicated += n - 1;
+                }
+            }
+        }
+    }
+    result.outside = seen.values().sum();
+    result
+}
