@@ -6,6 +6,7 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 
 use super::route::Layout;
+use crate::kafka::{ClusterConnection, KafkaAdmin, KafkaError};
 
 /// The whole replay of one Backfill.
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
@@ -103,6 +104,45 @@ impl ReplayPlan {
             .map(|r| (r.end - r.start).max(0))
             .sum()
     }
+}
+
+/// Why a stream's range could not be located.
+#[derive(Debug, thiserror::Error)]
+pub enum LocateError {
+    /// The source cluster did not answer.
+    #[error(transparent)]
+    Kafka(#[from] KafkaError),
+    /// A partition has records since the start time but none since the end time.
+    #[error("partition {partition} of {topic} has no record at or after the end of the range yet")]
+    Open {
+        /// Source topic.
+        topic: String,
+        /// The partition.
+        partition: i32,
+    },
+}
+
+/// The range `[from, to)` (ms since the epoch) of `source_topic` on the
+/// source cluster, to be copied into `destination_topic`.
+pub async fn locate(
+    admin: &dyn KafkaAdmin,
+    source: &ClusterConnection,
+    (stream, source_topic, destination_topic): (&str, &str, &str),
+    (from, to): (i64, i64),
+) -> Result<StreamRange, LocateError> {
+    let starts = admin.offsets_at(source, source_topic, from).await?;
+    let ends = admin.offsets_at(source, source_topic, to).await?;
+    let partitions = ranges(&starts, &ends).map_err(|partition| LocateError::Open {
+        topic: source_topic.to_string(),
+        partition,
+    })?;
+    Ok(StreamRange {
+        stream: stream.to_string(),
+        source_topic: source_topic.to_string(),
+        destination_topic: destination_topic.to_string(),
+        source_partitions: starts.len() as i32,
+        partitions,
+    })
 }
 
 /// The ranges `[start, end)` of a topic's partitions from the offsets at the

@@ -64,10 +64,7 @@ pub fn run(
     for unit in plan.units_of(index) {
         shares.push(Share::resume(plan, unit, &clusters)?);
     }
-    let source = client_config(&plan.source)
-        .set("group.id", &plan.progress_group)
-        .set("enable.auto.commit", "false")
-        .set("enable.partition.eof", "false")
+    let source = consumer_config(&plan.source, &plan.progress_group)
         .create::<BaseConsumer>()
         .map_err(ReplayError::kafka("connecting to the source cluster"))?;
     let mut copy = Copy {
@@ -77,6 +74,20 @@ pub fn run(
     };
     copy.run(&source, report)?;
     Ok(copy.progress)
+}
+
+/// A consumer that commits only when told to and fetches whole batches:
+/// a fetch cut short inside a batch would continue from inside it, where
+/// Tansu 0.6 returns nothing.
+fn consumer_config(bootstrap: &str, group: &str) -> ClientConfig {
+    let mut config = client_config(bootstrap);
+    config
+        .set("group.id", group)
+        .set("enable.auto.commit", "false")
+        .set("fetch.message.max.bytes", "16777216")
+        .set("fetch.max.bytes", "67108864")
+        .set("receive.message.max.bytes", "100000000");
+    config
 }
 
 fn client_config(bootstrap: &str) -> ClientConfig {
@@ -154,9 +165,7 @@ impl Backfill {
             .create_with_context(Deliveries::default())
             .map_err(ReplayError::kafka(connecting.clone()))?;
         let member = |group: String| {
-            client_config(bootstrap)
-                .set("group.id", group)
-                .set("enable.auto.commit", "false")
+            consumer_config(bootstrap, &group)
                 .create::<BaseConsumer>()
                 .map_err(ReplayError::kafka(connecting.clone()))
         };

@@ -5,11 +5,9 @@ use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use kappa_operator::kafka::rdkafka_admin::RdKafkaAdmin;
-use kappa_operator::kafka::{ClusterConnection, KafkaAdmin};
-use kappa_operator::replay::plan::{ranges, ReplayPlan, StreamRange};
+use kappa_operator::kafka::{ClusterConnection, DesiredTopic, KafkaAdmin};
+use kappa_operator::replay::plan::{locate, ReplayPlan};
 use kappa_operator::replay::{SOURCE_OFFSET_HEADER, SOURCE_PARTITION_HEADER};
-use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
-use rdkafka::client::DefaultClientContext;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::message::{Headers, Message};
 use rdkafka::producer::{BaseRecord, DefaultProducerContext, Producer, ThreadedProducer};
@@ -17,20 +15,16 @@ use rdkafka::{ClientConfig, Offset, TopicPartitionList};
 
 /// Creates `topic` with `partitions` partitions on `bootstrap`.
 pub async fn create_topic(bootstrap: &str, topic: &str, partitions: i32) {
-    let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
-        .set("bootstrap.servers", bootstrap)
-        .create()
-        .expect("admin client");
-    let created = admin
-        .create_topics(
-            &[NewTopic::new(topic, partitions, TopicReplication::Fixed(1))],
-            &AdminOptions::new(),
-        )
+    let desired = DesiredTopic {
+        name: topic.to_string(),
+        partitions,
+        replication: 1,
+        config: BTreeMap::new(),
+    };
+    RdKafkaAdmin::default()
+        .create_topic(&ClusterConnection::plaintext(bootstrap), &desired)
         .await
-        .expect("CreateTopics answers");
-    for result in created {
-        result.expect("topic created");
-    }
+        .expect("topic created");
 }
 
 /// Writes `parts` records to `topic` in three parts, a second apart:
@@ -87,35 +81,28 @@ pub async fn plan(
     source: &str,
     topic: &str,
     destination_topic: &str,
-    (from, to): (i64, i64),
+    range: (i64, i64),
     destinations: &[String],
     multiplier: i32,
     workers: i32,
 ) -> ReplayPlan {
     let admin = RdKafkaAdmin::default();
     let connection = ClusterConnection::plaintext(source);
-    let starts = admin
-        .offsets_at(&connection, topic, from)
-        .await
-        .expect("offsets at the start");
-    let ends = admin
-        .offsets_at(&connection, topic, to)
-        .await
-        .expect("offsets at the end");
-    let partitions = ranges(&starts, &ends).expect("the range is closed");
+    let stream = locate(
+        &admin,
+        &connection,
+        (topic, topic, destination_topic),
+        range,
+    )
+    .await
+    .expect("the range is located");
     ReplayPlan {
         source: source.to_string(),
         destinations: destinations.to_vec(),
         multiplier,
         workers,
         progress_group: format!("kappa-replay-{destination_topic}"),
-        streams: vec![StreamRange {
-            stream: topic.to_string(),
-            source_topic: topic.to_string(),
-            destination_topic: destination_topic.to_string(),
-            source_partitions: starts.len() as i32,
-            partitions,
-        }],
+        streams: vec![stream],
     }
 }
 
