@@ -13,6 +13,23 @@ pub enum DurationError {
     Overflow(String),
 }
 
+/// Writes `duration` in whole seconds the way [`parse_duration`] reads it:
+/// `1h2m3s`, `45s`, `0s`.
+pub fn format_duration(duration: Duration) -> String {
+    let seconds = duration.as_secs();
+    let (h, m, s) = (seconds / 3600, seconds / 60 % 60, seconds % 60);
+    let mut text = String::new();
+    for (value, unit) in [(h, "h"), (m, "m"), (s, "s")] {
+        if value > 0 {
+            text.push_str(&format!("{value}{unit}"));
+        }
+    }
+    if text.is_empty() {
+        text.push_str("0s");
+    }
+    text
+}
+
 /// Parses a duration made of `<digits><unit>` parts, unit one of ms, s, m, h, d.
 pub fn parse_duration(text: &str) -> Result<Duration, DurationError> {
     let malformed = || DurationError::Malformed(text.to_string());
@@ -50,6 +67,14 @@ pub fn parse_duration(text: &str) -> Result<Duration, DurationError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn writes_what_it_reads() {
+        for text in ["1h2m3s", "45s", "0s", "2h"] {
+            let parsed = parse_duration(text).expect("valid");
+            assert_eq!(format_duration(parsed), text);
+        }
+    }
 
     #[test]
     fn reads_compound_durations() {

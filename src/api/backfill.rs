@@ -173,9 +173,21 @@ pub struct BackfillStatus {
     /// Current phase.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub phase: Option<BackfillPhase>,
-    /// Extra clusters added to the set for this run.
+    /// The KafkaClusterSet the extra clusters join (the Pipeline's).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cluster_set: Option<String>,
+    /// Extra clusters this run holds in the set; emptied when it releases them.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub clusters: Vec<String>,
+    /// What the replay copies and where the live pipeline takes over.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub replay: Option<ReplayStatus>,
+    /// Why the run failed, when it did; the run still releases what it created.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub failure: Option<String>,
+    /// When the current phase began.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub phase_time: Option<Time>,
     /// Replay and processing progress.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub progress: Option<Progress>,
@@ -185,6 +197,42 @@ pub struct BackfillStatus {
     /// When the run completed or failed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub completion_time: Option<Time>,
+}
+
+/// The replay's plan, as recorded when it was made.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ReplayStatus {
+    /// ConfigMap holding the plan the workers read.
+    pub plan: String,
+    /// Replay Jobs, one per worker.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub jobs: Vec<String>,
+    /// Records in the range.
+    pub records_total: i64,
+    /// Per input stream, the source offsets where the range ends: where the
+    /// live pipeline continues after a hand-off.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub handoff_offsets: Vec<StreamOffsets>,
+    /// Per extra cluster and stream, the offsets the replay wrote up to:
+    /// where the backfill job's reading ends.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub written: Vec<StreamOffsets>,
+}
+
+/// Offsets of one stream's topic, per partition (as decimal strings).
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct StreamOffsets {
+    /// The cluster, where it is not the source.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cluster: Option<String>,
+    /// Logical stream.
+    pub stream: String,
+    /// Topic on the source cluster.
+    pub topic: String,
+    /// Partition -> offset.
+    pub offsets: std::collections::BTreeMap<String, i64>,
 }
 
 /// Progress of a backfill.

@@ -90,6 +90,12 @@ pub struct PipelineSpec {
     /// Periodic savepoints and their retention.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub savepoints: Option<SavepointPolicy>,
+    /// ConfigMap (same namespace) with the discovery document the job routes
+    /// by; the set's `<clusterSet>-discovery` when unset. A Backfill gives its
+    /// job its own view this way.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 253), regex(pattern = NAME_PATTERN))]
+    pub discovery: Option<String>,
     /// Service level objectives, turned into alert rules.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub slo: Option<Slo>,

@@ -4,7 +4,6 @@
 use std::time::Instant;
 
 use futures::future::BoxFuture;
-use futures::FutureExt;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use k8s_openapi::jiff::Timestamp;
 use kube::api::{ApiResource, DynamicObject, Patch, PatchParams};
@@ -142,24 +141,12 @@ pub fn desired_status(
     }
 }
 
-/// How a kind acts on a valid spec. Kinds that only validate use [`ValidateOnly`].
+/// How a kind acts on a valid spec.
 pub trait Act<K>: Send {
     /// Does the work the spec asks for and says how it went.
     fn act<'a>(self, object: &'a K) -> BoxFuture<'a, Result<Outcome, Error>>
     where
         Self: 'a;
-}
-
-/// Acting on a valid spec is recording that it is valid.
-pub struct ValidateOnly;
-
-impl<K: Kind> Act<K> for ValidateOnly {
-    fn act<'a>(self, _object: &'a K) -> BoxFuture<'a, Result<Outcome, Error>>
-    where
-        Self: 'a,
-    {
-        futures::future::ready(Ok(Outcome::validated_only(&K::kind(&())))).boxed()
-    }
 }
 
 /// Reconciles one object: validates it with `validate` (or reports why it

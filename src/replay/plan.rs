@@ -162,10 +162,11 @@ pub fn ranges(
             |(partition, start)| match (start, ends.get(partition).copied().flatten()) {
                 (None, _) => Ok(None),
                 (Some(_), None) => Err(*partition),
+                (Some(start), Some(end)) if end < *start => Err(*partition),
                 (Some(start), Some(end)) => Ok(Some(PartitionRange {
                     partition: *partition,
                     start: *start,
-                    end: end.max(*start),
+                    end,
                 })),
             },
         )

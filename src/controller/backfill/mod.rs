@@ -1,7 +1,11 @@
-//! What happens to a Backfill: its spec and references are validated and the
-//! verdict recorded; a change to its Pipeline or start Savepoint re-validates it.
+//! What happens to a Backfill: its spec and references are validated, then
+//! its run goes through its phases ([`run`]); a change to its Pipeline, start
+//! Savepoint, set or replay Jobs wakes it.
 
+pub mod objects;
+pub mod run;
 pub mod validate;
+pub mod view;
 
 use std::future::Future;
 use std::sync::Arc;
@@ -12,12 +16,19 @@ use kube::runtime::reflector::Store;
 use kube::runtime::Controller;
 
 use super::pipeline::referenced;
+use k8s_openapi::api::batch::v1::Job;
+use kube::runtime::watcher;
+use kube::Api;
+
 use super::{drive, lookup, referrers, verdict, watch, Ctx, Kind, Shared};
 use crate::api::backfill::Backfill;
 use crate::api::common::CommonStatus;
+use crate::api::kafka_cluster_set::KafkaClusterSet;
 use crate::api::pipeline::Pipeline;
 use crate::api::savepoint::Savepoint;
 use crate::error::Error;
+use crate::kafka::rdkafka_admin::RdKafkaAdmin;
+use run::{BackfillDeps, RunBackfill};
 use validate::BackfillRefs;
 
 impl Kind for Backfill {
@@ -27,21 +38,34 @@ impl Kind for Backfill {
     }
 }
 
-/// Caches of the kinds a Backfill references.
+/// Caches of the kinds a Backfill references, and what it acts with.
 pub struct Stores {
-    pipelines: Store<DeserializeGuard<Pipeline>>,
     savepoints: Store<DeserializeGuard<Savepoint>>,
+    deps: BackfillDeps,
+}
+
+/// The image replay workers run when `KAPPA_OPERATOR_IMAGE` does not name one:
+/// this operator's own, as the shipped manifests install it.
+fn operator_image() -> String {
+    std::env::var("KAPPA_OPERATOR_IMAGE")
+        .ok()
+        .filter(|image| !image.is_empty())
+        .unwrap_or_else(|| format!("kappa-operator:{}", env!("CARGO_PKG_VERSION")))
 }
 
 async fn reconcile(
     backfill: Arc<DeserializeGuard<Backfill>>,
     ctx: Arc<Ctx<Stores>>,
 ) -> Result<Action, Error> {
+    let act = RunBackfill {
+        shared: &ctx.shared,
+        deps: &ctx.stores.deps,
+    };
     verdict::reconcile(
         &ctx.shared,
         &backfill,
         |b| {
-            let pipeline = lookup(&ctx.stores.pipelines, b, &b.spec.pipeline_ref);
+            let pipeline = lookup(&ctx.stores.deps.pipelines, b, &b.spec.pipeline_ref);
             let savepoint = b
                 .spec
                 .start_state
@@ -54,7 +78,7 @@ async fn reconcile(
             };
             validate::validate(&b.spec, &refs)
         },
-        verdict::ValidateOnly,
+        act,
     )
     .await
 }
@@ -64,9 +88,16 @@ pub async fn run(shared: Arc<Shared>, shutdown: impl Future<Output = ()> + Send 
     let (reader, stream) = watch::<Backfill>(&shared);
     let (pipelines, pipelines_stream) = watch::<Pipeline>(&shared);
     let (savepoints, savepoints_stream) = watch::<Savepoint>(&shared);
+    let (sets, sets_stream) = watch::<KafkaClusterSet>(&shared);
+    let jobs: Api<Job> = shared.api();
     let by_pipeline = reader.clone();
     let by_savepoint = reader.clone();
+    let by_set = reader.clone();
     let controller = Controller::for_stream(stream, reader)
+        .owns(
+            jobs,
+            watcher::Config::default().labels("app.kubernetes.io/managed-by=kappa-operator"),
+        )
         .watches_stream(pipelines_stream, move |pipeline| {
             referrers(&by_pipeline, &pipeline, |b: &Backfill, name| {
                 b.spec.pipeline_ref == name
@@ -76,12 +107,23 @@ pub async fn run(shared: Arc<Shared>, shutdown: impl Future<Output = ()> + Send 
             referrers(&by_savepoint, &savepoint, |b: &Backfill, name| {
                 b.spec.start_state.savepoint.as_deref() == Some(name)
             })
+        })
+        // The set running a Backfill's clusters says when they are ready or retired.
+        .watches_stream(sets_stream, move |set| {
+            referrers(&by_set, &set, |b: &Backfill, name| {
+                b.status.as_ref().and_then(|s| s.cluster_set.as_deref()) == Some(name)
+            })
         });
     let ctx = Arc::new(Ctx {
         shared,
         stores: Stores {
-            pipelines,
             savepoints,
+            deps: BackfillDeps {
+                pipelines,
+                sets,
+                admin: Arc::new(RdKafkaAdmin::default()),
+                image: operator_image(),
+            },
         },
     });
     drive(controller, ctx, reconcile, shutdown).await;

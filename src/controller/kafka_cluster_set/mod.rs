@@ -3,6 +3,7 @@
 //! document published.
 
 pub mod builtin;
+pub mod ephemeral;
 pub mod migration;
 pub mod provider;
 pub mod publish;
@@ -23,6 +24,7 @@ use kube::runtime::{watcher, Controller};
 use kube::{Api, ResourceExt};
 
 use super::{drive, verdict, watch, Ctx, Kind, Shared};
+use crate::api::backfill::Backfill;
 use crate::api::common::CommonStatus;
 use crate::api::kafka_cluster_set::KafkaClusterSet;
 use crate::discovery::acknowledgement::{CLIENT_LABEL, CLUSTER_SET_LABEL, PRODUCER};
@@ -52,6 +54,7 @@ async fn reconcile(
 /// Runs the KafkaClusterSet controller until `shutdown` completes.
 pub async fn run(shared: Arc<Shared>, shutdown: impl Future<Output = ()> + Send + Sync + 'static) {
     let (reader, stream) = watch::<KafkaClusterSet>(&shared);
+    let (backfills, backfills_stream) = watch::<Backfill>(&shared);
     let config_maps: Api<ConfigMap> = shared.api();
     let leases: Api<Lease> = shared.api();
     let stateful_sets: Api<StatefulSet> = shared.api();
@@ -61,6 +64,12 @@ pub async fn run(shared: Arc<Shared>, shutdown: impl Future<Output = ()> + Send 
     let controller = Controller::for_stream(stream, reader)
         .owns(config_maps, managed())
         .owns(stateful_sets, managed())
+        // A Backfill taking or releasing clusters changes the set's members.
+        .watches_stream(backfills_stream, |backfill| {
+            let backfill = backfill.0.ok()?;
+            let set = backfill.status.as_ref()?.cluster_set.clone()?;
+            Some(ObjectRef::new(&set).within(&backfill.namespace()?))
+        })
         .watches(
             leases,
             watcher::Config::default().labels(&format!("{CLIENT_LABEL}={PRODUCER}")),
@@ -72,6 +81,7 @@ pub async fn run(shared: Arc<Shared>, shutdown: impl Future<Output = ()> + Send 
     let deps = SetDeps {
         admin: Arc::new(RdKafkaAdmin::default()),
         providers: Arc::new(Providers::new(shared.client.clone())),
+        backfills,
     };
     drive(
         controller,

@@ -8,12 +8,16 @@ use std::time::{Duration, Instant};
 
 use futures::future::{join_all, BoxFuture};
 use futures::FutureExt;
+use kube::core::DeserializeGuard;
+use kube::runtime::reflector::Store;
 use kube::ResourceExt;
 
+use super::ephemeral;
 use super::migration::{self, Step};
 use super::provider::{ClusterProvider, ProviderError};
 use super::publish;
 use super::retire::{self, Retirement};
+use crate::api::backfill::Backfill;
 use crate::api::kafka_cluster_set::{
     ClusterRole, ClusterSettings, ClusterStatus, KafkaClusterSet, KafkaClusterSetStatus,
     TopicStatus,
@@ -42,6 +46,8 @@ pub struct SetDeps {
     pub admin: Arc<dyn KafkaAdmin>,
     /// Who runs or finds each cluster.
     pub providers: Arc<dyn ClusterProvider>,
+    /// Backfills, which add clusters to sets for a run.
+    pub backfills: Store<DeserializeGuard<Backfill>>,
 }
 
 /// Acts on one set.
@@ -68,6 +74,9 @@ struct Problem {
 }
 
 async fn sync(shared: &Shared, deps: &SetDeps, set: &KafkaClusterSet) -> Result<Outcome, Error> {
+    let ephemeral = ephemeral::members(set, &deps.backfills.state());
+    let widened = ephemeral::widen(set, &ephemeral);
+    let set = &widened;
     let namespace = set
         .namespace()
         .ok_or(Error::MissingObjectField("metadata.namespace"))?;
@@ -124,6 +133,7 @@ async fn sync(shared: &Shared, deps: &SetDeps, set: &KafkaClusterSet) -> Result<
             role: entry.role,
             spec_hash: Some(spec.hash()),
             settings: Some(spec.clone()),
+            owner: ephemeral.get(name).map(|e| e.owner.clone()),
             ..ClusterStatus::default()
         };
         match deps.providers.endpoint(set, name, spec).await {
@@ -182,9 +192,15 @@ async fn sync(shared: &Shared, deps: &SetDeps, set: &KafkaClusterSet) -> Result<
     }
 
     // What the declared topics need; refusals stop all changes.
+    let topics_on = |name: &str| -> Vec<DesiredTopic> {
+        match ephemeral.get(name) {
+            Some(member) => topics.iter().map(|t| member.topic(t)).collect(),
+            None => topics.clone(),
+        }
+    };
     let mut refusals = Vec::new();
     for (name, view) in &reachable {
-        for (index, topic) in topics.iter().enumerate() {
+        for (index, topic) in topics_on(name).iter().enumerate() {
             let observed = view.topics.get(&topic.name);
             if observed.is_none() && topic.replication as usize > view.brokers {
                 refusals.push(Problem {
@@ -210,7 +226,7 @@ async fn sync(shared: &Shared, deps: &SetDeps, set: &KafkaClusterSet) -> Result<
         for (name, view) in &reachable {
             let status = statuses.entry(name.clone()).or_default();
             status.phase = Some("Refused".into());
-            status.streams = observed_topics(set, &topics, view);
+            status.streams = observed_topics(set, &topics_on(name), view);
         }
         let mut refused = current.clone();
         refused.clusters = merge_recorded(&current, statuses);
@@ -235,7 +251,7 @@ async fn sync(shared: &Shared, deps: &SetDeps, set: &KafkaClusterSet) -> Result<
     for (name, view) in &reachable {
         let connection = &endpoints[name].connection;
         let mut streams = Vec::new();
-        for (stream, topic) in set.spec.streams.iter().zip(&topics) {
+        for (stream, topic) in set.spec.streams.iter().zip(&topics_on(name)) {
             let observed = view.topics.get(&topic.name);
             let mut status = TopicStatus {
                 stream: stream.name.clone(),

@@ -163,7 +163,11 @@ pub fn mount_discovery(pipeline: &Pipeline, pod: &mut PodSpec) {
     pod.volumes.get_or_insert_with(Vec::new).push(Volume {
         name: DISCOVERY_VOLUME.into(),
         config_map: Some(ConfigMapVolumeSource {
-            name: config_map_name(&pipeline.spec.cluster_set),
+            name: pipeline
+                .spec
+                .discovery
+                .clone()
+                .unwrap_or_else(|| config_map_name(&pipeline.spec.cluster_set)),
             ..ConfigMapVolumeSource::default()
         }),
         ..Volume::default()

@@ -1,0 +1,203 @@
+//! The Kubernetes objects of a Backfill's replay, built from the Backfill
+//! and its plan alone: the plan's ConfigMap and one Job per worker (one Job
+//! each rather than one indexed Job, so that API servers before 1.21, which
+//! have no indexed Jobs, run them too). All are owned by the Backfill, so
+//! deleting it deletes them.
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::api::batch::v1::{Job, JobSpec};
+use k8s_openapi::api::core::v1::{
+    ConfigMap, ConfigMapVolumeSource, Container, PodSpec, PodTemplateSpec, Volume, VolumeMount,
+};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+use kube::{Resource, ResourceExt};
+
+use crate::api::backfill::Backfill;
+use crate::replay::plan::ReplayPlan;
+
+/// Key of the plan in its ConfigMap.
+pub const PLAN_KEY: &str = "plan.json";
+/// Where workers find the plan.
+const PLAN_DIR: &str = "/etc/kappa/replay";
+/// Label naming the Backfill on its objects.
+pub const BACKFILL_LABEL: &str = "kappa.dev/backfill";
+/// Failed pods a worker's Job replaces before it fails.
+const WORKER_RETRIES: i32 = 6;
+
+/// Names of the extra clusters of `backfill`.
+pub fn cluster_names(backfill: &Backfill) -> Vec<String> {
+    (0..backfill.spec.capacity.clusters)
+        .map(|n| format!("{}-{n}", backfill.name_any()))
+        .collect()
+}
+
+/// Name of the ConfigMap holding the plan.
+pub fn plan_name(backfill: &Backfill) -> String {
+    format!("{}-replay-plan", backfill.name_any())
+}
+
+/// Name of worker `index`'s Job.
+pub fn job_name(backfill: &Backfill, index: i32) -> String {
+    format!("{}-replay-{index}", backfill.name_any())
+}
+
+/// The consumer group under which workers record progress on the backfill clusters.
+pub fn progress_group(backfill: &Backfill) -> String {
+    format!("kappa-replay-{}", backfill.name_any())
+}
+
+/// Metadata of an object the Backfill owns: labelled with its name, deleted with it.
+pub fn owned_meta(backfill: &Backfill, name: String) -> ObjectMeta {
+    ObjectMeta {
+        name: Some(name),
+        namespace: backfill.namespace(),
+        labels: Some(BTreeMap::from([
+            (
+                "app.kubernetes.io/managed-by".to_string(),
+                "kappa-operator".to_string(),
+            ),
+            (BACKFILL_LABEL.to_string(), backfill.name_any()),
+        ])),
+        owner_references: backfill.controller_owner_ref(&()).map(|o| vec![o]),
+        ..ObjectMeta::default()
+    }
+}
+
+/// The plan's ConfigMap.
+pub fn plan_config_map(
+    backfill: &Backfill,
+    plan: &ReplayPlan,
+) -> Result<ConfigMap, serde_json::Error> {
+    Ok(ConfigMap {
+        metadata: owned_meta(backfill, plan_name(backfill)),
+        data: Some(BTreeMap::from([(
+            PLAN_KEY.to_string(),
+            serde_json::to_string_pretty(plan)?,
+        )])),
+        ..ConfigMap::default()
+    })
+}
+
+/// Worker `index`'s Job, running `image` (the operator's own).
+pub fn worker_job(backfill: &Backfill, index: i32, image: &str) -> Job {
+    let name = job_name(backfill, index);
+    let labels = owned_meta(backfill, name.clone()).labels;
+    Job {
+        metadata: owned_meta(backfill, name),
+        spec: Some(JobSpec {
+            backoff_limit: Some(WORKER_RETRIES),
+            completions: Some(1),
+            parallelism: Some(1),
+            template: PodTemplateSpec {
+                metadata: Some(ObjectMeta {
+                    labels,
+                    ..ObjectMeta::default()
+                }),
+                spec: Some(PodSpec {
+                    restart_policy: Some("Never".into()),
+                    containers: vec![Container {
+                        name: "replay".into(),
+                        image: Some(image.to_string()),
+                        image_pull_policy: Some("IfNotPresent".into()),
+                        args: Some(vec![
+                            "replay".into(),
+                            "--plan".into(),
+                            format!("{PLAN_DIR}/{PLAN_KEY}"),
+                            "--worker".into(),
+                            index.to_string(),
+                        ]),
+                        volume_mounts: Some(vec![VolumeMount {
+                            name: "plan".into(),
+                            mount_path: PLAN_DIR.into(),
+                            read_only: Some(true),
+                            ..VolumeMount::default()
+                        }]),
+                        ..Container::default()
+                    }],
+                    volumes: Some(vec![Volume {
+                        name: "plan".into(),
+                        config_map: Some(ConfigMapVolumeSource {
+                            name: plan_name(backfill),
+                            ..ConfigMapVolumeSource::default()
+                        }),
+                        ..Volume::default()
+                    }]),
+                    ..PodSpec::default()
+                }),
+            },
+            ..JobSpec::default()
+        }),
+        ..Job::default()
+    }
+}
+
+/// Where a worker's Job stands.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum JobState {
+    /// Not finished.
+    Running,
+    /// Its pod succeeded.
+    Succeeded,
+    /// It gave up: the Job's own reason and message.
+    Failed(String),
+}
+
+/// The state of `job`.
+pub fn job_state(job: &Job) -> JobState {
+    let status = job.status.clone().unwrap_or_default();
+    if status.succeeded.unwrap_or(0) >= 1 {
+        return JobState::Succeeded;
+    }
+    let failed = status
+        .conditions
+        .unwrap_or_default()
+        .into_iter()
+        .find(|c| c.type_ == "Failed" && c.status == "True");
+    match failed {
+        Some(c) => JobState::Failed(format!(
+            "{}: {}",
+            c.reason.unwrap_or_default(),
+            c.message.unwrap_or_default()
+        )),
+        None => JobState::Running,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn a_worker_job_runs_the_operator_binary_on_its_share_of_the_mounted_plan() {
+        let backfill: Backfill = serde_json::from_value(json!({
+            "apiVersion": "kappa.dev/v1alpha1", "kind": "Backfill",
+            "metadata": {"name": "rerun", "namespace": "shop", "uid": "u-1"},
+            "spec": {"pipelineRef": "p", "from": "2026-01-01T00:00:00Z", "to": "2026-01-02T00:00:00Z",
+                     "capacity": {"clusters": 2}}
+        }))
+        .expect("backfill");
+        assert_eq!(cluster_names(&backfill), ["rerun-0", "rerun-1"]);
+        let job = worker_job(&backfill, 1, "kappa-operator:0.1.0");
+        assert_eq!(job.name_any(), "rerun-replay-1");
+        assert_eq!(job.owner_references()[0].uid, "u-1");
+        let pod = job.spec.expect("spec").template.spec.expect("pod");
+        let args = pod.containers[0].args.clone().expect("args");
+        assert_eq!(
+            args,
+            [
+                "replay",
+                "--plan",
+                "/etc/kappa/replay/plan.json",
+                "--worker",
+                "1"
+            ]
+        );
+        let volume = &pod.volumes.expect("volumes")[0];
+        assert_eq!(
+            volume.config_map.as_ref().map(|c| c.name.as_str()),
+            Some("rerun-replay-plan")
+        );
+    }
+}

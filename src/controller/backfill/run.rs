@@ -1,0 +1,901 @@
+//! The phases of a Backfill. Each reconcile acts on the phase its status
+//! records and, when that phase's work is done, records the next one
+//! without acting on it: the next reconcile does. So every phase is in the
+//! status before anything of it happens, and an operator restarted at any
+//! instant picks up where the status says.
+//!
+//! Pending: the Pipeline and its set are checked, the extra clusters named.
+//! Provisioning: the set runs them (it reads them from this status); once
+//! they and their topics are ready, the range is located on the source
+//! cluster and the plan stored. Replaying: one Job per worker copies it.
+//! Processing: a Pipeline derived from the live one reads the copy through
+//! its own discovery view until it has consumed everything written.
+//! TearingDown: the derived Pipeline goes, the clusters are kept for
+//! `teardownAfter`, then released; once the set has retired them, the Jobs
+//! and plan go and the run is Completed (or Failed, with the reason kept).
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::future::BoxFuture;
+use futures::FutureExt;
+use k8s_openapi::api::batch::v1::Job;
+use k8s_openapi::api::core::v1::ConfigMap;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use k8s_openapi::jiff::Timestamp;
+use kube::api::{DeleteParams, PostParams};
+use kube::core::DeserializeGuard;
+use kube::runtime::reflector::Store;
+use kube::{Api, ResourceExt};
+
+use super::objects::{self, JobState};
+use super::view;
+use crate::api::backfill::{
+    Backfill, BackfillPhase, BackfillStatus, Progress, ReplayStatus, StreamOffsets,
+};
+use crate::api::kafka_cluster_set::{ClusterStatus, KafkaClusterSet, Provider};
+use crate::api::pipeline::{EngineType, JobState as PipelineState, Pipeline, PipelineSpec};
+use crate::conditions::{DEGRADED, PROGRESSING, READY};
+use crate::controller::verdict::{own_fields, Act, Outcome, Requeue, Wanted};
+use crate::controller::{apply_if_changed, lookup, Shared};
+use crate::discovery::{config_map_name, DiscoveryDocument, DOCUMENT_KEY};
+use crate::error::Error;
+use crate::kafka::{ClusterConnection, KafkaAdmin};
+use crate::replay::plan::{locate, LocateError, ReplayPlan};
+
+/// How often a phase that waits on something outside Kubernetes looks again.
+const RECHECK: Duration = Duration::from_secs(5);
+/// How often a range whose end has not been reached yet is looked at again.
+const RANGE_RECHECK: Duration = Duration::from_secs(30);
+
+/// What the Backfill controller reads and talks to.
+pub struct BackfillDeps {
+    /// Pipelines, to find the live one.
+    pub pipelines: Store<DeserializeGuard<Pipeline>>,
+    /// Sets, to find the clusters.
+    pub sets: Store<DeserializeGuard<KafkaClusterSet>>,
+    /// Kafka's admin API.
+    pub admin: Arc<dyn KafkaAdmin>,
+    /// The operator's own image, which replay workers run.
+    pub image: String,
+}
+
+/// Acts on one Backfill.
+pub struct RunBackfill<'c> {
+    /// Shared controller parts.
+    pub shared: &'c Shared,
+    /// Stores, Kafka and the image.
+    pub deps: &'c BackfillDeps,
+}
+
+impl Act<Backfill> for RunBackfill<'_> {
+    fn act<'a>(self, backfill: &'a Backfill) -> BoxFuture<'a, Result<Outcome, Error>>
+    where
+        Self: 'a,
+    {
+        async move { self.run(backfill).await }.boxed()
+    }
+}
+
+/// Where one reconcile leaves the run.
+struct Step {
+    status: BackfillStatus,
+    reason: &'static str,
+    message: String,
+    requeue: Requeue,
+}
+
+impl Step {
+    fn wait(
+        status: BackfillStatus,
+        reason: &'static str,
+        message: impl Into<String>,
+        requeue: Requeue,
+    ) -> Self {
+        Self {
+            status,
+            reason,
+            message: message.into(),
+            requeue,
+        }
+    }
+
+    /// The run moves to `phase`; the next reconcile acts on it.
+    fn advance(
+        mut status: BackfillStatus,
+        phase: BackfillPhase,
+        message: impl Into<String>,
+    ) -> Self {
+        status.phase = Some(phase);
+        status.phase_time = Some(now());
+        Self::wait(
+            status,
+            phase_reason(phase),
+            message,
+            Requeue::After(Duration::from_millis(200)),
+        )
+    }
+
+    /// The run cannot go on: it tears down what it created and ends Failed.
+    fn fail(mut status: BackfillStatus, reason: &'static str, message: String) -> Self {
+        status.failure = Some(format!("{reason}: {message}"));
+        Self::advance(status, BackfillPhase::TearingDown, message)
+    }
+
+    fn outcome(self) -> Result<Outcome, Error> {
+        let phase = self.status.phase.unwrap_or(BackfillPhase::Pending);
+        let mut conditions = vec![match phase {
+            BackfillPhase::Completed => {
+                Wanted::new(READY, "True", "Completed", self.message.clone())
+            }
+            BackfillPhase::Failed => Wanted::new(READY, "False", "Failed", self.message.clone()),
+            _ => Wanted::new(READY, "Unknown", self.reason, self.message.clone()),
+        }];
+        let settled = matches!(phase, BackfillPhase::Completed | BackfillPhase::Failed);
+        conditions.push(if settled {
+            Wanted::new(
+                PROGRESSING,
+                "False",
+                phase_reason(phase),
+                self.message.clone(),
+            )
+        } else {
+            Wanted::new(PROGRESSING, "True", self.reason, self.message.clone())
+        });
+        conditions.push(match &self.status.failure {
+            Some(failure) => Wanted::new(DEGRADED, "True", "RunFailed", failure.clone()),
+            None => Wanted::new(DEGRADED, "False", "NoFailure", "nothing has failed"),
+        });
+        Ok(Outcome {
+            conditions,
+            fields: own_fields(serde_json::to_value(&self.status)?),
+            requeue: self.requeue,
+        })
+    }
+}
+
+fn phase_reason(phase: BackfillPhase) -> &'static str {
+    match phase {
+        BackfillPhase::Pending => "Pending",
+        BackfillPhase::Provisioning => "Provisioning",
+        BackfillPhase::Replaying => "Replaying",
+        BackfillPhase::Processing => "Processing",
+        BackfillPhase::HandingOff => "HandingOff",
+        BackfillPhase::TearingDown => "TearingDown",
+        BackfillPhase::Completed => "Completed",
+        BackfillPhase::Failed => "Failed",
+    }
+}
+
+fn now() -> Time {
+    Time(Timestamp::now())
+}
+
+/// Seconds since `time`.
+fn since(time: Option<&Time>) -> f64 {
+    time.map_or(0.0, |t| {
+        (Timestamp::now().as_millisecond() - t.0.as_millisecond()).max(0) as f64 / 1000.0
+    })
+}
+
+/// Name of the Pipeline a Backfill derives from the live one.
+pub fn derived_name(backfill: &Backfill) -> String {
+    format!("{}-job", backfill.name_any())
+}
+
+fn view_name(backfill: &Backfill) -> String {
+    format!("{}-discovery", backfill.name_any())
+}
+
+/// Progress with its percentage, average rate since `started` and ETA.
+fn progress(done: i64, total: i64, started: Option<&Time>, lag: Option<i64>) -> Progress {
+    let seconds = since(started);
+    let rate = (seconds > 0.0 && done > 0).then(|| (done as f64 / seconds * 10.0).round() / 10.0);
+    let eta = rate.filter(|r| *r > 0.0).map(|r| {
+        let left = ((total - done).max(0) as f64 / r).ceil() as u64;
+        crate::duration::format_duration(Duration::from_secs(left))
+    });
+    Progress {
+        records_replayed: done,
+        records_total: total,
+        percent: (total > 0).then(|| format!("{}%", done.min(total) * 100 / total)),
+        lag,
+        rate,
+        eta,
+    }
+}
+
+impl RunBackfill<'_> {
+    async fn run(&self, backfill: &Backfill) -> Result<Outcome, Error> {
+        let status = backfill.status.clone().unwrap_or_default();
+        let step = match status.phase.unwrap_or(BackfillPhase::Pending) {
+            BackfillPhase::Pending => self.pending(backfill, status),
+            BackfillPhase::Provisioning => self.provisioning(backfill, status).await?,
+            BackfillPhase::Replaying => self.replaying(backfill, status).await?,
+            BackfillPhase::Processing | BackfillPhase::HandingOff => {
+                self.processing(backfill, status).await?
+            }
+            BackfillPhase::TearingDown => self.tearing_down(backfill, status).await?,
+            phase @ (BackfillPhase::Completed | BackfillPhase::Failed) => {
+                let message = status.failure.clone().unwrap_or_else(|| {
+                    format!(
+                        "{}: the extra clusters, Jobs and plan are gone",
+                        phase_reason(phase)
+                    )
+                });
+                Step::wait(status, phase_reason(phase), message, Requeue::OnChange)
+            }
+        };
+        step.outcome()
+    }
+
+    fn pipeline(&self, backfill: &Backfill) -> Option<Pipeline> {
+        let found = lookup(&self.deps.pipelines, backfill, &backfill.spec.pipeline_ref)?;
+        found.0.as_ref().ok().cloned()
+    }
+
+    fn set(&self, backfill: &Backfill, name: &str) -> Option<KafkaClusterSet> {
+        let found = lookup(&self.deps.sets, backfill, name)?;
+        found.0.as_ref().ok().cloned()
+    }
+
+    fn pending(&self, backfill: &Backfill, status: BackfillStatus) -> Step {
+        let Some(pipeline) = self.pipeline(backfill) else {
+            return Step::wait(
+                status,
+                "PipelineNotFound",
+                format!("Pipeline `{}` does not exist", backfill.spec.pipeline_ref),
+                Requeue::OnChange,
+            );
+        };
+        if pipeline.spec.engine.type_ != EngineType::Consumer {
+            return Step::wait(
+                status,
+                "EngineNotSupported",
+                format!("Pipeline `{}` runs on Flink; this operator version backfills consumer-engine pipelines only", pipeline.name_any()),
+                Requeue::OnChange,
+            );
+        }
+        let set_name = pipeline.spec.cluster_set.clone();
+        let Some(set) = self.set(backfill, &set_name) else {
+            return Step::wait(
+                status,
+                "ClusterSetNotFound",
+                format!(
+                    "KafkaClusterSet `{set_name}` of Pipeline `{}` does not exist",
+                    pipeline.name_any()
+                ),
+                Requeue::OnChange,
+            );
+        };
+        if set.spec.template.provider != Provider::Builtin {
+            return Step::wait(
+                status,
+                "CapacityUnavailable",
+                format!("KafkaClusterSet `{set_name}` has an external template: extra clusters can only be run from a builtin template"),
+                Requeue::OnChange,
+            );
+        }
+        let mut next = status;
+        next.cluster_set = Some(set_name.clone());
+        next.clusters = objects::cluster_names(backfill);
+        next.start_time = Some(now());
+        let message = format!(
+            "adding cluster(s) {} to KafkaClusterSet `{set_name}`",
+            next.clusters.join(", ")
+        );
+        Step::advance(next, BackfillPhase::Provisioning, message)
+    }
+
+    /// Our clusters as the set's status shows them, once all are Ready.
+    fn ready_clusters<'s>(
+        &self,
+        backfill: &Backfill,
+        set: &'s KafkaClusterSet,
+        names: &[String],
+    ) -> Result<Vec<&'s ClusterStatus>, String> {
+        let recorded = set
+            .status
+            .as_ref()
+            .map(|s| s.clusters.as_slice())
+            .unwrap_or_default();
+        let mut ready = Vec::new();
+        let mut waiting = Vec::new();
+        for name in names {
+            match recorded
+                .iter()
+                .find(|c| &c.name == name && c.owner.as_deref() == Some(&backfill.name_any()))
+            {
+                Some(c) if c.phase.as_deref() == Some("Ready") && c.bootstrap_servers.is_some() => {
+                    ready.push(c)
+                }
+                Some(c) => waiting.push(format!(
+                    "`{name}` is {}{}",
+                    c.phase.as_deref().unwrap_or("starting"),
+                    c.message
+                        .as_deref()
+                        .map(|m| format!(" ({m})"))
+                        .unwrap_or_default()
+                )),
+                None => waiting.push(format!("`{name}` is not in the set's status yet")),
+            }
+        }
+        if waiting.is_empty() {
+            Ok(ready)
+        } else {
+            Err(waiting.join("; "))
+        }
+    }
+
+    async fn provisioning(
+        &self,
+        backfill: &Backfill,
+        status: BackfillStatus,
+    ) -> Result<Step, Error> {
+        let set_name = status.cluster_set.clone().unwrap_or_default();
+        let (Some(pipeline), Some(set)) = (self.pipeline(backfill), self.set(backfill, &set_name))
+        else {
+            let message = format!(
+                "Pipeline `{}` or KafkaClusterSet `{set_name}` is gone",
+                backfill.spec.pipeline_ref
+            );
+            return Ok(Step::fail(status, "ReferenceGone", message));
+        };
+        let clusters = match self.ready_clusters(backfill, &set, &status.clusters) {
+            Ok(clusters) => clusters,
+            Err(waiting) => {
+                return Ok(Step::wait(
+                    status,
+                    "ClustersStarting",
+                    format!("waiting for the extra clusters: {waiting}"),
+                    Requeue::After(RECHECK),
+                ))
+            }
+        };
+        let set_status = set.status.clone().unwrap_or_default();
+        let write = set_status
+            .write_cluster
+            .clone()
+            .unwrap_or_else(|| set.spec.routing.write_cluster.clone());
+        let Some(source) = set_status.clusters.iter().find(|c| c.name == write) else {
+            return Ok(Step::wait(
+                status,
+                "SourceNotReady",
+                format!("the write cluster `{write}` is not in the set's status yet"),
+                Requeue::After(RECHECK),
+            ));
+        };
+        let Some(bootstrap) = source.bootstrap_servers.clone() else {
+            return Ok(Step::wait(
+                status,
+                "SourceNotReady",
+                format!("the write cluster `{write}` has no address yet"),
+                Requeue::After(RECHECK),
+            ));
+        };
+        let api: Api<ConfigMap> = Api::namespaced(
+            self.shared.client.clone(),
+            &backfill.namespace().unwrap_or_default(),
+        );
+        let plan = match api.get_opt(&objects::plan_name(backfill)).await? {
+            // A plan stored by an earlier reconcile stays the plan.
+            Some(stored) => stored_plan(&stored)?,
+            None => {
+                let connection = ClusterConnection::plaintext(&bootstrap);
+                let range = (
+                    backfill.spec.from.0.as_millisecond(),
+                    backfill.spec.to.0.as_millisecond(),
+                );
+                let mut streams = Vec::new();
+                for input in &pipeline.spec.inputs {
+                    let topic = source
+                        .streams
+                        .iter()
+                        .find(|s| s.stream == input.stream)
+                        .map_or_else(|| input.stream.clone(), |s| s.topic.clone());
+                    match locate(
+                        self.deps.admin.as_ref(),
+                        &connection,
+                        (&input.stream, &topic, &topic),
+                        range,
+                    )
+                    .await
+                    {
+                        Ok(stream) => streams.push(stream),
+                        Err(error @ LocateError::Open { .. }) => {
+                            return Ok(Step::wait(status, "RangeOpen", format!("{error}: the replay starts once every partition has passed spec.to"), Requeue::After(RANGE_RECHECK)));
+                        }
+                        Err(LocateError::Kafka(error)) => {
+                            return Ok(Step::wait(
+                                status,
+                                error.category(),
+                                format!("locating the range on `{write}`: {error}"),
+                                Requeue::Backoff,
+                            ));
+                        }
+                    }
+                }
+                let plan = ReplayPlan {
+                    source: bootstrap.clone(),
+                    destinations: clusters
+                        .iter()
+                        .filter_map(|c| c.bootstrap_servers.clone())
+                        .collect(),
+                    multiplier: backfill.spec.capacity.partition_multiplier,
+                    workers: backfill.spec.capacity.parallelism,
+                    progress_group: objects::progress_group(backfill),
+                    streams,
+                };
+                let config_map = objects::plan_config_map(backfill, &plan)?;
+                match api.create(&PostParams::default(), &config_map).await {
+                    Ok(_) => plan,
+                    Err(kube::Error::Api(e)) if e.code == 409 => {
+                        return Ok(Step::wait(
+                            status,
+                            "Provisioning",
+                            "the plan was stored meanwhile",
+                            Requeue::After(Duration::from_millis(200)),
+                        ));
+                    }
+                    Err(error) => return Err(error.into()),
+                }
+            }
+        };
+        let mut next = status;
+        let total = plan.total_records();
+        next.replay = Some(ReplayStatus {
+            plan: objects::plan_name(backfill),
+            jobs: (0..plan.workers)
+                .map(|i| objects::job_name(backfill, i))
+                .collect(),
+            records_total: total,
+            handoff_offsets: plan
+                .streams
+                .iter()
+                .map(|s| StreamOffsets {
+                    cluster: None,
+                    stream: s.stream.clone(),
+                    topic: s.source_topic.clone(),
+                    offsets: s
+                        .partitions
+                        .iter()
+                        .map(|r| (r.partition.to_string(), r.end))
+                        .collect(),
+                })
+                .collect(),
+            written: Vec::new(),
+        });
+        next.progress = Some(progress(0, total, None, None));
+        let message = format!(
+            "replaying {total} record(s) from `{write}` with {} worker(s)",
+            plan.workers
+        );
+        Ok(Step::advance(next, BackfillPhase::Replaying, message))
+    }
+
+    /// Per extra cluster, the committed offsets of `group` on `topics`.
+    async fn committed(
+        &self,
+        set: &KafkaClusterSet,
+        names: &[String],
+        group: &str,
+        topics: &[String],
+    ) -> Result<BTreeMap<String, BTreeMap<String, BTreeMap<i32, i64>>>, String> {
+        let recorded = set
+            .status
+            .as_ref()
+            .map(|s| s.clusters.as_slice())
+            .unwrap_or_default();
+        let mut all = BTreeMap::new();
+        for name in names {
+            let Some(bootstrap) = recorded
+                .iter()
+                .find(|c| &c.name == name)
+                .and_then(|c| c.bootstrap_servers.clone())
+            else {
+                return Err(format!(
+                    "cluster `{name}` has no address in the set's status"
+                ));
+            };
+            let offsets = self
+                .deps
+                .admin
+                .group_offsets(&ClusterConnection::plaintext(&bootstrap), group, topics)
+                .await
+                .map_err(|e| format!("cluster `{name}`: {e}"))?;
+            all.insert(name.clone(), offsets);
+        }
+        Ok(all)
+    }
+
+    async fn replaying(&self, backfill: &Backfill, status: BackfillStatus) -> Result<Step, Error> {
+        let Some(replay) = status.replay.clone() else {
+            return Ok(Step::fail(
+                status,
+                "PlanLost",
+                "the replay's plan is not recorded".into(),
+            ));
+        };
+        let set_name = status.cluster_set.clone().unwrap_or_default();
+        let Some(set) = self.set(backfill, &set_name) else {
+            return Ok(Step::fail(
+                status,
+                "ReferenceGone",
+                format!("KafkaClusterSet `{set_name}` is gone"),
+            ));
+        };
+        let namespace = backfill.namespace().unwrap_or_default();
+        let jobs: Api<Job> = Api::namespaced(self.shared.client.clone(), &namespace);
+        let mut states = Vec::new();
+        for (index, name) in replay.jobs.iter().enumerate() {
+            let job = match jobs.get_opt(name).await? {
+                Some(job) => job,
+                None => {
+                    let desired = objects::worker_job(backfill, index as i32, &self.deps.image);
+                    match jobs.create(&PostParams::default(), &desired).await {
+                        Ok(job) => job,
+                        Err(kube::Error::Api(e)) if e.code == 409 => continue,
+                        Err(error) => return Err(error.into()),
+                    }
+                }
+            };
+            states.push((name.clone(), objects::job_state(&job)));
+        }
+        if let Some((name, JobState::Failed(why))) = states
+            .iter()
+            .find(|(_, s)| matches!(s, JobState::Failed(_)))
+        {
+            return Ok(Step::fail(
+                status,
+                "ReplayFailed",
+                format!("replay Job `{name}` failed: {why}"),
+            ));
+        }
+        let topics: Vec<String> = replay
+            .handoff_offsets
+            .iter()
+            .map(|s| s.topic.clone())
+            .collect();
+        let committed = self
+            .committed(
+                &set,
+                &status.clusters,
+                &objects::progress_group(backfill),
+                &topics,
+            )
+            .await;
+        let mut next = status;
+        let replayed = committed.as_ref().map_or(0, |all| {
+            all.values()
+                .flat_map(|t| t.values())
+                .flat_map(|p| p.values())
+                .sum::<i64>()
+        });
+        next.progress = Some(progress(
+            replayed,
+            replay.records_total,
+            next.phase_time.as_ref(),
+            None,
+        ));
+        let done = states.len() == replay.jobs.len()
+            && states.iter().all(|(_, s)| *s == JobState::Succeeded);
+        match (done, committed) {
+            (true, Ok(all)) => {
+                let written = all
+                    .iter()
+                    .flat_map(|(cluster, topics)| {
+                        replay.handoff_offsets.iter().map(move |s| StreamOffsets {
+                            cluster: Some(cluster.clone()),
+                            stream: s.stream.clone(),
+                            topic: s.topic.clone(),
+                            offsets: topics
+                                .get(&s.topic)
+                                .map(|p| p.iter().map(|(k, v)| (k.to_string(), *v)).collect())
+                                .unwrap_or_default(),
+                        })
+                    })
+                    .collect();
+                if let Some(r) = next.replay.as_mut() {
+                    r.written = written;
+                }
+                next.progress = Some(progress(
+                    replayed,
+                    replay.records_total,
+                    None,
+                    Some(replayed),
+                ));
+                let message = format!(
+                    "replayed {replayed} record(s); starting the backfill job `{}`",
+                    derived_name(backfill)
+                );
+                Ok(Step::advance(next, BackfillPhase::Processing, message))
+            }
+            (_, Err(why)) => Ok(Step::wait(
+                next,
+                "ProgressUnreadable",
+                format!("replay Jobs running; progress unreadable: {why}"),
+                Requeue::After(RECHECK),
+            )),
+            (false, Ok(_)) => {
+                let running = states
+                    .iter()
+                    .filter(|(_, s)| *s == JobState::Running)
+                    .count();
+                Ok(Step::wait(
+                    next,
+                    "Replaying",
+                    format!(
+                        "{replayed} of {} record(s) replayed; {running} worker(s) running",
+                        replay.records_total
+                    ),
+                    Requeue::After(RECHECK),
+                ))
+            }
+        }
+    }
+
+    async fn processing(&self, backfill: &Backfill, status: BackfillStatus) -> Result<Step, Error> {
+        let set_name = status.cluster_set.clone().unwrap_or_default();
+        let (Some(live), Some(set)) = (self.pipeline(backfill), self.set(backfill, &set_name))
+        else {
+            let message = format!(
+                "Pipeline `{}` or KafkaClusterSet `{set_name}` is gone",
+                backfill.spec.pipeline_ref
+            );
+            return Ok(Step::fail(status, "ReferenceGone", message));
+        };
+        let written = status
+            .replay
+            .as_ref()
+            .map(|r| r.written.clone())
+            .unwrap_or_default();
+        let namespace = backfill.namespace().unwrap_or_default();
+        let config_maps: Api<ConfigMap> = Api::namespaced(self.shared.client.clone(), &namespace);
+        let Some(document) = live_document(&config_maps, &set_name).await? else {
+            return Ok(Step::wait(
+                status,
+                "DiscoveryMissing",
+                format!("KafkaClusterSet `{set_name}` has not published its discovery document"),
+                Requeue::After(RECHECK),
+            ));
+        };
+        let inputs: Vec<String> = live.spec.inputs.iter().map(|i| i.stream.clone()).collect();
+        let shown = view::view(&document, &inputs, &written);
+        let view_map = ConfigMap {
+            metadata: objects::owned_meta(backfill, view_name(backfill)),
+            data: Some(BTreeMap::from([(
+                DOCUMENT_KEY.to_string(),
+                shown.to_json(),
+            )])),
+            ..ConfigMap::default()
+        };
+        apply_if_changed(&config_maps, view_map).await?;
+        let derived = derive(backfill, &live);
+        let pipelines: Api<Pipeline> = Api::namespaced(self.shared.client.clone(), &namespace);
+        apply_if_changed(&pipelines, derived.clone()).await?;
+        let topics: Vec<String> = written
+            .iter()
+            .map(|w| w.topic.clone())
+            .collect::<std::collections::BTreeSet<_>>()
+            .into_iter()
+            .collect();
+        let mut done = true;
+        let mut consumed = 0;
+        for input in &derived.spec.inputs {
+            let group = input.consumer_group.clone().unwrap_or_default();
+            match self
+                .committed(&set, &status.clusters, &group, &topics)
+                .await
+            {
+                Ok(all) => {
+                    let on: BTreeMap<String, BTreeMap<i32, i64>> = all
+                        .into_iter()
+                        .map(|(cluster, t)| {
+                            (
+                                cluster,
+                                t.get(&input.stream)
+                                    .or_else(|| t.values().next())
+                                    .cloned()
+                                    .unwrap_or_default(),
+                            )
+                        })
+                        .collect();
+                    consumed += on.values().flat_map(|p| p.values()).sum::<i64>();
+                    let mine: Vec<StreamOffsets> = written
+                        .iter()
+                        .filter(|w| w.stream == input.stream)
+                        .cloned()
+                        .collect();
+                    done &= view::consumed(&mine, &on);
+                }
+                Err(why) => {
+                    return Ok(Step::wait(
+                        status,
+                        "ProgressUnreadable",
+                        format!("backfill job running; progress unreadable: {why}"),
+                        Requeue::After(RECHECK),
+                    ))
+                }
+            }
+        }
+        let total: i64 = written.iter().flat_map(|w| w.offsets.values()).sum();
+        let mut next = status;
+        let replayed = next.progress.as_ref().map_or(total, |p| p.records_replayed);
+        next.progress = Some(Progress {
+            lag: Some((total - consumed).max(0)),
+            ..progress(
+                replayed,
+                next.replay.as_ref().map_or(total, |r| r.records_total),
+                None,
+                None,
+            )
+        });
+        if let Some(p) = next.progress.as_mut() {
+            let rate = progress(consumed, total, next.phase_time.as_ref(), None);
+            p.rate = rate.rate;
+            p.eta = rate.eta;
+        }
+        if done {
+            let message = format!("the backfill job consumed all {total} replayed record(s)");
+            return Ok(Step::advance(next, BackfillPhase::TearingDown, message));
+        }
+        Ok(Step::wait(
+            next,
+            "Processing",
+            format!(
+                "backfill job `{}` has consumed {consumed} of {total} record(s)",
+                derived.name_any()
+            ),
+            Requeue::After(RECHECK),
+        ))
+    }
+
+    async fn tearing_down(
+        &self,
+        backfill: &Backfill,
+        status: BackfillStatus,
+    ) -> Result<Step, Error> {
+        let namespace = backfill.namespace().unwrap_or_default();
+        let params = DeleteParams::background();
+        let pipelines: Api<Pipeline> = Api::namespaced(self.shared.client.clone(), &namespace);
+        if gone(pipelines.delete(&derived_name(backfill), &params).await)? {
+            // The derived job stops first: it reads the extra clusters.
+        } else {
+            return Ok(Step::wait(
+                status,
+                "TearingDown",
+                format!("stopping the backfill job `{}`", derived_name(backfill)),
+                Requeue::After(RECHECK),
+            ));
+        }
+        let keep =
+            crate::duration::parse_duration(&backfill.spec.teardown_after).unwrap_or_default();
+        let kept = since(status.phase_time.as_ref());
+        if !status.clusters.is_empty() && kept < keep.as_secs_f64() {
+            let left = Duration::from_secs_f64(keep.as_secs_f64() - kept);
+            return Ok(Step::wait(
+                status,
+                "TearingDown",
+                format!(
+                    "keeping the extra clusters for spec.teardownAfter ({})",
+                    backfill.spec.teardown_after
+                ),
+                Requeue::After(left.max(Duration::from_secs(1))),
+            ));
+        }
+        let mut next = status;
+        if !next.clusters.is_empty() {
+            // Released: the set no longer counts them as members and retires them.
+            let released = std::mem::take(&mut next.clusters).join(", ");
+            return Ok(Step::wait(
+                next,
+                "TearingDown",
+                format!("released cluster(s) {released}; waiting for the set to retire them"),
+                Requeue::After(RECHECK),
+            ));
+        }
+        let set_name = next.cluster_set.clone().unwrap_or_default();
+        let lingering: Vec<String> = self
+            .set(backfill, &set_name)
+            .and_then(|s| s.status)
+            .map(|s| {
+                s.clusters
+                    .into_iter()
+                    .filter(|c| c.owner.as_deref() == Some(&backfill.name_any()))
+                    .map(|c| c.name)
+                    .collect()
+            })
+            .unwrap_or_default();
+        if !lingering.is_empty() {
+            return Ok(Step::wait(
+                next,
+                "TearingDown",
+                format!(
+                    "waiting for KafkaClusterSet `{set_name}` to retire {}",
+                    lingering.join(", ")
+                ),
+                Requeue::After(RECHECK),
+            ));
+        }
+        let jobs: Api<Job> = Api::namespaced(self.shared.client.clone(), &namespace);
+        let config_maps: Api<ConfigMap> = Api::namespaced(self.shared.client.clone(), &namespace);
+        let job_names = next
+            .replay
+            .as_ref()
+            .map(|r| r.jobs.clone())
+            .unwrap_or_default();
+        for name in &job_names {
+            gone(jobs.delete(name, &params).await)?;
+        }
+        gone(
+            config_maps
+                .delete(&objects::plan_name(backfill), &params)
+                .await,
+        )?;
+        gone(config_maps.delete(&view_name(backfill), &params).await)?;
+        next.completion_time = Some(now());
+        let (phase, message) = match &next.failure {
+            Some(failure) => (BackfillPhase::Failed, failure.clone()),
+            None => (BackfillPhase::Completed, "the backfill job consumed the replayed range; extra clusters, Jobs and plan removed".to_string()),
+        };
+        Ok(Step::advance(next, phase, message))
+    }
+}
+
+/// Whether a delete found the object already gone (`true`) or started it.
+fn gone<T>(result: Result<T, kube::Error>) -> Result<bool, Error> {
+    match result {
+        Err(kube::Error::Api(e)) if e.code == 404 => Ok(true),
+        Err(error) => Err(error.into()),
+        Ok(_) => Ok(false),
+    }
+}
+
+fn stored_plan(config_map: &ConfigMap) -> Result<ReplayPlan, Error> {
+    let text = config_map
+        .data
+        .as_ref()
+        .and_then(|d| d.get(objects::PLAN_KEY))
+        .ok_or(Error::MissingObjectField("data.plan.json"))?;
+    Ok(serde_json::from_str(text)?)
+}
+
+async fn live_document(
+    api: &Api<ConfigMap>,
+    set: &str,
+) -> Result<Option<DiscoveryDocument>, Error> {
+    let Some(map) = api.get_opt(&config_map_name(set)).await? else {
+        return Ok(None);
+    };
+    Ok(map
+        .data
+        .as_ref()
+        .and_then(|d| d.get(DOCUMENT_KEY))
+        .and_then(|text| serde_json::from_str(text).ok()))
+}
+
+/// The backfill job: the live Pipeline's spec, running, with the backfill's
+/// parallelism, its own consumer groups and the backfill's discovery view,
+/// owned by the Backfill.
+pub fn derive(backfill: &Backfill, live: &Pipeline) -> Pipeline {
+    let mut spec: PipelineSpec = live.spec.clone();
+    spec.state = PipelineState::Running;
+    spec.restore_from = None;
+    spec.savepoints = None;
+    spec.slo = None;
+    spec.discovery = Some(view_name(backfill));
+    for input in &mut spec.inputs {
+        let group = input
+            .consumer_group
+            .clone()
+            .unwrap_or_else(|| format!("{}-{}", live.name_any(), input.stream));
+        input.consumer_group = Some(format!("{group}-{}", backfill.name_any()));
+    }
+    if let Some(consumer) = spec.engine.consumer.as_mut() {
+        consumer.replicas = backfill.spec.capacity.parallelism;
+    }
+    let mut pipeline = Pipeline::new(&derived_name(backfill), spec);
+    pipeline.metadata = objects::owned_meta(backfill, derived_name(backfill));
+    pipeline
+}
