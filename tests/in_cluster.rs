@@ -1003,3 +1003,150 @@ async fn an_application_mode_job_runs_on_the_node_and_upgrades_from_its_savepoin
     }
     assert_pods_logged_no_refusal(testbed);
 }
+
+/// The phases a Backfill went through, polled until it settles.
+async fn follow_backfill(
+    client: &kube::Client,
+    ns: &str,
+    name: &str,
+    within: Duration,
+) -> (Vec<String>, serde_json::Value) {
+    let started = Instant::now();
+    let mut phases: Vec<String> = Vec::new();
+    loop {
+        let status = common::status(client, ns, "Backfill", name).await;
+        if let Some(phase) = status["phase"].as_str() {
+            if phases.last().map(String::as_str) != Some(phase) {
+                println!(
+                    "{:>6.1}s backfill {name}: {phase} ({})",
+                    started.elapsed().as_secs_f64(),
+                    status["conditions"]
+                );
+                phases.push(phase.to_string());
+            }
+            if phase == "Completed" || phase == "Failed" {
+                return (phases, status);
+            }
+        }
+        assert!(
+            started.elapsed() < within,
+            "backfill {name} did not settle; phases {phases:?}, status {status}"
+        );
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+}
+
+/// Time (ms) as RFC 3339.
+fn rfc3339(ms: i64) -> String {
+    k8s_openapi::jiff::Timestamp::from_millisecond(ms)
+        .expect("a time")
+        .to_string()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_backfill_replays_its_range_into_extra_clusters_runs_its_job_and_leaves_nothing_behind() {
+    let testbed = Testbed::with_node();
+    deploy_operator(testbed);
+    let client = testbed.client().await;
+    let ns = testbed.namespace("backfill").await;
+    // The live cluster is a broker the test reaches; the extra clusters are
+    // builtin ones the operator runs from the template.
+    let live = tansu_pod(testbed, &ns, "kafka-live");
+    let set = json!({
+        "apiVersion": "kappa.dev/v1alpha1", "kind": "KafkaClusterSet", "metadata": {"name": "events"},
+        "spec": {
+            "template": {"provider": "builtin", "builtin": {
+                "image": "kappa-kafka-tansu:0.6.0", "version": "0.6.0", "nodes": 1,
+                "storage": {"size": "1Gi", "ephemeral": true}, "resources": {"memory": "256Mi"}}},
+            "clusters": [{"name": "live", "overrides": {"provider": "external", "external": {"bootstrapServers": [live]}}}],
+            "streams": [{"name": "orders", "partitions": 4}],
+            "routing": {"writeCluster": "live"}
+        }
+    });
+    create(&client, &ns, set).await.expect("set created");
+    common::wait_for_ready(
+        &client,
+        &ns,
+        "KafkaClusterSet",
+        "events",
+        Duration::from_secs(120),
+        |c| c.status == "True",
+    )
+    .await;
+    let (from, to) = common::replay::write_source(&live, "orders", [2_000, 20_000, 2_000], 100);
+
+    let version = env!("CARGO_PKG_VERSION");
+    let app = json!({
+        "clusterSet": "events",
+        "inputs": [{"stream": "orders", "consumerGroup": "totals-app"}],
+        "engine": {"type": "consumer", "consumer": {"replicas": 1, "template": {"spec": {
+            "containers": [{"name": "app", "image": format!("kappa-demo:{version}"),
+                            "imagePullPolicy": "Never", "args": ["consume"]}]}}}}
+    });
+    create(&client, &ns, pipeline("totals", app))
+        .await
+        .expect("pipeline");
+    let backfill = json!({
+        "apiVersion": "kappa.dev/v1alpha1", "kind": "Backfill", "metadata": {"name": "rerun"},
+        "spec": {"pipelineRef": "totals", "from": rfc3339(from), "to": rfc3339(to),
+                 "capacity": {"clusters": 2, "partitionMultiplier": 2, "parallelism": 2},
+                 "completion": "outputOnly", "teardownAfter": "0s"}
+    });
+    create(&client, &ns, backfill).await.expect("backfill");
+    let (phases, status) = follow_backfill(&client, &ns, "rerun", Duration::from_secs(480)).await;
+    assert_eq!(
+        phases,
+        [
+            "Provisioning",
+            "Replaying",
+            "Processing",
+            "TearingDown",
+            "Completed"
+        ],
+        "{status}"
+    );
+    let replay = &status["replay"];
+    assert_eq!(replay["recordsTotal"], 20_000, "{status}");
+    assert_eq!(status["progress"]["recordsReplayed"], 20_000, "{status}");
+    let written: i64 = replay["written"]
+        .as_array()
+        .expect("written offsets")
+        .iter()
+        .flat_map(|w| {
+            w["offsets"]
+                .as_object()
+                .expect("offsets")
+                .values()
+                .map(|v| v.as_i64().expect("offset"))
+        })
+        .sum();
+    assert_eq!(written, 20_000, "{status}");
+    // The hand-off offsets are where the range ends on the live cluster: the
+    // first record of the third part on every partition.
+    let handoff: i64 = replay["handoffOffsets"][0]["offsets"]
+        .as_object()
+        .expect("hand-off offsets")
+        .values()
+        .map(|v| v.as_i64().expect("offset"))
+        .sum();
+    assert_eq!(handoff, 22_000, "{status}");
+    assert_eq!(
+        status["clusters"],
+        serde_json::Value::Null,
+        "released: {status}"
+    );
+
+    // Nothing it created is left: clusters, Jobs, plan, view, derived job.
+    let set_status = common::status(&client, &ns, "KafkaClusterSet", "events").await;
+    let names: Vec<&str> = set_status["clusters"]
+        .as_array()
+        .expect("clusters")
+        .iter()
+        .filter_map(|c| c["name"].as_str())
+        .collect();
+    assert_eq!(names, ["live"], "{set_status}");
+    for kind in ["jobs", "statefulsets", "pipelines", "configmaps"] {
+        let left = testbed.kubectl(&["-n", &ns, "get", kind, "-o", "name"]);
+        assert!(!left.contains("rerun"), "{kind} left behind: {left}");
+    }
+}

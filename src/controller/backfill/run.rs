@@ -32,7 +32,7 @@ use kube::{Api, ResourceExt};
 use super::objects::{self, JobState};
 use super::view;
 use crate::api::backfill::{
-    Backfill, BackfillPhase, BackfillStatus, Progress, ReplayStatus, StreamOffsets,
+    Backfill, BackfillPhase, BackfillStatus, Completion, Progress, ReplayStatus, StreamOffsets,
 };
 use crate::api::kafka_cluster_set::{ClusterStatus, KafkaClusterSet, Provider};
 use crate::api::pipeline::{EngineType, JobState as PipelineState, Pipeline, PipelineSpec};
@@ -254,6 +254,14 @@ impl RunBackfill<'_> {
                 status,
                 "EngineNotSupported",
                 format!("Pipeline `{}` runs on Flink; this operator version backfills consumer-engine pipelines only", pipeline.name_any()),
+                Requeue::OnChange,
+            );
+        }
+        if backfill.spec.completion == Completion::Handoff {
+            return Step::wait(
+                status,
+                "HandoffNotSupported",
+                "spec.completion: handoff is not available in this operator version (a consumer pipeline's state is its committed offsets, which a hand-off would move back); use outputOnly",
                 Requeue::OnChange,
             );
         }
