@@ -1043,8 +1043,56 @@ fn rfc3339(ms: i64) -> String {
         .to_string()
 }
 
+/// What a Backfill named `name` created that is still there: its clusters in
+/// the set's status, and Jobs, StatefulSets, Pipelines and ConfigMaps by name.
+async fn leftovers(testbed: &Testbed, client: &kube::Client, ns: &str, name: &str) -> Vec<String> {
+    let set = common::status(client, ns, "KafkaClusterSet", "events").await;
+    let mut left: Vec<String> = set["clusters"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|c| c["owner"] == name)
+        .map(|c| format!("cluster {}", c["name"]))
+        .collect();
+    for kind in ["jobs", "statefulsets", "pipelines", "configmaps"] {
+        let names = testbed.kubectl(&["-n", ns, "get", kind, "-o", "name"]);
+        left.extend(
+            names
+                .lines()
+                .filter(|l| l.contains(&format!("{name}-")))
+                .map(String::from),
+        );
+    }
+    left
+}
+
+/// Force-deletes pods matching `selector` (a name or `-l` selector); how many went.
+fn kill_pods(testbed: &Testbed, ns: &str, selector: &[&str]) -> usize {
+    let mut args = vec![
+        "-n",
+        ns,
+        "delete",
+        "pod",
+        "--grace-period=0",
+        "--force",
+        "--ignore-not-found",
+    ];
+    args.extend_from_slice(selector);
+    let output = testbed.kubectl_output(&args);
+    String::from_utf8_lossy(&output.stdout)
+        .lines()
+        .filter(|l| l.contains("deleted"))
+        .count()
+}
+
+/// The phase a Backfill's status records.
+async fn phase_of(client: &kube::Client, ns: &str, name: &str) -> String {
+    let status = common::status(client, ns, "Backfill", name).await;
+    status["phase"].as_str().unwrap_or_default().to_string()
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn a_backfill_replays_its_range_into_extra_clusters_runs_its_job_and_leaves_nothing_behind() {
+async fn a_backfill_of_a_million_records_survives_faults_and_leaves_nothing_behind() {
     let testbed = Testbed::with_node();
     deploy_operator(testbed);
     let client = testbed.client().await;
@@ -1057,7 +1105,7 @@ async fn a_backfill_replays_its_range_into_extra_clusters_runs_its_job_and_leave
         "spec": {
             "template": {"provider": "builtin", "builtin": {
                 "image": "kappa-kafka-tansu:0.6.0", "version": "0.6.0", "nodes": 1,
-                "storage": {"size": "1Gi", "ephemeral": true}, "resources": {"memory": "256Mi"}}},
+                "storage": {"size": "1Gi", "ephemeral": true}, "resources": {"memory": "1Gi"}}},
             "clusters": [{"name": "live", "overrides": {"provider": "external", "external": {"bootstrapServers": [live]}}}],
             "streams": [{"name": "orders", "partitions": 4}],
             "routing": {"writeCluster": "live"}
@@ -1073,11 +1121,12 @@ async fn a_backfill_replays_its_range_into_extra_clusters_runs_its_job_and_leave
         |c| c.status == "True",
     )
     .await;
-    let (from, to) = common::replay::write_source(&live, "orders", [2_000, 20_000, 2_000], 100);
+    const RANGE: u64 = 1_000_000;
+    let (from, to) = common::replay::write_source(&live, "orders", [20_000, RANGE, 20_000], 1_000);
 
     let version = env!("CARGO_PKG_VERSION");
     let app = json!({
-        "clusterSet": "events",
+        "clusterSet": "events", "state": "suspended",
         "inputs": [{"stream": "orders", "consumerGroup": "totals-app"}],
         "engine": {"type": "consumer", "consumer": {"replicas": 1, "template": {"spec": {
             "containers": [{"name": "app", "image": format!("kappa-demo:{version}"),
@@ -1086,14 +1135,98 @@ async fn a_backfill_replays_its_range_into_extra_clusters_runs_its_job_and_leave
     create(&client, &ns, pipeline("totals", app))
         .await
         .expect("pipeline");
-    let backfill = json!({
-        "apiVersion": "kappa.dev/v1alpha1", "kind": "Backfill", "metadata": {"name": "rerun"},
-        "spec": {"pipelineRef": "totals", "from": rfc3339(from), "to": rfc3339(to),
-                 "capacity": {"clusters": 2, "partitionMultiplier": 2, "parallelism": 2},
-                 "completion": "outputOnly", "teardownAfter": "0s"}
-    });
-    create(&client, &ns, backfill).await.expect("backfill");
-    let (phases, status) = follow_backfill(&client, &ns, "rerun", Duration::from_secs(480)).await;
+    let backfill = |name: &str| {
+        json!({
+            "apiVersion": "kappa.dev/v1alpha1", "kind": "Backfill", "metadata": {"name": name},
+            "spec": {"pipelineRef": "totals", "from": rfc3339(from), "to": rfc3339(to),
+                     "capacity": {"clusters": 2, "partitionMultiplier": 2, "parallelism": 2},
+                     "completion": "outputOnly", "teardownAfter": "0s"}
+        })
+    };
+
+    // Deleted while replaying: everything it created goes.
+    create(&client, &ns, backfill("dropped"))
+        .await
+        .expect("backfill");
+    let started = Instant::now();
+    while !testbed
+        .kubectl(&["-n", &ns, "get", "jobs", "-o", "name"])
+        .contains("dropped-replay")
+    {
+        assert!(
+            started.elapsed() < Duration::from_secs(180),
+            "no replay Job; phase {}",
+            phase_of(&client, &ns, "dropped").await
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    testbed.kubectl(&["-n", &ns, "delete", "backfill", "dropped", "--wait=false"]);
+    let started = Instant::now();
+    loop {
+        let left = leftovers(testbed, &client, &ns, "dropped").await;
+        if left.is_empty() {
+            println!(
+                "a Backfill deleted while replaying left nothing after {:.1}s",
+                started.elapsed().as_secs_f64()
+            );
+            break;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(180),
+            "left behind by a deleted Backfill: {left:?}"
+        );
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+
+    // A full run while the operator's leader pod is killed every 20 s, a
+    // replay worker's pod is killed mid-copy and an extra cluster's broker
+    // pod restarts mid-replay (it comes back empty).
+    create(&client, &ns, backfill("rerun"))
+        .await
+        .expect("backfill");
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let faults = {
+        let (client, ns, stop) = (client.clone(), ns.clone(), stop.clone());
+        tokio::spawn(async move {
+            let leases: Api<Lease> = Api::namespaced(client.clone(), "kappa-system");
+            let (mut leaders, mut worker, mut broker) = (0, false, false);
+            let mut last_kill = Instant::now();
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                if last_kill.elapsed() >= Duration::from_secs(20) {
+                    if let Some(leader) = lease_holder(&leases).await {
+                        leaders += kill_pods(testbed, "kappa-system", &[&leader]);
+                    }
+                    last_kill = Instant::now();
+                }
+                if phase_of(&client, &ns, "rerun").await == "Replaying" && !(worker && broker) {
+                    let running = testbed.kubectl(&[
+                        "-n",
+                        &ns,
+                        "get",
+                        "pods",
+                        "-l",
+                        "job-name=rerun-replay-0",
+                        "--field-selector=status.phase=Running",
+                        "-o",
+                        "name",
+                    ]);
+                    if !running.trim().is_empty() {
+                        tokio::time::sleep(Duration::from_secs(2)).await;
+                        worker = kill_pods(testbed, &ns, &["-l", "job-name=rerun-replay-0"]) > 0;
+                        broker = kill_pods(testbed, &ns, &["events-rerun-1-0"]) > 0;
+                        println!("killed replay worker 0: {worker}; restarted broker events-rerun-1-0: {broker}");
+                    }
+                }
+                tokio::time::sleep(Duration::from_millis(300)).await;
+            }
+            (leaders, worker, broker)
+        })
+    };
+    let (phases, status) = follow_backfill(&client, &ns, "rerun", Duration::from_secs(1200)).await;
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let (leaders, worker, broker) = faults.await.expect("fault task");
+    println!("faults: {leaders} leader pod(s) killed, replay worker killed: {worker}, broker restarted: {broker}");
+    assert!(worker && broker, "the faults did not land while replaying");
     assert_eq!(
         phases,
         [
@@ -1106,8 +1239,11 @@ async fn a_backfill_replays_its_range_into_extra_clusters_runs_its_job_and_leave
         "{status}"
     );
     let replay = &status["replay"];
-    assert_eq!(replay["recordsTotal"], 20_000, "{status}");
-    assert_eq!(status["progress"]["recordsReplayed"], 20_000, "{status}");
+    assert_eq!(replay["recordsTotal"], RANGE, "{status}");
+    assert_eq!(status["progress"]["recordsReplayed"], RANGE, "{status}");
+    // What the extra clusters held at the end of the replay, partition by
+    // partition (fresh topics, so their next offsets are their record
+    // counts): every record of the range once.
     let written: i64 = replay["written"]
         .as_array()
         .expect("written offsets")
@@ -1120,7 +1256,7 @@ async fn a_backfill_replays_its_range_into_extra_clusters_runs_its_job_and_leave
                 .map(|v| v.as_i64().expect("offset"))
         })
         .sum();
-    assert_eq!(written, 20_000, "{status}");
+    assert_eq!(written, RANGE as i64, "{status}");
     // The hand-off offsets are where the range ends on the live cluster: the
     // first record of the third part on every partition.
     let handoff: i64 = replay["handoffOffsets"][0]["offsets"]
@@ -1129,24 +1265,13 @@ async fn a_backfill_replays_its_range_into_extra_clusters_runs_its_job_and_leave
         .values()
         .map(|v| v.as_i64().expect("offset"))
         .sum();
-    assert_eq!(handoff, 22_000, "{status}");
+    assert_eq!(handoff, (20_000 + RANGE) as i64, "{status}");
     assert_eq!(
         status["clusters"],
         serde_json::Value::Null,
         "released: {status}"
     );
-
-    // Nothing it created is left: clusters, Jobs, plan, view, derived job.
-    let set_status = common::status(&client, &ns, "KafkaClusterSet", "events").await;
-    let names: Vec<&str> = set_status["clusters"]
-        .as_array()
-        .expect("clusters")
-        .iter()
-        .filter_map(|c| c["name"].as_str())
-        .collect();
-    assert_eq!(names, ["live"], "{set_status}");
-    for kind in ["jobs", "statefulsets", "pipelines", "configmaps"] {
-        let left = testbed.kubectl(&["-n", &ns, "get", kind, "-o", "name"]);
-        assert!(!left.contains("rerun"), "{kind} left behind: {left}");
-    }
+    let left = leftovers(testbed, &client, &ns, "rerun").await;
+    assert!(left.is_empty(), "left behind: {left:?}");
+    assert_pods_logged_no_refusal(testbed);
 }

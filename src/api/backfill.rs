@@ -214,10 +214,18 @@ pub struct ReplayStatus {
     /// live pipeline continues after a hand-off.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub handoff_offsets: Vec<StreamOffsets>,
+    /// Times the workers were run again because the extra clusters held
+    /// less than the range after they had finished (a broker lost records).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub reruns: i32,
     /// Per extra cluster and stream, the offsets the replay wrote up to:
     /// where the backfill job's reading ends.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub written: Vec<StreamOffsets>,
+}
+
+fn is_zero(value: &i32) -> bool {
+    *value == 0
 }
 
 /// Offsets of one stream's topic, per partition (as decimal strings).

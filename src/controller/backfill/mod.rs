@@ -57,6 +57,18 @@ async fn reconcile(
     backfill: Arc<DeserializeGuard<Backfill>>,
     ctx: Arc<Ctx<Stores>>,
 ) -> Result<Action, Error> {
+    // A reference missing from a cache that is still filling (a new leader
+    // starting) must not fail a run.
+    let caches = [
+        ctx.stores.deps.pipelines.wait_until_ready().await.is_ok(),
+        ctx.stores.deps.sets.wait_until_ready().await.is_ok(),
+        ctx.stores.savepoints.wait_until_ready().await.is_ok(),
+    ];
+    if caches.contains(&false) {
+        return Err(Error::CacheClosed(
+            "Pipelines, KafkaClusterSets or Savepoints",
+        ));
+    }
     let act = RunBackfill {
         shared: &ctx.shared,
         deps: &ctx.stores.deps,

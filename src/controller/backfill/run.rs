@@ -46,6 +46,9 @@ use crate::replay::plan::{locate, LocateError, ReplayPlan};
 
 /// How often a phase that waits on something outside Kubernetes looks again.
 const RECHECK: Duration = Duration::from_secs(5);
+/// Times the workers are run again when the extra clusters hold less than
+/// the range after they finished, before the run fails.
+const MAX_RERUNS: i32 = 3;
 /// How often a range whose end has not been reached yet is looked at again.
 const RANGE_RECHECK: Duration = Duration::from_secs(30);
 
@@ -473,6 +476,7 @@ impl RunBackfill<'_> {
                 })
                 .collect(),
             written: Vec::new(),
+            reruns: 0,
         });
         next.progress = Some(progress(0, total, None, None));
         let message = format!(
@@ -589,6 +593,27 @@ impl RunBackfill<'_> {
         let done = states.len() == replay.jobs.len()
             && states.iter().all(|(_, s)| *s == JobState::Succeeded);
         match (done, committed) {
+            (true, Ok(_)) if replayed != replay.records_total => {
+                if replay.reruns >= MAX_RERUNS {
+                    let message = format!("the extra clusters hold {replayed} of {} record(s) after {} reruns of the workers", replay.records_total, replay.reruns);
+                    return Ok(Step::fail(next, "ReplayIncomplete", message));
+                }
+                // A broker lost records after its worker finished: the
+                // workers run again and write what is missing.
+                for name in &replay.jobs {
+                    gone(jobs.delete(name, &DeleteParams::background()).await)?;
+                }
+                if let Some(r) = next.replay.as_mut() {
+                    r.reruns += 1;
+                }
+                let message = format!("the workers finished but the extra clusters hold {replayed} of {} record(s): running them again", replay.records_total);
+                Ok(Step::wait(
+                    next,
+                    "ReplayIncomplete",
+                    message,
+                    Requeue::After(RECHECK),
+                ))
+            }
             (true, Ok(all)) => {
                 let written = all
                     .iter()

@@ -74,6 +74,12 @@ struct Problem {
 }
 
 async fn sync(shared: &Shared, deps: &SetDeps, set: &KafkaClusterSet) -> Result<Outcome, Error> {
+    // Membership is read from the Backfills: a cache not yet filled (a new
+    // leader starting) would retire every cluster a Backfill holds.
+    deps.backfills
+        .wait_until_ready()
+        .await
+        .map_err(|_| Error::CacheClosed("Backfills"))?;
     let ephemeral = ephemeral::members(set, &deps.backfills.state());
     let widened = ephemeral::widen(set, &ephemeral);
     let set = &widened;
