@@ -48,6 +48,12 @@ pub struct Metrics {
     pub pipeline_lag: IntGaugeVec,
     /// Age of the oldest record a Pipeline has not yet read, per input stream.
     pub pipeline_lag_seconds: GaugeVec,
+    /// Records of a Backfill's range, and of them replayed so far.
+    pub backfill_records: IntGaugeVec,
+    /// Records per second of a Backfill's current phase (replay, then the job).
+    pub backfill_rate: GaugeVec,
+    /// 1 for a Backfill's current phase.
+    pub backfill_phase: IntGaugeVec,
 }
 
 impl Metrics {
@@ -190,6 +196,27 @@ impl Metrics {
             ),
             &["namespace", "pipeline", "stream"],
         )?;
+        let backfill_records = IntGaugeVec::new(
+            Opts::new(
+                "kappa_backfill_records",
+                "Records of a Backfill: `range` in its time range, `replayed` into its extra clusters, `lag` not yet read by its job",
+            ),
+            &["namespace", "backfill", "kind"],
+        )?;
+        let backfill_rate = GaugeVec::new(
+            Opts::new(
+                "kappa_backfill_records_per_second",
+                "Average records per second of a Backfill's current phase: copied while replaying, read by its job while processing",
+            ),
+            &["namespace", "backfill"],
+        )?;
+        let backfill_phase = IntGaugeVec::new(
+            Opts::new("kappa_backfill_phase", "1 for the phase a Backfill is in"),
+            &["namespace", "backfill", "phase"],
+        )?;
+        registry.register(Box::new(backfill_records.clone()))?;
+        registry.register(Box::new(backfill_rate.clone()))?;
+        registry.register(Box::new(backfill_phase.clone()))?;
         registry.register(Box::new(pipeline_lag.clone()))?;
         registry.register(Box::new(pipeline_lag_seconds.clone()))?;
         registry.register(Box::new(pipeline_running.clone()))?;
@@ -233,6 +260,9 @@ impl Metrics {
             savepoint_failures,
             pipeline_lag,
             pipeline_lag_seconds,
+            backfill_records,
+            backfill_rate,
+            backfill_phase,
         })
     }
 

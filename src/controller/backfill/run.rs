@@ -42,6 +42,7 @@ use crate::controller::{apply_if_changed, lookup, Shared};
 use crate::discovery::{config_map_name, DiscoveryDocument, DOCUMENT_KEY};
 use crate::error::Error;
 use crate::kafka::{ClusterConnection, KafkaAdmin};
+use crate::metrics::Metrics;
 use crate::replay::plan::{locate, LocateError, ReplayPlan};
 
 /// How often a phase that waits on something outside Kubernetes looks again.
@@ -158,6 +159,48 @@ impl Step {
     }
 }
 
+/// The Backfill's progress and phase as metrics.
+fn record_metrics(metrics: &Metrics, backfill: &Backfill, status: &BackfillStatus) {
+    let namespace = backfill.namespace().unwrap_or_default();
+    let name = backfill.name_any();
+    if let Some(progress) = &status.progress {
+        for (kind, value) in [
+            ("range", Some(progress.records_total)),
+            ("replayed", Some(progress.records_replayed)),
+            ("lag", progress.lag),
+        ] {
+            if let Some(value) = value {
+                metrics
+                    .backfill_records
+                    .with_label_values(&[&namespace, &name, kind])
+                    .set(value);
+            }
+        }
+        metrics
+            .backfill_rate
+            .with_label_values(&[&namespace, &name])
+            .set(progress.rate.unwrap_or(0.0));
+    }
+    let current = status.phase.unwrap_or(BackfillPhase::Pending);
+    for phase in ALL_PHASES {
+        metrics
+            .backfill_phase
+            .with_label_values(&[&namespace, &name, phase_reason(phase)])
+            .set(i64::from(phase == current));
+    }
+}
+
+const ALL_PHASES: [BackfillPhase; 8] = [
+    BackfillPhase::Pending,
+    BackfillPhase::Provisioning,
+    BackfillPhase::Replaying,
+    BackfillPhase::Processing,
+    BackfillPhase::HandingOff,
+    BackfillPhase::TearingDown,
+    BackfillPhase::Completed,
+    BackfillPhase::Failed,
+];
+
 fn phase_reason(phase: BackfillPhase) -> &'static str {
     match phase {
         BackfillPhase::Pending => "Pending",
@@ -230,6 +273,7 @@ impl RunBackfill<'_> {
                 Step::wait(status, phase_reason(phase), message, Requeue::OnChange)
             }
         };
+        record_metrics(&self.shared.metrics, backfill, &step.status);
         step.outcome()
     }
 
@@ -931,4 +975,51 @@ pub fn derive(backfill: &Backfill, live: &Pipeline) -> Pipeline {
     let mut pipeline = Pipeline::new(&derived_name(backfill), spec);
     pipeline.metadata = objects::owned_meta(backfill, derived_name(backfill));
     pipeline
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn progress_and_phase_are_metrics() {
+        let backfill: Backfill = serde_json::from_value(json!({
+            "apiVersion": "kappa.dev/v1alpha1", "kind": "Backfill",
+            "metadata": {"name": "rerun", "namespace": "shop"},
+            "spec": {"pipelineRef": "p", "from": "2026-01-01T00:00:00Z", "to": "2026-01-02T00:00:00Z"},
+            "status": {"phase": "Replaying", "progress": {"recordsReplayed": 250, "recordsTotal": 1000, "rate": 50.0}}
+        }))
+        .expect("backfill");
+        let metrics = Metrics::new("test").expect("metrics");
+        record_metrics(
+            &metrics,
+            &backfill,
+            backfill.status.as_ref().expect("status"),
+        );
+        let text = metrics.render().expect("render");
+        for line in [
+            r#"kappa_backfill_records{backfill="rerun",kind="replayed",namespace="shop"} 250"#,
+            r#"kappa_backfill_records{backfill="rerun",kind="range",namespace="shop"} 1000"#,
+            r#"kappa_backfill_records_per_second{backfill="rerun",namespace="shop"} 50"#,
+            r#"kappa_backfill_phase{backfill="rerun",namespace="shop",phase="Replaying"} 1"#,
+            r#"kappa_backfill_phase{backfill="rerun",namespace="shop",phase="Pending"} 0"#,
+        ] {
+            assert!(text.contains(line), "{line} not in\n{text}");
+        }
+    }
+
+    #[test]
+    fn eta_follows_the_average_rate() {
+        let started = Time(Timestamp::now() - k8s_openapi::jiff::SignedDuration::from_secs(10));
+        let shown = progress(500, 1_000, Some(&started), None);
+        assert_eq!(shown.percent.as_deref(), Some("50%"));
+        let rate = shown.rate.expect("a rate");
+        assert!((45.0..=50.0).contains(&rate), "{rate}");
+        assert!(
+            matches!(shown.eta.as_deref(), Some("10s" | "11s")),
+            "{:?}",
+            shown.eta
+        );
+    }
 }
