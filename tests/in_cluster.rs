@@ -1178,7 +1178,8 @@ async fn a_backfill_of_a_million_records_survives_faults_and_leaves_nothing_behi
         tokio::time::sleep(Duration::from_secs(1)).await;
     }
 
-    // A full run while the operator's leader pod is killed every 20 s, a
+    // A full run while the operator's leader pod is killed at every phase
+    // boundary and every 20 s, a
     // replay worker's pod is killed mid-copy and an extra cluster's broker
     // pod restarts mid-replay (it comes back empty).
     create(&client, &ns, backfill("rerun"))
@@ -1191,14 +1192,19 @@ async fn a_backfill_of_a_million_records_survives_faults_and_leaves_nothing_behi
             let leases: Api<Lease> = Api::namespaced(client.clone(), "kappa-system");
             let (mut leaders, mut worker, mut broker) = (0, false, false);
             let mut last_kill = Instant::now();
+            let mut last_phase = String::new();
             while !stop.load(std::sync::atomic::Ordering::Relaxed) {
-                if last_kill.elapsed() >= Duration::from_secs(20) {
+                // At every phase boundary, and every 20 s between them.
+                let phase = phase_of(&client, &ns, "rerun").await;
+                let boundary = !phase.is_empty() && phase != last_phase;
+                last_phase = phase;
+                if boundary || last_kill.elapsed() >= Duration::from_secs(20) {
                     if let Some(leader) = lease_holder(&leases).await {
                         leaders += kill_pods(testbed, "kappa-system", &[&leader]);
                     }
                     last_kill = Instant::now();
                 }
-                if phase_of(&client, &ns, "rerun").await == "Replaying" && !(worker && broker) {
+                if last_phase == "Replaying" && !(worker && broker) {
                     let running = testbed.kubectl(&[
                         "-n",
                         &ns,
@@ -1225,7 +1231,10 @@ async fn a_backfill_of_a_million_records_survives_faults_and_leaves_nothing_behi
     let (phases, status) = follow_backfill(&client, &ns, "rerun", Duration::from_secs(1200)).await;
     stop.store(true, std::sync::atomic::Ordering::Relaxed);
     let (leaders, worker, broker) = faults.await.expect("fault task");
-    println!("faults: {leaders} leader pod(s) killed, replay worker killed: {worker}, broker restarted: {broker}");
+    println!(
+        "faults: {leaders} leader pod(s) killed, replay worker killed: {worker}, broker restarted: {broker}; workers rerun {} time(s); progress {}",
+        status["replay"]["reruns"], status["progress"]
+    );
     assert!(worker && broker, "the faults did not land while replaying");
     assert_eq!(
         phases,
