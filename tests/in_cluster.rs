@@ -350,23 +350,41 @@ async fn a_tansu_broker_pod_speaks_kafka() {
 /// apache/kafka contract (served by Tansu) on the node, the in-cluster
 /// operator reaching it through the bootstrap Service's DNS name, and
 /// garbage collection when the set goes.
+/// A builtin template running the testbed's Tansu image, one node, with `memory`.
+fn tansu_template(memory: &str) -> serde_json::Value {
+    json!({"provider": "builtin", "builtin": {
+        "image": "kappa-kafka-tansu:0.6.0", "version": "0.6.0", "nodes": 1,
+        "storage": {"size": "1Gi", "ephemeral": true},
+        "resources": {"memory": memory}
+    }})
+}
+
+/// Waits for the set `events` to be Ready.
+async fn set_ready(
+    client: &kube::Client,
+    ns: &str,
+    within: Duration,
+) -> k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition {
+    common::wait_for_ready(client, ns, "KafkaClusterSet", "events", within, |c| {
+        c.status == "True"
+    })
+    .await
+}
+
 #[tokio::test]
 async fn a_builtin_cluster_runs_as_pods_and_goes_with_its_set() {
     let testbed = Testbed::with_node();
     deploy_operator(testbed);
     let client = testbed.client().await;
     let ns = testbed.namespace("builtin").await;
+    let mut template = tansu_template("256Mi");
+    template["builtin"]["config"] = json!({"log.retention.ms": "3600000"});
     let set = json!({
         "apiVersion": "kappa.dev/v1alpha1",
         "kind": "KafkaClusterSet",
         "metadata": {"name": "events"},
         "spec": {
-            "template": {"provider": "builtin", "builtin": {
-                "image": "kappa-kafka-tansu:0.6.0", "version": "0.6.0", "nodes": 1,
-                "storage": {"size": "1Gi", "ephemeral": true},
-                "resources": {"memory": "256Mi"},
-                "config": {"log.retention.ms": "3600000"}
-            }},
+            "template": template,
             "clusters": [{"name": "blue"}, {"name": "green", "role": "standby"}],
             "streams": [{"name": "orders", "partitions": 3}],
             "routing": {"writeCluster": "blue"}
@@ -374,15 +392,7 @@ async fn a_builtin_cluster_runs_as_pods_and_goes_with_its_set() {
     });
     let created = create(&client, &ns, set).await.expect("set created");
     let uid = created.metadata.uid.clone().expect("uid");
-    let ready = common::wait_for_ready(
-        &client,
-        &ns,
-        "KafkaClusterSet",
-        "events",
-        Duration::from_secs(180),
-        |c| c.status == "True",
-    )
-    .await;
+    let ready = set_ready(&client, &ns, Duration::from_secs(180)).await;
     assert_eq!(ready.reason, "ClustersReady", "{}", ready.message);
 
     let get = |kind: &str, name: &str| -> serde_json::Value {
@@ -598,6 +608,19 @@ spec:
 /// A consumer-engine pipeline runs the demo application as a Deployment that
 /// finds its set's discovery document, stream and group without any
 /// configuration of its own; suspended, it scales to zero.
+/// The spec of a consumer-engine Pipeline running the demo app's `consume`
+/// on the stream `orders` of the set `events`, in `state`.
+fn demo_consumer(state: &str) -> serde_json::Value {
+    let version = env!("CARGO_PKG_VERSION");
+    json!({
+        "clusterSet": "events", "state": state,
+        "inputs": [{"stream": "orders", "consumerGroup": "totals-app"}],
+        "engine": {"type": "consumer", "consumer": {"replicas": 1, "template": {"spec": {
+            "containers": [{"name": "app", "image": format!("kappa-demo:{version}"),
+                            "imagePullPolicy": "Never", "args": ["consume"]}]}}}}
+    })
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_consumer_pipeline_runs_its_app_with_the_streams_in_its_environment() {
     use kappa_operator::client::producer::ProducerSettings;
@@ -634,15 +657,7 @@ async fn a_consumer_pipeline_runs_its_app_with_the_streams_in_its_environment() 
         }
     }
 
-    let version = env!("CARGO_PKG_VERSION");
-    let app = json!({
-        "clusterSet": "events",
-        "inputs": [{"stream": "orders", "consumerGroup": "totals-app"}],
-        "engine": {"type": "consumer", "consumer": {"replicas": 1, "template": {"spec": {
-            "containers": [{"name": "app", "image": format!("kappa-demo:{version}"),
-                            "imagePullPolicy": "Never", "args": ["consume"]}]}}}}
-    });
-    create(&client, &ns, pipeline("totals", app))
+    create(&client, &ns, pipeline("totals", demo_consumer("running")))
         .await
         .expect("pipeline");
     common::wait_for_ready(
@@ -1103,36 +1118,18 @@ async fn a_backfill_of_a_million_records_survives_faults_and_leaves_nothing_behi
     let set = json!({
         "apiVersion": "kappa.dev/v1alpha1", "kind": "KafkaClusterSet", "metadata": {"name": "events"},
         "spec": {
-            "template": {"provider": "builtin", "builtin": {
-                "image": "kappa-kafka-tansu:0.6.0", "version": "0.6.0", "nodes": 1,
-                "storage": {"size": "1Gi", "ephemeral": true}, "resources": {"memory": "1Gi"}}},
+            "template": tansu_template("1Gi"),
             "clusters": [{"name": "live", "overrides": {"provider": "external", "external": {"bootstrapServers": [live]}}}],
             "streams": [{"name": "orders", "partitions": 4}],
             "routing": {"writeCluster": "live"}
         }
     });
     create(&client, &ns, set).await.expect("set created");
-    common::wait_for_ready(
-        &client,
-        &ns,
-        "KafkaClusterSet",
-        "events",
-        Duration::from_secs(120),
-        |c| c.status == "True",
-    )
-    .await;
+    set_ready(&client, &ns, Duration::from_secs(120)).await;
     const RANGE: u64 = 1_000_000;
     let (from, to) = common::replay::write_source(&live, "orders", [20_000, RANGE, 20_000], 1_000);
 
-    let version = env!("CARGO_PKG_VERSION");
-    let app = json!({
-        "clusterSet": "events", "state": "suspended",
-        "inputs": [{"stream": "orders", "consumerGroup": "totals-app"}],
-        "engine": {"type": "consumer", "consumer": {"replicas": 1, "template": {"spec": {
-            "containers": [{"name": "app", "image": format!("kappa-demo:{version}"),
-                            "imagePullPolicy": "Never", "args": ["consume"]}]}}}}
-    });
-    create(&client, &ns, pipeline("totals", app))
+    create(&client, &ns, pipeline("totals", demo_consumer("suspended")))
         .await
         .expect("pipeline");
     let backfill = |name: &str| {
