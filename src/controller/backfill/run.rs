@@ -766,16 +766,15 @@ impl RunBackfill<'_> {
                 .await
             {
                 Ok(all) => {
+                    let topic = written
+                        .iter()
+                        .find(|w| w.stream == input.stream)
+                        .map(|w| w.topic.as_str());
                     let on: BTreeMap<String, BTreeMap<i32, i64>> = all
                         .into_iter()
                         .map(|(cluster, t)| {
-                            (
-                                cluster,
-                                t.get(&input.stream)
-                                    .or_else(|| t.values().next())
-                                    .cloned()
-                                    .unwrap_or_default(),
-                            )
+                            let offsets = topic.and_then(|topic| t.get(topic));
+                            (cluster, offsets.cloned().unwrap_or_default())
                         })
                         .collect();
                     consumed += on.values().flat_map(|p| p.values()).sum::<i64>();
