@@ -16,9 +16,10 @@ pub enum Error {
     /// Flink refused what a deletion needs; retried.
     #[error("{0}")]
     Flink(#[from] crate::flink::FlinkError),
-    /// A cache of watched objects stopped (the operator is shutting down).
-    #[error("the cache of {0} stopped")]
-    CacheClosed(&'static str),
+    /// A cache of watched objects has not listed them yet (a controller
+    /// starting); retried.
+    #[error("the cache of {0} has not listed them yet")]
+    CacheNotReady(&'static str),
     /// A deleted Savepoint's files could not be disposed; retried.
     #[error("{0}")]
     Dispose(String),
@@ -32,7 +33,7 @@ impl Error {
             Self::Serialization(_) => "SerializationError",
             Self::MissingObjectField(_) => "MissingObjectField",
             Self::Dispose(_) => "DisposeFailed",
-            Self::CacheClosed(_) => "CacheClosed",
+            Self::CacheNotReady(_) => "CacheNotReady",
             Self::Flink(error) => error.reason(),
         }
     }

@@ -156,6 +156,27 @@ pub(crate) fn lookup<K: Kind, O: Resource>(
     store.get(&key)
 }
 
+/// How long a reconcile waits for a cache to fill before it gives up and is
+/// retried: not forever, so that a shutdown never waits on a cache that is
+/// no longer fed.
+const CACHE_WAIT: Duration = Duration::from_secs(5);
+
+/// Fails unless `store` has listed its objects once: acting on a cache that
+/// is still filling (a new leader starting) would take what it has not
+/// listed yet for gone.
+pub(crate) async fn cache_ready<K>(
+    store: &Store<DeserializeGuard<K>>,
+    what: &'static str,
+) -> Result<(), Error>
+where
+    K: Kind,
+{
+    match tokio::time::timeout(CACHE_WAIT, store.wait_until_ready()).await {
+        Ok(Ok(())) => Ok(()),
+        _ => Err(Error::CacheNotReady(what)),
+    }
+}
+
 /// Object annotation: a digest of what the operator last applied.
 const APPLIED_ANNOTATION: &str = "kappa.dev/applied-hash";
 

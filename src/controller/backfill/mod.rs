@@ -20,7 +20,7 @@ use k8s_openapi::api::batch::v1::Job;
 use kube::runtime::watcher;
 use kube::Api;
 
-use super::{drive, lookup, referrers, verdict, watch, Ctx, Kind, Shared};
+use super::{cache_ready, drive, lookup, referrers, verdict, watch, Ctx, Kind, Shared};
 use crate::api::backfill::Backfill;
 use crate::api::common::CommonStatus;
 use crate::api::kafka_cluster_set::KafkaClusterSet;
@@ -59,16 +59,9 @@ async fn reconcile(
 ) -> Result<Action, Error> {
     // A reference missing from a cache that is still filling (a new leader
     // starting) must not fail a run.
-    let caches = [
-        ctx.stores.deps.pipelines.wait_until_ready().await.is_ok(),
-        ctx.stores.deps.sets.wait_until_ready().await.is_ok(),
-        ctx.stores.savepoints.wait_until_ready().await.is_ok(),
-    ];
-    if caches.contains(&false) {
-        return Err(Error::CacheClosed(
-            "Pipelines, KafkaClusterSets or Savepoints",
-        ));
-    }
+    cache_ready(&ctx.stores.deps.pipelines, "Pipelines").await?;
+    cache_ready(&ctx.stores.deps.sets, "KafkaClusterSets").await?;
+    cache_ready(&ctx.stores.savepoints, "Savepoints").await?;
     let act = RunBackfill {
         shared: &ctx.shared,
         deps: &ctx.stores.deps,

@@ -24,7 +24,7 @@ use crate::api::kafka_cluster_set::{
 };
 use crate::conditions::{DEGRADED, PROGRESSING, READY};
 use crate::controller::verdict::{own_fields, Act, Outcome, Requeue, Wanted};
-use crate::controller::Shared;
+use crate::controller::{cache_ready, Shared};
 use crate::error::Error;
 use crate::kafka::topic::{config_drift, desired_topic, plan, TopicPlan};
 use crate::kafka::{
@@ -76,10 +76,7 @@ struct Problem {
 async fn sync(shared: &Shared, deps: &SetDeps, set: &KafkaClusterSet) -> Result<Outcome, Error> {
     // Membership is read from the Backfills: a cache not yet filled (a new
     // leader starting) would retire every cluster a Backfill holds.
-    deps.backfills
-        .wait_until_ready()
-        .await
-        .map_err(|_| Error::CacheClosed("Backfills"))?;
+    cache_ready(&deps.backfills, "Backfills").await?;
     let ephemeral = ephemeral::members(set, &deps.backfills.state());
     let widened = ephemeral::widen(set, &ephemeral);
     let set = &widened;
