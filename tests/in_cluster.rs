@@ -9,6 +9,10 @@ mod common;
 
 use std::time::{Duration, Instant};
 
+use common::node::{
+    apply_manifest, assert_pods_logged_no_refusal, demo_consumer, deploy_operator, lease_holder,
+    operator_pods, set_ready, tansu_pod, tansu_template,
+};
 use common::objects::{
     assert_examples_valid, assert_semantic_verdicts, pipeline, valid_pipeline_spec,
 };
@@ -16,76 +20,6 @@ use common::{create, kappa_api, Testbed};
 use k8s_openapi::api::coordination::v1::Lease;
 use kube::Api;
 use serde_json::json;
-
-/// Whether this test binary has applied `manifests/`; tests running at
-/// once must not both create its objects.
-static APPLIED: std::sync::Mutex<bool> = std::sync::Mutex::new(false);
-
-fn deploy_operator(testbed: &Testbed) {
-    {
-        let mut applied = APPLIED.lock().unwrap_or_else(|p| p.into_inner());
-        if !*applied {
-            testbed.kubectl(&[
-                "apply",
-                "-k",
-                &common::repo().join("manifests").to_string_lossy(),
-            ]);
-            *applied = true;
-        }
-    }
-    let rollout = testbed.kubectl_output(&[
-        "-n",
-        "kappa-system",
-        "rollout",
-        "status",
-        "deployment/kappa-operator",
-        "--timeout=180s",
-    ]);
-    if !rollout.status.success() {
-        let pods = testbed.kubectl_output(&["-n", "kappa-system", "describe", "pods"]);
-        panic!(
-            "the operator did not roll out: {}\n{}",
-            String::from_utf8_lossy(&rollout.stderr),
-            String::from_utf8_lossy(&pods.stdout)
-        );
-    }
-}
-
-fn operator_pods(testbed: &Testbed) -> Vec<String> {
-    testbed
-        .kubectl(&[
-            "-n",
-            "kappa-system",
-            "get",
-            "pods",
-            "-l",
-            "app.kubernetes.io/name=kappa-operator",
-            "--field-selector=status.phase=Running",
-            "-o",
-            "jsonpath={.items[*].metadata.name}",
-        ])
-        .split_whitespace()
-        .map(str::to_string)
-        .collect()
-}
-
-fn assert_pods_logged_no_refusal(testbed: &Testbed) {
-    for pod in operator_pods(testbed) {
-        let log = testbed.kubectl(&["-n", "kappa-system", "logs", &pod]);
-        if let Some(found) = common::refusal_in(&log) {
-            panic!("pod {pod} logged `{found}`:\n{log}");
-        }
-    }
-}
-
-async fn lease_holder(leases: &Api<Lease>) -> Option<String> {
-    leases
-        .get_opt("kappa-operator-leader")
-        .await
-        .ok()
-        .flatten()
-        .and_then(|lease| lease.spec?.holder_identity)
-}
 
 /// A pod with a shell in the testbed's busybox image; returns its name.
 fn shell_pod(testbed: &Testbed, ns: &str, name: &str, command: &str) {
@@ -113,13 +47,6 @@ fn shell_pod(testbed: &Testbed, ns: &str, name: &str, command: &str) {
         &format!("pod/{name}"),
         "--timeout=120s",
     ]);
-}
-
-/// Applies YAML `manifest` (written under the testbed's state as `file`) in `ns`.
-fn apply_manifest(testbed: &Testbed, ns: &str, file: &str, manifest: &str) {
-    let path = testbed.state.join(file);
-    std::fs::write(&path, manifest).expect("manifest written");
-    testbed.kubectl(&["-n", ns, "apply", "-f", &path.to_string_lossy()]);
 }
 
 /// A StatefulSet pod behind a headless Service has a DNS name of its own.
@@ -275,43 +202,6 @@ async fn the_operator_runs_in_cluster_and_survives_losing_its_leader() {
     assert_pods_logged_no_refusal(testbed);
 }
 
-/// Starts a Tansu broker as pod `name` in `ns` (in-memory storage,
-/// advertising its pod IP, which the host reaches over the node's bridge);
-/// returns its `ip:port` once it is ready.
-fn tansu_pod(testbed: &Testbed, ns: &str, name: &str) -> String {
-    let manifest = format!(
-        r#"
-apiVersion: v1
-kind: Pod
-metadata: {{name: {name}}}
-spec:
-  containers:
-    - name: broker
-      image: kappa-tansu:0.6.0
-      imagePullPolicy: Never
-      env:
-        - {{name: POD_IP, valueFrom: {{fieldRef: {{fieldPath: status.podIP}}}}}}
-        - {{name: CLUSTER_ID, value: {name}}}
-        - {{name: LISTENER_URL, value: "tcp://0.0.0.0:9092"}}
-        - {{name: ADVERTISED_LISTENER_URL, value: "tcp://$(POD_IP):9092"}}
-        - {{name: STORAGE_ENGINE, value: "memory://{name}/"}}
-      ports: [{{containerPort: 9092}}]
-      readinessProbe: {{tcpSocket: {{port: 9092}}, periodSeconds: 1}}
-"#
-    );
-    apply_manifest(testbed, ns, &format!("{ns}-{name}.yaml"), &manifest);
-    testbed.kubectl(&[
-        "-n",
-        ns,
-        "wait",
-        "--for=condition=Ready",
-        &format!("pod/{name}"),
-        "--timeout=120s",
-    ]);
-    let ip = testbed.jsonpath(ns, &["pod", name], "{.status.podIP}");
-    format!("{}:9092", ip.trim())
-}
-
 /// The testbed's Tansu image runs as a pod and answers the Kafka protocol
 /// on its pod IP, which the host reaches over the node's bridge.
 #[tokio::test]
@@ -350,27 +240,6 @@ async fn a_tansu_broker_pod_speaks_kafka() {
 /// apache/kafka contract (served by Tansu) on the node, the in-cluster
 /// operator reaching it through the bootstrap Service's DNS name, and
 /// garbage collection when the set goes.
-/// A builtin template running the testbed's Tansu image, one node, with `memory`.
-fn tansu_template(memory: &str) -> serde_json::Value {
-    json!({"provider": "builtin", "builtin": {
-        "image": "kappa-kafka-tansu:0.6.0", "version": "0.6.0", "nodes": 1,
-        "storage": {"size": "1Gi", "ephemeral": true},
-        "resources": {"memory": memory}
-    }})
-}
-
-/// Waits for the set `events` to be Ready.
-async fn set_ready(
-    client: &kube::Client,
-    ns: &str,
-    within: Duration,
-) -> k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition {
-    common::wait_for_ready(client, ns, "KafkaClusterSet", "events", within, |c| {
-        c.status == "True"
-    })
-    .await
-}
-
 #[tokio::test]
 async fn a_builtin_cluster_runs_as_pods_and_goes_with_its_set() {
     let testbed = Testbed::with_node();
@@ -608,19 +477,6 @@ spec:
 /// A consumer-engine pipeline runs the demo application as a Deployment that
 /// finds its set's discovery document, stream and group without any
 /// configuration of its own; suspended, it scales to zero.
-/// The spec of a consumer-engine Pipeline running the demo app's `consume`
-/// on the stream `orders` of the set `events`, in `state`.
-fn demo_consumer(state: &str) -> serde_json::Value {
-    let version = env!("CARGO_PKG_VERSION");
-    json!({
-        "clusterSet": "events", "state": state,
-        "inputs": [{"stream": "orders", "consumerGroup": "totals-app"}],
-        "engine": {"type": "consumer", "consumer": {"replicas": 1, "template": {"spec": {
-            "containers": [{"name": "app", "image": format!("kappa-demo:{version}"),
-                            "imagePullPolicy": "Never", "args": ["consume"]}]}}}}
-    })
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_consumer_pipeline_runs_its_app_with_the_streams_in_its_environment() {
     use kappa_operator::client::producer::ProducerSettings;
@@ -1016,268 +872,5 @@ async fn an_application_mode_job_runs_on_the_node_and_upgrades_from_its_savepoin
         );
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
-    assert_pods_logged_no_refusal(testbed);
-}
-
-/// The phases a Backfill went through, polled until it settles.
-async fn follow_backfill(
-    client: &kube::Client,
-    ns: &str,
-    name: &str,
-    within: Duration,
-) -> (Vec<String>, serde_json::Value) {
-    let started = Instant::now();
-    let mut phases: Vec<String> = Vec::new();
-    loop {
-        let status = common::status(client, ns, "Backfill", name).await;
-        if let Some(phase) = status["phase"].as_str() {
-            if phases.last().map(String::as_str) != Some(phase) {
-                println!(
-                    "{:>6.1}s backfill {name}: {phase} ({})",
-                    started.elapsed().as_secs_f64(),
-                    status["conditions"]
-                );
-                phases.push(phase.to_string());
-            }
-            if phase == "Completed" || phase == "Failed" {
-                return (phases, status);
-            }
-        }
-        assert!(
-            started.elapsed() < within,
-            "backfill {name} did not settle; phases {phases:?}, status {status}"
-        );
-        tokio::time::sleep(Duration::from_millis(300)).await;
-    }
-}
-
-/// Time (ms) as RFC 3339.
-fn rfc3339(ms: i64) -> String {
-    k8s_openapi::jiff::Timestamp::from_millisecond(ms)
-        .expect("a time")
-        .to_string()
-}
-
-/// What a Backfill named `name` created that is still there: its clusters in
-/// the set's status, and Jobs, StatefulSets, Pipelines and ConfigMaps by name.
-async fn leftovers(testbed: &Testbed, client: &kube::Client, ns: &str, name: &str) -> Vec<String> {
-    let set = common::status(client, ns, "KafkaClusterSet", "events").await;
-    let mut left: Vec<String> = set["clusters"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .filter(|c| c["owner"] == name)
-        .map(|c| format!("cluster {}", c["name"]))
-        .collect();
-    for kind in ["jobs", "statefulsets", "pipelines", "configmaps"] {
-        let names = testbed.kubectl(&["-n", ns, "get", kind, "-o", "name"]);
-        left.extend(
-            names
-                .lines()
-                .filter(|l| l.contains(&format!("{name}-")))
-                .map(String::from),
-        );
-    }
-    left
-}
-
-/// Force-deletes pods matching `selector` (a name or `-l` selector); how many went.
-fn kill_pods(testbed: &Testbed, ns: &str, selector: &[&str]) -> usize {
-    let mut args = vec![
-        "-n",
-        ns,
-        "delete",
-        "pod",
-        "--grace-period=0",
-        "--force",
-        "--ignore-not-found",
-    ];
-    args.extend_from_slice(selector);
-    let output = testbed.kubectl_output(&args);
-    String::from_utf8_lossy(&output.stdout)
-        .lines()
-        .filter(|l| l.contains("deleted"))
-        .count()
-}
-
-/// The phase a Backfill's status records.
-async fn phase_of(client: &kube::Client, ns: &str, name: &str) -> String {
-    let status = common::status(client, ns, "Backfill", name).await;
-    status["phase"].as_str().unwrap_or_default().to_string()
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn a_backfill_of_a_million_records_survives_faults_and_leaves_nothing_behind() {
-    let testbed = Testbed::with_node();
-    deploy_operator(testbed);
-    let client = testbed.client().await;
-    let ns = testbed.namespace("backfill").await;
-    // The live cluster is a broker the test reaches; the extra clusters are
-    // builtin ones the operator runs from the template.
-    let live = tansu_pod(testbed, &ns, "kafka-live");
-    let set = json!({
-        "apiVersion": "kappa.dev/v1alpha1", "kind": "KafkaClusterSet", "metadata": {"name": "events"},
-        "spec": {
-            "template": tansu_template("1Gi"),
-            "clusters": [{"name": "live", "overrides": {"provider": "external", "external": {"bootstrapServers": [live]}}}],
-            "streams": [{"name": "orders", "partitions": 4}],
-            "routing": {"writeCluster": "live"}
-        }
-    });
-    create(&client, &ns, set).await.expect("set created");
-    set_ready(&client, &ns, Duration::from_secs(120)).await;
-    const RANGE: u64 = 1_000_000;
-    let (from, to) = common::replay::write_source(&live, "orders", [20_000, RANGE, 20_000], 1_000);
-
-    create(&client, &ns, pipeline("totals", demo_consumer("suspended")))
-        .await
-        .expect("pipeline");
-    let backfill = |name: &str| {
-        json!({
-            "apiVersion": "kappa.dev/v1alpha1", "kind": "Backfill", "metadata": {"name": name},
-            "spec": {"pipelineRef": "totals", "from": rfc3339(from), "to": rfc3339(to),
-                     "capacity": {"clusters": 2, "partitionMultiplier": 2, "parallelism": 2},
-                     "completion": "outputOnly", "teardownAfter": "0s"}
-        })
-    };
-
-    // Deleted while replaying: everything it created goes.
-    create(&client, &ns, backfill("dropped"))
-        .await
-        .expect("backfill");
-    let started = Instant::now();
-    while !testbed
-        .kubectl(&["-n", &ns, "get", "jobs", "-o", "name"])
-        .contains("dropped-replay")
-    {
-        assert!(
-            started.elapsed() < Duration::from_secs(180),
-            "no replay Job; phase {}",
-            phase_of(&client, &ns, "dropped").await
-        );
-        tokio::time::sleep(Duration::from_millis(500)).await;
-    }
-    testbed.kubectl(&["-n", &ns, "delete", "backfill", "dropped", "--wait=false"]);
-    let started = Instant::now();
-    loop {
-        let left = leftovers(testbed, &client, &ns, "dropped").await;
-        if left.is_empty() {
-            println!(
-                "a Backfill deleted while replaying left nothing after {:.1}s",
-                started.elapsed().as_secs_f64()
-            );
-            break;
-        }
-        assert!(
-            started.elapsed() < Duration::from_secs(180),
-            "left behind by a deleted Backfill: {left:?}"
-        );
-        tokio::time::sleep(Duration::from_secs(1)).await;
-    }
-
-    // A full run while the operator's leader pod is killed at every phase
-    // boundary and every 20 s, a
-    // replay worker's pod is killed mid-copy and an extra cluster's broker
-    // pod restarts mid-replay (it comes back empty).
-    create(&client, &ns, backfill("rerun"))
-        .await
-        .expect("backfill");
-    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let faults = {
-        let (client, ns, stop) = (client.clone(), ns.clone(), stop.clone());
-        tokio::spawn(async move {
-            let leases: Api<Lease> = Api::namespaced(client.clone(), "kappa-system");
-            let (mut leaders, mut worker, mut broker) = (0, false, false);
-            let mut last_kill = Instant::now();
-            let mut last_phase = String::new();
-            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
-                // At every phase boundary, and every 20 s between them.
-                let phase = phase_of(&client, &ns, "rerun").await;
-                let boundary = !phase.is_empty() && phase != last_phase;
-                last_phase = phase;
-                if boundary || last_kill.elapsed() >= Duration::from_secs(20) {
-                    if let Some(leader) = lease_holder(&leases).await {
-                        leaders += kill_pods(testbed, "kappa-system", &[&leader]);
-                    }
-                    last_kill = Instant::now();
-                }
-                if last_phase == "Replaying" && !(worker && broker) {
-                    let running = testbed.kubectl(&[
-                        "-n",
-                        &ns,
-                        "get",
-                        "pods",
-                        "-l",
-                        "job-name=rerun-replay-0",
-                        "--field-selector=status.phase=Running",
-                        "-o",
-                        "name",
-                    ]);
-                    if !running.trim().is_empty() {
-                        tokio::time::sleep(Duration::from_secs(2)).await;
-                        worker = kill_pods(testbed, &ns, &["-l", "job-name=rerun-replay-0"]) > 0;
-                        broker = kill_pods(testbed, &ns, &["events-rerun-1-0"]) > 0;
-                        println!("killed replay worker 0: {worker}; restarted broker events-rerun-1-0: {broker}");
-                    }
-                }
-                tokio::time::sleep(Duration::from_millis(300)).await;
-            }
-            (leaders, worker, broker)
-        })
-    };
-    let (phases, status) = follow_backfill(&client, &ns, "rerun", Duration::from_secs(1200)).await;
-    stop.store(true, std::sync::atomic::Ordering::Relaxed);
-    let (leaders, worker, broker) = faults.await.expect("fault task");
-    println!(
-        "faults: {leaders} leader pod(s) killed, replay worker killed: {worker}, broker restarted: {broker}; workers rerun {} time(s); progress {}",
-        status["replay"]["reruns"], status["progress"]
-    );
-    assert!(worker && broker, "the faults did not land while replaying");
-    assert_eq!(
-        phases,
-        [
-            "Provisioning",
-            "Replaying",
-            "Processing",
-            "TearingDown",
-            "Completed"
-        ],
-        "{status}"
-    );
-    let replay = &status["replay"];
-    assert_eq!(replay["recordsTotal"], RANGE, "{status}");
-    assert_eq!(status["progress"]["recordsReplayed"], RANGE, "{status}");
-    // What the extra clusters held at the end of the replay, partition by
-    // partition (fresh topics, so their next offsets are their record
-    // counts): every record of the range once.
-    let written: i64 = replay["written"]
-        .as_array()
-        .expect("written offsets")
-        .iter()
-        .flat_map(|w| {
-            w["offsets"]
-                .as_object()
-                .expect("offsets")
-                .values()
-                .map(|v| v.as_i64().expect("offset"))
-        })
-        .sum();
-    assert_eq!(written, RANGE as i64, "{status}");
-    // The hand-off offsets are where the range ends on the live cluster: the
-    // first record of the third part on every partition.
-    let handoff: i64 = replay["handoffOffsets"][0]["offsets"]
-        .as_object()
-        .expect("hand-off offsets")
-        .values()
-        .map(|v| v.as_i64().expect("offset"))
-        .sum();
-    assert_eq!(handoff, (20_000 + RANGE) as i64, "{status}");
-    assert_eq!(
-        status["clusters"],
-        serde_json::Value::Null,
-        "released: {status}"
-    );
-    let left = leftovers(testbed, &client, &ns, "rerun").await;
-    assert!(left.is_empty(), "left behind: {left:?}");
     assert_pods_logged_no_refusal(testbed);
 }

@@ -5,6 +5,7 @@
 
 pub mod flink;
 pub mod kafka;
+pub mod node;
 pub mod objects;
 pub mod replay;
 pub mod routing;

@@ -1,0 +1,159 @@
+//! The operator in-cluster on the testbed's node: deploying it from
+//! `manifests/`, its pods and leader, Tansu brokers as pods, and the sets and
+//! pipelines the in-cluster tests share.
+
+use std::time::Duration;
+
+use k8s_openapi::api::coordination::v1::Lease;
+use kube::Api;
+use serde_json::json;
+
+use super::Testbed;
+
+/// Whether this test binary has applied `manifests/`; tests running at
+/// once must not both create its objects.
+static APPLIED: std::sync::Mutex<bool> = std::sync::Mutex::new(false);
+
+pub fn deploy_operator(testbed: &Testbed) {
+    {
+        let mut applied = APPLIED.lock().unwrap_or_else(|p| p.into_inner());
+        if !*applied {
+            testbed.kubectl(&[
+                "apply",
+                "-k",
+                &super::repo().join("manifests").to_string_lossy(),
+            ]);
+            *applied = true;
+        }
+    }
+    let rollout = testbed.kubectl_output(&[
+        "-n",
+        "kappa-system",
+        "rollout",
+        "status",
+        "deployment/kappa-operator",
+        "--timeout=180s",
+    ]);
+    if !rollout.status.success() {
+        let pods = testbed.kubectl_output(&["-n", "kappa-system", "describe", "pods"]);
+        panic!(
+            "the operator did not roll out: {}\n{}",
+            String::from_utf8_lossy(&rollout.stderr),
+            String::from_utf8_lossy(&pods.stdout)
+        );
+    }
+}
+
+pub fn operator_pods(testbed: &Testbed) -> Vec<String> {
+    testbed
+        .kubectl(&[
+            "-n",
+            "kappa-system",
+            "get",
+            "pods",
+            "-l",
+            "app.kubernetes.io/name=kappa-operator",
+            "--field-selector=status.phase=Running",
+            "-o",
+            "jsonpath={.items[*].metadata.name}",
+        ])
+        .split_whitespace()
+        .map(str::to_string)
+        .collect()
+}
+
+pub fn assert_pods_logged_no_refusal(testbed: &Testbed) {
+    for pod in operator_pods(testbed) {
+        let log = testbed.kubectl(&["-n", "kappa-system", "logs", &pod]);
+        if let Some(found) = super::refusal_in(&log) {
+            panic!("pod {pod} logged `{found}`:\n{log}");
+        }
+    }
+}
+
+pub async fn lease_holder(leases: &Api<Lease>) -> Option<String> {
+    leases
+        .get_opt("kappa-operator-leader")
+        .await
+        .ok()
+        .flatten()
+        .and_then(|lease| lease.spec?.holder_identity)
+}
+
+/// Applies YAML `manifest` (written under the testbed's state as `file`) in `ns`.
+pub fn apply_manifest(testbed: &Testbed, ns: &str, file: &str, manifest: &str) {
+    let path = testbed.state.join(file);
+    std::fs::write(&path, manifest).expect("manifest written");
+    testbed.kubectl(&["-n", ns, "apply", "-f", &path.to_string_lossy()]);
+}
+
+/// Starts a Tansu broker as pod `name` in `ns` (in-memory storage,
+/// advertising its pod IP, which the host reaches over the node's bridge);
+/// returns its `ip:port` once it is ready.
+pub fn tansu_pod(testbed: &Testbed, ns: &str, name: &str) -> String {
+    let manifest = format!(
+        r#"
+apiVersion: v1
+kind: Pod
+metadata: {{name: {name}}}
+spec:
+  containers:
+    - name: broker
+      image: kappa-tansu:0.6.0
+      imagePullPolicy: Never
+      env:
+        - {{name: POD_IP, valueFrom: {{fieldRef: {{fieldPath: status.podIP}}}}}}
+        - {{name: CLUSTER_ID, value: {name}}}
+        - {{name: LISTENER_URL, value: "tcp://0.0.0.0:9092"}}
+        - {{name: ADVERTISED_LISTENER_URL, value: "tcp://$(POD_IP):9092"}}
+        - {{name: STORAGE_ENGINE, value: "memory://{name}/"}}
+      ports: [{{containerPort: 9092}}]
+      readinessProbe: {{tcpSocket: {{port: 9092}}, periodSeconds: 1}}
+"#
+    );
+    apply_manifest(testbed, ns, &format!("{ns}-{name}.yaml"), &manifest);
+    testbed.kubectl(&[
+        "-n",
+        ns,
+        "wait",
+        "--for=condition=Ready",
+        &format!("pod/{name}"),
+        "--timeout=120s",
+    ]);
+    let ip = testbed.jsonpath(ns, &["pod", name], "{.status.podIP}");
+    format!("{}:9092", ip.trim())
+}
+
+/// A builtin template running the testbed's Tansu image, one node, with `memory`.
+pub fn tansu_template(memory: &str) -> serde_json::Value {
+    json!({"provider": "builtin", "builtin": {
+        "image": "kappa-kafka-tansu:0.6.0", "version": "0.6.0", "nodes": 1,
+        "storage": {"size": "1Gi", "ephemeral": true},
+        "resources": {"memory": memory}
+    }})
+}
+
+/// Waits for the set `events` to be Ready.
+pub async fn set_ready(
+    client: &kube::Client,
+    ns: &str,
+    within: Duration,
+) -> k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition {
+    super::wait_for_ready(client, ns, "KafkaClusterSet", "events", within, |c| {
+        c.status == "True"
+    })
+    .await
+}
+
+/// The spec of a consumer-engine Pipeline running the demo app's `consume`
+/// on the stream `orders` of the set `events`, in `state`.
+pub fn demo_consumer(state: &str) -> serde_json::Value {
+    let version = env!("CARGO_PKG_VERSION");
+    json!({
+        "clusterSet": "events", "state": state,
+        "inputs": [{"stream": "orders", "consumerGroup": "totals-app"}],
+        "engine": {"type": "consumer", "consumer": {"replicas": 1, "template": {"spec": {
+            "containers": [{"name": "app", "image": format!("kappa-demo:{version}"),
+                            "imagePullPolicy": "Never", "args": ["consume"]}]}}}}
+    })
+}
