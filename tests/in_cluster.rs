@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use common::node::{
     apply_manifest, assert_pods_logged_no_refusal, demo_consumer, deploy_operator, lease_holder,
-    operator_pods, set_ready, tansu_pod, tansu_template,
+    operator_pods, set_ready, tansu_pod, tansu_template, wait_pod_ready,
 };
 use common::objects::{
     assert_examples_valid, assert_semantic_verdicts, pipeline, valid_pipeline_spec,
@@ -39,14 +39,7 @@ fn shell_pod(testbed: &Testbed, ns: &str, name: &str, command: &str) {
         "-c",
         command,
     ]);
-    testbed.kubectl(&[
-        "-n",
-        ns,
-        "wait",
-        "--for=condition=Ready",
-        &format!("pod/{name}"),
-        "--timeout=120s",
-    ]);
+    wait_pod_ready(testbed, ns, name);
 }
 
 /// A StatefulSet pod behind a headless Service has a DNS name of its own.

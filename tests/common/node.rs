@@ -112,14 +112,7 @@ spec:
 "#
     );
     apply_manifest(testbed, ns, &format!("{ns}-{name}.yaml"), &manifest);
-    testbed.kubectl(&[
-        "-n",
-        ns,
-        "wait",
-        "--for=condition=Ready",
-        &format!("pod/{name}"),
-        "--timeout=120s",
-    ]);
+    wait_pod_ready(testbed, ns, name);
     let ip = testbed.jsonpath(ns, &["pod", name], "{.status.podIP}");
     format!("{}:9092", ip.trim())
 }
@@ -156,4 +149,16 @@ pub fn demo_consumer(state: &str) -> serde_json::Value {
             "containers": [{"name": "app", "image": format!("kappa-demo:{version}"),
                             "imagePullPolicy": "Never", "args": ["consume"]}]}}}}
     })
+}
+
+/// Waits up to two minutes for pod `name` in `ns` to be Ready.
+pub fn wait_pod_ready(testbed: &Testbed, ns: &str, name: &str) {
+    testbed.kubectl(&[
+        "-n",
+        ns,
+        "wait",
+        "--for=condition=Ready",
+        &format!("pod/{name}"),
+        "--timeout=120s",
+    ]);
 }

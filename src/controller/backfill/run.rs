@@ -24,7 +24,7 @@ use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::ConfigMap;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use k8s_openapi::jiff::Timestamp;
-use kube::api::{DeleteParams, PostParams};
+use kube::api::{DeleteParams, ListParams, PostParams};
 use kube::core::DeserializeGuard;
 use kube::runtime::reflector::Store;
 use kube::{Api, ResourceExt};
@@ -583,9 +583,17 @@ impl RunBackfill<'_> {
         };
         let namespace = backfill.namespace().unwrap_or_default();
         let jobs: Api<Job> = Api::namespaced(self.shared.client.clone(), &namespace);
+        // One list of this Backfill's Jobs, not a read per worker.
+        let selector = format!("{}={}", objects::BACKFILL_LABEL, backfill.name_any());
+        let existing: BTreeMap<String, Job> = jobs
+            .list(&ListParams::default().labels(&selector))
+            .await?
+            .into_iter()
+            .map(|job| (job.name_any(), job))
+            .collect();
         let mut states = Vec::new();
         for (index, name) in replay.jobs.iter().enumerate() {
-            let job = match jobs.get_opt(name).await? {
+            let job = match existing.get(name).cloned() {
                 Some(job) => job,
                 None => {
                     let desired = objects::worker_job(backfill, index as i32, &self.deps.image);
@@ -797,21 +805,13 @@ impl RunBackfill<'_> {
         }
         let total: i64 = written.iter().flat_map(|w| w.offsets.values()).sum();
         let mut next = status;
-        let replayed = next.progress.as_ref().map_or(total, |p| p.records_replayed);
-        next.progress = Some(Progress {
-            lag: Some((total - consumed).max(0)),
-            ..progress(
-                replayed,
-                next.replay.as_ref().map_or(total, |r| r.records_total),
-                None,
-                None,
-            )
-        });
-        if let Some(p) = next.progress.as_mut() {
-            let rate = progress(consumed, total, next.phase_time.as_ref(), None);
-            p.rate = rate.rate;
-            p.eta = rate.eta;
-        }
+        // The replay's figures stay; the job's lag, rate and ETA are added.
+        let job = progress(consumed, total, next.phase_time.as_ref(), None);
+        let mut shown = next.progress.clone().unwrap_or_default();
+        shown.lag = Some((total - consumed).max(0));
+        shown.rate = job.rate;
+        shown.eta = job.eta;
+        next.progress = Some(shown);
         if done {
             let message = format!("the backfill job consumed all {total} replayed record(s)");
             return Ok(Step::advance(next, BackfillPhase::TearingDown, message));
