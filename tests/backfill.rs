@@ -1,21 +1,26 @@
-//! A Backfill end to end on the testbed's real node, with the operator
+//! Backfills end to end on the testbed's real node, with the operator
 //! in-cluster: extra builtin clusters as pods, replay workers as Job pods,
-//! the derived job running the demo app; faults injected while it runs. Its
-//! own test binary (and node testbed), because it kills the operator's
-//! leader pod, which other in-cluster tests would feel.
+//! the derived job running the demo app's per-key aggregation, whose output
+//! is compared with totals computed from the source; faults injected while
+//! one runs. Its own test binary (and node testbed), because it kills the
+//! operator's leader pod, which other in-cluster tests would feel.
 
 mod common;
 
 use std::time::{Duration, Instant};
 
 use common::node::{
-    assert_pods_logged_no_refusal, demo_consumer, deploy_operator, lease_holder, set_ready,
+    assert_pods_logged_no_refusal, demo_aggregator, deploy_operator, lease_holder, set_ready,
     tansu_pod, tansu_template,
 };
 use common::objects::pipeline;
+use common::replay::{added, aggregated, reference, Totals};
 use common::{create, Testbed};
+use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::coordination::v1::Lease;
+use kube::api::{Patch, PatchParams};
 use kube::Api;
+use rand::Rng;
 use serde_json::json;
 
 /// The phases a Backfill went through, polled until it settles.
@@ -105,11 +110,240 @@ async fn phase_of(client: &kube::Client, ns: &str, name: &str) -> String {
     status["phase"].as_str().unwrap_or_default().to_string()
 }
 
+/// Shortens the operator's leader lease to 4 s (renewed every second), so
+/// that a killed leader is replaced within seconds and a run can take many
+/// kills.
+async fn shorten_lease(testbed: &Testbed, client: &kube::Client) {
+    let deployments: Api<Deployment> = Api::namespaced(client.clone(), "kappa-system");
+    let deployment = deployments
+        .get("kappa-operator")
+        .await
+        .expect("the operator");
+    let mut containers = deployment
+        .spec
+        .template
+        .spec
+        .map(|s| s.containers)
+        .unwrap_or_default();
+    for container in &mut containers {
+        for arg in container.args.iter_mut().flatten() {
+            if arg.starts_with("--lease-duration=") {
+                *arg = "--lease-duration=4s".into();
+            } else if arg.starts_with("--renew-interval=") {
+                *arg = "--renew-interval=1s".into();
+            }
+        }
+    }
+    let patch = json!({"spec": {"template": {"spec": {"containers": containers}}}});
+    deployments
+        .patch(
+            "kappa-operator",
+            &PatchParams::default(),
+            &Patch::Strategic(patch),
+        )
+        .await
+        .expect("lease shortened");
+    deploy_operator(testbed);
+}
+
+/// What went wrong between `expected` and `found` totals, for a message.
+fn differences(expected: &Totals, found: &Totals) -> String {
+    let keys: std::collections::BTreeSet<&Vec<u8>> = expected.keys().chain(found.keys()).collect();
+    let wrong: Vec<String> = keys
+        .into_iter()
+        .filter(|k| expected.get(*k) != found.get(*k))
+        .map(|k| {
+            format!(
+                "{}: expected {:?}, found {:?}",
+                String::from_utf8_lossy(k),
+                expected.get(k),
+                found.get(k)
+            )
+        })
+        .collect();
+    format!(
+        "{} of {} keys differ, e.g. {:?}",
+        wrong.len(),
+        expected.len(),
+        &wrong[..wrong.len().min(5)]
+    )
+}
+
+/// The source, the range and what the job's output must add for it.
+struct Source<'a> {
+    bootstrap: &'a str,
+    range: (i64, i64),
+    records: u64,
+    reference: Totals,
+}
+
+fn backfill(name: &str, source: &Source) -> serde_json::Value {
+    json!({
+        "apiVersion": "kappa.dev/v1alpha1", "kind": "Backfill", "metadata": {"name": name},
+        "spec": {"pipelineRef": "totals", "from": rfc3339(source.range.0), "to": rfc3339(source.range.1),
+                 "capacity": {"clusters": 2, "partitionMultiplier": 2, "parallelism": 1},
+                 "completion": "outputOnly", "teardownAfter": "0s"}
+    })
+}
+
+/// Follows Backfill `name` (created with the job's output at `before`) to
+/// Completed and checks what a successful run must leave: phases in order,
+/// every record of the range replayed once, the job's output adding exactly
+/// the reference, nothing of it left. Returns its status.
+async fn check_run(
+    testbed: &Testbed,
+    client: &kube::Client,
+    ns: &str,
+    name: &str,
+    (source, before): (&Source<'_>, &Totals),
+) -> serde_json::Value {
+    let (phases, status) = follow_backfill(client, ns, name, Duration::from_secs(1200)).await;
+    // Phases come in order; a short one may pass between two polls.
+    let order = [
+        "Provisioning",
+        "Replaying",
+        "Processing",
+        "TearingDown",
+        "Completed",
+    ];
+    let positions: Vec<usize> = phases
+        .iter()
+        .map(|p| {
+            order
+                .iter()
+                .position(|o| o == p)
+                .unwrap_or_else(|| panic!("{p} in a successful run: {status}"))
+        })
+        .collect();
+    assert!(positions.windows(2).all(|w| w[0] < w[1]), "{phases:?}");
+    for seen in ["Replaying", "Processing", "Completed"] {
+        assert!(
+            phases.iter().any(|p| p == seen),
+            "{seen} not seen: {phases:?}"
+        );
+    }
+    let replay = &status["replay"];
+    assert_eq!(replay["recordsTotal"], source.records, "{status}");
+    assert_eq!(
+        status["progress"]["recordsReplayed"], source.records,
+        "{status}"
+    );
+    // What the extra clusters held at the end of the replay, partition by
+    // partition (fresh topics, so their next offsets are their record
+    // counts): every record of the range once.
+    let sum_offsets = |list: &serde_json::Value| -> i64 {
+        list.as_array()
+            .expect("offsets per stream")
+            .iter()
+            .flat_map(|w| {
+                w["offsets"]
+                    .as_object()
+                    .expect("offsets")
+                    .values()
+                    .map(|v| v.as_i64().expect("offset"))
+            })
+            .sum()
+    };
+    assert_eq!(
+        sum_offsets(&replay["written"]),
+        source.records as i64,
+        "{status}"
+    );
+    // The hand-off offsets are where the range ends on the live cluster: the
+    // first record of the third part on every partition.
+    assert_eq!(
+        sum_offsets(&replay["handoffOffsets"]),
+        (20_000 + source.records) as i64,
+        "{status}"
+    );
+    assert_eq!(
+        status["clusters"],
+        serde_json::Value::Null,
+        "released: {status}"
+    );
+    let left = leftovers(testbed, client, ns, name).await;
+    assert!(left.is_empty(), "left behind: {left:?}");
+    let output = added(before, &aggregated(source.bootstrap, "totals"));
+    assert!(
+        output == source.reference,
+        "{name}: the job's output is not the reference: {}",
+        differences(&source.reference, &output)
+    );
+    println!(
+        "{name}: output equals the reference ({} keys, {} records)",
+        output.len(),
+        output.values().map(|(count, _)| count).sum::<u64>()
+    );
+    status
+}
+
+/// Kills the operator's leader pod at every phase boundary of Backfill
+/// `name` and at random instants 1-5 s apart, a replay worker's pod
+/// mid-copy, and restarts an extra cluster's broker pod mid-replay (it
+/// comes back empty), until the Backfill settles. Returns the leaders
+/// killed at boundaries and at random instants, and whether the worker and
+/// the broker faults landed.
+async fn inject_faults(
+    testbed: &'static Testbed,
+    client: kube::Client,
+    ns: String,
+    name: String,
+) -> (usize, usize, bool, bool) {
+    let leases: Api<Lease> = Api::namespaced(client.clone(), "kappa-system");
+    let (mut at_boundaries, mut at_random, mut worker, mut broker) = (0, 0, false, false);
+    let pause = || Duration::from_millis(rand::rng().random_range(1_000..5_000));
+    let mut next_kill = Instant::now() + pause();
+    let mut last_phase = String::new();
+    loop {
+        let phase = phase_of(&client, &ns, &name).await;
+        if phase == "Completed" || phase == "Failed" {
+            return (at_boundaries, at_random, worker, broker);
+        }
+        let boundary = !phase.is_empty() && phase != last_phase;
+        last_phase = phase;
+        if boundary || Instant::now() >= next_kill {
+            // The lease may still name a leader killed before: that kill
+            // counts once.
+            if let Some(leader) = lease_holder(&leases).await {
+                let killed = kill_pods(testbed, "kappa-system", &[&leader]);
+                if boundary {
+                    at_boundaries += killed;
+                } else {
+                    at_random += killed;
+                }
+            }
+            next_kill = Instant::now() + pause();
+        }
+        let job = format!("job-name={name}-replay-0");
+        if last_phase == "Replaying" && !(worker && broker) {
+            let running = testbed.kubectl(&[
+                "-n",
+                &ns,
+                "get",
+                "pods",
+                "-l",
+                &job,
+                "--field-selector=status.phase=Running",
+                "-o",
+                "name",
+            ]);
+            if !running.trim().is_empty() {
+                tokio::time::sleep(Duration::from_secs(2)).await;
+                worker = kill_pods(testbed, &ns, &["-l", &job]) > 0;
+                broker = kill_pods(testbed, &ns, &[&format!("events-{name}-1-0")]) > 0;
+                println!("killed replay worker 0: {worker}; restarted broker events-{name}-1-0: {broker}");
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn a_backfill_of_a_million_records_survives_faults_and_leaves_nothing_behind() {
+async fn backfills_of_a_million_records_reach_the_reference_through_faults_and_leave_nothing() {
     let testbed = Testbed::with_node();
     deploy_operator(testbed);
     let client = testbed.client().await;
+    shorten_lease(testbed, &client).await;
     let ns = testbed.namespace("backfill").await;
     // The live cluster is a broker the test reaches; the extra clusters are
     // builtin ones the operator runs from the template.
@@ -119,29 +353,40 @@ async fn a_backfill_of_a_million_records_survives_faults_and_leaves_nothing_behi
         "spec": {
             "template": tansu_template("1Gi"),
             "clusters": [{"name": "live", "overrides": {"provider": "external", "external": {"bootstrapServers": [live]}}}],
-            "streams": [{"name": "orders", "partitions": 4}],
+            "streams": [{"name": "orders", "partitions": 4}, {"name": "totals", "partitions": 4}],
             "routing": {"writeCluster": "live"}
         }
     });
     create(&client, &ns, set).await.expect("set created");
     set_ready(&client, &ns, Duration::from_secs(120)).await;
     const RANGE: u64 = 1_000_000;
-    let (from, to) = common::replay::write_source(&live, "orders", [20_000, RANGE, 20_000], 1_000);
-
-    create(&client, &ns, pipeline("totals", demo_consumer("suspended")))
-        .await
-        .expect("pipeline");
-    let backfill = |name: &str| {
-        json!({
-            "apiVersion": "kappa.dev/v1alpha1", "kind": "Backfill", "metadata": {"name": name},
-            "spec": {"pipelineRef": "totals", "from": rfc3339(from), "to": rfc3339(to),
-                     "capacity": {"clusters": 2, "partitionMultiplier": 2, "parallelism": 2},
-                     "completion": "outputOnly", "teardownAfter": "0s"}
-        })
+    let range = common::replay::write_source(&live, "orders", [20_000, RANGE, 20_000], 1_000);
+    let source = Source {
+        bootstrap: &live,
+        range,
+        records: RANGE,
+        reference: reference(&live, "orders", range),
     };
+    assert_eq!(
+        source
+            .reference
+            .values()
+            .map(|(count, _)| count)
+            .sum::<u64>(),
+        RANGE,
+        "records stamped within the range"
+    );
+    // The live job, suspended: the output holds only what backfills add.
+    create(
+        &client,
+        &ns,
+        pipeline("totals", demo_aggregator("suspended")),
+    )
+    .await
+    .expect("pipeline");
 
     // Deleted while replaying: everything it created goes.
-    create(&client, &ns, backfill("dropped"))
+    create(&client, &ns, backfill("dropped", &source))
         .await
         .expect("backfill");
     let started = Instant::now();
@@ -174,122 +419,31 @@ async fn a_backfill_of_a_million_records_survives_faults_and_leaves_nothing_behi
         tokio::time::sleep(Duration::from_secs(1)).await;
     }
 
-    // A full run while the operator's leader pod is killed at every phase
-    // boundary and every 20 s, a
-    // replay worker's pod is killed mid-copy and an extra cluster's broker
-    // pod restarts mid-replay (it comes back empty).
-    create(&client, &ns, backfill("rerun"))
+    // A run without faults.
+    let before = aggregated(&live, "totals");
+    create(&client, &ns, backfill("clean", &source))
         .await
         .expect("backfill");
-    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let faults = {
-        let (client, ns, stop) = (client.clone(), ns.clone(), stop.clone());
-        tokio::spawn(async move {
-            let leases: Api<Lease> = Api::namespaced(client.clone(), "kappa-system");
-            let (mut leaders, mut worker, mut broker) = (0, false, false);
-            let mut last_kill = Instant::now();
-            let mut last_phase = String::new();
-            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
-                // At every phase boundary, and every 20 s between them.
-                let phase = phase_of(&client, &ns, "rerun").await;
-                let boundary = !phase.is_empty() && phase != last_phase;
-                last_phase = phase;
-                if boundary || last_kill.elapsed() >= Duration::from_secs(20) {
-                    if let Some(leader) = lease_holder(&leases).await {
-                        leaders += kill_pods(testbed, "kappa-system", &[&leader]);
-                    }
-                    last_kill = Instant::now();
-                }
-                if last_phase == "Replaying" && !(worker && broker) {
-                    let running = testbed.kubectl(&[
-                        "-n",
-                        &ns,
-                        "get",
-                        "pods",
-                        "-l",
-                        "job-name=rerun-replay-0",
-                        "--field-selector=status.phase=Running",
-                        "-o",
-                        "name",
-                    ]);
-                    if !running.trim().is_empty() {
-                        tokio::time::sleep(Duration::from_secs(2)).await;
-                        worker = kill_pods(testbed, &ns, &["-l", "job-name=rerun-replay-0"]) > 0;
-                        broker = kill_pods(testbed, &ns, &["events-rerun-1-0"]) > 0;
-                        println!("killed replay worker 0: {worker}; restarted broker events-rerun-1-0: {broker}");
-                    }
-                }
-                tokio::time::sleep(Duration::from_millis(300)).await;
-            }
-            (leaders, worker, broker)
-        })
-    };
-    let (phases, status) = follow_backfill(&client, &ns, "rerun", Duration::from_secs(1200)).await;
-    stop.store(true, std::sync::atomic::Ordering::Relaxed);
-    let (leaders, worker, broker) = faults.await.expect("fault task");
+    check_run(testbed, &client, &ns, "clean", (&source, &before)).await;
+
+    // The same run with faults.
+    let before = aggregated(&live, "totals");
+    create(&client, &ns, backfill("rerun", &source))
+        .await
+        .expect("backfill");
+    let faults = tokio::spawn(inject_faults(
+        testbed,
+        client.clone(),
+        ns.clone(),
+        "rerun".into(),
+    ));
+    let status = check_run(testbed, &client, &ns, "rerun", (&source, &before)).await;
+    let (at_boundaries, at_random, worker, broker) = faults.await.expect("fault task");
     println!(
-        "faults: {leaders} leader pod(s) killed, replay worker killed: {worker}, broker restarted: {broker}; workers rerun {} time(s); progress {}",
+        "faults: leader pod killed at {at_boundaries} phase boundaries and {at_random} random instants, replay worker killed: {worker}, broker restarted: {broker}; workers rerun {} time(s); progress {}",
         status["replay"]["reruns"], status["progress"]
     );
     assert!(worker && broker, "the faults did not land while replaying");
-    // Phases come in order; a short one may pass between two polls.
-    let order = [
-        "Provisioning",
-        "Replaying",
-        "Processing",
-        "TearingDown",
-        "Completed",
-    ];
-    let positions: Vec<usize> = phases
-        .iter()
-        .map(|p| {
-            order
-                .iter()
-                .position(|o| o == p)
-                .expect("a phase of a successful run")
-        })
-        .collect();
-    assert!(positions.windows(2).all(|w| w[0] < w[1]), "{phases:?}");
-    for seen in ["Replaying", "Processing", "Completed"] {
-        assert!(
-            phases.iter().any(|p| p == seen),
-            "{seen} not seen: {phases:?}"
-        );
-    }
-    let replay = &status["replay"];
-    assert_eq!(replay["recordsTotal"], RANGE, "{status}");
-    assert_eq!(status["progress"]["recordsReplayed"], RANGE, "{status}");
-    // What the extra clusters held at the end of the replay, partition by
-    // partition (fresh topics, so their next offsets are their record
-    // counts): every record of the range once.
-    let written: i64 = replay["written"]
-        .as_array()
-        .expect("written offsets")
-        .iter()
-        .flat_map(|w| {
-            w["offsets"]
-                .as_object()
-                .expect("offsets")
-                .values()
-                .map(|v| v.as_i64().expect("offset"))
-        })
-        .sum();
-    assert_eq!(written, RANGE as i64, "{status}");
-    // The hand-off offsets are where the range ends on the live cluster: the
-    // first record of the third part on every partition.
-    let handoff: i64 = replay["handoffOffsets"][0]["offsets"]
-        .as_object()
-        .expect("hand-off offsets")
-        .values()
-        .map(|v| v.as_i64().expect("offset"))
-        .sum();
-    assert_eq!(handoff, (20_000 + RANGE) as i64, "{status}");
-    assert_eq!(
-        status["clusters"],
-        serde_json::Value::Null,
-        "released: {status}"
-    );
-    let left = leftovers(testbed, &client, &ns, "rerun").await;
-    assert!(left.is_empty(), "left behind: {left:?}");
+    assert!(at_random >= 20, "only {at_random} kills at random instants");
     assert_pods_logged_no_refusal(testbed);
 }

@@ -1,7 +1,8 @@
 //! `kappa-demo`: an application of a KafkaClusterSet that shows and checks
 //! the routing client. `produce` writes records numbered per key, `consume`
 //! prints every record it reads, `check` compares the two: each record read
-//! once, in order per key.
+//! once, in order per key. `aggregate` is a stateful job: it counts and sums
+//! the numbers it reads per key and writes what it added to an output stream.
 
 use std::collections::BTreeMap;
 use std::io::{BufRead, Write};
@@ -61,6 +62,27 @@ enum Mode {
         /// Stop after this many records (default: until SIGTERM or Ctrl-C).
         #[arg(long)]
         records: Option<u64>,
+    },
+    /// Count and sum the numeric payloads read per key; at every checkpoint
+    /// write one record per key read since the last one, `<key>` ->
+    /// `<count> <sum>` added, to the output stream, then commit the offsets
+    /// read. A key's totals are the sums of its records there (a pod that dies
+    /// between writing and committing adds that checkpoint's part twice).
+    Aggregate {
+        #[command(flatten)]
+        discovery: DiscoveryArgs,
+        /// The stream to read (set by a consumer-engine Pipeline).
+        #[arg(long, env = "KAPPA_STREAM")]
+        stream: String,
+        /// The consumer group (set by a consumer-engine Pipeline).
+        #[arg(long, env = "KAPPA_GROUP")]
+        group: String,
+        /// The stream to write (a consumer-engine Pipeline sets its outputs).
+        #[arg(long, env = "KAPPA_OUTPUTS")]
+        output: String,
+        /// Time between checkpoints, in milliseconds.
+        #[arg(long, default_value_t = 500)]
+        checkpoint_ms: u64,
     },
     /// Compare what producers wrote (their JSON) with what a consumer printed.
     Check {
@@ -211,6 +233,82 @@ async fn consume(
     Ok(())
 }
 
+/// Count and sum added per key since the last checkpoint.
+type Added = BTreeMap<Vec<u8>, (u64, u64)>;
+
+async fn aggregate(
+    discovery: &DiscoveryArgs,
+    (stream, group, output): (&str, &str, &str),
+    every: Duration,
+) -> Result<(), ClientError> {
+    if output.contains(',') {
+        return Err(ClientError::Malformed(format!(
+            "one output stream expected, got `{output}`"
+        )));
+    }
+    let settings = ProducerSettings {
+        id: group.to_string(),
+        acknowledge_through: None,
+        credentials: discovery.credentials(),
+        config: BTreeMap::new(),
+    };
+    let producer =
+        RoutedProducer::start(Discovery::follow(discovery.source().await?), settings).await?;
+    let mut consumer = RoutedConsumer::start(
+        Discovery::follow(discovery.source().await?),
+        stream,
+        group,
+        discovery.credentials(),
+    )
+    .await?
+    .commit_only_when_asked();
+    let mut added = Added::new();
+    let mut stop = std::pin::pin!(stopped());
+    let mut checkpoint = tokio::time::interval(every);
+    loop {
+        tokio::select! {
+            () = &mut stop => break,
+            _ = checkpoint.tick() => write_added(&producer, output, &mut added, &mut consumer).await?,
+            record = consumer.next() => {
+                let record = record?;
+                let number = record
+                    .payload
+                    .as_deref()
+                    .and_then(|p| std::str::from_utf8(p).ok())
+                    .and_then(|p| p.trim().parse::<u64>().ok())
+                    .unwrap_or(0);
+                let totals = added.entry(record.key.unwrap_or_default()).or_default();
+                totals.0 += 1;
+                totals.1 += number;
+            }
+        }
+    }
+    write_added(&producer, output, &mut added, &mut consumer).await?;
+    producer.close().await
+}
+
+/// Writes what `added` holds to `output`, waits until every record is
+/// acknowledged, then commits what the consumer read.
+async fn write_added(
+    producer: &RoutedProducer,
+    output: &str,
+    added: &mut Added,
+    consumer: &mut RoutedConsumer,
+) -> Result<(), ClientError> {
+    let values: Vec<(Vec<u8>, String)> = std::mem::take(added)
+        .into_iter()
+        .map(|(key, (count, sum))| (key, format!("{count} {sum}")))
+        .collect();
+    futures::future::try_join_all(
+        values
+            .iter()
+            .map(|(key, value)| producer.send(output, key, value.as_bytes())),
+    )
+    .await?;
+    consumer.commit_all().await;
+    Ok(())
+}
+
 fn check(written: &[PathBuf], read: &PathBuf) -> Result<bool, String> {
     let mut expected: BTreeMap<String, u64> = BTreeMap::new();
     for path in written {
@@ -275,6 +373,20 @@ async fn main() -> ExitCode {
             .await
             .map(|()| true)
             .map_err(|e| e.to_string()),
+        Mode::Aggregate {
+            discovery,
+            stream,
+            group,
+            output,
+            checkpoint_ms,
+        } => aggregate(
+            &discovery,
+            (&stream, &group, &output),
+            Duration::from_millis(checkpoint_ms),
+        )
+        .await
+        .map(|()| true)
+        .map_err(|e| e.to_string()),
         Mode::Check { written, read } => check(&written, &read),
     };
     match outcome {

@@ -184,6 +184,8 @@ pub struct RoutedConsumer {
     partitions: BTreeSet<i32>,
     readings: BTreeMap<i32, Reading>,
     last_commit: Instant,
+    /// Whether `next` commits what it returned every second by itself.
+    periodic_commits: bool,
     /// Records every cluster's fetching thread hands over.
     records: mpsc::Receiver<Polled>,
     /// The sending side, for new fetching threads.
@@ -223,12 +225,20 @@ impl RoutedConsumer {
             partitions: BTreeSet::new(),
             readings: BTreeMap::new(),
             last_commit: Instant::now(),
+            periodic_commits: true,
             records,
             sender,
         };
         consumer.stream_of(&document)?;
         consumer.adopt(document).await?;
         Ok(consumer)
+    }
+
+    /// Commits only on `commit_all`, for an application that must write
+    /// what it derived from the records before their offsets are committed.
+    pub fn commit_only_when_asked(mut self) -> Self {
+        self.periodic_commits = false;
+        self
     }
 
     fn stream_of<'a>(
@@ -516,7 +526,11 @@ impl RoutedConsumer {
             }
             self.start_loads();
             if self.last_commit.elapsed() >= COMMIT_EVERY {
-                self.commit(CommitMode::Async).await;
+                if self.periodic_commits {
+                    self.commit(CommitMode::Async).await;
+                } else {
+                    self.last_commit = Instant::now();
+                }
                 self.unstall().await?;
             }
             // A new document is taken as soon as it comes, not after the wait.

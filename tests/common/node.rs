@@ -141,13 +141,25 @@ pub async fn set_ready(
 /// The spec of a consumer-engine Pipeline running the demo app's `consume`
 /// on the stream `orders` of the set `events`, in `state`.
 pub fn demo_consumer(state: &str) -> serde_json::Value {
+    demo_app(state, "consume")
+}
+
+/// The spec of Pipeline `totals` running `kappa-demo aggregate`: per-key
+/// count and sum of `orders`, written to stream `totals`.
+pub fn demo_aggregator(state: &str) -> serde_json::Value {
+    let mut spec = demo_app(state, "aggregate");
+    spec["outputs"] = json!([{"stream": "totals"}]);
+    spec
+}
+
+fn demo_app(state: &str, mode: &str) -> serde_json::Value {
     let version = env!("CARGO_PKG_VERSION");
     json!({
         "clusterSet": "events", "state": state,
         "inputs": [{"stream": "orders", "consumerGroup": "totals-app"}],
         "engine": {"type": "consumer", "consumer": {"replicas": 1, "template": {"spec": {
             "containers": [{"name": "app", "image": format!("kappa-demo:{version}"),
-                            "imagePullPolicy": "Never", "args": ["consume"]}]}}}}
+                            "imagePullPolicy": "Never", "args": [mode]}]}}}}
     })
 }
 

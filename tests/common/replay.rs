@@ -1,5 +1,6 @@
 //! Replay helpers: source data with known keys and timestamps, the plan a
-//! Backfill's range gives, and a full read of what the backfill clusters hold.
+//! Backfill's range gives, a full read of what the backfill clusters hold,
+//! and per-key totals computed from the source and read from a job's output.
 
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
@@ -9,7 +10,7 @@ use kappa_operator::kafka::{ClusterConnection, DesiredTopic, KafkaAdmin};
 use kappa_operator::replay::plan::{locate, ReplayPlan};
 use kappa_operator::replay::{SOURCE_OFFSET_HEADER, SOURCE_PARTITION_HEADER};
 use rdkafka::consumer::{BaseConsumer, Consumer};
-use rdkafka::message::{Headers, Message};
+use rdkafka::message::{BorrowedMessage, Headers, Message};
 use rdkafka::producer::{BaseRecord, DefaultProducerContext, Producer, ThreadedProducer};
 use rdkafka::{ClientConfig, Offset, TopicPartitionList};
 
@@ -121,57 +122,118 @@ pub struct Copied {
     pub key: Vec<u8>,
 }
 
-/// Every record of `topic` on each of `destinations`, read from offset 0
-/// until nothing more arrives for three seconds.
+/// Hands every record of `topic` on `bootstrap` to `each`, read from offset
+/// 0 until nothing more arrives for three seconds.
+fn each_record(bootstrap: &str, topic: &str, group: &str, mut each: impl FnMut(&BorrowedMessage)) {
+    let consumer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", bootstrap)
+        .set("group.id", group)
+        .set("enable.auto.commit", "false")
+        .create()
+        .expect("reader");
+    let metadata = consumer
+        .fetch_metadata(Some(topic), Duration::from_secs(10))
+        .expect("metadata");
+    let mut list = TopicPartitionList::new();
+    for found in metadata.topics().iter().filter(|t| t.name() == topic) {
+        for partition in found.partitions() {
+            list.add_partition_offset(topic, partition.id(), Offset::Beginning)
+                .expect("position");
+        }
+    }
+    consumer.assign(&list).expect("assigned");
+    let mut last = Instant::now();
+    while last.elapsed() < Duration::from_secs(3) {
+        if let Some(record) = consumer.poll(Duration::from_millis(100)) {
+            each(&record.expect("readable"));
+            last = Instant::now();
+        }
+    }
+}
+
+/// Every record of `topic` on each of `destinations`.
 pub fn read_all(destinations: &[String], topic: &str, group: &str) -> Vec<Copied> {
     let mut all = Vec::new();
     for (cluster, bootstrap) in destinations.iter().enumerate() {
-        let consumer: BaseConsumer = ClientConfig::new()
-            .set("bootstrap.servers", bootstrap)
-            .set("group.id", group)
-            .set("enable.auto.commit", "false")
-            .create()
-            .expect("reader");
-        let metadata = consumer
-            .fetch_metadata(Some(topic), Duration::from_secs(10))
-            .expect("metadata");
-        let mut list = TopicPartitionList::new();
-        for found in metadata.topics().iter().filter(|t| t.name() == topic) {
-            for partition in found.partitions() {
-                list.add_partition_offset(topic, partition.id(), Offset::Beginning)
-                    .expect("position");
-            }
-        }
-        consumer.assign(&list).expect("assigned");
-        let mut last = Instant::now();
-        while last.elapsed() < Duration::from_secs(3) {
-            if let Some(record) = consumer.poll(Duration::from_millis(100)) {
-                let record = record.expect("readable");
-                let header = |name: &str| -> i64 {
-                    let headers = record.headers().expect("replay headers");
-                    let value = headers
-                        .iter()
-                        .filter(|h| h.key == name)
-                        .last()
-                        .and_then(|h| h.value)
-                        .expect("header present");
-                    std::str::from_utf8(value)
-                        .expect("text")
-                        .parse()
-                        .expect("number")
-                };
-                all.push(Copied {
-                    cluster,
-                    partition: record.partition(),
-                    source_partition: header(SOURCE_PARTITION_HEADER) as i32,
-                    source_offset: header(SOURCE_OFFSET_HEADER),
-                    key: record.key().unwrap_or_default().to_vec(),
-                });
-                last = Instant::now();
-            }
-        }
+        each_record(bootstrap, topic, group, |record| {
+            let header = |name: &str| -> i64 {
+                let headers = record.headers().expect("replay headers");
+                let value = headers
+                    .iter()
+                    .filter(|h| h.key == name)
+                    .last()
+                    .and_then(|h| h.value)
+                    .expect("header present");
+                std::str::from_utf8(value)
+                    .expect("text")
+                    .parse()
+                    .expect("number")
+            };
+            all.push(Copied {
+                cluster,
+                partition: record.partition(),
+                source_partition: header(SOURCE_PARTITION_HEADER) as i32,
+                source_offset: header(SOURCE_OFFSET_HEADER),
+                key: record.key().unwrap_or_default().to_vec(),
+            });
+        });
     }
     all
+}
+
+/// Count and sum of numbers per key.
+pub type Totals = BTreeMap<Vec<u8>, (u64, u64)>;
+
+fn number(text: Option<&[u8]>) -> u64 {
+    text.and_then(|t| std::str::from_utf8(t).ok())
+        .and_then(|t| t.trim().parse().ok())
+        .expect("a numeric value")
+}
+
+/// The reference a job aggregating the range must reach: per key, how many
+/// records of `topic` are stamped within `[from, to)` (ms) and the sum of
+/// their values, computed from the source itself.
+pub fn reference(bootstrap: &str, topic: &str, (from, to): (i64, i64)) -> Totals {
+    let mut totals = Totals::new();
+    each_record(bootstrap, topic, "kappa-reference", |record| {
+        let stamped = record.timestamp().to_millis().expect("a timestamp");
+        if (from..to).contains(&stamped) {
+            let key = totals
+                .entry(record.key().unwrap_or_default().to_vec())
+                .or_default();
+            key.0 += 1;
+            key.1 += number(record.payload());
+        }
+    });
+    totals
+}
+
+/// Per key, the sums of the `<count> <sum>` records on `topic`: the totals
+/// `kappa-demo aggregate` wrote there.
+pub fn aggregated(bootstrap: &str, topic: &str) -> Totals {
+    let mut totals = Totals::new();
+    each_record(bootstrap, topic, "kappa-aggregated", |record| {
+        let value = std::str::from_utf8(record.payload().unwrap_or_default()).expect("text");
+        let (count, sum) = value.split_once(' ').expect("`<count> <sum>`");
+        let key = totals
+            .entry(record.key().unwrap_or_default().to_vec())
+            .or_default();
+        key.0 += number(Some(count.as_bytes()));
+        key.1 += number(Some(sum.as_bytes()));
+    });
+    totals
+}
+
+/// What `after` adds to `before`, key by key.
+pub fn added(before: &Totals, after: &Totals) -> Totals {
+    after
+        .iter()
+        .map(|(key, (count, sum))| {
+            let (was_count, was_sum) = before.get(key).copied().unwrap_or_default();
+            (key.clone(), (count - was_count, sum - was_sum))
+        })
+        .filter(|(_, added)| *added != (0, 0))
+        .collect()
 }
 
 /// What a replay left, counted against its plan.
