@@ -177,12 +177,12 @@ struct Source<'a> {
     reference: Totals,
 }
 
-fn backfill(name: &str, source: &Source) -> serde_json::Value {
+fn backfill(name: &str, source: &Source, completion: &str) -> serde_json::Value {
     json!({
         "apiVersion": "kappa.dev/v1alpha1", "kind": "Backfill", "metadata": {"name": name},
         "spec": {"pipelineRef": "totals", "from": rfc3339(source.range.0), "to": rfc3339(source.range.1),
                  "capacity": {"clusters": 2, "partitionMultiplier": 2, "parallelism": 1},
-                 "completion": "outputOnly", "teardownAfter": "0s"}
+                 "completion": completion, "teardownAfter": "0s"}
     })
 }
 
@@ -203,6 +203,7 @@ async fn check_run(
         "Provisioning",
         "Replaying",
         "Processing",
+        "HandingOff",
         "TearingDown",
         "Completed",
     ];
@@ -386,7 +387,7 @@ async fn backfills_of_a_million_records_reach_the_reference_through_faults_and_l
     .expect("pipeline");
 
     // Deleted while replaying: everything it created goes.
-    create(&client, &ns, backfill("dropped", &source))
+    create(&client, &ns, backfill("dropped", &source, "outputOnly"))
         .await
         .expect("backfill");
     let started = Instant::now();
@@ -421,14 +422,14 @@ async fn backfills_of_a_million_records_reach_the_reference_through_faults_and_l
 
     // A run without faults.
     let before = aggregated(&live, "totals");
-    create(&client, &ns, backfill("clean", &source))
+    create(&client, &ns, backfill("clean", &source, "outputOnly"))
         .await
         .expect("backfill");
     check_run(testbed, &client, &ns, "clean", (&source, &before)).await;
 
-    // The same run with faults.
+    // The same run with faults, handing off to the live job.
     let before = aggregated(&live, "totals");
-    create(&client, &ns, backfill("rerun", &source))
+    create(&client, &ns, backfill("rerun", &source, "handoff"))
         .await
         .expect("backfill");
     let faults = tokio::spawn(inject_faults(
@@ -445,5 +446,41 @@ async fn backfills_of_a_million_records_reach_the_reference_through_faults_and_l
     );
     assert!(worker && broker, "the faults did not land while replaying");
     assert!(at_random >= 20, "only {at_random} kills at random instants");
+
+    // The live job, handed off to, continues where the range ended: once
+    // running, the output holds the range and everything after it, each
+    // record counted once.
+    let live_status = common::status(&client, &ns, "Pipeline", "totals").await;
+    let handed_off = live_status["handedOffFrom"].as_str().unwrap_or_default();
+    assert!(handed_off.starts_with("rerun-handoff-"), "{live_status}");
+    testbed.kubectl(&[
+        "-n",
+        &ns,
+        "patch",
+        "pipeline",
+        "totals",
+        "--type=merge",
+        "-p",
+        r#"{"spec":{"state":"running"}}"#,
+    ]);
+    let onward = reference(&live, "orders", (range.0, i64::MAX));
+    let started = Instant::now();
+    loop {
+        let output = added(&before, &aggregated(&live, "totals"));
+        if output == onward {
+            println!(
+                "the live job continued from the hand-off: output equals the reference from the range on ({} records) after {:.1}s",
+                onward.values().map(|(count, _)| count).sum::<u64>(),
+                started.elapsed().as_secs_f64()
+            );
+            break;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(180),
+            "the live job's output after the hand-off is not the reference: {}",
+            differences(&onward, &output)
+        );
+        tokio::time::sleep(Duration::from_secs(2)).await;
+    }
     assert_pods_logged_no_refusal(testbed);
 }

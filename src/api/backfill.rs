@@ -232,7 +232,7 @@ fn is_zero(value: &i32) -> bool {
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct StreamOffsets {
-    /// The cluster, where it is not the source.
+    /// The cluster: the source for hand-off offsets, an extra cluster for written ones.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cluster: Option<String>,
     /// Logical stream.

@@ -404,6 +404,9 @@ pub struct PipelineStatus {
     /// What the running job was restored from.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub restored_from: Option<String>,
+    /// The hand-off Savepoint a Backfill last restarted the job from.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub handed_off_from: Option<String>,
     /// The newest completed savepoint.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_savepoint: Option<SavepointRecord>,

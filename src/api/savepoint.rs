@@ -51,6 +51,11 @@ pub struct SavepointSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(min = 1))]
     pub path: Option<String>,
+    /// Register these offsets (type `offsets`) instead of reading the
+    /// pipeline's groups: a Backfill's hand-off names where the live job
+    /// continues this way.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub offsets: Vec<PartitionOffset>,
     /// Delete the snapshot's files when this resource is deleted.
     #[serde(default)]
     pub dispose_on_delete: bool,

@@ -13,7 +13,8 @@ use k8s_openapi::api::core::v1::{
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::{Resource, ResourceExt};
 
-use crate::api::backfill::Backfill;
+use crate::api::backfill::{Backfill, BackfillStatus};
+use crate::api::savepoint::PartitionOffset;
 use crate::replay::plan::ReplayPlan;
 
 /// Key of the plan in its ConfigMap.
@@ -35,6 +36,38 @@ pub fn cluster_names(backfill: &Backfill) -> Vec<String> {
 /// Name of the ConfigMap holding the plan.
 pub fn plan_name(backfill: &Backfill) -> String {
     format!("{}-replay-plan", backfill.name_any())
+}
+
+/// Name of the live pipeline's hand-off Savepoint: unique per Backfill
+/// object, so that a Backfill created again under the same name hands off
+/// anew.
+pub fn handoff_name(backfill: &Backfill) -> String {
+    let uid = backfill.uid().unwrap_or_default();
+    format!(
+        "{}-handoff-{}",
+        backfill.name_any(),
+        &uid[..uid.len().min(8)]
+    )
+}
+
+/// Where the live pipeline's groups continue after the hand-off: the
+/// replay's end on the source cluster, partition by partition.
+pub fn handoff_offsets(status: &BackfillStatus) -> Vec<PartitionOffset> {
+    status
+        .replay
+        .iter()
+        .flat_map(|r| &r.handoff_offsets)
+        .flat_map(|stream| {
+            stream.offsets.iter().filter_map(|(partition, offset)| {
+                Some(PartitionOffset {
+                    cluster: stream.cluster.clone()?,
+                    topic: stream.topic.clone(),
+                    partition: partition.parse().ok()?,
+                    offset: *offset,
+                })
+            })
+        })
+        .collect()
 }
 
 /// Name of worker `index`'s Job.

@@ -24,7 +24,7 @@ use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::ConfigMap;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use k8s_openapi::jiff::Timestamp;
-use kube::api::{DeleteParams, ListParams, PostParams};
+use kube::api::{DeleteParams, ListParams, Patch, PatchParams, PostParams};
 use kube::core::DeserializeGuard;
 use kube::runtime::reflector::Store;
 use kube::{Api, ResourceExt};
@@ -37,6 +37,7 @@ use crate::api::backfill::{
 use crate::api::kafka_cluster_set::{ClusterStatus, KafkaClusterSet, Provider};
 use crate::api::pipeline::{EngineType, JobState as PipelineState, Pipeline, PipelineSpec};
 use crate::conditions::{DEGRADED, PROGRESSING, READY};
+use crate::controller::pipeline::snapshots;
 use crate::controller::verdict::{own_fields, Act, Outcome, Requeue, Wanted};
 use crate::controller::{apply_if_changed, lookup, Shared};
 use crate::discovery::{config_map_name, DiscoveryDocument, DOCUMENT_KEY};
@@ -259,9 +260,8 @@ impl RunBackfill<'_> {
             BackfillPhase::Pending => self.pending(backfill, status),
             BackfillPhase::Provisioning => self.provisioning(backfill, status).await?,
             BackfillPhase::Replaying => self.replaying(backfill, status).await?,
-            BackfillPhase::Processing | BackfillPhase::HandingOff => {
-                self.processing(backfill, status).await?
-            }
+            BackfillPhase::Processing => self.processing(backfill, status).await?,
+            BackfillPhase::HandingOff => self.handing_off(backfill, status).await?,
             BackfillPhase::TearingDown => self.tearing_down(backfill, status).await?,
             phase @ (BackfillPhase::Completed | BackfillPhase::Failed) => {
                 let message = status.failure.clone().unwrap_or_else(|| {
@@ -301,14 +301,6 @@ impl RunBackfill<'_> {
                 status,
                 "EngineNotSupported",
                 format!("Pipeline `{}` runs on Flink; this operator version backfills consumer-engine pipelines only", pipeline.name_any()),
-                Requeue::OnChange,
-            );
-        }
-        if backfill.spec.completion == Completion::Handoff {
-            return Step::wait(
-                status,
-                "HandoffNotSupported",
-                "spec.completion: handoff is not available in this operator version (a consumer pipeline's state is its committed offsets, which a hand-off would move back); use outputOnly",
                 Requeue::OnChange,
             );
         }
@@ -509,7 +501,7 @@ impl RunBackfill<'_> {
                 .streams
                 .iter()
                 .map(|s| StreamOffsets {
-                    cluster: None,
+                    cluster: Some(write.clone()),
                     stream: s.stream.clone(),
                     topic: s.source_topic.clone(),
                     offsets: s
@@ -814,7 +806,11 @@ impl RunBackfill<'_> {
         next.progress = Some(shown);
         if done {
             let message = format!("the backfill job consumed all {total} replayed record(s)");
-            return Ok(Step::advance(next, BackfillPhase::TearingDown, message));
+            let then = match backfill.spec.completion {
+                Completion::Handoff => BackfillPhase::HandingOff,
+                Completion::OutputOnly => BackfillPhase::TearingDown,
+            };
+            return Ok(Step::advance(next, then, message));
         }
         Ok(Step::wait(
             next,
@@ -822,6 +818,62 @@ impl RunBackfill<'_> {
             format!(
                 "backfill job `{}` has consumed {consumed} of {total} record(s)",
                 derived.name_any()
+            ),
+            Requeue::After(RECHECK),
+        ))
+    }
+
+    /// Restarts the live pipeline where the replay ended: records the
+    /// hand-off offsets as an offsets Savepoint of the live pipeline, asks
+    /// the pipeline (by annotation) to restart from it, and waits until it
+    /// has.
+    async fn handing_off(
+        &self,
+        backfill: &Backfill,
+        status: BackfillStatus,
+    ) -> Result<Step, Error> {
+        let Some(live) = self.pipeline(backfill) else {
+            let message = format!("Pipeline `{}` is gone", backfill.spec.pipeline_ref);
+            return Ok(Step::fail(status, "ReferenceGone", message));
+        };
+        let name = objects::handoff_name(backfill);
+        let restarted = live
+            .status
+            .as_ref()
+            .and_then(|s| s.handed_off_from.as_deref());
+        if restarted == Some(name.as_str()) {
+            let message = format!(
+                "Pipeline `{}` continues from the hand-off offsets (Savepoint `{name}`)",
+                live.name_any()
+            );
+            return Ok(Step::advance(status, BackfillPhase::TearingDown, message));
+        }
+        let offsets = objects::handoff_offsets(&status);
+        if offsets.is_empty() {
+            let message = "the replay recorded no hand-off offsets on the source cluster".into();
+            return Ok(Step::fail(status, "NoHandoffOffsets", message));
+        }
+        snapshots::record_handoff(&self.shared.client, &live, &name, offsets).await?;
+        if live.annotations().get(snapshots::HANDOFF_ANNOTATION) != Some(&name) {
+            let pipelines: Api<Pipeline> = Api::namespaced(
+                self.shared.client.clone(),
+                &backfill.namespace().unwrap_or_default(),
+            );
+            let patch = serde_json::json!({"metadata": {"annotations": {snapshots::HANDOFF_ANNOTATION: name}}});
+            pipelines
+                .patch(
+                    &live.name_any(),
+                    &PatchParams::default(),
+                    &Patch::Merge(patch),
+                )
+                .await?;
+        }
+        Ok(Step::wait(
+            status,
+            "HandingOff",
+            format!(
+                "waiting for Pipeline `{}` to restart from Savepoint `{name}` at the offsets where the replay ended",
+                live.name_any()
             ),
             Requeue::After(RECHECK),
         ))

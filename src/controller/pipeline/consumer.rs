@@ -199,15 +199,34 @@ pub struct ConsumerDeps<'a> {
     pub savepoints: &'a Store<DeserializeGuard<Savepoint>>,
 }
 
-/// The offsets Savepoint `restoreFrom` names that the pipeline has not yet
-/// restored from.
-fn pending_restore(pipeline: &Pipeline) -> Option<&str> {
-    let wanted = pipeline.spec.restore_from.as_ref()?.savepoint.as_deref()?;
-    let done = pipeline
-        .status
+/// Why a pipeline restores from a Savepoint.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum RestoreFor {
+    /// `spec.restoreFrom` names it.
+    Spec,
+    /// A Backfill's hand-off names it (annotation `kappa.dev/handoff-savepoint`).
+    Handoff,
+}
+
+/// The offsets Savepoint that `restoreFrom`, or else a Backfill's
+/// hand-off, names and the pipeline has not yet restored from.
+fn pending_restore(pipeline: &Pipeline) -> Option<(&str, RestoreFor)> {
+    let status = pipeline.status.as_ref();
+    let spec = pipeline
+        .spec
+        .restore_from
         .as_ref()
-        .and_then(|s| s.restored_from.as_deref());
-    (done != Some(wanted)).then_some(wanted)
+        .and_then(|r| r.savepoint.as_deref())
+        .filter(|wanted| status.and_then(|s| s.restored_from.as_deref()) != Some(*wanted));
+    if let Some(wanted) = spec {
+        return Some((wanted, RestoreFor::Spec));
+    }
+    let handoff = pipeline
+        .annotations()
+        .get(snapshots::HANDOFF_ANNOTATION)?
+        .as_str();
+    (status.and_then(|s| s.handed_off_from.as_deref()) != Some(handoff))
+        .then_some((handoff, RestoreFor::Handoff))
 }
 
 /// Applies the Deployment with `replicas`.
@@ -252,7 +271,7 @@ async fn restore(
     deps: &ConsumerDeps<'_>,
     pipeline: &Pipeline,
     engine: &ConsumerEngine,
-    name: &str,
+    (name, purpose): (&str, RestoreFor),
     status: &mut PipelineStatus,
 ) -> Result<Option<Outcome>, Error> {
     let waiting = |status: &mut PipelineStatus, ready: Wanted, requeue| {
@@ -303,9 +322,18 @@ async fn restore(
         );
         return waiting(status, ready, Requeue::Backoff);
     }
-    tracing::info!(savepoint = %name, "consumer groups moved to the savepoint's offsets");
-    status.restored_from = Some(name.to_string());
-    super::remember(status, pipeline, "Restored", Some(name.to_string()));
+    tracing::info!(savepoint = %name, ?purpose, "consumer groups moved to the savepoint's offsets");
+    let event = match purpose {
+        RestoreFor::Spec => {
+            status.restored_from = Some(name.to_string());
+            "Restored"
+        }
+        RestoreFor::Handoff => {
+            status.handed_off_from = Some(name.to_string());
+            "HandedOff"
+        }
+    };
+    super::remember(status, pipeline, event, Some(name.to_string()));
     Ok(None)
 }
 
@@ -317,8 +345,10 @@ pub async fn run(
     engine: &ConsumerEngine,
 ) -> Result<Outcome, Error> {
     let mut pipeline_status = pipeline.status.clone().unwrap_or_default();
-    if let Some(name) = pending_restore(pipeline) {
-        if let Some(waiting) = restore(deps, pipeline, engine, name, &mut pipeline_status).await? {
+    if let Some(pending) = pending_restore(pipeline) {
+        if let Some(waiting) =
+            restore(deps, pipeline, engine, pending, &mut pipeline_status).await?
+        {
             return Ok(waiting);
         }
     }
@@ -406,6 +436,28 @@ mod tests {
         .expect("pipeline");
         pipeline.metadata.generation = Some(1);
         pipeline
+    }
+
+    #[test]
+    fn restore_from_the_spec_comes_before_a_handoff_and_each_happens_once() {
+        let mut pipeline = pipeline(json!({
+            "clusterSet": "events", "inputs": [{"stream": "orders"}],
+            "restoreFrom": {"savepoint": "snap"},
+            "engine": {"type": "consumer", "consumer": {"template": {}}}
+        }));
+        pipeline
+            .annotations_mut()
+            .insert(snapshots::HANDOFF_ANNOTATION.into(), "bf-handoff-1".into());
+        assert_eq!(pending_restore(&pipeline), Some(("snap", RestoreFor::Spec)));
+        let status = pipeline.status.get_or_insert_with(Default::default);
+        status.restored_from = Some("snap".into());
+        assert_eq!(
+            pending_restore(&pipeline),
+            Some(("bf-handoff-1", RestoreFor::Handoff))
+        );
+        let status = pipeline.status.get_or_insert_with(Default::default);
+        status.handed_off_from = Some("bf-handoff-1".into());
+        assert_eq!(pending_restore(&pipeline), None);
     }
 
     #[test]

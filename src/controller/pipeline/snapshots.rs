@@ -13,7 +13,9 @@ use kube::runtime::reflector::Store;
 use kube::{Api, Client, Resource, ResourceExt};
 
 use crate::api::pipeline::{EngineType, Pipeline, SavepointPolicy, SavepointRecord};
-use crate::api::savepoint::{Savepoint, SavepointPhase, SavepointSpec, SavepointType};
+use crate::api::savepoint::{
+    PartitionOffset, Savepoint, SavepointPhase, SavepointSpec, SavepointType,
+};
 use crate::controller::lookup;
 use crate::duration::parse_duration;
 use crate::error::Error;
@@ -22,6 +24,11 @@ use crate::error::Error;
 pub const PERIODIC_LABEL: &str = "kappa.dev/periodic-savepoint-of";
 /// Label of a Savepoint an upgrade or suspension stopped the job with.
 pub const STOP_LABEL: &str = "kappa.dev/stop-savepoint-of";
+/// Label of a hand-off Savepoint: the pipeline a Backfill handed off to.
+pub const HANDOFF_LABEL: &str = "kappa.dev/handoff-savepoint-of";
+/// Annotation by which a Backfill asks a consumer pipeline to restart from
+/// a hand-off Savepoint (the operator writes it; a spec is the user's).
+pub const HANDOFF_ANNOTATION: &str = "kappa.dev/handoff-savepoint";
 
 /// The periodic Savepoints of `pipeline`, oldest first.
 fn periodic(
@@ -145,6 +152,7 @@ pub async fn schedule(
         type_: kind,
         target_directory: policy.target_directory.clone(),
         path: None,
+        offsets: Vec::new(),
         dispose_on_delete: kind == SavepointType::Flink,
         backoff_limit: 1,
     };
@@ -200,11 +208,40 @@ pub async fn record_stop(
         type_: SavepointType::Flink,
         target_directory: None,
         path: Some(location.to_string()),
+        offsets: Vec::new(),
         dispose_on_delete: false,
         backoff_limit: 0,
     };
     if create_owned(&api, pipeline, &name, STOP_LABEL, spec).await? {
         tracing::info!(savepoint = %name, %location, "the stopping savepoint is recorded");
+    }
+    Ok(())
+}
+
+/// Records where a consumer pipeline continues after a Backfill's hand-off
+/// as an offsets Savepoint `name` registering `offsets` (owned by the
+/// pipeline: the restart it is for goes on if the Backfill is deleted).
+pub async fn record_handoff(
+    client: &Client,
+    pipeline: &Pipeline,
+    name: &str,
+    offsets: Vec<PartitionOffset>,
+) -> Result<(), Error> {
+    let namespace = pipeline
+        .namespace()
+        .ok_or(Error::MissingObjectField("metadata.namespace"))?;
+    let api: Api<Savepoint> = Api::namespaced(client.clone(), &namespace);
+    let spec = SavepointSpec {
+        pipeline_ref: pipeline.name_any(),
+        type_: SavepointType::Offsets,
+        target_directory: None,
+        path: None,
+        offsets,
+        dispose_on_delete: false,
+        backoff_limit: 0,
+    };
+    if create_owned(&api, pipeline, name, HANDOFF_LABEL, spec).await? {
+        tracing::info!(savepoint = %name, "the hand-off offsets are recorded");
     }
     Ok(())
 }
@@ -237,6 +274,7 @@ mod tests {
                 type_: SavepointType::Flink,
                 target_directory: None,
                 path: None,
+                offsets: Vec::new(),
                 dispose_on_delete: true,
                 backoff_limit: 1,
             },

@@ -25,6 +25,11 @@ pub fn validate(spec: &SavepointSpec, pipeline: &Referenced<Pipeline>) -> Vec<Sp
                 ));
             }
         }
+    } else if !spec.offsets.is_empty() {
+        problems.push(SpecProblem::invalid(
+            "spec.offsets",
+            "only an offsets savepoint registers offsets",
+        ));
     }
     if let Some(pipeline) = pipeline.require(
         &mut problems,
