@@ -32,7 +32,8 @@ use kube::{Api, ResourceExt};
 use super::objects::{self, JobState};
 use super::view;
 use crate::api::backfill::{
-    Backfill, BackfillPhase, BackfillStatus, Completion, Progress, ReplayStatus, StreamOffsets,
+    Backfill, BackfillPhase, BackfillStatus, Completion, Progress, ReplayStatus, StartStateType,
+    StreamOffsets,
 };
 use crate::api::kafka_cluster_set::{ClusterStatus, KafkaClusterSet, Provider};
 use crate::api::pipeline::{EngineType, JobState as PipelineState, Pipeline, PipelineSpec};
@@ -301,6 +302,14 @@ impl RunBackfill<'_> {
                 status,
                 "EngineNotSupported",
                 format!("Pipeline `{}` runs on Flink; this operator version backfills consumer-engine pipelines only", pipeline.name_any()),
+                Requeue::OnChange,
+            );
+        }
+        if backfill.spec.start_state.type_ == StartStateType::Savepoint {
+            return Step::wait(
+                status,
+                "StartStateNotSupported",
+                "spec.startState: a consumer pipeline's state is its committed offsets on the live cluster, which mean nothing on the extra clusters; start empty (type: empty)",
                 Requeue::OnChange,
             );
         }
