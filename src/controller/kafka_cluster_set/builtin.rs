@@ -78,6 +78,11 @@ impl Names {
     }
 }
 
+/// Label naming the set on every object of its builtin clusters.
+pub const SET_LABEL: &str = "kappa.dev/cluster-set";
+/// Label naming the cluster on every object of a builtin cluster.
+pub const CLUSTER_LABEL: &str = "kappa.dev/cluster";
+
 /// Standard labels of every object of a cluster; the first two select its pods.
 pub fn labels(set: &KafkaClusterSet, cluster: &str, version: &str) -> BTreeMap<String, String> {
     BTreeMap::from([
@@ -93,8 +98,8 @@ pub fn labels(set: &KafkaClusterSet, cluster: &str, version: &str) -> BTreeMap<S
             "app.kubernetes.io/managed-by".into(),
             "kappa-operator".into(),
         ),
-        ("kappa.dev/cluster-set".into(), set.name_any()),
-        ("kappa.dev/cluster".into(), cluster.into()),
+        (SET_LABEL.into(), set.name_any()),
+        (CLUSTER_LABEL.into(), cluster.into()),
     ])
 }
 

@@ -2,12 +2,13 @@
 //! trait so that another (such as one over Strimzi's resources) drops in
 //! without touching the set's reconciler.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use futures::future::BoxFuture;
 use futures::FutureExt;
 use k8s_openapi::api::apps::v1::StatefulSet;
 use k8s_openapi::api::core::v1::{ConfigMap, PersistentVolumeClaim, Secret, Service};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::api::{
     ApiResource, DeleteParams, DynamicObject, GroupVersionKind, ListParams, Patch, PatchParams,
 };
@@ -132,6 +133,16 @@ pub trait ClusterProvider: Send + Sync {
         cluster: &'a str,
         spec: &'a ClusterSettings,
     ) -> BoxFuture<'a, Result<(), ProviderError>>;
+
+    /// Removes what this set runs for clusters not in `keep` (neither
+    /// members nor being retired): objects a reconcile working from an older
+    /// view applied while another removed that cluster. Returns the
+    /// clusters whose objects were removed.
+    fn sweep<'a>(
+        &'a self,
+        set: &'a KafkaClusterSet,
+        keep: &'a BTreeSet<String>,
+    ) -> BoxFuture<'a, Result<Vec<String>, ProviderError>>;
 }
 
 /// Providers by kind, chosen per cluster.
@@ -201,11 +212,66 @@ impl ClusterProvider for Providers {
         spec: &'a ClusterSettings,
     ) -> BoxFuture<'a, Result<(), ProviderError>> {
         match (spec.provider, &spec.builtin) {
-            (Provider::Builtin, Some(builtin)) => {
-                async move { remove_builtin(&self.client, set, cluster, builtin).await }.boxed()
+            (Provider::Builtin, Some(builtin)) => async move {
+                remove_builtin(&self.client, set, cluster, builtin.storage.delete_claims).await
             }
+            .boxed(),
             _ => futures::future::ready(Ok(())).boxed(),
         }
+    }
+
+    fn sweep<'a>(
+        &'a self,
+        set: &'a KafkaClusterSet,
+        keep: &'a BTreeSet<String>,
+    ) -> BoxFuture<'a, Result<Vec<String>, ProviderError>> {
+        async move {
+            let api = |e: kube::Error| ProviderError::Api(e.to_string());
+            let namespace = set.namespace().unwrap_or_default();
+            let selector =
+                ListParams::default().labels(&format!("{}={}", builtin::SET_LABEL, set.name_any()));
+            let config_maps: Api<ConfigMap> = Api::namespaced(self.client.clone(), &namespace);
+            let sets: Api<StatefulSet> = Api::namespaced(self.client.clone(), &namespace);
+            let mut owned: Vec<ObjectMeta> = Vec::new();
+            owned.extend(
+                config_maps
+                    .list(&selector)
+                    .await
+                    .map_err(api)?
+                    .items
+                    .into_iter()
+                    .map(|o| o.metadata),
+            );
+            owned.extend(
+                sets.list(&selector)
+                    .await
+                    .map_err(api)?
+                    .items
+                    .into_iter()
+                    .map(|o| o.metadata),
+            );
+            let stray: BTreeSet<String> = owned
+                .iter()
+                .filter(|meta| {
+                    meta.owner_references.iter().flatten().any(|o| {
+                        o.controller == Some(true) && Some(&o.uid) == set.meta().uid.as_ref()
+                    })
+                })
+                .filter_map(|meta| meta.labels.as_ref()?.get(builtin::CLUSTER_LABEL).cloned())
+                .filter(|cluster| !keep.contains(cluster))
+                .collect();
+            let delete_claims = set
+                .spec
+                .template
+                .builtin
+                .as_ref()
+                .is_some_and(|b| b.storage.delete_claims);
+            for cluster in &stray {
+                remove_builtin(&self.client, set, cluster, delete_claims).await?;
+            }
+            Ok(stray.into_iter().collect())
+        }
+        .boxed()
     }
 }
 
@@ -215,7 +281,7 @@ async fn remove_builtin(
     client: &Client,
     set: &KafkaClusterSet,
     cluster: &str,
-    builtin: &BuiltinCluster,
+    delete_claims: bool,
 ) -> Result<(), ProviderError> {
     let names = builtin::Names::of(set, cluster);
     let ns = names.namespace.as_str();
@@ -238,7 +304,7 @@ async fn remove_builtin(
             Api::namespaced_with(client.clone(), ns, &ApiResource::from_gvk(&gvk));
         gone(budgets.delete(&names.base, &params).await.map(|_| ()))?;
     }
-    if builtin.storage.delete_claims {
+    if delete_claims {
         let claims: Api<PersistentVolumeClaim> = Api::namespaced(client.clone(), ns);
         let selector = format!("app.kubernetes.io/instance={}", names.base);
         gone(

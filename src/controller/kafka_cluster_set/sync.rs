@@ -2,7 +2,7 @@
 //! reach every cluster, put every stream's topic on it, publish the
 //! discovery document, and say how it went.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -352,6 +352,20 @@ async fn sync(shared: &Shared, deps: &SetDeps, set: &KafkaClusterSet) -> Result<
                 retiring_waits.push(why);
             }
         }
+    }
+    let keep: BTreeSet<String> = set
+        .spec
+        .clusters
+        .iter()
+        .map(|c| c.name.clone())
+        .chain(next.clusters.iter().map(|c| c.name.clone()))
+        .collect();
+    match deps.providers.sweep(set, &keep).await {
+        Ok(swept) if !swept.is_empty() => {
+            tracing::info!(clusters = ?swept, "removed objects of clusters that are no longer in the set");
+        }
+        Ok(_) => {}
+        Err(error) => tracing::warn!(%error, "removing objects of former clusters failed"),
     }
     if let Some(mut document) = publish::document(set, &endpoints, &next, 0) {
         let hash = document.content_hash();
