@@ -16,7 +16,7 @@ use tracing::Instrument;
 
 use super::{Kind, Shared};
 use crate::api::common::CommonStatus;
-use crate::conditions::{self, READY};
+use crate::conditions::{self, DEGRADED, READY};
 use crate::error::Error;
 use crate::validation::{SpecProblem, Verdict};
 
@@ -141,6 +141,48 @@ pub fn desired_status(
     }
 }
 
+/// Reason of the Degraded condition a successful reconcile sets after a
+/// failed one, for kinds that do not report Degraded themselves.
+const RECONCILED: &str = "Reconciled";
+
+/// What a reconcile of an object with `current` conditions changes in them
+/// when acting failed with `error`, or (`error` is `None`) succeeded with
+/// `outcome`: a failure shows as Degraded with the error's category (set
+/// once per category, so a message that differs every time does not write
+/// status on every retry); a success clears a Degraded the kind does not
+/// set itself.
+fn failure_condition(
+    current: &[Condition],
+    error: Option<&Error>,
+    outcome: &Outcome,
+) -> Option<Wanted> {
+    let degraded = conditions::find(current, DEGRADED).filter(|c| c.status == "True");
+    match error {
+        Some(error) => {
+            let reason = error.category();
+            (degraded.map(|c| c.reason.as_str()) != Some(reason)).then(|| {
+                Wanted::new(
+                    DEGRADED,
+                    "True",
+                    reason,
+                    format!("acting on this object failed and is retried with backoff: {error}"),
+                )
+            })
+        }
+        None => {
+            let own = outcome.conditions.iter().any(|c| c.type_ == DEGRADED);
+            (degraded.is_some() && !own).then(|| {
+                Wanted::new(
+                    DEGRADED,
+                    "False",
+                    RECONCILED,
+                    "the last reconcile succeeded",
+                )
+            })
+        }
+    }
+}
+
 /// How a kind acts on a valid spec.
 pub trait Act<K>: Send {
     /// Does the work the spec asks for and says how it went.
@@ -218,10 +260,29 @@ async fn reconcile_inner<K: Kind>(
             (verdict, current, None)
         }
     };
-    let outcome = match (&verdict, &guard.0) {
-        (Verdict::Valid, Ok(object)) => act.act(object).await?,
-        _ => Outcome::validated_only(&K::kind(&())),
+    let (mut outcome, failure) = match (&verdict, &guard.0) {
+        (Verdict::Valid, Ok(object)) => match act.act(object).await {
+            Ok(outcome) => (outcome, None),
+            // A new leader's caches fill within seconds: not worth a status.
+            Err(error @ Error::CacheNotReady(_)) => return Err(error),
+            Err(error) => {
+                let kept = Outcome {
+                    conditions: Vec::new(),
+                    fields: own_fields(current_fields.clone().unwrap_or_default()),
+                    requeue: Requeue::Backoff,
+                };
+                (kept, Some(error))
+            }
+        },
+        _ => (Outcome::validated_only(&K::kind(&())), None),
     };
+    let conditions_now = current
+        .as_ref()
+        .map(|c| c.conditions.as_slice())
+        .unwrap_or_default();
+    if let Some(change) = failure_condition(conditions_now, failure.as_ref(), &outcome) {
+        outcome.conditions.push(change);
+    }
     let now = Time(Timestamp::now());
     let generation = guard.meta().generation;
     let common = desired_status(current.as_ref(), generation, &verdict, &outcome, now);
@@ -237,7 +298,10 @@ async fn reconcile_inner<K: Kind>(
         map.extend(own);
     }
     if current_fields.as_ref() == Some(&desired) {
-        return Ok(next_action(shared, guard, outcome.requeue));
+        return match failure {
+            Some(error) => Err(error),
+            None => Ok(next_action(shared, guard, outcome.requeue)),
+        };
     }
     if let Some(reason) = verdict.reason() {
         shared
@@ -251,12 +315,22 @@ async fn reconcile_inner<K: Kind>(
         "kind": K::kind(&()),
         "status": desired,
     });
-    api.patch_status(
-        &name,
-        &PatchParams::apply(FIELD_MANAGER).force(),
-        &Patch::Apply(&patch),
-    )
-    .await?;
+    let written = api
+        .patch_status(
+            &name,
+            &PatchParams::apply(FIELD_MANAGER).force(),
+            &Patch::Apply(&patch),
+        )
+        .await;
+    if let Some(error) = failure {
+        if let Err(unwritten) = written {
+            tracing::debug!(error = %unwritten, "the failure could not be recorded in status");
+        } else {
+            publish_events(shared, guard, current.as_ref(), &common).await;
+        }
+        return Err(error);
+    }
+    written?;
     shared
         .metrics
         .status_writes
@@ -418,6 +492,38 @@ mod tests {
 
     fn at(seconds: i64) -> Time {
         Time(Timestamp::from_second(seconds).expect("valid timestamp"))
+    }
+
+    #[test]
+    fn a_failure_shows_as_degraded_once_per_category_and_a_success_clears_it() {
+        let success = Outcome::validated_only("Pipeline");
+        let error = Error::MissingObjectField("metadata.namespace");
+        let shown = failure_condition(&[], Some(&error), &success).expect("a condition");
+        assert_eq!(
+            (shown.type_, shown.status, shown.reason.as_str()),
+            (DEGRADED, "True", error.category())
+        );
+        let degraded = conditions::condition(
+            DEGRADED,
+            "True",
+            &shown.reason,
+            shown.message,
+            Some(1),
+            at(1),
+        );
+        let current = [degraded];
+        assert_eq!(failure_condition(&current, Some(&error), &success), None);
+        let cleared = failure_condition(&current, None, &success).expect("cleared");
+        assert_eq!(
+            (cleared.status, cleared.reason.as_str()),
+            ("False", RECONCILED)
+        );
+        let mut reports = success.clone();
+        reports
+            .conditions
+            .push(Wanted::new(DEGRADED, "False", "NoFailure", "fine"));
+        assert_eq!(failure_condition(&current, None, &reports), None);
+        assert_eq!(failure_condition(&[], None, &success), None);
     }
 
     #[test]
