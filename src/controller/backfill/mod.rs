@@ -9,6 +9,7 @@ pub mod view;
 
 use std::future::Future;
 use std::sync::Arc;
+use std::time::Duration;
 
 use kube::core::DeserializeGuard;
 use kube::runtime::controller::Action;
@@ -18,7 +19,7 @@ use kube::runtime::Controller;
 use super::pipeline::referenced;
 use k8s_openapi::api::batch::v1::Job;
 use kube::runtime::watcher;
-use kube::Api;
+use kube::{Api, ResourceExt};
 
 use super::{cache_ready, drive, lookup, referrers, verdict, watch, Ctx, Kind, Shared};
 use crate::api::backfill::Backfill;
@@ -98,6 +99,7 @@ pub async fn run(shared: Arc<Shared>, shutdown: impl Future<Output = ()> + Send 
     let by_pipeline = reader.clone();
     let by_savepoint = reader.clone();
     let by_set = reader.clone();
+    let by_metrics = reader.clone();
     let controller = Controller::for_stream(stream, reader)
         .owns(
             jobs,
@@ -131,5 +133,25 @@ pub async fn run(shared: Arc<Shared>, shutdown: impl Future<Output = ()> + Send 
             },
         },
     });
+    let sweeper = tokio::spawn(forget_deleted(ctx.shared.clone(), by_metrics));
     drive(controller, ctx, reconcile, shutdown).await;
+    sweeper.abort();
+}
+
+/// How often the metric series of deleted Backfills are removed.
+const METRICS_SWEEP: Duration = Duration::from_secs(60);
+
+/// Removes, every minute, the metric series of Backfills that are gone.
+async fn forget_deleted(shared: Arc<Shared>, backfills: Store<DeserializeGuard<Backfill>>) {
+    let mut every =
+        tokio::time::interval_at(tokio::time::Instant::now() + METRICS_SWEEP, METRICS_SWEEP);
+    loop {
+        every.tick().await;
+        let present = backfills
+            .state()
+            .iter()
+            .map(|b| (b.namespace().unwrap_or_default(), b.name_any()))
+            .collect();
+        run::forget_metrics(&shared.metrics, &present);
+    }
 }

@@ -14,7 +14,7 @@
 //! `teardownAfter`, then released; once the set has retired them, the Jobs
 //! and plan go and the run is Completed (or Failed, with the reason kept).
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -28,6 +28,7 @@ use kube::api::{DeleteParams, ListParams, Patch, PatchParams, PostParams};
 use kube::core::DeserializeGuard;
 use kube::runtime::reflector::Store;
 use kube::{Api, ResourceExt};
+use prometheus::core::Collector;
 
 use super::objects::{self, JobState};
 use super::view;
@@ -189,6 +190,44 @@ fn record_metrics(metrics: &Metrics, backfill: &Backfill, status: &BackfillStatu
             .backfill_phase
             .with_label_values(&[&namespace, &name, phase_reason(phase)])
             .set(i64::from(phase == current));
+    }
+}
+
+/// Removes the metric series of Backfills not in `present` (namespace,
+/// name): a deleted Backfill's progress must not stay on dashboards.
+pub fn forget_metrics(metrics: &Metrics, present: &BTreeSet<(String, String)>) {
+    let recorded: BTreeSet<(String, String)> = metrics
+        .backfill_phase
+        .collect()
+        .iter()
+        .flat_map(|family| family.get_metric())
+        .filter_map(|metric| {
+            let label = |name: &str| {
+                metric
+                    .get_label()
+                    .iter()
+                    .find(|l| l.name() == name)
+                    .map(|l| l.value().to_string())
+            };
+            Some((label("namespace")?, label("backfill")?))
+        })
+        .collect();
+    for (namespace, name) in recorded.difference(present) {
+        // A series that was never set is simply not there to remove.
+        for phase in ALL_PHASES {
+            let _ =
+                metrics
+                    .backfill_phase
+                    .remove_label_values(&[namespace, name, phase_reason(phase)]);
+        }
+        for kind in ["range", "replayed", "lag"] {
+            let _ = metrics
+                .backfill_records
+                .remove_label_values(&[namespace, name, kind]);
+        }
+        let _ = metrics
+            .backfill_rate
+            .remove_label_values(&[namespace, name]);
     }
 }
 
@@ -1067,6 +1106,21 @@ mod tests {
         ] {
             assert!(text.contains(line), "{line} not in\n{text}");
         }
+        let mut other = backfill.clone();
+        other.metadata.name = Some("kept".into());
+        record_metrics(&metrics, &other, other.status.as_ref().expect("status"));
+        forget_metrics(
+            &metrics,
+            &BTreeSet::from([("shop".to_string(), "kept".to_string())]),
+        );
+        let text = metrics.render().expect("render");
+        assert!(!text.contains(r#"backfill="rerun""#), "{text}");
+        assert!(
+            text.contains(
+                r#"kappa_backfill_phase{backfill="kept",namespace="shop",phase="Replaying"} 1"#
+            ),
+            "{text}"
+        );
     }
 
     #[test]
