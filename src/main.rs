@@ -44,6 +44,9 @@ struct ReplayArgs {
     /// This worker's index; an indexed Job sets JOB_COMPLETION_INDEX.
     #[arg(long, env = "JOB_COMPLETION_INDEX")]
     worker: i32,
+    /// Where the Secrets a secured source names are mounted, one directory each.
+    #[arg(long, env = "KAPPA_CREDENTIALS_DIR", default_value = kappa_operator::client::CREDENTIALS_DIR)]
+    credentials_dir: PathBuf,
 }
 
 #[derive(clap::Args)]
@@ -124,7 +127,8 @@ async fn main() -> ExitCode {
         }
         Command::Replay(args) => {
             telemetry::init(LogFormat::Json);
-            match replay::run_worker(&args.plan, args.worker) {
+            let credentials = kappa_operator::client::Credentials::mounted(args.credentials_dir);
+            match replay::run_worker(&args.plan, args.worker, &credentials) {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(error) => {
                     tracing::error!(%error, "replay worker stopped");

@@ -63,6 +63,7 @@ async fn main() -> Result<()> {
         .await?;
         let plan = ReplayPlan {
             source: cli.source.clone(),
+            source_security: None,
             destinations: cli.destinations.clone(),
             multiplier: cli.multiplier,
             workers: *workers,

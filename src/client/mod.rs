@@ -19,7 +19,7 @@ pub use consumer::{Record, RoutedConsumer};
 pub use producer::{Delivery, RoutedProducer};
 pub use watch::{Discovery, DiscoverySource};
 
-use crate::discovery::{DiscoveredCluster, DiscoveryDocument};
+use crate::discovery::{ClientSecurity, DiscoveredCluster, DiscoveryDocument};
 
 /// What a client can run into.
 #[derive(Debug, thiserror::Error)]
@@ -58,6 +58,9 @@ pub enum ClientError {
     Encode(#[from] serde_json::Error),
 }
 
+/// Where credentials are mounted unless told otherwise.
+pub const CREDENTIALS_DIR: &str = "/var/run/secrets/kappa.dev";
+
 /// Where the credentials of secured clusters are mounted: the Secret that
 /// the document names is expected at `<dir>/<secret name>/<key>`.
 #[derive(Debug, Clone, Default)]
@@ -77,7 +80,7 @@ impl Credentials {
         let path = self
             .dir
             .as_deref()
-            .unwrap_or(Path::new("/var/run/secrets/kappa.dev"))
+            .unwrap_or(Path::new(CREDENTIALS_DIR))
             .join(secret)
             .join(key);
         std::fs::read_to_string(&path)
@@ -94,9 +97,20 @@ impl Credentials {
         cluster: &DiscoveredCluster,
         extra: &BTreeMap<String, String>,
     ) -> Result<ClientConfig, ClientError> {
+        self.connect(&cluster.bootstrap_servers, cluster.security.as_ref(), extra)
+    }
+
+    /// The librdkafka settings to reach `bootstrap_servers` secured as
+    /// `security` says, credentials included.
+    pub fn connect(
+        &self,
+        bootstrap_servers: &str,
+        security: Option<&ClientSecurity>,
+        extra: &BTreeMap<String, String>,
+    ) -> Result<ClientConfig, ClientError> {
         let mut config = ClientConfig::new();
-        config.set("bootstrap.servers", &cluster.bootstrap_servers);
-        if let Some(security) = &cluster.security {
+        config.set("bootstrap.servers", bootstrap_servers);
+        if let Some(security) = security {
             config.set("security.protocol", &security.protocol);
             if let Some(mechanism) = &security.sasl_mechanism {
                 config.set("sasl.mechanism", mechanism);
@@ -126,4 +140,55 @@ fn cluster<'a>(
         .iter()
         .find(|c| c.name == name)
         .ok_or_else(|| ClientError::UnknownCluster(name.to_string()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::discovery::SecretKey;
+
+    #[test]
+    fn a_secured_cluster_is_reached_with_the_mounted_credentials() {
+        let dir = std::env::temp_dir().join(format!("kappa-credentials-{}", std::process::id()));
+        for (secret, key, value) in [
+            ("live-client", "username", "replay"),
+            ("live-client", "password", "s3cret\n"),
+            ("live-ca", "ca.crt", "-----BEGIN CERTIFICATE-----"),
+        ] {
+            std::fs::create_dir_all(dir.join(secret)).expect("secret dir");
+            std::fs::write(dir.join(secret).join(key), value).expect("secret key");
+        }
+        let security = ClientSecurity {
+            protocol: "SASL_SSL".into(),
+            sasl_mechanism: Some("SCRAM-SHA-512".into()),
+            sasl_secret_name: Some("live-client".into()),
+            ca_secret: Some(SecretKey {
+                name: "live-ca".into(),
+                key: "ca.crt".into(),
+            }),
+        };
+        let extra = BTreeMap::from([("group.id".to_string(), "g".to_string())]);
+        let config = Credentials::mounted(&dir)
+            .connect("live:9093", Some(&security), &extra)
+            .expect("config");
+        for (key, value) in [
+            ("bootstrap.servers", "live:9093"),
+            ("security.protocol", "SASL_SSL"),
+            ("sasl.mechanism", "SCRAM-SHA-512"),
+            ("sasl.username", "replay"),
+            ("sasl.password", "s3cret"),
+            ("ssl.ca.pem", "-----BEGIN CERTIFICATE-----"),
+            ("group.id", "g"),
+        ] {
+            assert_eq!(config.get(key), Some(value), "{key}");
+        }
+        let missing = Credentials::mounted(dir.join("elsewhere"))
+            .connect("live:9093", Some(&security), &extra)
+            .expect_err("nothing mounted there");
+        assert!(
+            matches!(missing, ClientError::Credentials { .. }),
+            "{missing}"
+        );
+        std::fs::remove_dir_all(&dir).expect("cleaned up");
+    }
 }

@@ -90,6 +90,17 @@ pub struct ClientSecurity {
     pub ca_secret: Option<SecretKey>,
 }
 
+impl ClientSecurity {
+    /// The Secrets a client needs mounted, each once.
+    pub fn secrets(&self) -> std::collections::BTreeSet<&str> {
+        self.sasl_secret_name
+            .iter()
+            .map(String::as_str)
+            .chain(self.ca_secret.iter().map(|c| c.name.as_str()))
+            .collect()
+    }
+}
+
 /// A key in a Secret.
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]

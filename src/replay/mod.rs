@@ -41,6 +41,9 @@ pub enum ReplayError {
         /// Workers in the plan.
         workers: i32,
     },
+    /// The source's credentials could not be read from where they are mounted.
+    #[error("the source cluster's credentials: {0}")]
+    Credentials(String),
     /// A Kafka client call failed.
     #[error("{what}: {source}")]
     Kafka {
@@ -101,8 +104,13 @@ pub enum ReplayError {
     },
 }
 
-/// Reads the plan at `path` and copies worker `index`'s share, logging progress.
-pub fn run_worker(path: &std::path::Path, index: i32) -> Result<(), ReplayError> {
+/// Reads the plan at `path` and copies worker `index`'s share, logging
+/// progress; a secured source's Secrets are read from `credentials`.
+pub fn run_worker(
+    path: &std::path::Path,
+    index: i32,
+    credentials: &crate::client::Credentials,
+) -> Result<(), ReplayError> {
     let plan_error = |message: String| ReplayError::Plan {
         path: path.display().to_string(),
         message,
@@ -122,7 +130,7 @@ pub fn run_worker(path: &std::path::Path, index: i32) -> Result<(), ReplayError>
             "replay progress"
         );
     };
-    let done = worker::run(&plan, index, &mut report)?;
+    let done = worker::run(&plan, index, credentials, &mut report)?;
     tracing::info!(
         worker = index,
         copied = done.copied,

@@ -6,6 +6,7 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 
 use super::route::Layout;
+use crate::discovery::ClientSecurity;
 use crate::kafka::{ClusterConnection, KafkaAdmin, KafkaError};
 
 /// The whole replay of one Backfill.
@@ -14,6 +15,9 @@ use crate::kafka::{ClusterConnection, KafkaAdmin, KafkaError};
 pub struct ReplayPlan {
     /// Bootstrap servers of the source cluster.
     pub source: String,
+    /// How the source is secured; workers find the Secrets it names mounted.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub source_security: Option<ClientSecurity>,
     /// Bootstrap servers of each backfill cluster, in the order routes index them.
     pub destinations: Vec<String>,
     /// Destination partitions per source partition.
@@ -186,6 +190,7 @@ mod tests {
         };
         ReplayPlan {
             source: "live:9092".into(),
+            source_security: None,
             destinations: vec!["b0:9092".into(), "b1:9092".into()],
             multiplier: 2,
             workers,

@@ -20,6 +20,7 @@ use super::plan::{ReplayPlan, Unit};
 use super::route::Layout;
 use super::tail::{read_tails, REQUEST_TIMEOUT};
 use super::{ReplayError, SOURCE_OFFSET_HEADER, SOURCE_PARTITION_HEADER};
+use crate::client::Credentials;
 
 /// How often a worker flushes, records its progress and reports.
 const CHECKPOINT_INTERVAL: Duration = Duration::from_secs(1);
@@ -46,6 +47,7 @@ const RESUME_GROUP_SUFFIX: &str = "-resume";
 pub fn run(
     plan: &ReplayPlan,
     index: i32,
+    credentials: &Credentials,
     report: &mut dyn FnMut(&Progress),
 ) -> Result<Progress, ReplayError> {
     if !(0..plan.workers).contains(&index) {
@@ -64,7 +66,13 @@ pub fn run(
     for unit in plan.units_of(index) {
         shares.push(Share::resume(plan, unit, &clusters)?);
     }
-    let source = consumer_config(&plan.source, &plan.progress_group)
+    let source = credentials
+        .connect(
+            &plan.source,
+            plan.source_security.as_ref(),
+            &source_settings(&plan.progress_group),
+        )
+        .map_err(|e| ReplayError::Credentials(e.to_string()))?
         .create::<BaseConsumer>()
         .map_err(ReplayError::kafka("connecting to the source cluster"))?;
     let mut copy = Copy {
@@ -79,14 +87,26 @@ pub fn run(
 /// A consumer that commits only when told to and fetches whole batches:
 /// a fetch cut short inside a batch would continue from inside it, where
 /// Tansu 0.6 returns nothing.
+fn source_settings(group: &str) -> BTreeMap<String, String> {
+    [
+        ("log_level", "3"),
+        ("group.id", group),
+        ("enable.auto.commit", "false"),
+        ("fetch.message.max.bytes", "16777216"),
+        ("fetch.max.bytes", "67108864"),
+        ("receive.message.max.bytes", "100000000"),
+    ]
+    .into_iter()
+    .map(|(key, value)| (key.to_string(), value.to_string()))
+    .collect()
+}
+
 fn consumer_config(bootstrap: &str, group: &str) -> ClientConfig {
-    let mut config = client_config(bootstrap);
-    config
-        .set("group.id", group)
-        .set("enable.auto.commit", "false")
-        .set("fetch.message.max.bytes", "16777216")
-        .set("fetch.max.bytes", "67108864")
-        .set("receive.message.max.bytes", "100000000");
+    let mut config = ClientConfig::new();
+    config.set("bootstrap.servers", bootstrap);
+    for (key, value) in source_settings(group) {
+        config.set(key, value);
+    }
     config
 }
 

@@ -99,6 +99,7 @@ pub async fn plan(
     .expect("the range is located");
     ReplayPlan {
         source: source.to_string(),
+        source_security: None,
         destinations: destinations.to_vec(),
         multiplier,
         workers,

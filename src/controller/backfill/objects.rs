@@ -8,13 +8,16 @@ use std::collections::BTreeMap;
 
 use k8s_openapi::api::batch::v1::{Job, JobSpec};
 use k8s_openapi::api::core::v1::{
-    ConfigMap, ConfigMapVolumeSource, Container, PodSpec, PodTemplateSpec, Volume, VolumeMount,
+    ConfigMap, ConfigMapVolumeSource, Container, PodSpec, PodTemplateSpec, SecretVolumeSource,
+    Volume, VolumeMount,
 };
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::{Resource, ResourceExt};
 
 use crate::api::backfill::{Backfill, BackfillStatus};
 use crate::api::savepoint::PartitionOffset;
+use crate::client::CREDENTIALS_DIR;
+use crate::discovery::ClientSecurity;
 use crate::replay::plan::ReplayPlan;
 
 /// Key of the plan in its ConfigMap.
@@ -112,9 +115,49 @@ pub fn plan_config_map(
     })
 }
 
-/// Worker `index`'s Job, running `image` (the operator's own).
-pub fn worker_job(backfill: &Backfill, index: i32, image: &str) -> Job {
+/// Worker `index`'s Job, running `image` (the operator's own), with the
+/// Secrets a secured source names mounted where the worker reads them.
+pub fn worker_job(
+    backfill: &Backfill,
+    index: i32,
+    image: &str,
+    source: Option<&ClientSecurity>,
+) -> Job {
     let name = job_name(backfill, index);
+    let secrets: Vec<&str> = source
+        .map(|s| s.secrets().into_iter().collect())
+        .unwrap_or_default();
+    let mut mounts = vec![VolumeMount {
+        name: "plan".into(),
+        mount_path: PLAN_DIR.into(),
+        read_only: Some(true),
+        ..VolumeMount::default()
+    }];
+    let mut volumes = vec![Volume {
+        name: "plan".into(),
+        config_map: Some(ConfigMapVolumeSource {
+            name: plan_name(backfill),
+            ..ConfigMapVolumeSource::default()
+        }),
+        ..Volume::default()
+    }];
+    for (n, secret) in secrets.iter().enumerate() {
+        let volume = format!("credentials-{n}");
+        mounts.push(VolumeMount {
+            name: volume.clone(),
+            mount_path: format!("{CREDENTIALS_DIR}/{secret}"),
+            read_only: Some(true),
+            ..VolumeMount::default()
+        });
+        volumes.push(Volume {
+            name: volume,
+            secret: Some(SecretVolumeSource {
+                secret_name: Some(secret.to_string()),
+                ..SecretVolumeSource::default()
+            }),
+            ..Volume::default()
+        });
+    }
     let labels = owned_meta(backfill, name.clone()).labels;
     Job {
         metadata: owned_meta(backfill, name),
@@ -140,22 +183,10 @@ pub fn worker_job(backfill: &Backfill, index: i32, image: &str) -> Job {
                             "--worker".into(),
                             index.to_string(),
                         ]),
-                        volume_mounts: Some(vec![VolumeMount {
-                            name: "plan".into(),
-                            mount_path: PLAN_DIR.into(),
-                            read_only: Some(true),
-                            ..VolumeMount::default()
-                        }]),
+                        volume_mounts: Some(mounts),
                         ..Container::default()
                     }],
-                    volumes: Some(vec![Volume {
-                        name: "plan".into(),
-                        config_map: Some(ConfigMapVolumeSource {
-                            name: plan_name(backfill),
-                            ..ConfigMapVolumeSource::default()
-                        }),
-                        ..Volume::default()
-                    }]),
+                    volumes: Some(volumes),
                     ..PodSpec::default()
                 }),
             },
@@ -212,7 +243,7 @@ mod tests {
         }))
         .expect("backfill");
         assert_eq!(cluster_names(&backfill), ["rerun-0", "rerun-1"]);
-        let job = worker_job(&backfill, 1, "kappa-operator:0.1.0");
+        let job = worker_job(&backfill, 1, "kappa-operator:0.1.0", None);
         assert_eq!(job.name_any(), "rerun-replay-1");
         assert_eq!(job.owner_references()[0].uid, "u-1");
         let pod = job.spec.expect("spec").template.spec.expect("pod");
@@ -231,6 +262,57 @@ mod tests {
         assert_eq!(
             volume.config_map.as_ref().map(|c| c.name.as_str()),
             Some("rerun-replay-plan")
+        );
+
+        // A secured source: each Secret it names is mounted once where the
+        // worker's credentials are read.
+        let security = ClientSecurity {
+            protocol: "SASL_SSL".into(),
+            sasl_mechanism: Some("SCRAM-SHA-512".into()),
+            sasl_secret_name: Some("live-client".into()),
+            ca_secret: Some(crate::discovery::SecretKey {
+                name: "live-ca".into(),
+                key: "ca.crt".into(),
+            }),
+        };
+        let job = worker_job(&backfill, 0, "kappa-operator:0.1.0", Some(&security));
+        let pod = job.spec.expect("spec").template.spec.expect("pod");
+        let mounts: Vec<(String, String)> = pod.containers[0]
+            .volume_mounts
+            .iter()
+            .flatten()
+            .map(|m| (m.name.clone(), m.mount_path.clone()))
+            .collect();
+        let secrets: Vec<(String, Option<String>)> = pod
+            .volumes
+            .iter()
+            .flatten()
+            .map(|v| {
+                (
+                    v.name.clone(),
+                    v.secret.as_ref().and_then(|s| s.secret_name.clone()),
+                )
+            })
+            .collect();
+        assert_eq!(
+            mounts[1..],
+            [
+                (
+                    "credentials-0".to_string(),
+                    format!("{CREDENTIALS_DIR}/live-ca")
+                ),
+                (
+                    "credentials-1".to_string(),
+                    format!("{CREDENTIALS_DIR}/live-client")
+                ),
+            ]
+        );
+        assert_eq!(
+            secrets[1..],
+            [
+                ("credentials-0".to_string(), Some("live-ca".to_string())),
+                ("credentials-1".to_string(), Some("live-client".to_string())),
+            ]
         );
     }
 }

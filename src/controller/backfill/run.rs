@@ -39,6 +39,7 @@ use crate::api::backfill::{
 use crate::api::kafka_cluster_set::{ClusterStatus, KafkaClusterSet, Provider};
 use crate::api::pipeline::{EngineType, JobState as PipelineState, Pipeline, PipelineSpec};
 use crate::conditions::{DEGRADED, PROGRESSING, READY};
+use crate::controller::kafka_cluster_set::provider::{ClusterProvider, ProviderError, Providers};
 use crate::controller::pipeline::snapshots;
 use crate::controller::verdict::{own_fields, Act, Outcome, Requeue, Wanted};
 use crate::controller::{apply_if_changed, lookup, Shared};
@@ -461,13 +462,28 @@ impl RunBackfill<'_> {
                 Requeue::After(RECHECK),
             ));
         };
-        let Some(bootstrap) = source.bootstrap_servers.clone() else {
-            return Ok(Step::wait(
-                status,
-                "SourceNotReady",
-                format!("the write cluster `{write}` has no address yet"),
-                Requeue::After(RECHECK),
-            ));
+        // Reached as the set reaches it: a secured source's Secrets are
+        // read for the operator's calls and named for the workers.
+        let reached = match &source.settings {
+            Some(settings) => {
+                Providers::new(self.shared.client.clone())
+                    .reach(&set, &write, settings)
+                    .await
+            }
+            None => Err(ProviderError::Starting(
+                "its settings are not recorded yet".into(),
+            )),
+        };
+        let endpoint = match reached {
+            Ok(endpoint) => endpoint,
+            Err(why) => {
+                return Ok(Step::wait(
+                    status,
+                    why.reason(),
+                    format!("the write cluster `{write}` cannot be reached yet: {why}"),
+                    Requeue::After(RECHECK),
+                ))
+            }
         };
         let api: Api<ConfigMap> = Api::namespaced(
             self.shared.client.clone(),
@@ -477,7 +493,7 @@ impl RunBackfill<'_> {
             // A plan stored by an earlier reconcile stays the plan.
             Some(stored) => stored_plan(&stored)?,
             None => {
-                let connection = ClusterConnection::plaintext(&bootstrap);
+                let connection = &endpoint.connection;
                 let range = (
                     backfill.spec.from.0.as_millisecond(),
                     backfill.spec.to.0.as_millisecond(),
@@ -491,7 +507,7 @@ impl RunBackfill<'_> {
                         .map_or_else(|| input.stream.clone(), |s| s.topic.clone());
                     match locate(
                         self.deps.admin.as_ref(),
-                        &connection,
+                        connection,
                         (&input.stream, &topic, &topic),
                         range,
                     )
@@ -512,7 +528,8 @@ impl RunBackfill<'_> {
                     }
                 }
                 let plan = ReplayPlan {
-                    source: bootstrap.clone(),
+                    source: connection.bootstrap_servers.clone(),
+                    source_security: endpoint.security.clone(),
                     destinations: clusters
                         .iter()
                         .filter_map(|c| c.bootstrap_servers.clone())
@@ -632,11 +649,22 @@ impl RunBackfill<'_> {
             .map(|job| (job.name_any(), job))
             .collect();
         let mut states = Vec::new();
+        // The plan is read only to create a missing Job (for the Secrets a
+        // secured source needs mounted).
+        let mut stored: Option<ReplayPlan> = None;
         for (index, name) in replay.jobs.iter().enumerate() {
             let job = match existing.get(name).cloned() {
                 Some(job) => job,
                 None => {
-                    let desired = objects::worker_job(backfill, index as i32, &self.deps.image);
+                    if stored.is_none() {
+                        let config_maps: Api<ConfigMap> =
+                            Api::namespaced(self.shared.client.clone(), &namespace);
+                        let map = config_maps.get(&replay.plan).await?;
+                        stored = Some(stored_plan(&map)?);
+                    }
+                    let security = stored.as_ref().and_then(|p| p.source_security.as_ref());
+                    let desired =
+                        objects::worker_job(backfill, index as i32, &self.deps.image, security);
                     match jobs.create(&PostParams::default(), &desired).await {
                         Ok(job) => job,
                         Err(kube::Error::Api(e)) if e.code == 409 => continue,
