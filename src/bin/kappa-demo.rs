@@ -52,13 +52,7 @@ enum Mode {
     /// Print `<key> <number> <cluster> <partition> <offset>` per record read.
     Consume {
         #[command(flatten)]
-        discovery: DiscoveryArgs,
-        /// The stream to read (set by a consumer-engine Pipeline).
-        #[arg(long, env = "KAPPA_STREAM")]
-        stream: String,
-        /// The consumer group (set by a consumer-engine Pipeline).
-        #[arg(long, env = "KAPPA_GROUP")]
-        group: String,
+        input: InputArgs,
         /// Stop after this many records (default: until SIGTERM or Ctrl-C).
         #[arg(long)]
         records: Option<u64>,
@@ -70,13 +64,7 @@ enum Mode {
     /// between writing and committing adds that checkpoint's part twice).
     Aggregate {
         #[command(flatten)]
-        discovery: DiscoveryArgs,
-        /// The stream to read (set by a consumer-engine Pipeline).
-        #[arg(long, env = "KAPPA_STREAM")]
-        stream: String,
-        /// The consumer group (set by a consumer-engine Pipeline).
-        #[arg(long, env = "KAPPA_GROUP")]
-        group: String,
+        input: InputArgs,
         /// The stream to write (a consumer-engine Pipeline sets its outputs).
         #[arg(long, env = "KAPPA_OUTPUTS")]
         output: String,
@@ -93,6 +81,19 @@ enum Mode {
         #[arg(long)]
         read: PathBuf,
     },
+}
+
+/// The stream a consumer reads, as which group, through which discovery.
+#[derive(Args)]
+struct InputArgs {
+    #[command(flatten)]
+    discovery: DiscoveryArgs,
+    /// The stream to read (set by a consumer-engine Pipeline).
+    #[arg(long, env = "KAPPA_STREAM")]
+    stream: String,
+    /// The consumer group (set by a consumer-engine Pipeline).
+    #[arg(long, env = "KAPPA_GROUP")]
+    group: String,
 }
 
 #[derive(Args)]
@@ -192,19 +193,21 @@ async fn produce(
     Ok(())
 }
 
-async fn consume(
-    discovery: &DiscoveryArgs,
-    stream: &str,
-    group: &str,
-    records: Option<u64>,
-) -> Result<(), ClientError> {
-    let mut consumer = RoutedConsumer::start(
-        Discovery::follow(discovery.source().await?),
-        stream,
-        group,
-        discovery.credentials(),
-    )
-    .await?;
+impl InputArgs {
+    /// A consumer of the stream, from the group's committed positions.
+    async fn consumer(&self) -> Result<RoutedConsumer, ClientError> {
+        RoutedConsumer::start(
+            Discovery::follow(self.discovery.source().await?),
+            &self.stream,
+            &self.group,
+            self.discovery.credentials(),
+        )
+        .await
+    }
+}
+
+async fn consume(input: &InputArgs, records: Option<u64>) -> Result<(), ClientError> {
+    let mut consumer = input.consumer().await?;
     let mut stop = std::pin::pin!(stopped());
     let mut out = std::io::stdout().lock();
     let mut count = 0;
@@ -236,32 +239,22 @@ async fn consume(
 /// Count and sum added per key since the last checkpoint.
 type Added = BTreeMap<Vec<u8>, (u64, u64)>;
 
-async fn aggregate(
-    discovery: &DiscoveryArgs,
-    (stream, group, output): (&str, &str, &str),
-    every: Duration,
-) -> Result<(), ClientError> {
+async fn aggregate(input: &InputArgs, output: &str, every: Duration) -> Result<(), ClientError> {
     if output.contains(',') {
         return Err(ClientError::Malformed(format!(
             "one output stream expected, got `{output}`"
         )));
     }
+    let discovery = &input.discovery;
     let settings = ProducerSettings {
-        id: group.to_string(),
+        id: input.group.clone(),
         acknowledge_through: None,
         credentials: discovery.credentials(),
         config: BTreeMap::new(),
     };
     let producer =
         RoutedProducer::start(Discovery::follow(discovery.source().await?), settings).await?;
-    let mut consumer = RoutedConsumer::start(
-        Discovery::follow(discovery.source().await?),
-        stream,
-        group,
-        discovery.credentials(),
-    )
-    .await?
-    .commit_only_when_asked();
+    let mut consumer = input.consumer().await?.commit_only_when_asked();
     let mut added = Added::new();
     let mut stop = std::pin::pin!(stopped());
     let mut checkpoint = tokio::time::interval(every);
@@ -364,29 +357,18 @@ async fn main() -> ExitCode {
         .await
         .map(|()| true)
         .map_err(|e| e.to_string()),
-        Mode::Consume {
-            discovery,
-            stream,
-            group,
-            records,
-        } => consume(&discovery, &stream, &group, records)
+        Mode::Consume { input, records } => consume(&input, records)
             .await
             .map(|()| true)
             .map_err(|e| e.to_string()),
         Mode::Aggregate {
-            discovery,
-            stream,
-            group,
+            input,
             output,
             checkpoint_ms,
-        } => aggregate(
-            &discovery,
-            (&stream, &group, &output),
-            Duration::from_millis(checkpoint_ms),
-        )
-        .await
-        .map(|()| true)
-        .map_err(|e| e.to_string()),
+        } => aggregate(&input, &output, Duration::from_millis(checkpoint_ms))
+            .await
+            .map(|()| true)
+            .map_err(|e| e.to_string()),
         Mode::Check { written, read } => check(&written, &read),
     };
     match outcome {

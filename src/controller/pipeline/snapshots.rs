@@ -199,20 +199,19 @@ pub async fn record_stop(
     if lookup(savepoints, pipeline, &name).is_some() {
         return Ok(());
     }
-    let namespace = pipeline
-        .namespace()
-        .ok_or(Error::MissingObjectField("metadata.namespace"))?;
-    let api: Api<Savepoint> = Api::namespaced(client.clone(), &namespace);
     let spec = SavepointSpec {
-        pipeline_ref: pipeline.name_any(),
-        type_: SavepointType::Flink,
-        target_directory: None,
         path: Some(location.to_string()),
-        offsets: Vec::new(),
-        dispose_on_delete: false,
-        backoff_limit: 0,
+        ..registered(pipeline, SavepointType::Flink)
     };
-    if create_owned(&api, pipeline, &name, STOP_LABEL, spec).await? {
+    if create_owned(
+        &savepoints_api(client, pipeline)?,
+        pipeline,
+        &name,
+        STOP_LABEL,
+        spec,
+    )
+    .await?
+    {
         tracing::info!(savepoint = %name, %location, "the stopping savepoint is recorded");
     }
     Ok(())
@@ -227,23 +226,44 @@ pub async fn record_handoff(
     name: &str,
     offsets: Vec<PartitionOffset>,
 ) -> Result<(), Error> {
-    let namespace = pipeline
-        .namespace()
-        .ok_or(Error::MissingObjectField("metadata.namespace"))?;
-    let api: Api<Savepoint> = Api::namespaced(client.clone(), &namespace);
     let spec = SavepointSpec {
-        pipeline_ref: pipeline.name_any(),
-        type_: SavepointType::Offsets,
-        target_directory: None,
-        path: None,
         offsets,
-        dispose_on_delete: false,
-        backoff_limit: 0,
+        ..registered(pipeline, SavepointType::Offsets)
     };
-    if create_owned(&api, pipeline, name, HANDOFF_LABEL, spec).await? {
+    if create_owned(
+        &savepoints_api(client, pipeline)?,
+        pipeline,
+        name,
+        HANDOFF_LABEL,
+        spec,
+    )
+    .await?
+    {
         tracing::info!(savepoint = %name, "the hand-off offsets are recorded");
     }
     Ok(())
+}
+
+/// The Savepoints of `pipeline`'s namespace.
+fn savepoints_api(client: &Client, pipeline: &Pipeline) -> Result<Api<Savepoint>, Error> {
+    let namespace = pipeline
+        .namespace()
+        .ok_or(Error::MissingObjectField("metadata.namespace"))?;
+    Ok(Api::namespaced(client.clone(), &namespace))
+}
+
+/// The spec of a Savepoint of `pipeline` that registers a snapshot taken
+/// elsewhere (its files or offsets are kept when it is deleted).
+fn registered(pipeline: &Pipeline, type_: SavepointType) -> SavepointSpec {
+    SavepointSpec {
+        pipeline_ref: pipeline.name_any(),
+        type_,
+        target_directory: None,
+        path: None,
+        offsets: Vec::new(),
+        dispose_on_delete: false,
+        backoff_limit: 0,
+    }
 }
 
 /// The owner reference that makes `pipeline` the controller of an object.
