@@ -41,6 +41,13 @@ pub enum ReplayError {
         /// Workers in the plan.
         workers: i32,
     },
+    /// The destination partitions kept changing: another run of this worker
+    /// is still writing them.
+    #[error("the destination partitions kept changing for {seconds}s: another run of this worker is still writing")]
+    StillWritten {
+        /// How long the worker waited.
+        seconds: u64,
+    },
     /// The source's credentials could not be read from where they are mounted.
     #[error("the source cluster's credentials: {0}")]
     Credentials(String),

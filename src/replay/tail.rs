@@ -20,8 +20,10 @@ use super::{ReplayError, SOURCE_OFFSET_HEADER};
 
 /// How long a scan waits for a destination partition to return its records.
 const SCAN_WAIT: Duration = Duration::from_secs(15);
-/// Quiet time after which the records of the last fetched batch are all in.
-const DRAIN_WAIT: Duration = Duration::from_millis(300);
+/// Quiet time after which the records of the last fetched batch are all in
+/// (the high watermark only says where that batch starts); generous, as a
+/// record missed here would be written again.
+const DRAIN_WAIT: Duration = Duration::from_secs(2);
 /// How long a metadata or watermark request may take.
 pub(super) const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
 

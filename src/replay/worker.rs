@@ -62,6 +62,18 @@ pub fn run(
         .enumerate()
         .map(|(n, bootstrap)| Backfill::connect(n, bootstrap, &plan.progress_group))
         .collect::<Result<Vec<_>, _>>()?;
+    let watched: Vec<(usize, &str, i32)> = plan
+        .units_of(index)
+        .into_iter()
+        .flat_map(|unit| {
+            let topic = unit.stream.destination_topic.as_str();
+            plan.layout(unit.stream)
+                .destinations_of(unit.range.partition)
+                .into_iter()
+                .map(move |d| (d.cluster, topic, d.partition))
+        })
+        .collect();
+    wait_until_quiet(&clusters, &watched)?;
     let mut shares = Vec::new();
     for unit in plan.units_of(index) {
         shares.push(Share::resume(plan, unit, &clusters)?);
@@ -82,6 +94,54 @@ pub fn run(
     };
     copy.run(&source, report)?;
     Ok(copy.progress)
+}
+
+/// How long a worker's destination partitions must stay unchanged before it
+/// reads their tails: an earlier run of this worker whose pod was
+/// force-deleted may still be writing for a moment, and tails read before it
+/// stops would make this run write its last records again.
+const QUIET: Duration = Duration::from_secs(3);
+
+/// How long a worker waits for its destination partitions to go quiet.
+const QUIET_WITHIN: Duration = Duration::from_secs(120);
+
+/// Waits until the high watermarks of `watched` (cluster, topic, partition)
+/// have not changed for `QUIET`: no other writer of this share is alive. A
+/// partition that cannot be read counts as unchanged (its broker is down,
+/// so nobody writes it).
+fn wait_until_quiet(
+    clusters: &[Backfill],
+    watched: &[(usize, &str, i32)],
+) -> Result<(), ReplayError> {
+    let observe = || -> Vec<Option<i64>> {
+        watched
+            .iter()
+            .map(|(cluster, topic, partition)| {
+                clusters[*cluster]
+                    .resume
+                    .fetch_watermarks(topic, *partition, REQUEST_TIMEOUT)
+                    .ok()
+                    .map(|(_, high)| high)
+            })
+            .collect()
+    };
+    let started = Instant::now();
+    let mut last = observe();
+    let mut unchanged_since = Instant::now();
+    while unchanged_since.elapsed() < QUIET {
+        if started.elapsed() > QUIET_WITHIN {
+            return Err(ReplayError::StillWritten {
+                seconds: QUIET_WITHIN.as_secs(),
+            });
+        }
+        std::thread::sleep(Duration::from_millis(500));
+        let now = observe();
+        if now != last {
+            last = now;
+            unchanged_since = Instant::now();
+        }
+    }
+    Ok(())
 }
 
 /// A consumer that commits only when told to and fetches whole batches:

@@ -713,6 +713,11 @@ impl RunBackfill<'_> {
         let done = states.len() == replay.jobs.len()
             && states.iter().all(|(_, s)| *s == JobState::Succeeded);
         match (done, committed) {
+            // Running the workers again cannot remove a record written twice.
+            (true, Ok(_)) if replayed > replay.records_total => {
+                let message = format!("the extra clusters hold {replayed} record(s) for a range of {}: records were written more than once", replay.records_total);
+                Ok(Step::fail(next, "ReplayDuplicated", message))
+            }
             (true, Ok(_)) if replayed != replay.records_total => {
                 if replay.reruns >= MAX_RERUNS {
                     let message = format!("the extra clusters hold {replayed} of {} record(s) after {} reruns of the workers", replay.records_total, replay.reruns);
