@@ -80,6 +80,9 @@ struct RunArgs {
     renew_interval: std::time::Duration,
 }
 
+/// Exit status of a replay worker stopped by SIGTERM or SIGINT (128 + 15).
+const TERMINATED: i32 = 143;
+
 fn parse_duration(text: &str) -> Result<std::time::Duration, duration::DurationError> {
     duration::parse_duration(text)
 }
@@ -127,11 +130,28 @@ async fn main() -> ExitCode {
         }
         Command::Replay(args) => {
             telemetry::init(LogFormat::Json);
+            // A worker stops at once when told to: its pod may have been
+            // force-deleted and a new run of its share started, and every
+            // record it wrote after that would be written twice. What it has
+            // written stays; the next run resumes from it. It runs as its
+            // container's first process, which ignores SIGTERM unless it
+            // listens for it.
+            tokio::spawn(async {
+                kappa_operator::shutdown::termination_signal().await;
+                std::process::exit(TERMINATED);
+            });
             let credentials = kappa_operator::client::Credentials::mounted(args.credentials_dir);
-            match replay::run_worker(&args.plan, args.worker, &credentials) {
-                Ok(()) => ExitCode::SUCCESS,
-                Err(error) => {
+            let worker = tokio::task::spawn_blocking(move || {
+                replay::run_worker(&args.plan, args.worker, &credentials)
+            });
+            match worker.await {
+                Ok(Ok(())) => ExitCode::SUCCESS,
+                Ok(Err(error)) => {
                     tracing::error!(%error, "replay worker stopped");
+                    ExitCode::FAILURE
+                }
+                Err(error) => {
+                    tracing::error!(%error, "replay worker crashed");
                     ExitCode::FAILURE
                 }
             }

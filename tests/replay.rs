@@ -95,8 +95,26 @@ struct Worker {
 
 impl Worker {
     fn start(plan: &std::path::Path, index: i32, run: &str) -> Worker {
+        Self::start_with(
+            Command::new(env!("CARGO_BIN_EXE_kappa-operator")),
+            plan,
+            index,
+            run,
+        )
+    }
+
+    /// Starts the worker as the first process of a PID namespace of its
+    /// own, as a container runs it: such a process ignores every signal it
+    /// does not listen for.
+    fn start_as_init(plan: &std::path::Path, index: i32, run: &str) -> Worker {
+        let mut command = Command::new("unshare");
+        command.args(["--pid", "--fork", env!("CARGO_BIN_EXE_kappa-operator")]);
+        Self::start_with(command, plan, index, run)
+    }
+
+    fn start_with(mut command: Command, plan: &std::path::Path, index: i32, run: &str) -> Worker {
         let log = plan.with_extension(format!("worker-{index}-{run}.log"));
-        let child = Command::new(env!("CARGO_BIN_EXE_kappa-operator"))
+        let child = command
             .args([
                 "replay",
                 "--plan",
@@ -157,6 +175,28 @@ impl Worker {
             );
             std::thread::sleep(Duration::from_millis(50));
         }
+    }
+
+    /// Sends SIGTERM to the worker started by [`Worker::start_as_init`]
+    /// (the child of `unshare`) and returns its exit status.
+    fn terminate(&mut self) -> std::process::ExitStatus {
+        assert!(
+            self.child.try_wait().expect("worker status").is_none(),
+            "worker {} already exited: SIGTERM would test nothing",
+            self.index
+        );
+        let children = format!("/proc/{0}/task/{0}/children", self.child.id());
+        let init = std::fs::read_to_string(&children).expect("the worker under unshare");
+        let init = init
+            .split_whitespace()
+            .next()
+            .expect("unshare runs the worker");
+        let sent = Command::new("kill")
+            .args(["-TERM", init])
+            .status()
+            .expect("kill runs");
+        assert!(sent.success(), "SIGTERM not sent to {init}");
+        self.child.wait().expect("worker status")
     }
 
     fn kill(&mut self) {
@@ -257,5 +297,26 @@ async fn a_backfill_broker_restarted_mid_copy_is_written_again() {
     );
     let mut other = Worker::start(&path, 0, "first");
     assert!(other.wait());
+    check(&plan, topic);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_worker_stops_at_sigterm_as_its_containers_first_process_and_resumes() {
+    // A force-deleted worker pod gets SIGTERM once its replacement may
+    // already run: it must stop writing then, not when its share is done.
+    let topic = "events-terminated";
+    let (plan, path) = fresh_plan(topic).await;
+    let mut first = Worker::start_as_init(&path, 0, "first");
+    first.wait_for_progress();
+    let status = first.terminate();
+    assert_eq!(
+        status.code(),
+        Some(143),
+        "the worker did not stop at SIGTERM: {status}"
+    );
+    for index in 0..WORKERS {
+        let mut worker = Worker::start(&path, index, "after-sigterm");
+        assert!(worker.wait(), "worker {index} failed after SIGTERM");
+    }
     check(&plan, topic);
 }

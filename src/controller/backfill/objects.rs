@@ -28,6 +28,10 @@ const PLAN_DIR: &str = "/etc/kappa/replay";
 pub const BACKFILL_LABEL: &str = "kappa.dev/backfill";
 /// Failed pods a worker's Job replaces before it fails.
 const WORKER_RETRIES: i32 = 6;
+/// How long a worker pod being deleted may take to stop: it stops at
+/// SIGTERM, and one still writing after its replacement started would write
+/// records twice.
+const WORKER_GRACE_SECONDS: i64 = 2;
 
 /// Names of the extra clusters of `backfill`.
 pub fn cluster_names(backfill: &Backfill) -> Vec<String> {
@@ -172,6 +176,7 @@ pub fn worker_job(
                 }),
                 spec: Some(PodSpec {
                     restart_policy: Some("Never".into()),
+                    termination_grace_period_seconds: Some(WORKER_GRACE_SECONDS),
                     containers: vec![Container {
                         name: "replay".into(),
                         image: Some(image.to_string()),
@@ -247,6 +252,7 @@ mod tests {
         assert_eq!(job.name_any(), "rerun-replay-1");
         assert_eq!(job.owner_references()[0].uid, "u-1");
         let pod = job.spec.expect("spec").template.spec.expect("pod");
+        assert_eq!(pod.termination_grace_period_seconds, Some(2));
         let args = pod.containers[0].args.clone().expect("args");
         assert_eq!(
             args,
