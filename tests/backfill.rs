@@ -339,6 +339,53 @@ async fn inject_faults(
     }
 }
 
+/// Once Backfill `name` replays, writes 200 records into partition 0 of
+/// `orders` on its first extra cluster from inside that cluster's broker
+/// pod (with Tansu's own `perf` producer), as a writer other than the
+/// workers. They land before the workers finish, whose copy takes seconds.
+async fn write_foreign_records(
+    testbed: &'static Testbed,
+    client: kube::Client,
+    ns: String,
+    name: String,
+) {
+    let started = Instant::now();
+    while phase_of(&client, &ns, &name).await != "Replaying" {
+        assert!(
+            started.elapsed() < Duration::from_secs(300),
+            "{name} did not reach Replaying"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let pod = format!("events-{name}-0-0");
+    let output = testbed.kubectl_output(&[
+        "-n",
+        &ns,
+        "exec",
+        &pod,
+        "--",
+        "/usr/local/bin/tansu",
+        "perf",
+        "orders",
+        "--broker",
+        "tcp://localhost:9092",
+        "produce",
+        "--partition",
+        "0",
+        "--record-size",
+        "100",
+        "--per-second",
+        "200",
+        "--duration",
+        "1s",
+    ]);
+    assert!(
+        output.status.success(),
+        "tansu perf in {pod}: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn backfills_of_a_million_records_reach_the_reference_through_faults_and_leave_nothing() {
     let testbed = Testbed::with_node();
@@ -426,6 +473,25 @@ async fn backfills_of_a_million_records_reach_the_reference_through_faults_and_l
         .await
         .expect("backfill");
     check_run(testbed, &client, &ns, "clean", (&source, &before)).await;
+
+    // A run whose extra cluster gets records the workers did not write, as
+    // from a writer that outlived its pod: the copy starts again on emptied
+    // topics and the output is still the reference.
+    let before = aggregated(&live, "totals");
+    create(&client, &ns, backfill("doubled", &source, "outputOnly"))
+        .await
+        .expect("backfill");
+    let written = tokio::spawn(write_foreign_records(
+        testbed,
+        client.clone(),
+        ns.clone(),
+        "doubled".into(),
+    ));
+    let status = check_run(testbed, &client, &ns, "doubled", (&source, &before)).await;
+    written.await.expect("foreign records written");
+    let copies = status["replay"]["reruns"].as_i64().unwrap_or(0);
+    println!("doubled: records written by another producer mid-replay; the range was copied again {copies} time(s)");
+    assert!(copies >= 1, "the foreign records went unnoticed: {status}");
 
     // The same run with faults, three times, the last one handing off to
     // the live job.

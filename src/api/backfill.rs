@@ -214,8 +214,9 @@ pub struct ReplayStatus {
     /// live pipeline continues after a hand-off.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub handoff_offsets: Vec<StreamOffsets>,
-    /// Times the workers were run again because the extra clusters held
-    /// less than the range after they had finished (a broker lost records).
+    /// Times the range was copied again on emptied topics because the
+    /// extra clusters did not hold exactly the range after the workers had
+    /// finished (a broker lost records, or another writer added some).
     #[serde(default, skip_serializing_if = "is_zero")]
     pub reruns: i32,
     /// Per extra cluster and stream, the offsets the replay wrote up to:

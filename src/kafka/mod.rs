@@ -117,6 +117,14 @@ pub trait KafkaAdmin: Send + Sync {
         topic: &DesiredTopic,
     ) -> BoxFuture<'_, Result<(), KafkaError>>;
 
+    /// Deletes these topics with their records and the offsets committed on
+    /// them; a topic that does not exist counts as deleted.
+    fn delete_topics(
+        &self,
+        connection: &ClusterConnection,
+        topics: &[String],
+    ) -> BoxFuture<'_, Result<(), KafkaError>>;
+
     /// Grows a topic to `partitions` partitions.
     fn grow_partitions(
         &self,

@@ -184,6 +184,24 @@ impl RdKafkaAdmin {
         topic_results("CreateTopics", results)
     }
 
+    async fn delete_inner(
+        &self,
+        connection: &ClusterConnection,
+        topics: &[String],
+    ) -> Result<(), KafkaError> {
+        let client = self.client(connection)?;
+        let names: Vec<&str> = topics.iter().map(String::as_str).collect();
+        let results = client
+            .delete_topics(&names, &Self::options())
+            .await
+            .map_err(|e| self.unreachable(connection, e))?;
+        let kept = results
+            .into_iter()
+            .filter(|r| !matches!(r, Err((_, RDKafkaErrorCode::UnknownTopicOrPartition))))
+            .collect();
+        topic_results("DeleteTopics", kept)
+    }
+
     async fn grow_inner(
         &self,
         connection: &ClusterConnection,
@@ -489,6 +507,15 @@ impl KafkaAdmin for RdKafkaAdmin {
     ) -> BoxFuture<'_, Result<(), KafkaError>> {
         let (connection, topic) = (connection.clone(), topic.clone());
         async move { self.create_inner(&connection, &topic).await }.boxed()
+    }
+
+    fn delete_topics(
+        &self,
+        connection: &ClusterConnection,
+        topics: &[String],
+    ) -> BoxFuture<'_, Result<(), KafkaError>> {
+        let (connection, topics) = (connection.clone(), topics.to_vec());
+        async move { self.delete_inner(&connection, &topics).await }.boxed()
     }
 
     fn grow_partitions(

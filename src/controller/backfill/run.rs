@@ -45,14 +45,16 @@ use crate::controller::verdict::{own_fields, Act, Outcome, Requeue, Wanted};
 use crate::controller::{apply_if_changed, lookup, Shared};
 use crate::discovery::{config_map_name, DiscoveryDocument, DOCUMENT_KEY};
 use crate::error::Error;
-use crate::kafka::{ClusterConnection, KafkaAdmin};
+use crate::kafka::topic::desired_topic;
+use crate::kafka::{ClusterConnection, DesiredTopic, KafkaAdmin, TopicOffsets};
 use crate::metrics::Metrics;
 use crate::replay::plan::{locate, LocateError, ReplayPlan};
 
 /// How often a phase that waits on something outside Kubernetes looks again.
 const RECHECK: Duration = Duration::from_secs(5);
-/// Times the workers are run again when the extra clusters hold less than
-/// the range after they finished, before the run fails.
+/// Times the copy starts again on emptied topics when the extra clusters do
+/// not hold exactly the range after the workers finished, before the run
+/// fails.
 const MAX_RERUNS: i32 = 3;
 /// How often a range whose end has not been reached yet is looked at again.
 const RANGE_RECHECK: Duration = Duration::from_secs(30);
@@ -595,31 +597,109 @@ impl RunBackfill<'_> {
         group: &str,
         topics: &[String],
     ) -> Result<BTreeMap<String, BTreeMap<String, BTreeMap<i32, i64>>>, String> {
-        let recorded = set
-            .status
-            .as_ref()
-            .map(|s| s.clusters.as_slice())
-            .unwrap_or_default();
         let mut all = BTreeMap::new();
-        for name in names {
-            let Some(bootstrap) = recorded
-                .iter()
-                .find(|c| &c.name == name)
-                .and_then(|c| c.bootstrap_servers.clone())
-            else {
-                return Err(format!(
-                    "cluster `{name}` has no address in the set's status"
-                ));
-            };
+        for (name, connection) in extra_connections(set, names)? {
             let offsets = self
                 .deps
                 .admin
-                .group_offsets(&ClusterConnection::plaintext(&bootstrap), group, topics)
+                .group_offsets(&connection, group, topics)
                 .await
                 .map_err(|e| format!("cluster `{name}`: {e}"))?;
-            all.insert(name.clone(), offsets);
+            all.insert(name, offsets);
         }
         Ok(all)
+    }
+
+    /// Creates every destination topic of `plan` that an extra cluster
+    /// lacks, with the plan's layout: a broker restarted without its data,
+    /// or a copy started again, leaves them missing, and the set creates
+    /// them only at its next resync.
+    async fn ensure_topics(
+        &self,
+        set: &KafkaClusterSet,
+        names: &[String],
+        plan: &ReplayPlan,
+    ) -> Result<(), String> {
+        let mut wanted = Vec::new();
+        for stream in &plan.streams {
+            let Some(spec) = set.spec.streams.iter().find(|s| s.name == stream.stream) else {
+                return Err(format!(
+                    "stream `{}` is no longer declared in the set",
+                    stream.stream
+                ));
+            };
+            wanted.push(DesiredTopic {
+                name: stream.destination_topic.clone(),
+                partitions: plan.layout(stream).destination_partitions(),
+                ..desired_topic(spec)
+            });
+        }
+        let topics: Vec<String> = wanted.iter().map(|t| t.name.clone()).collect();
+        for (name, connection) in extra_connections(set, names)? {
+            let admin = self.deps.admin.as_ref();
+            let view = admin
+                .describe(&connection, &topics)
+                .await
+                .map_err(|e| format!("cluster `{name}`: {e}"))?;
+            for topic in wanted.iter().filter(|t| !view.topics.contains_key(&t.name)) {
+                admin
+                    .create_topic(&connection, topic)
+                    .await
+                    .map_err(|e| format!("cluster `{name}`: {e}"))?;
+            }
+        }
+        Ok(())
+    }
+
+    /// The destination partitions (`cluster/topic/partition`) whose end
+    /// lies beyond the next offset the workers recorded there (`written`):
+    /// someone else wrote records after theirs. Brokers that report the
+    /// start of the last batch as the end (Tansu) are never beyond.
+    async fn written_by_others(
+        &self,
+        set: &KafkaClusterSet,
+        names: &[String],
+        written: &BTreeMap<String, TopicOffsets>,
+        topics: &[String],
+    ) -> Result<Vec<String>, String> {
+        let mut foreign = Vec::new();
+        for (name, connection) in extra_connections(set, names)? {
+            for topic in topics {
+                let ends = self
+                    .deps
+                    .admin
+                    .end_offsets(&connection, topic)
+                    .await
+                    .map_err(|e| format!("cluster `{name}`: {e}"))?;
+                let mine = written.get(&name).and_then(|t| t.get(topic));
+                foreign.extend(
+                    ends.into_iter()
+                        .filter(|(partition, end)| {
+                            *end > mine.and_then(|m| m.get(partition)).copied().unwrap_or(0)
+                        })
+                        .map(|(partition, _)| format!("{name}/{topic}/{partition}")),
+                );
+            }
+        }
+        Ok(foreign)
+    }
+
+    /// Deletes `topics` on the extra clusters `names`, with what was
+    /// committed on them.
+    async fn empty_topics(
+        &self,
+        set: &KafkaClusterSet,
+        names: &[String],
+        topics: &[String],
+    ) -> Result<(), String> {
+        for (name, connection) in extra_connections(set, names)? {
+            self.deps
+                .admin
+                .delete_topics(&connection, topics)
+                .await
+                .map_err(|e| format!("cluster `{name}`: {e}"))?;
+        }
+        Ok(())
     }
 
     async fn replaying(&self, backfill: &Backfill, status: BackfillStatus) -> Result<Step, Error> {
@@ -649,19 +729,28 @@ impl RunBackfill<'_> {
             .map(|job| (job.name_any(), job))
             .collect();
         let mut states = Vec::new();
-        // The plan is read only to create a missing Job (for the Secrets a
-        // secured source needs mounted).
+        // The plan is read only to start a missing worker: its topics must
+        // be there, and a secured source's Secrets mounted.
         let mut stored: Option<ReplayPlan> = None;
+        if replay.jobs.iter().any(|name| !existing.contains_key(name)) {
+            let config_maps: Api<ConfigMap> =
+                Api::namespaced(self.shared.client.clone(), &namespace);
+            let plan = stored_plan(&config_maps.get(&replay.plan).await?)?;
+            if let Err(why) = self.ensure_topics(&set, &status.clusters, &plan).await {
+                let message = format!("creating the topics the workers write: {why}");
+                return Ok(Step::wait(
+                    status,
+                    "TopicsMissing",
+                    message,
+                    Requeue::After(RECHECK),
+                ));
+            }
+            stored = Some(plan);
+        }
         for (index, name) in replay.jobs.iter().enumerate() {
             let job = match existing.get(name).cloned() {
                 Some(job) => job,
                 None => {
-                    if stored.is_none() {
-                        let config_maps: Api<ConfigMap> =
-                            Api::namespaced(self.shared.client.clone(), &namespace);
-                        let map = config_maps.get(&replay.plan).await?;
-                        stored = Some(stored_plan(&map)?);
-                    }
                     let security = stored.as_ref().and_then(|p| p.source_security.as_ref());
                     let desired =
                         objects::worker_job(backfill, index as i32, &self.deps.image, security);
@@ -712,32 +801,61 @@ impl RunBackfill<'_> {
         ));
         let done = states.len() == replay.jobs.len()
             && states.iter().all(|(_, s)| *s == JobState::Succeeded);
-        match (done, committed) {
-            // Running the workers again cannot remove a record written twice.
-            (true, Ok(_)) if replayed > replay.records_total => {
-                let message = format!("the extra clusters hold {replayed} record(s) for a range of {}: records were written more than once", replay.records_total);
-                Ok(Step::fail(next, "ReplayDuplicated", message))
+        let mut foreign = Vec::new();
+        let committed = match committed {
+            Ok(all) if done => {
+                let found = self
+                    .written_by_others(&set, &next.clusters, &all, &topics)
+                    .await;
+                found.map(|found| {
+                    foreign = found;
+                    all
+                })
             }
-            (true, Ok(_)) if replayed != replay.records_total => {
+            other => other,
+        };
+        match (done, committed) {
+            (true, Ok(_)) if replayed != replay.records_total || !foreign.is_empty() => {
+                let total = replay.records_total;
+                let (reason, what) = if !foreign.is_empty() {
+                    let shown = foreign.iter().take(3).cloned().collect::<Vec<_>>();
+                    let what = format!(
+                        "{} partition(s) hold records after the last one copied, e.g. {}",
+                        foreign.len(),
+                        shown.join(", ")
+                    );
+                    ("ReplayDuplicated", what)
+                } else if replayed > total {
+                    (
+                        "ReplayDuplicated",
+                        "records were written more than once".to_string(),
+                    )
+                } else {
+                    (
+                        "ReplayIncomplete",
+                        "records are missing (a broker lost them)".to_string(),
+                    )
+                };
                 if replay.reruns >= MAX_RERUNS {
-                    let message = format!("the extra clusters hold {replayed} of {} record(s) after {} reruns of the workers", replay.records_total, replay.reruns);
-                    return Ok(Step::fail(next, "ReplayIncomplete", message));
+                    let message = format!("the extra clusters hold {replayed} record(s) for a range of {total} after {} fresh copies: {what}", replay.reruns);
+                    return Ok(Step::fail(next, reason, message));
                 }
-                // A broker lost records after its worker finished: the
-                // workers run again and write what is missing.
+                // Neither a record written twice nor one missing below the
+                // last one copied can be mended in place: the copy starts
+                // again on emptied topics. The workers have all finished, so
+                // nothing writes them meanwhile.
+                if let Err(why) = self.empty_topics(&set, &next.clusters, &topics).await {
+                    let message = format!("the extra clusters hold {replayed} record(s) for a range of {total} ({what}); emptying them to copy again: {why}");
+                    return Ok(Step::wait(next, reason, message, Requeue::After(RECHECK)));
+                }
                 for name in &replay.jobs {
                     gone(jobs.delete(name, &DeleteParams::background()).await)?;
                 }
                 if let Some(r) = next.replay.as_mut() {
                     r.reruns += 1;
                 }
-                let message = format!("the workers finished but the extra clusters hold {replayed} of {} record(s): running them again", replay.records_total);
-                Ok(Step::wait(
-                    next,
-                    "ReplayIncomplete",
-                    message,
-                    Requeue::After(RECHECK),
-                ))
+                let message = format!("the extra clusters held {replayed} record(s) for a range of {total} ({what}): their topics were emptied and the workers copy the range again");
+                Ok(Step::wait(next, reason, message, Requeue::After(RECHECK)))
             }
             (true, Ok(all)) => {
                 let written = all
@@ -1053,6 +1171,30 @@ impl RunBackfill<'_> {
 }
 
 /// Whether a delete found the object already gone (`true`) or started it.
+/// The extra clusters `names` as the set's status records them, each with
+/// a connection to it.
+fn extra_connections(
+    set: &KafkaClusterSet,
+    names: &[String],
+) -> Result<Vec<(String, ClusterConnection)>, String> {
+    let recorded = set
+        .status
+        .as_ref()
+        .map(|s| s.clusters.as_slice())
+        .unwrap_or_default();
+    names
+        .iter()
+        .map(|name| {
+            recorded
+                .iter()
+                .find(|c| &c.name == name)
+                .and_then(|c| c.bootstrap_servers.as_deref())
+                .map(|bootstrap| (name.clone(), ClusterConnection::plaintext(bootstrap)))
+                .ok_or_else(|| format!("cluster `{name}` has no address in the set's status"))
+        })
+        .collect()
+}
+
 fn gone<T>(result: Result<T, kube::Error>) -> Result<bool, Error> {
     match result {
         Err(kube::Error::Api(e)) if e.code == 404 => Ok(true),
