@@ -97,18 +97,6 @@ pub enum ReplayError {
         /// Records known written before the last batch.
         written: i64,
     },
-    /// A destination partition holds a record this replay did not write.
-    #[error("{topic}/{partition} on destination {cluster} holds a record without replay headers at offset {offset}")]
-    ForeignRecord {
-        /// Destination cluster index.
-        cluster: usize,
-        /// Destination topic.
-        topic: String,
-        /// Destination partition.
-        partition: i32,
-        /// Offset of the record.
-        offset: i64,
-    },
 }
 
 /// Reads the plan at `path` and copies worker `index`'s share, logging

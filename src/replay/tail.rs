@@ -142,14 +142,12 @@ impl Scan<'_> {
                 }
                 Some(Ok(record)) => {
                     quiet_since = None;
-                    let source = source_offset(&record).ok_or(ReplayError::ForeignRecord {
-                        cluster: self.cluster,
-                        topic: self.topic.to_string(),
-                        partition: record.partition(),
-                        offset: record.offset(),
-                    })?;
+                    // A record without replay headers is someone else's: it
+                    // says nothing of what this replay wrote. The Backfill
+                    // counts it when the workers are done, and copies the
+                    // range again onto emptied topics.
                     let tail = tails.entry(record.partition()).or_default();
-                    tail.last_source_offset = tail.last_source_offset.max(Some(source));
+                    tail.last_source_offset = tail.last_source_offset.max(source_offset(&record));
                     tail.next_offset = tail.next_offset.max(record.offset() + 1);
                 }
             }
