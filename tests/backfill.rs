@@ -16,9 +16,13 @@ use common::node::{
 use common::objects::pipeline;
 use common::replay::{added, aggregated, reference, Totals};
 use common::{create, Testbed};
+use futures::StreamExt;
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::coordination::v1::Lease;
+use kappa_operator::api::backfill::{Backfill, BackfillPhase};
 use kube::api::{Patch, PatchParams};
+use kube::runtime::watcher::{self, Event};
+use kube::runtime::WatchStreamExt;
 use kube::Api;
 use rand::Rng;
 use serde_json::json;
@@ -279,64 +283,115 @@ async fn check_run(
 }
 
 /// Kills the operator's leader pod at every phase boundary of Backfill
-/// `name` and at random instants 0.5-3 s apart, a replay worker's pod
-/// mid-copy, and restarts an extra cluster's broker pod mid-replay (it
-/// comes back empty), until the Backfill settles. Returns the leaders
-/// killed at boundaries and at random instants, and whether the worker and
-/// the broker faults landed.
+/// `name` (each phase change its watch delivers: the operator records a
+/// phase before acting on it) and at random instants 0.5-3 s apart, a
+/// replay worker's pod mid-copy, and restarts an extra cluster's broker pod
+/// mid-replay (it comes back empty), until the Backfill settles. Returns
+/// the phase changes seen, the leaders killed at boundaries and at random
+/// instants, and whether the worker and the broker faults landed.
 async fn inject_faults(
     testbed: &'static Testbed,
     client: kube::Client,
     ns: String,
     name: String,
-) -> (usize, usize, bool, bool) {
+) -> Faults {
     let leases: Api<Lease> = Api::namespaced(client.clone(), "kappa-system");
-    let (mut at_boundaries, mut at_random, mut worker, mut broker) = (0, 0, false, false);
+    let backfills: Api<Backfill> = Api::namespaced(client.clone(), &ns);
+    let config = watcher::Config::default().fields(&format!("metadata.name={name}"));
+    let mut changes = watcher::watcher(backfills, config)
+        .default_backoff()
+        .boxed();
+    let mut faults = Faults::default();
     let pause = || Duration::from_millis(rand::rng().random_range(500..3_000));
-    let mut next_kill = Instant::now() + pause();
-    let mut last_phase = String::new();
+    let mut next_kill = tokio::time::Instant::now() + pause();
+    let mut phase = None;
     loop {
-        let phase = phase_of(&client, &ns, &name).await;
-        if phase == "Completed" || phase == "Failed" {
-            return (at_boundaries, at_random, worker, broker);
-        }
-        let boundary = !phase.is_empty() && phase != last_phase;
-        last_phase = phase;
-        if boundary || Instant::now() >= next_kill {
-            // The lease may still name a leader killed before: that kill
-            // counts once.
-            if let Some(leader) = lease_holder(&leases).await {
-                let killed = kill_pods(testbed, "kappa-system", &[&leader]);
-                if boundary {
-                    at_boundaries += killed;
-                } else {
-                    at_random += killed;
+        let boundary = tokio::select! {
+            event = changes.next() => {
+                let backfill = match event.expect("the Backfill's watch ends only when dropped") {
+                    Ok(Event::Apply(backfill) | Event::InitApply(backfill)) => backfill,
+                    Ok(_) => continue,
+                    Err(error) => {
+                        println!("watching {name}: {error}");
+                        continue;
+                    }
+                };
+                let now = backfill.status.and_then(|s| s.phase);
+                if matches!(now, Some(BackfillPhase::Completed | BackfillPhase::Failed)) {
+                    return faults;
                 }
+                if now == phase {
+                    continue;
+                }
+                phase = now;
+                faults.transitions += 1;
+                true
             }
-            next_kill = Instant::now() + pause();
-        }
-        let job = format!("job-name={name}-replay-0");
-        if last_phase == "Replaying" && !(worker && broker) {
-            let running = testbed.kubectl(&[
-                "-n",
-                &ns,
-                "get",
-                "pods",
-                "-l",
-                &job,
-                "--field-selector=status.phase=Running",
-                "-o",
-                "name",
-            ]);
-            if !running.trim().is_empty() {
-                tokio::time::sleep(Duration::from_secs(2)).await;
-                worker = kill_pods(testbed, &ns, &["-l", &job]) > 0;
-                broker = kill_pods(testbed, &ns, &[&format!("events-{name}-1-0")]) > 0;
-                println!("killed replay worker 0: {worker}; restarted broker events-{name}-1-0: {broker}");
+            _ = tokio::time::sleep_until(next_kill) => false,
+            // Looks for a running worker while replaying.
+            _ = tokio::time::sleep(Duration::from_millis(300)) => {
+                if phase == Some(BackfillPhase::Replaying) && !(faults.worker && faults.broker) {
+                    kill_worker_and_broker(testbed, &ns, &name, &mut faults).await;
+                }
+                continue;
+            }
+        };
+        // The lease may still name a leader killed before: a random kill
+        // counts once; at a boundary that leader is gone either way.
+        if let Some(leader) = lease_holder(&leases).await {
+            let killed = kill_pods(testbed, "kappa-system", &[&leader]);
+            if boundary {
+                faults.at_boundaries += 1;
+            } else {
+                faults.at_random += killed;
             }
         }
-        tokio::time::sleep(Duration::from_millis(300)).await;
+        if !boundary {
+            next_kill = tokio::time::Instant::now() + pause();
+        }
     }
+}
+
+/// What [`inject_faults`] did.
+#[derive(Debug, Default)]
+struct Faults {
+    /// Phase changes seen before the Backfill settled.
+    transitions: usize,
+    /// Phase changes at which the lease's leader was killed (or was gone).
+    at_boundaries: usize,
+    /// Leader pods killed at random instants.
+    at_random: usize,
+    /// Whether a replay worker's pod was killed mid-copy.
+    worker: bool,
+    /// Whether an extra cluster's broker pod was restarted mid-replay.
+    broker: bool,
+}
+
+/// Once replay worker 0 of Backfill `name` runs, kills its pod and restarts
+/// the broker pod of the Backfill's second extra cluster.
+async fn kill_worker_and_broker(testbed: &Testbed, ns: &str, name: &str, faults: &mut Faults) {
+    let job = format!("job-name={name}-replay-0");
+    let running = testbed.kubectl(&[
+        "-n",
+        ns,
+        "get",
+        "pods",
+        "-l",
+        &job,
+        "--field-selector=status.phase=Running",
+        "-o",
+        "name",
+    ]);
+    if running.trim().is_empty() {
+        return;
+    }
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    faults.worker = kill_pods(testbed, ns, &["-l", &job]) > 0;
+    faults.broker = kill_pods(testbed, ns, &[&format!("events-{name}-1-0")]) > 0;
+    println!(
+        "killed replay worker 0: {}; restarted broker events-{name}-1-0: {}",
+        faults.worker, faults.broker
+    );
 }
 
 /// Once Backfill `name` replays, writes 200 records into partition 0 of
@@ -516,17 +571,23 @@ async fn backfills_of_a_million_records_reach_the_reference_through_faults_and_l
             name.into(),
         ));
         let status = check_run(testbed, &client, &ns, name, (&source, &before)).await;
-        let (boundaries, random, worker, broker) = faults.await.expect("fault task");
+        let faults = faults.await.expect("fault task");
         println!(
-            "{name}: leader pod killed at {boundaries} phase boundaries and {random} random instants, replay worker killed: {worker}, broker restarted: {broker}; workers rerun {} time(s); progress {}",
-            status["replay"]["reruns"], status["progress"]
+            "{name}: leader pod killed at {} of {} phase changes and at {} random instants, replay worker killed: {}, broker restarted: {}; progress {}",
+            faults.at_boundaries, faults.transitions, faults.at_random, faults.worker, faults.broker, status["progress"]
         );
         assert!(
-            worker && broker,
+            faults.worker && faults.broker,
             "{name}: the faults did not land while replaying"
         );
-        at_boundaries += boundaries;
-        at_random += random;
+        // Phases: Provisioning, Replaying, Processing, (HandingOff,)
+        // TearingDown before Completed, each killed at as it began.
+        assert!(
+            faults.at_boundaries >= 4 && faults.at_boundaries == faults.transitions,
+            "{name}: {faults:?}"
+        );
+        at_boundaries += faults.at_boundaries;
+        at_random += faults.at_random;
     }
     println!(
         "leader pod killed at {at_boundaries} phase boundaries and {at_random} random instants"
