@@ -814,30 +814,16 @@ impl RunBackfill<'_> {
             }
             other => other,
         };
+        let flaw = flaw(replayed, replay.records_total, &foreign);
         match (done, committed) {
-            (true, Ok(_)) if replayed != replay.records_total || !foreign.is_empty() => {
-                let total = replay.records_total;
-                let (reason, what) = if !foreign.is_empty() {
-                    let shown = foreign.iter().take(3).cloned().collect::<Vec<_>>();
-                    let what = format!(
-                        "{} partition(s) hold records after the last one copied, e.g. {}",
-                        foreign.len(),
-                        shown.join(", ")
-                    );
-                    ("ReplayDuplicated", what)
-                } else if replayed > total {
-                    (
-                        "ReplayDuplicated",
-                        "records were written more than once".to_string(),
-                    )
-                } else {
-                    (
-                        "ReplayIncomplete",
-                        "records are missing (a broker lost them)".to_string(),
-                    )
-                };
+            (true, Ok(_)) if flaw.is_some() => {
+                let (reason, what) = flaw.unwrap_or_default();
+                let wrong = format!(
+                    "the extra clusters hold {replayed} record(s) for a range of {}: {what}",
+                    replay.records_total
+                );
                 if replay.reruns >= MAX_RERUNS {
-                    let message = format!("the extra clusters hold {replayed} record(s) for a range of {total} after {} fresh copies: {what}", replay.reruns);
+                    let message = format!("{wrong}, after {} fresh copies", replay.reruns);
                     return Ok(Step::fail(next, reason, message));
                 }
                 // Neither a record written twice nor one missing below the
@@ -845,7 +831,7 @@ impl RunBackfill<'_> {
                 // again on emptied topics. The workers have all finished, so
                 // nothing writes them meanwhile.
                 if let Err(why) = self.empty_topics(&set, &next.clusters, &topics).await {
-                    let message = format!("the extra clusters hold {replayed} record(s) for a range of {total} ({what}); emptying them to copy again: {why}");
+                    let message = format!("{wrong}; emptying them to copy again: {why}");
                     return Ok(Step::wait(next, reason, message, Requeue::After(RECHECK)));
                 }
                 for name in &replay.jobs {
@@ -854,7 +840,9 @@ impl RunBackfill<'_> {
                 if let Some(r) = next.replay.as_mut() {
                     r.reruns += 1;
                 }
-                let message = format!("the extra clusters held {replayed} record(s) for a range of {total} ({what}): their topics were emptied and the workers copy the range again");
+                let message = format!(
+                    "{wrong}; their topics were emptied and the workers copy the range again"
+                );
                 Ok(Step::wait(next, reason, message, Requeue::After(RECHECK)))
             }
             (true, Ok(all)) => {
@@ -1171,6 +1159,29 @@ impl RunBackfill<'_> {
 }
 
 /// Whether a delete found the object already gone (`true`) or started it.
+/// Why a finished copy of `total` records cannot be used, if it cannot: the
+/// workers recorded `replayed` records, and `foreign` partitions hold
+/// records after theirs. A condition reason and what is wrong.
+fn flaw(replayed: i64, total: i64, foreign: &[String]) -> Option<(&'static str, String)> {
+    if !foreign.is_empty() {
+        let shown = foreign.iter().take(3).cloned().collect::<Vec<_>>();
+        let what = format!(
+            "{} partition(s) hold records after the last one copied, e.g. {}",
+            foreign.len(),
+            shown.join(", ")
+        );
+        Some(("ReplayDuplicated", what))
+    } else if replayed > total {
+        let what = "records were written more than once".to_string();
+        Some(("ReplayDuplicated", what))
+    } else if replayed < total {
+        let what = "records are missing (a broker lost them)".to_string();
+        Some(("ReplayIncomplete", what))
+    } else {
+        None
+    }
+}
+
 /// The extra clusters `names` as the set's status records them, each with
 /// a connection to it.
 fn extra_connections(
@@ -1295,6 +1306,24 @@ mod tests {
                 r#"kappa_backfill_phase{backfill="kept",namespace="shop",phase="Replaying"} 1"#
             ),
             "{text}"
+        );
+    }
+
+    #[test]
+    fn a_copy_is_used_only_when_it_holds_exactly_the_range_and_nothing_else() {
+        assert_eq!(flaw(1000, 1000, &[]), None);
+        let (reason, what) = flaw(999, 1000, &[]).expect("missing");
+        assert_eq!(reason, "ReplayIncomplete");
+        assert!(what.contains("missing"), "{what}");
+        assert_eq!(flaw(1001, 1000, &[]).map(|f| f.0), Some("ReplayDuplicated"));
+        // The workers' count can be right while another writer added records.
+        let foreign: Vec<String> = (0..5).map(|p| format!("b-0/orders/{p}")).collect();
+        let (reason, what) = flaw(1000, 1000, &foreign).expect("foreign");
+        assert_eq!(reason, "ReplayDuplicated");
+        assert!(what.starts_with("5 partition(s)"), "{what}");
+        assert!(
+            what.contains("b-0/orders/2") && !what.contains("b-0/orders/3"),
+            "{what}"
         );
     }
 
