@@ -801,23 +801,19 @@ impl RunBackfill<'_> {
         ));
         let done = states.len() == replay.jobs.len()
             && states.iter().all(|(_, s)| *s == JobState::Succeeded);
-        let mut foreign = Vec::new();
-        let committed = match committed {
-            Ok(all) if done => {
-                let found = self
-                    .written_by_others(&set, &next.clusters, &all, &topics)
-                    .await;
-                found.map(|found| {
-                    foreign = found;
-                    all
-                })
-            }
-            other => other,
+        // A finished copy is checked before it is used.
+        let checked = match committed {
+            Ok(all) if done => self
+                .written_by_others(&set, &next.clusters, &all, &topics)
+                .await
+                .map(|foreign| {
+                    let flaw = flaw(replayed, replay.records_total, &foreign);
+                    (all, flaw)
+                }),
+            other => other.map(|all| (all, None)),
         };
-        let flaw = flaw(replayed, replay.records_total, &foreign);
-        match (done, committed) {
-            (true, Ok(_)) if flaw.is_some() => {
-                let (reason, what) = flaw.unwrap_or_default();
+        match (done, checked) {
+            (true, Ok((_, Some((reason, what))))) => {
                 let wrong = format!(
                     "the extra clusters hold {replayed} record(s) for a range of {}: {what}",
                     replay.records_total
@@ -845,7 +841,7 @@ impl RunBackfill<'_> {
                 );
                 Ok(Step::wait(next, reason, message, Requeue::After(RECHECK)))
             }
-            (true, Ok(all)) => {
+            (true, Ok((all, None))) => {
                 let written = all
                     .iter()
                     .flat_map(|(cluster, topics)| {
@@ -1035,13 +1031,15 @@ impl RunBackfill<'_> {
             );
             return Ok(Step::advance(status, BackfillPhase::TearingDown, message));
         }
-        let offsets = objects::handoff_offsets(&status);
-        if offsets.is_empty() {
-            let message = "the replay recorded no hand-off offsets on the source cluster".into();
-            return Ok(Step::fail(status, "NoHandoffOffsets", message));
-        }
-        snapshots::record_handoff(&self.shared.client, &live, &name, offsets).await?;
+        // The annotation is set only once the Savepoint is recorded.
         if live.annotations().get(snapshots::HANDOFF_ANNOTATION) != Some(&name) {
+            let offsets = objects::handoff_offsets(&status);
+            if offsets.is_empty() {
+                let message =
+                    "the replay recorded no hand-off offsets on the source cluster".into();
+                return Ok(Step::fail(status, "NoHandoffOffsets", message));
+            }
+            snapshots::record_handoff(&self.shared.client, &live, &name, offsets).await?;
             let pipelines: Api<Pipeline> = Api::namespaced(
                 self.shared.client.clone(),
                 &backfill.namespace().unwrap_or_default(),
@@ -1158,7 +1156,6 @@ impl RunBackfill<'_> {
     }
 }
 
-/// Whether a delete found the object already gone (`true`) or started it.
 /// Why a finished copy of `total` records cannot be used, if it cannot: the
 /// workers recorded `replayed` records, and `foreign` partitions hold
 /// records after theirs. A condition reason and what is wrong.
@@ -1206,6 +1203,7 @@ fn extra_connections(
         .collect()
 }
 
+/// Whether a delete found the object already gone (`true`) or started it.
 fn gone<T>(result: Result<T, kube::Error>) -> Result<bool, Error> {
     match result {
         Err(kube::Error::Api(e)) if e.code == 404 => Ok(true),
