@@ -185,7 +185,7 @@ fn backfill(name: &str, source: &Source, completion: &str) -> serde_json::Value 
     json!({
         "apiVersion": "kappa.dev/v1alpha1", "kind": "Backfill", "metadata": {"name": name},
         "spec": {"pipelineRef": "totals", "from": rfc3339(source.range.0), "to": rfc3339(source.range.1),
-                 "capacity": {"clusters": 2, "partitionMultiplier": 2, "parallelism": 1},
+                 "capacity": {"clusters": 2, "partitionMultiplier": 2, "parallelism": 2},
                  "completion": completion, "teardownAfter": "0s"}
     })
 }
@@ -394,21 +394,24 @@ async fn kill_worker_and_broker(testbed: &Testbed, ns: &str, name: &str, faults:
     );
 }
 
-/// Once Backfill `name` replays, writes 200 records into partition 0 of
-/// `orders` on its first extra cluster from inside that cluster's broker
-/// pod (with Tansu's own `perf` producer), as a writer other than the
-/// workers. They land before the workers finish, whose copy takes seconds.
-async fn write_foreign_records(
-    testbed: &'static Testbed,
-    client: kube::Client,
-    ns: String,
-    name: String,
-) {
+/// Once Backfill `name` has started its replay workers, writes 200 records
+/// into partition 0 of `orders` on its first extra cluster from inside that
+/// cluster's broker pod (with Tansu's own `perf` producer), as a writer
+/// other than the workers. They land before the workers finish, whose copy
+/// takes seconds. Not earlier: the Backfill creates the destination topics
+/// just before the worker Jobs, and `perf` exits 0 even when every produce
+/// failed (it found no topic).
+async fn write_foreign_records(testbed: &'static Testbed, ns: String, name: String) {
     let started = Instant::now();
-    while phase_of(&client, &ns, &name).await != "Replaying" {
+    let workers = format!("job-name={name}-replay-0");
+    while testbed
+        .kubectl(&["-n", &ns, "get", "pods", "-l", &workers, "-o", "name"])
+        .trim()
+        .is_empty()
+    {
         assert!(
             started.elapsed() < Duration::from_secs(300),
-            "{name} did not reach Replaying"
+            "{name} did not start its replay workers"
         );
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
@@ -536,12 +539,7 @@ async fn backfills_of_a_million_records_reach_the_reference_through_faults_and_l
     create(&client, &ns, backfill("doubled", &source, "outputOnly"))
         .await
         .expect("backfill");
-    let written = tokio::spawn(write_foreign_records(
-        testbed,
-        client.clone(),
-        ns.clone(),
-        "doubled".into(),
-    ));
+    let written = tokio::spawn(write_foreign_records(testbed, ns.clone(), "doubled".into()));
     let status = check_run(testbed, &client, &ns, "doubled", (&source, &before)).await;
     written.await.expect("foreign records written");
     let copies = status["replay"]["reruns"].as_i64().unwrap_or(0);

@@ -467,9 +467,11 @@ spec:
     assert_pods_logged_no_refusal(testbed);
 }
 
-/// A consumer-engine pipeline runs the demo application as a Deployment that
-/// finds its set's discovery document, stream and group without any
-/// configuration of its own; suspended, it scales to zero.
+/// A consumer-engine pipeline runs the demo application as a StatefulSet of
+/// two pods that find their set's discovery document, stream, group and
+/// share of the partitions without any configuration of their own (each
+/// reads only its own partitions, and together they read every record
+/// once); suspended, it scales to zero.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_consumer_pipeline_runs_its_app_with_the_streams_in_its_environment() {
     use kappa_operator::client::producer::ProducerSettings;
@@ -497,7 +499,7 @@ async fn a_consumer_pipeline_runs_its_app_with_the_streams_in_its_environment() 
     .expect("producer");
     let mut written = std::collections::BTreeMap::new();
     for round in 0..10u64 {
-        for key in ["a", "b", "c"] {
+        for key in KEYS {
             producer
                 .send("orders", key.as_bytes(), round.to_string().as_bytes())
                 .await
@@ -506,7 +508,9 @@ async fn a_consumer_pipeline_runs_its_app_with_the_streams_in_its_environment() 
         }
     }
 
-    create(&client, &ns, pipeline("totals", demo_consumer("running")))
+    let mut spec = demo_consumer("running");
+    spec["engine"]["consumer"]["replicas"] = json!(REPLICAS);
+    create(&client, &ns, pipeline("totals", spec))
         .await
         .expect("pipeline");
     common::wait_for_ready(
@@ -518,21 +522,38 @@ async fn a_consumer_pipeline_runs_its_app_with_the_streams_in_its_environment() 
         |c| c.reason == "ReplicasReady",
     )
     .await;
-    let log = app_log(testbed, &ns, 30).await;
+    let logs = app_logs(testbed, &ns, 30).await;
     let mut check = kappa_operator::client::check::Check::default();
-    for (key, number) in numbered_lines(&log) {
-        check.read(&key, number);
+    for (ordinal, log) in logs.iter().enumerate() {
+        let others: Vec<&str> = log
+            .lines()
+            .filter(|line| read_partition(line).is_some_and(|p| p % REPLICAS != ordinal as i32))
+            .collect();
+        assert!(
+            others.is_empty(),
+            "totals-{ordinal} read another's partitions: {others:?}"
+        );
+        for (key, number) in numbered_lines(log) {
+            check.read(&key, number);
+        }
     }
     let report = check.report(&written);
     println!("the consumer engine's app: {report}");
-    assert!(report.clean() && report.read == 30, "{report}\n{log}");
+    assert!(report.clean() && report.read == 30, "{report}\n{logs:?}");
     let env = testbed.jsonpath(
         &ns,
-        &["deployment", "totals"],
+        &["statefulset", "totals"],
         "{.spec.template.spec.containers[0].env[*].name}",
     );
     assert!(
-        env.contains("KAPPA_GROUP") && env.contains("KAPPA_DISCOVERY_DIR"),
+        [
+            "KAPPA_GROUP",
+            "KAPPA_DISCOVERY_DIR",
+            "KAPPA_POD_NAME",
+            "KAPPA_REPLICAS"
+        ]
+        .iter()
+        .all(|name| env.contains(name)),
         "{env}"
     );
 
@@ -589,13 +610,13 @@ async fn a_consumer_pipeline_runs_its_app_with_the_streams_in_its_environment() 
         |c| c.reason == "Suspended",
     )
     .await;
-    let replicas = testbed.jsonpath(&ns, &["deployment", "totals"], "{.spec.replicas}");
+    let replicas = testbed.jsonpath(&ns, &["statefulset", "totals"], "{.spec.replicas}");
     assert_eq!(replicas, "0");
 
     // Fifteen records written while it is suspended are its lag.
     let written_at = Instant::now();
     for round in 10..15u64 {
-        for key in ["a", "b", "c"] {
+        for key in KEYS {
             producer
                 .send("orders", key.as_bytes(), round.to_string().as_bytes())
                 .await
@@ -642,7 +663,7 @@ async fn a_consumer_pipeline_runs_its_app_with_the_streams_in_its_environment() 
     .await;
     assert_eq!(common::kafka::lag(blue, group, topic), 0);
 
-    // Restoring the snapshot moves the group back: the next pod reads the
+    // Restoring the snapshot moves the group back: the next pods read the
     // fifteen records again, and only those.
     let restore = json!({"spec": {"restoreFrom": {"savepoint": "totals-at-30"}}});
     kappa_api(&client, &ns, "Pipeline")
@@ -663,14 +684,14 @@ async fn a_consumer_pipeline_runs_its_app_with_the_streams_in_its_environment() 
     )
     .await;
     assert_eq!(status["history"][0]["event"], "Restored");
-    let log = app_log(testbed, &ns, 15).await;
-    let mut reread = numbered_lines(&log);
+    let logs = app_logs(testbed, &ns, 15).await;
+    let mut reread: Vec<(String, u64)> = logs.iter().flat_map(|log| numbered_lines(log)).collect();
     reread.sort();
-    let expected: Vec<(String, u64)> = ["a", "b", "c"]
+    let expected: Vec<(String, u64)> = KEYS
         .iter()
         .flat_map(|key| (10..15u64).map(move |n| (key.to_string(), n)))
         .collect();
-    assert_eq!(reread, expected, "{log}");
+    assert_eq!(reread, expected, "{logs:?}");
     assert_pods_logged_no_refusal(testbed);
 }
 
@@ -687,17 +708,38 @@ async fn set_state(client: &kube::Client, ns: &str, state: &str) {
         .expect("state set");
 }
 
-/// The log of the current pod of Deployment `totals` once it holds `lines`
-/// records (or after a minute).
-async fn app_log(testbed: &Testbed, ns: &str, lines: usize) -> String {
+/// Replicas of the consumer pipeline `totals`.
+const REPLICAS: i32 = 2;
+
+/// The keys written to `orders`, which has three partitions: the default
+/// partitioner (CRC32 of the key) puts them into partitions 0, 2 and 1, so
+/// that both replicas have records to read.
+const KEYS: [&str; 3] = ["a", "b", "g"];
+
+/// The logs of the current pods of StatefulSet `totals`, by ordinal, once
+/// they hold `lines` records together (or after a minute).
+async fn app_logs(testbed: &Testbed, ns: &str, lines: usize) -> Vec<String> {
     let started = Instant::now();
     loop {
-        let log = testbed.kubectl(&["-n", ns, "logs", "deployment/totals"]);
-        if numbered_lines(&log).len() >= lines || started.elapsed() > Duration::from_secs(60) {
-            return log;
+        let logs: Vec<String> = (0..REPLICAS)
+            .map(|ordinal| {
+                let pod = format!("pod/totals-{ordinal}");
+                let output = testbed.kubectl_output(&["-n", ns, "logs", &pod]);
+                String::from_utf8_lossy(&output.stdout).into_owned()
+            })
+            .collect();
+        let read: usize = logs.iter().map(|log| numbered_lines(log).len()).sum();
+        if read >= lines || started.elapsed() > Duration::from_secs(60) {
+            return logs;
         }
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
+}
+
+/// The partition a line of the demo consumer names (`key number cluster
+/// partition offset`).
+fn read_partition(line: &str) -> Option<i32> {
+    line.split_whitespace().nth(3)?.parse().ok()
 }
 
 /// The `key number` lines the demo consumer prints.

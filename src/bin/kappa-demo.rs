@@ -14,7 +14,7 @@ use clap::{Args, Parser, Subcommand};
 use kappa_operator::client::check::Check;
 use kappa_operator::client::producer::ProducerSettings;
 use kappa_operator::client::{
-    ClientError, Credentials, Discovery, DiscoverySource, RoutedConsumer, RoutedProducer,
+    ClientError, Credentials, Discovery, DiscoverySource, Member, RoutedConsumer, RoutedProducer,
 };
 
 #[derive(Parser)]
@@ -94,6 +94,13 @@ struct InputArgs {
     /// The consumer group (set by a consumer-engine Pipeline).
     #[arg(long, env = "KAPPA_GROUP")]
     group: String,
+    /// This replica's pod, whose ordinal picks its share of the partitions
+    /// (set by a consumer-engine Pipeline).
+    #[arg(long, env = "KAPPA_POD_NAME")]
+    pod_name: Option<String>,
+    /// How many replicas share the partitions (set by a consumer-engine Pipeline).
+    #[arg(long, env = "KAPPA_REPLICAS")]
+    replicas: Option<u32>,
 }
 
 #[derive(Args)]
@@ -196,11 +203,12 @@ async fn produce(
 impl InputArgs {
     /// A consumer of the stream, from the group's committed positions.
     async fn consumer(&self) -> Result<RoutedConsumer, ClientError> {
-        RoutedConsumer::start(
+        RoutedConsumer::start_as(
             Discovery::follow(self.discovery.source().await?),
             &self.stream,
             &self.group,
             self.discovery.credentials(),
+            Member::of_pod(self.pod_name.as_deref(), self.replicas)?,
         )
         .await
     }

@@ -2,8 +2,9 @@
 //! partition, a drained segment up to its end offset, then the next; a
 //! segment still being drained holds the partition until the operator has
 //! recorded its end. It reads each cluster with its own librdkafka consumer
-//! (partitions assigned by the document, not by group rebalancing) and
-//! commits its position on each cluster under the same group id.
+//! (partitions assigned by the document, not by group rebalancing, and
+//! shared among an application's replicas by [`super::Member`]) and commits
+//! its position on each cluster under the same group id.
 //!
 //! Per-key order holds across clusters when a stream's topic has the same
 //! partition count on every cluster and producers use the same partitioner
@@ -20,7 +21,7 @@ use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
 use rdkafka::{Message, Offset, TopicPartitionList};
 
 use super::segments::{reading, Positions, Reading};
-use super::{cluster, ClientError, Credentials, Discovery};
+use super::{cluster, ClientError, Credentials, Discovery, Member};
 use crate::discovery::{DiscoveredStream, DiscoveryDocument};
 
 /// How long a metadata or offset request may take.
@@ -179,6 +180,8 @@ pub struct RoutedConsumer {
     stream: String,
     group: String,
     credentials: Credentials,
+    /// The share of the partitions it reads.
+    member: Member,
     readers: BTreeMap<String, ClusterReader>,
     positions: Positions,
     partitions: BTreeSet<i32>,
@@ -207,10 +210,22 @@ impl RoutedConsumer {
     /// Waits for the first document and prepares to read `stream` as
     /// consumer group `group`, from the group's committed positions.
     pub async fn start(
+        discovery: Discovery,
+        stream: &str,
+        group: &str,
+        credentials: Credentials,
+    ) -> Result<Self, ClientError> {
+        Self::start_as(discovery, stream, group, credentials, Member::ALL).await
+    }
+
+    /// As [`Self::start`], reading only the partitions of `member`'s share,
+    /// for one replica among several of the same group.
+    pub async fn start_as(
         mut discovery: Discovery,
         stream: &str,
         group: &str,
         credentials: Credentials,
+        member: Member,
     ) -> Result<Self, ClientError> {
         let document = discovery.newer_than(i64::MIN).await?;
         let (sender, records) = mpsc::channel(FETCHED_AHEAD);
@@ -220,6 +235,7 @@ impl RoutedConsumer {
             stream: stream.to_string(),
             group: group.to_string(),
             credentials,
+            member,
             readers: BTreeMap::new(),
             positions: Positions::new(),
             partitions: BTreeSet::new(),
@@ -379,12 +395,14 @@ impl RoutedConsumer {
         finished
     }
 
-    /// Assigns every partition to the cluster of the segment it is in.
+    /// Assigns every partition of its share to the cluster of the segment
+    /// it is in.
     fn reassign(&mut self) -> Result<(), ClientError> {
         let segments = self.stream_of(&self.document)?.read.clone();
         let mut wanted: BTreeMap<String, BTreeMap<i32, i64>> = BTreeMap::new();
         self.readings.clear();
-        for partition in &self.partitions {
+        let member = self.member;
+        for partition in self.partitions.iter().filter(|p| member.reads(**p)) {
             let now = reading(&segments, &self.positions, *partition);
             if let Reading::Segment { cluster, from, .. } = &now {
                 if self.readers.get(cluster).is_some_and(|r| r.loaded) {

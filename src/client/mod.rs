@@ -11,11 +11,13 @@ use rdkafka::ClientConfig;
 
 pub mod check;
 pub mod consumer;
+pub mod member;
 pub mod producer;
 pub mod segments;
 pub mod watch;
 
 pub use consumer::{Record, RoutedConsumer};
+pub use member::Member;
 pub use producer::{Delivery, RoutedProducer};
 pub use watch::{Discovery, DiscoverySource};
 

@@ -82,7 +82,7 @@ async fn reconcile(
                 pipeline: referenced(&pipeline),
                 start_savepoint: savepoint.as_ref().map(referenced),
             };
-            validate::validate(&b.spec, &refs)
+            validate::validate(&b.name_any(), &b.spec, &refs)
         },
         act,
     )

@@ -271,7 +271,12 @@ fn since(time: Option<&Time>) -> f64 {
 
 /// Name of the Pipeline a Backfill derives from the live one.
 pub fn derived_name(backfill: &Backfill) -> String {
-    format!("{}-job", backfill.name_any())
+    derived_name_of(&backfill.name_any())
+}
+
+/// The name of Backfill `name`'s job Pipeline.
+pub fn derived_name_of(name: &str) -> String {
+    format!("{name}-job")
 }
 
 fn view_name(backfill: &Backfill) -> String {

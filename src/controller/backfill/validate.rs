@@ -1,8 +1,10 @@
 //! Rules for a Backfill that its schema cannot express, including its references.
 
+use super::run::derived_name_of;
 use crate::api::backfill::{BackfillSpec, StartStateType};
 use crate::api::pipeline::Pipeline;
 use crate::api::savepoint::Savepoint;
+use crate::controller::pipeline::consumer::MAX_CONSUMER_NAME;
 use crate::validation::{check_duration, ProblemReason, Referenced, SpecProblem};
 
 /// The objects a Backfill names.
@@ -13,9 +15,19 @@ pub struct BackfillRefs<'a> {
     pub start_savepoint: Option<Referenced<'a, Savepoint>>,
 }
 
-/// Every problem with the spec and its references.
-pub fn validate(spec: &BackfillSpec, refs: &BackfillRefs) -> Vec<SpecProblem> {
+/// Every problem with Backfill `name`'s spec and its references.
+pub fn validate(name: &str, spec: &BackfillSpec, refs: &BackfillRefs) -> Vec<SpecProblem> {
     let mut problems = Vec::new();
+    let job = derived_name_of(name);
+    if job.len() > MAX_CONSUMER_NAME || name.contains('.') {
+        problems.push(SpecProblem::invalid(
+            "metadata.name",
+            format!(
+                "names the backfill job's Pipeline `{job}`, whose StatefulSet's pods' names are host names, so it must have no dot and at most {} characters",
+                MAX_CONSUMER_NAME - (job.len() - name.len())
+            ),
+        ));
+    }
     if spec.to.0 <= spec.from.0 {
         problems.push(SpecProblem::invalid(
             "spec.to",
@@ -85,9 +97,12 @@ mod tests {
             pipeline: Referenced::Missing,
             start_savepoint: None,
         };
-        let problems = validate(&s, &refs);
+        let problems = validate("b", &s, &refs);
         assert_eq!(problems[0].field, "spec.to");
         assert_eq!(problems[1].reason, ProblemReason::PipelineNotFound);
+        let problems = validate(&"b".repeat(MAX_CONSUMER_NAME), &s, &refs);
+        assert_eq!(problems[0].field, "metadata.name");
+        assert!(problems[0].message.contains("at most 48 characters"));
     }
 
     #[test]
@@ -105,7 +120,7 @@ mod tests {
             pipeline: Referenced::Unreadable,
             start_savepoint: Some(Referenced::Found(&other)),
         };
-        let problems = validate(&s, &refs);
+        let problems = validate("b", &s, &refs);
         assert_eq!(problems.len(), 2);
         assert!(problems[1].message.contains("Pipeline `other`"));
         let refs = BackfillRefs {
@@ -113,7 +128,7 @@ mod tests {
             start_savepoint: Some(Referenced::Missing),
         };
         assert_eq!(
-            validate(&s, &refs)[1].reason,
+            validate("b", &s, &refs)[1].reason,
             ProblemReason::SavepointNotFound
         );
     }

@@ -1,18 +1,22 @@
-//! The consumer engine: the pipeline's pod template run as a Deployment,
-//! with the discovery ConfigMap of its set mounted and its streams and
-//! consumer groups in the environment, so that an application using the
-//! routing client (`docs/client.md`) needs no other configuration.
+//! The consumer engine: the pipeline's pod template run as a StatefulSet,
+//! with the discovery ConfigMap of its set mounted and its streams, consumer
+//! groups, pod name and replica count in the environment, so that an
+//! application using the routing client (`docs/client.md`) needs no other
+//! configuration. A StatefulSet, not a Deployment: each replica reads the
+//! share of the partitions its ordinal names ([`crate::client::Member`]),
+//! and a StatefulSet never runs two pods of one ordinal, not even while it
+//! replaces them, so no partition has two readers of one group.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use k8s_openapi::api::apps::v1::{Deployment, DeploymentSpec};
+use k8s_openapi::api::apps::v1::{Deployment, StatefulSet, StatefulSetSpec};
 use k8s_openapi::api::core::v1::{
     ConfigMapVolumeSource, EnvVar, EnvVarSource, ObjectFieldSelector, Pod, PodSpec, Volume,
     VolumeMount,
 };
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
-use kube::api::ListParams;
+use kube::api::{DeleteParams, ListParams};
 use kube::core::DeserializeGuard;
 use kube::runtime::reflector::Store;
 use kube::{Api, Client, ResourceExt};
@@ -36,15 +40,20 @@ pub const DISCOVERY_DIR: &str = "/etc/kappa/discovery";
 const RESTART_ANNOTATION: &str = "kappa.dev/restart-nonce";
 /// The volume that mounts it.
 const DISCOVERY_VOLUME: &str = "kappa-discovery";
-/// Label naming the pipeline a Deployment runs.
+/// Label naming the pipeline a StatefulSet or Deployment runs.
 pub const PIPELINE_LABEL: &str = "kappa.dev/pipeline";
-/// How often a Deployment that is rolling out is looked at (its changes also wake the pipeline).
+/// How often a StatefulSet that is rolling out is looked at (its changes also wake the pipeline).
 const ROLLING_RECHECK: Duration = Duration::from_secs(10);
 /// How often a restore waiting for its Savepoint, or a pipeline waiting for
 /// its pods to stop, looks again.
 const STOPPING_RECHECK: Duration = Duration::from_secs(2);
 /// How often the lag of a deployed consumer pipeline is measured.
 const LAG_EVERY: Duration = Duration::from_secs(15);
+/// The replica count every container is told.
+const REPLICAS_ENV: &str = "KAPPA_REPLICAS";
+/// The longest name of a consumer pipeline: its StatefulSet labels each
+/// revision `<name>-<10 characters>`, and a label value has at most 63.
+pub const MAX_CONSUMER_NAME: usize = 63 - 11;
 
 /// The consumer group of each input, `<pipeline>-<stream>` unless set.
 pub fn groups(name: &str, spec: &PipelineSpec) -> Vec<(String, String)> {
@@ -108,12 +117,14 @@ fn environment(pipeline: &Pipeline) -> Vec<EnvVar> {
     env
 }
 
-/// The Deployment that runs `pipeline` with `engine` on `replicas` pods.
-pub fn deployment(
+/// The StatefulSet that runs `pipeline` with `engine` on `replicas` pods;
+/// every pod learns its name and the engine's replica count, which split
+/// the partitions among them.
+pub fn stateful_set(
     pipeline: &Pipeline,
     engine: &ConsumerEngine,
     replicas: i32,
-) -> Result<Deployment, Error> {
+) -> Result<StatefulSet, Error> {
     let name = pipeline.name_any();
     let labels = BTreeMap::from([
         (PIPELINE_LABEL.to_string(), name.clone()),
@@ -129,14 +140,38 @@ pub fn deployment(
         .get_or_insert_with(BTreeMap::new)
         .extend(labels.clone());
     if let Some(nonce) = pipeline.spec.restart_nonce {
-        // A new nonce is a new pod template: the Deployment rolls its pods.
+        // A new nonce is a new pod template: the StatefulSet rolls its pods.
         metadata
             .annotations
             .get_or_insert_with(BTreeMap::new)
             .insert(RESTART_ANNOTATION.to_string(), nonce.to_string());
     }
-    mount_discovery(pipeline, template.spec.get_or_insert_with(Default::default));
-    Ok(Deployment {
+    let pod = template.spec.get_or_insert_with(Default::default);
+    mount_discovery(pipeline, pod);
+    let member = [
+        EnvVar {
+            name: "KAPPA_POD_NAME".into(),
+            value: None,
+            value_from: Some(EnvVarSource {
+                field_ref: Some(ObjectFieldSelector {
+                    field_path: "metadata.name".into(),
+                    api_version: None,
+                }),
+                ..EnvVarSource::default()
+            }),
+        },
+        EnvVar {
+            name: REPLICAS_ENV.into(),
+            value: Some(engine.replicas.to_string()),
+            value_from: None,
+        },
+    ];
+    for container in &mut pod.containers {
+        let env = container.env.get_or_insert_with(Vec::new);
+        env.retain(|e| !member.iter().any(|ours| ours.name == e.name));
+        env.extend(member.iter().cloned());
+    }
+    Ok(StatefulSet {
         metadata: ObjectMeta {
             name: Some(name.clone()),
             namespace: pipeline.namespace(),
@@ -144,14 +179,18 @@ pub fn deployment(
             owner_references: Some(vec![snapshots::owner(pipeline)?]),
             ..ObjectMeta::default()
         },
-        spec: DeploymentSpec {
+        spec: StatefulSetSpec {
             replicas: Some(replicas),
             selector: LabelSelector {
-                match_labels: Some(BTreeMap::from([(PIPELINE_LABEL.to_string(), name)])),
+                match_labels: Some(BTreeMap::from([(PIPELINE_LABEL.to_string(), name.clone())])),
                 ..LabelSelector::default()
             },
+            // Pods start and stop together; only a rollout goes one by one.
+            pod_management_policy: Some("Parallel".into()),
+            // Required by API servers before 1.30; no Service is needed.
+            service_name: Some(name),
             template,
-            ..DeploymentSpec::default()
+            ..StatefulSetSpec::default()
         },
         status: None,
     })
@@ -189,7 +228,7 @@ pub fn mount_discovery(pipeline: &Pipeline, pod: &mut PodSpec) {
     }
 }
 
-/// What the consumer engine reads and writes besides the Deployment.
+/// What the consumer engine reads and writes besides the StatefulSet.
 pub struct ConsumerDeps<'a> {
     /// The API server.
     pub client: &'a Client,
@@ -229,22 +268,22 @@ fn pending_restore(pipeline: &Pipeline) -> Option<(&str, RestoreFor)> {
         .then_some((handoff, RestoreFor::Handoff))
 }
 
-/// Applies the Deployment with `replicas`.
+/// Applies the StatefulSet with `replicas`.
 async fn apply(
     client: &Client,
     pipeline: &Pipeline,
     engine: &ConsumerEngine,
     replicas: i32,
-) -> Result<Deployment, Error> {
+) -> Result<StatefulSet, Error> {
     let namespace = pipeline
         .namespace()
         .ok_or(Error::MissingObjectField("metadata.namespace"))?;
-    let api: Api<Deployment> = Api::namespaced(client.clone(), &namespace);
-    apply_if_changed(&api, deployment(pipeline, engine, replicas)?).await
+    let api: Api<StatefulSet> = Api::namespaced(client.clone(), &namespace);
+    apply_if_changed(&api, stateful_set(pipeline, engine, replicas)?).await
 }
 
 /// The pipeline's pods that still exist, terminating ones included (a
-/// Deployment no longer counts those, but they may still read and commit).
+/// controller no longer counts those, but they may still read and commit).
 async fn pods(client: &Client, pipeline: &Pipeline) -> Result<Vec<Pod>, Error> {
     let namespace = pipeline.namespace().unwrap_or_default();
     let pods: Api<Pod> = Api::namespaced(client.clone(), &namespace);
@@ -264,7 +303,7 @@ fn restarts(pods: &[Pod]) -> i64 {
         .sum()
 }
 
-/// Restores the groups' offsets from Savepoint `name`: the Deployment is
+/// Restores the groups' offsets from Savepoint `name`: the StatefulSet is
 /// scaled to zero, and once no pod of it is left the snapshot's offsets are
 /// committed. Returns the outcome to report while that is not done yet.
 async fn restore(
@@ -337,8 +376,72 @@ async fn restore(
     Ok(None)
 }
 
-/// Applies the Deployment (after a pending restore) and reports how far it
-/// has rolled out and how far behind its inputs it is.
+/// The replica count `pod` was started with, as its first container was told.
+fn told_replicas(pod: &Pod) -> Option<i32> {
+    let container = pod.spec.as_ref()?.containers.first()?;
+    let env = container
+        .env
+        .as_ref()?
+        .iter()
+        .find(|e| e.name == REPLICAS_ENV)?;
+    env.value.as_deref()?.parse().ok()
+}
+
+/// Pods that split the partitions by another replica count than `replicas`
+/// (or not at all: a Deployment's, from before pipelines ran as
+/// StatefulSets). While one runs, pods of the new count would read some
+/// partitions twice or miss some.
+fn other_split(pods: &[Pod], replicas: i32) -> usize {
+    pods.iter()
+        .filter(|pod| told_replicas(pod) != Some(replicas))
+        .count()
+}
+
+/// Scales the StatefulSet to zero and removes a Deployment left from before
+/// pipelines ran as StatefulSets, so that `mismatched` pods stop before the
+/// new replica count splits the partitions.
+async fn reshard(
+    deps: &ConsumerDeps<'_>,
+    pipeline: &Pipeline,
+    engine: &ConsumerEngine,
+    mismatched: usize,
+    mut status: PipelineStatus,
+) -> Result<Outcome, Error> {
+    let name = pipeline.name_any();
+    let namespace = pipeline.namespace().unwrap_or_default();
+    let deployments: Api<Deployment> = Api::namespaced(deps.client.clone(), &namespace);
+    if let Some(old) = deployments.get_opt(&name).await? {
+        let ours = old
+            .owner_references()
+            .iter()
+            .any(|o| Some(&o.uid) == pipeline.metadata.uid.as_ref());
+        if ours {
+            deployments
+                .delete(&name, &DeleteParams::background())
+                .await?;
+        }
+    }
+    apply(deps.client, pipeline, engine, 0).await?;
+    status.phase = Some("Resharding".into());
+    let ready = Wanted::new(
+        READY,
+        "Unknown",
+        "Resharding",
+        format!(
+            "{mismatched} pod(s) read a share of the partitions for another replica count; waiting for them to stop before {} replica(s) split them",
+            engine.replicas
+        ),
+    );
+    Ok(Outcome {
+        conditions: vec![ready],
+        fields: own_fields(serde_json::to_value(&status)?),
+        requeue: Requeue::After(STOPPING_RECHECK),
+    })
+}
+
+/// Applies the StatefulSet (after a pending restore, or once the pods of
+/// another replica count are gone) and reports how far it has rolled out
+/// and how far behind its inputs it is.
 pub async fn run(
     deps: &ConsumerDeps<'_>,
     pipeline: &Pipeline,
@@ -356,13 +459,18 @@ pub async fn run(
         JobState::Running => engine.replicas,
         JobState::Suspended => 0,
     };
+    let running = pods(deps.client, pipeline).await?;
+    let mismatched = other_split(&running, engine.replicas);
+    if wanted > 0 && mismatched > 0 {
+        return reshard(deps, pipeline, engine, mismatched, pipeline_status).await;
+    }
     let applied = apply(deps.client, pipeline, engine, wanted).await?;
     let name = pipeline.name_any();
     let status = applied.status.unwrap_or_default();
     let current = applied.metadata.generation == status.observed_generation;
     let ready = status.ready_replicas.unwrap_or(0);
     let updated = status.updated_replicas.unwrap_or(0);
-    let total = status.replicas.unwrap_or(0);
+    let total = status.replicas;
     let pods = pods(deps.client, pipeline).await?;
     let stopping = match wanted {
         0 => pods.len(),
@@ -395,22 +503,22 @@ pub async fn run(
     let (phase, ready_condition, requeue) = match (pipeline.spec.state, rolled_out) {
         (JobState::Suspended, true) => (
             "Suspended",
-            Wanted::new(READY, "True", "Suspended", format!("Deployment {name} is scaled to zero; its state is its groups' committed offsets")),
+            Wanted::new(READY, "True", "Suspended", format!("StatefulSet {name} is scaled to zero; its state is its groups' committed offsets")),
             Requeue::After(LAG_EVERY),
         ),
         (JobState::Running, true) => (
             "Running",
-            Wanted::new(READY, "True", "ReplicasReady", format!("Deployment {name}: {ready}/{wanted} replicas ready")),
+            Wanted::new(READY, "True", "ReplicasReady", format!("StatefulSet {name}: {ready}/{wanted} replicas ready")),
             Requeue::After(LAG_EVERY),
         ),
         (JobState::Suspended, false) if stopping > 0 => (
             "Suspending",
-            Wanted::new(READY, "Unknown", "PodsStopping", format!("Deployment {name} is scaled to zero; waiting for {stopping} pod(s) to stop")),
+            Wanted::new(READY, "Unknown", "PodsStopping", format!("StatefulSet {name} is scaled to zero; waiting for {stopping} pod(s) to stop")),
             Requeue::After(STOPPING_RECHECK),
         ),
         (_, false) => (
             "Deploying",
-            Wanted::new(READY, "Unknown", "RollingOut", format!("Deployment {name}: {ready}/{wanted} replicas ready, {updated} updated")),
+            Wanted::new(READY, "Unknown", "RollingOut", format!("StatefulSet {name}: {ready}/{wanted} replicas ready, {updated} updated")),
             Requeue::After(ROLLING_RECHECK),
         ),
     };
@@ -461,7 +569,7 @@ mod tests {
     }
 
     #[test]
-    fn the_deployment_mounts_discovery_and_names_streams_and_groups() {
+    fn the_stateful_set_mounts_discovery_and_names_streams_groups_and_replicas() {
         let pipeline = pipeline(json!({
             "clusterSet": "events",
             "inputs": [{"stream": "orders"}, {"stream": "refunds", "consumerGroup": "r"}],
@@ -472,9 +580,10 @@ mod tests {
                                 "env": [{"name": "KAPPA_GROUP", "value": "mine"}]}]}}}}
         }));
         let engine = pipeline.spec.engine.consumer.clone().expect("engine");
-        let made = deployment(&pipeline, &engine, 0).expect("deployment");
+        let made = stateful_set(&pipeline, &engine, 0).expect("stateful set");
         let spec = made.spec;
         assert_eq!(spec.replicas, Some(0));
+        assert_eq!(spec.pod_management_policy.as_deref(), Some("Parallel"));
         let template = spec.template;
         let annotations = template.metadata.and_then(|m| m.annotations);
         assert_eq!(
@@ -498,9 +607,43 @@ mod tests {
         assert_eq!(env["KAPPA_OUTPUTS"], Some("totals"));
         assert_eq!(env["KAPPA_GROUP"], Some("totals-orders"), "ours win");
         assert_eq!(env["KAPPA_DISCOVERY_DIR"], Some(DISCOVERY_DIR));
+        assert_eq!(
+            env[REPLICAS_ENV],
+            Some("2"),
+            "the engine's count, also while scaled to zero"
+        );
+        let pod_name = container
+            .env
+            .iter()
+            .flatten()
+            .find(|e| e.name == "KAPPA_POD_NAME");
+        let field = pod_name
+            .and_then(|e| e.value_from.as_ref())
+            .and_then(|v| v.field_ref.as_ref())
+            .map(|f| f.field_path.as_str());
+        assert_eq!(field, Some("metadata.name"));
         assert!(!env.contains_key("KAPPA_CLUSTER_SET"));
         let mounts = container.volume_mounts.as_ref().expect("mounts");
         assert_eq!(mounts[0].mount_path, DISCOVERY_DIR);
         assert_eq!(made.metadata.owner_references.expect("owner")[0].uid, "u-1");
+    }
+
+    #[test]
+    fn pods_told_another_replica_count_or_none_split_otherwise() {
+        let pod = |env: serde_json::Value| -> Pod {
+            serde_json::from_value(json!({
+                "metadata": {"name": "totals-0"},
+                "spec": {"containers": [{"name": "app", "env": env}]}
+            }))
+            .expect("pod")
+        };
+        let pods = [
+            pod(json!([{"name": REPLICAS_ENV, "value": "2"}])),
+            pod(json!([{"name": REPLICAS_ENV, "value": "3"}])),
+            pod(json!([{"name": "KAPPA_GROUP", "value": "g"}])),
+        ];
+        assert_eq!(other_split(&pods, 2), 2);
+        assert_eq!(other_split(&pods[..1], 2), 0);
+        assert_eq!(other_split(&[], 3), 0);
     }
 }

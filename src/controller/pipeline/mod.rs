@@ -15,7 +15,7 @@ use std::sync::Arc;
 
 use futures::future::BoxFuture;
 use futures::FutureExt;
-use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use k8s_openapi::jiff::Timestamp;
 use kube::core::DeserializeGuard;
@@ -241,9 +241,11 @@ pub async fn run(shared: Arc<Shared>, shutdown: impl Future<Output = ()> + Send 
     let by_set = reader.clone();
     let by_savepoint = reader.clone();
     let deployments: Api<Deployment> = shared.api();
+    let stateful_sets: Api<StatefulSet> = shared.api();
     let managed = watcher::Config::default().labels("app.kubernetes.io/managed-by=kappa-operator");
     let controller = Controller::for_stream(stream, reader)
-        .owns(deployments, managed)
+        .owns(deployments, managed.clone())
+        .owns(stateful_sets, managed)
         .watches_stream(sets_stream, move |set| {
             referrers(&by_set, &set, |p: &Pipeline, name| {
                 p.spec.cluster_set == name

@@ -1,6 +1,7 @@
 //! Rules for a Pipeline that its schema cannot express, including its references.
 
 use super::application::{flink_memory, MAX_NAME};
+use super::consumer::MAX_CONSUMER_NAME;
 use crate::api::kafka_cluster_set::KafkaClusterSet;
 use crate::api::pipeline::{EngineType, FlinkEngine, FlinkMode, PipelineSpec};
 use crate::api::savepoint::{Savepoint, SavepointType};
@@ -102,6 +103,12 @@ fn check_engine(name: &str, spec: &PipelineSpec, problems: &mut Vec<SpecProblem>
                 problems.push(SpecProblem::invalid(
                     "spec.engine.consumer.template.spec.containers",
                     "needs at least one container",
+                ));
+            }
+            if name.len() > MAX_CONSUMER_NAME || name.contains('.') {
+                problems.push(SpecProblem::invalid(
+                    "metadata.name",
+                    format!("names the StatefulSet that runs the app, whose pods' names are host names, so it must have no dot and at most {MAX_CONSUMER_NAME} characters"),
                 ));
             }
         }
@@ -358,6 +365,27 @@ mod tests {
         let problems = validate("p", &s, &refs);
         assert_eq!(problems[0].field, "spec.engine.consumer");
         assert_eq!(problems[1].reason, ProblemReason::ReferencedObjectInvalid);
+    }
+
+    #[test]
+    fn a_consumer_pipelines_name_must_name_its_stateful_sets_pods() {
+        let set = set(&["orders"]);
+        let refs = PipelineRefs {
+            cluster_set: Referenced::Found(&set),
+            restore_savepoint: None,
+        };
+        let s = spec(json!({
+            "clusterSet": "events", "inputs": [{"stream": "orders"}],
+            "engine": {"type": "consumer", "consumer": {"template": {"spec": {
+                "containers": [{"name": "app", "image": "app:1"}]}}}}
+        }));
+        let longest = "p".repeat(MAX_CONSUMER_NAME);
+        assert_eq!(validate(&longest, &s, &refs), vec![]);
+        for name in [format!("{longest}p"), "order.totals".to_string()] {
+            let problems = validate(&name, &s, &refs);
+            let fields: Vec<_> = problems.iter().map(|p| p.field.as_str()).collect();
+            assert_eq!(fields, ["metadata.name"], "{name}");
+        }
     }
 
     #[test]
