@@ -7,6 +7,8 @@ use crate::conditions::READY;
 
 /// Characters of the progress bar.
 const BAR: usize = 30;
+/// Bytes in a megabyte, as throughput is usually given.
+const MB: f64 = 1_000_000.0;
 
 /// A bar of `done` out of `total`, e.g. `[#########.....]  60%`.
 pub fn bar(done: i64, total: i64) -> String {
@@ -60,6 +62,15 @@ pub fn render(backfill: &Backfill) -> String {
                 .lag
                 .map_or_else(|| "-".to_string(), |l| l.to_string());
             lines.push(format!("rate {rate}, ETA {eta}, backfill job lag {lag}"));
+            if let Some(bytes) = progress.bytes_replayed {
+                let per_second = progress
+                    .bytes_per_second
+                    .map_or_else(|| "-".to_string(), |b| format!("{:.2}", b / MB));
+                lines.push(format!(
+                    "replayed {:.2} MB, {per_second} MB/s",
+                    bytes as f64 / MB
+                ));
+            }
         }
         None => lines.push("no progress reported yet".to_string()),
     }
@@ -111,6 +122,8 @@ mod tests {
                 lag: None,
                 rate: Some(1200.4),
                 eta: Some("1m".into()),
+                bytes_replayed: Some(25_000),
+                bytes_per_second: Some(120_040.0),
             }),
             ..BackfillStatus::default()
         });
@@ -119,6 +132,7 @@ mod tests {
         assert!(shown.contains("Replaying"), "{shown}");
         assert!(shown.contains("]  25% 250 of 1000 records"), "{shown}");
         assert!(shown.contains("rate 1200 records/s, ETA 1m"), "{shown}");
+        assert!(shown.contains("replayed 0.03 MB, 0.12 MB/s"), "{shown}");
         assert!(shown.contains("extra clusters: backfill-1"), "{shown}");
         assert!(!finished(&backfill));
     }

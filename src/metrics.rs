@@ -52,6 +52,8 @@ pub struct Metrics {
     pub backfill_records: IntGaugeVec,
     /// Records per second of a Backfill's current phase (replay, then the job).
     pub backfill_rate: GaugeVec,
+    /// Key and value bytes a Backfill's workers have replayed.
+    pub backfill_bytes: IntGaugeVec,
     /// 1 for a Backfill's current phase.
     pub backfill_phase: IntGaugeVec,
 }
@@ -210,12 +212,20 @@ impl Metrics {
             ),
             &["namespace", "backfill"],
         )?;
+        let backfill_bytes = IntGaugeVec::new(
+            Opts::new(
+                "kappa_backfill_replayed_bytes",
+                "Key and value bytes of the records a Backfill's workers have replayed into its extra clusters",
+            ),
+            &["namespace", "backfill"],
+        )?;
         let backfill_phase = IntGaugeVec::new(
             Opts::new("kappa_backfill_phase", "1 for the phase a Backfill is in"),
             &["namespace", "backfill", "phase"],
         )?;
         registry.register(Box::new(backfill_records.clone()))?;
         registry.register(Box::new(backfill_rate.clone()))?;
+        registry.register(Box::new(backfill_bytes.clone()))?;
         registry.register(Box::new(backfill_phase.clone()))?;
         registry.register(Box::new(pipeline_lag.clone()))?;
         registry.register(Box::new(pipeline_lag_seconds.clone()))?;
@@ -262,6 +272,7 @@ impl Metrics {
             pipeline_lag_seconds,
             backfill_records,
             backfill_rate,
+            backfill_bytes,
             backfill_phase,
         })
     }

@@ -179,6 +179,8 @@ struct Source<'a> {
     range: (i64, i64),
     records: u64,
     reference: Totals,
+    /// Key and value bytes of the range's records.
+    bytes: i64,
 }
 
 fn backfill(name: &str, source: &Source, completion: &str) -> serde_json::Value {
@@ -232,6 +234,10 @@ async fn check_run(
     assert_eq!(
         status["progress"]["recordsReplayed"], source.records,
         "{status}"
+    );
+    assert_eq!(
+        status["progress"]["bytesReplayed"], source.bytes,
+        "the workers' byte count: {status}"
     );
     // What the extra clusters held at the end of the replay, partition by
     // partition (fresh topics, so their next offsets are their record
@@ -467,11 +473,13 @@ async fn backfills_of_a_million_records_reach_the_reference_through_faults_and_l
     set_ready(&client, &ns, Duration::from_secs(120)).await;
     const RANGE: u64 = 1_000_000;
     let range = common::replay::write_source(&live, "orders", [20_000, RANGE, 20_000], 1_000);
+    let (totals, bytes) = reference(&live, "orders", range);
     let source = Source {
         bootstrap: &live,
         range,
         records: RANGE,
-        reference: reference(&live, "orders", range),
+        reference: totals,
+        bytes,
     };
     assert_eq!(
         source
@@ -607,7 +615,7 @@ async fn backfills_of_a_million_records_reach_the_reference_through_faults_and_l
         "-p",
         r#"{"spec":{"state":"running"}}"#,
     ]);
-    let onward = reference(&live, "orders", (range.0, i64::MAX));
+    let (onward, _) = reference(&live, "orders", (range.0, i64::MAX));
     let started = Instant::now();
     loop {
         let output = added(&before_handoff, &aggregated(&live, "totals"));

@@ -12,8 +12,10 @@ use std::process::{Child, Command, Stdio};
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
+use common::kafka::committed;
 use common::replay::{count, create_topic, plan, read_all, write_source, Count};
 use common::{free_port, Testbed};
+use kappa_operator::replay::bytes_group;
 use kappa_operator::replay::plan::ReplayPlan;
 
 const SOURCE_TOPIC: &str = "events";
@@ -217,11 +219,21 @@ fn perfect(plan: &ReplayPlan) -> Count {
     }
 }
 
+/// Checks that the copy holds the range exactly once and that the workers
+/// recorded its bytes.
 fn check(plan: &ReplayPlan, topic: &str) {
     let copied = read_all(&plan.destinations, topic, &format!("{topic}-check"));
     let counted = count(plan, &copied);
     eprintln!("{topic}: {counted:?}");
     assert_eq!(counted, perfect(plan));
+    let bytes: i64 = copied.iter().map(|c| c.bytes).sum();
+    let group = bytes_group(&plan.progress_group);
+    let recorded: i64 = plan
+        .destinations
+        .iter()
+        .map(|d| committed(d, &group, topic).values().sum::<i64>())
+        .sum();
+    assert_eq!(recorded, bytes, "bytes recorded under {group}");
 }
 
 #[tokio::test(flavor = "multi_thread")]

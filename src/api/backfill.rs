@@ -264,4 +264,11 @@ pub struct Progress {
     /// Estimated time left, e.g. `12m`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub eta: Option<String>,
+    /// Key and value bytes of the records replayed so far, as the workers
+    /// recorded them.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bytes_replayed: Option<i64>,
+    /// Bytes replayed per second, average over the replay.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bytes_per_second: Option<f64>,
 }

@@ -22,6 +22,15 @@ pub const SOURCE_PARTITION_HEADER: &str = "kappa.source.partition";
 /// Header carrying the source offset of a copied record (decimal text).
 pub const SOURCE_OFFSET_HEADER: &str = "kappa.source.offset";
 
+/// The consumer group, beside the plan's progress group, under which workers
+/// record per destination partition the key and value bytes of the range's
+/// records there, as that partition's committed "offset". Kafka keeps
+/// offset-commit metadata, which would be the natural place, but Tansu 0.6
+/// drops it; a committed offset is kept as given.
+pub fn bytes_group(progress_group: &str) -> String {
+    format!("{progress_group}-bytes")
+}
+
 /// Why a replay worker stopped before finishing its share.
 #[derive(Debug, thiserror::Error)]
 pub enum ReplayError {

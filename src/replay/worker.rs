@@ -2,7 +2,7 @@
 //! range's start, route every record, skip what its destination partition
 //! already holds, write the rest with their source position in headers, and
 //! every second flush and record how far each destination partition is
-//! written.
+//! written and how many bytes of the range it holds.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Mutex;
@@ -19,7 +19,7 @@ use rdkafka::{Offset, TopicPartitionList};
 use super::plan::{ReplayPlan, Unit};
 use super::route::Layout;
 use super::tail::{read_tails, REQUEST_TIMEOUT};
-use super::{ReplayError, SOURCE_OFFSET_HEADER, SOURCE_PARTITION_HEADER};
+use super::{bytes_group, ReplayError, SOURCE_OFFSET_HEADER, SOURCE_PARTITION_HEADER};
 use crate::client::Credentials;
 
 /// How often a worker flushes, records its progress and reports.
@@ -223,7 +223,7 @@ impl Deliveries {
     }
 }
 
-/// One backfill cluster: a producer and the two groups progress is recorded under.
+/// One backfill cluster: a producer and the three groups progress is recorded under.
 struct Backfill {
     index: usize,
     producer: ThreadedProducer<Deliveries>,
@@ -231,6 +231,8 @@ struct Backfill {
     progress: BaseConsumer,
     /// Commits a batch boundary below the last record of each partition.
     resume: BaseConsumer,
+    /// Commits the bytes of the range each destination partition holds.
+    bytes: BaseConsumer,
 }
 
 impl Backfill {
@@ -254,6 +256,7 @@ impl Backfill {
             producer,
             progress: member(group.to_string())?,
             resume: member(format!("{group}{RESUME_GROUP_SUFFIX}"))?,
+            bytes: member(bytes_group(group))?,
         })
     }
 
@@ -345,6 +348,12 @@ struct Share<'a> {
     boundary: BTreeMap<i32, i64>,
     /// Per destination partition: the boundary recorded for a restart.
     hint: BTreeMap<i32, i64>,
+    /// Per destination partition: key and value bytes of the records read
+    /// so far that go there, written by this run or found there.
+    bytes: BTreeMap<i32, i64>,
+    /// Per destination partition: the bytes an earlier run recorded, below
+    /// which this run, counting again from the range's start, records none.
+    bytes_recorded: BTreeMap<i32, i64>,
     done: bool,
 }
 
@@ -363,6 +372,7 @@ impl<'a> Share<'a> {
         backfill.require_topic(topic, layout.destination_partitions())?;
         let partitions: Vec<i32> = destinations.iter().map(|d| d.partition).collect();
         let hints = committed(&backfill.resume, topic, &partitions)?;
+        let bytes_recorded = committed(&backfill.bytes, topic, &partitions)?;
         let tails = read_tails(&backfill.resume, cluster, topic, &partitions, &hints)?;
         Ok(Self {
             unit,
@@ -374,6 +384,8 @@ impl<'a> Share<'a> {
                 .collect(),
             boundary: tails.iter().map(|(p, t)| (*p, t.next_offset)).collect(),
             hint: BTreeMap::new(),
+            bytes: BTreeMap::new(),
+            bytes_recorded,
             done: false,
         })
     }
@@ -481,6 +493,8 @@ impl Copy<'_> {
             return finish(source, share);
         }
         let destination = share.layout.route(range.partition, record.key(), offset);
+        let size = (record.key_len() + record.payload_len()) as u64;
+        *share.bytes.entry(destination.partition).or_default() += size as i64;
         if share.holds(destination.partition, offset) {
             self.progress.skipped += 1;
         } else {
@@ -492,7 +506,7 @@ impl Copy<'_> {
                 record,
             )?;
             self.progress.copied += 1;
-            self.progress.bytes += (record.key_len() + record.payload_len()) as u64;
+            self.progress.bytes += size;
         }
         if offset + 1 >= range.end {
             finish(source, share)?;
@@ -534,6 +548,14 @@ impl Copy<'_> {
             backfill.check_kept(topic, &share.hint)?;
             backfill.commit(&backfill.progress, topic, &next)?;
             backfill.commit(&backfill.resume, topic, &share.hint)?;
+            let bytes: BTreeMap<i32, i64> = share
+                .bytes
+                .iter()
+                .filter(|(p, bytes)| share.bytes_recorded.get(p).is_none_or(|r| *bytes > r))
+                .map(|(p, bytes)| (*p, *bytes))
+                .collect();
+            backfill.commit(&backfill.bytes, topic, &bytes)?;
+            share.bytes_recorded.extend(bytes);
         }
         Ok(())
     }

@@ -121,6 +121,8 @@ pub struct Copied {
     pub source_offset: i64,
     /// Record key.
     pub key: Vec<u8>,
+    /// Key and value bytes.
+    pub bytes: i64,
 }
 
 /// Hands every record of `topic` on `bootstrap` to `each`, read from offset
@@ -176,6 +178,7 @@ pub fn read_all(destinations: &[String], topic: &str, group: &str) -> Vec<Copied
                 source_partition: header(SOURCE_PARTITION_HEADER) as i32,
                 source_offset: header(SOURCE_OFFSET_HEADER),
                 key: record.key().unwrap_or_default().to_vec(),
+                bytes: (record.key_len() + record.payload_len()) as i64,
             });
         });
     }
@@ -193,9 +196,11 @@ fn number(text: Option<&[u8]>) -> u64 {
 
 /// The reference a job aggregating the range must reach: per key, how many
 /// records of `topic` are stamped within `[from, to)` (ms) and the sum of
-/// their values, computed from the source itself.
-pub fn reference(bootstrap: &str, topic: &str, (from, to): (i64, i64)) -> Totals {
+/// their values, computed from the source itself; and the key and value
+/// bytes of those records.
+pub fn reference(bootstrap: &str, topic: &str, (from, to): (i64, i64)) -> (Totals, i64) {
     let mut totals = Totals::new();
+    let mut bytes = 0;
     each_record(bootstrap, topic, "kappa-reference", |record| {
         let stamped = record.timestamp().to_millis().expect("a timestamp");
         if (from..to).contains(&stamped) {
@@ -204,9 +209,10 @@ pub fn reference(bootstrap: &str, topic: &str, (from, to): (i64, i64)) -> Totals
                 .or_default();
             key.0 += 1;
             key.1 += number(record.payload());
+            bytes += (record.key_len() + record.payload_len()) as i64;
         }
     });
-    totals
+    (totals, bytes)
 }
 
 /// Per key, the sums of the `<count> <sum>` records on `topic`: the totals

@@ -48,6 +48,7 @@ use crate::error::Error;
 use crate::kafka::topic::desired_topic;
 use crate::kafka::{ClusterConnection, DesiredTopic, KafkaAdmin, TopicOffsets};
 use crate::metrics::Metrics;
+use crate::replay::bytes_group;
 use crate::replay::plan::{locate, LocateError, ReplayPlan};
 
 /// How often a phase that waits on something outside Kubernetes looks again.
@@ -186,6 +187,12 @@ fn record_metrics(metrics: &Metrics, backfill: &Backfill, status: &BackfillStatu
             .backfill_rate
             .with_label_values(&[&namespace, &name])
             .set(progress.rate.unwrap_or(0.0));
+        if let Some(bytes) = progress.bytes_replayed {
+            metrics
+                .backfill_bytes
+                .with_label_values(&[&namespace, &name])
+                .set(bytes);
+        }
     }
     let current = status.phase.unwrap_or(BackfillPhase::Pending);
     for phase in ALL_PHASES {
@@ -230,6 +237,9 @@ pub fn forget_metrics(metrics: &Metrics, present: &BTreeSet<(String, String)>) {
         }
         let _ = metrics
             .backfill_rate
+            .remove_label_values(&[namespace, name]);
+        let _ = metrics
+            .backfill_bytes
             .remove_label_values(&[namespace, name]);
     }
 }
@@ -283,10 +293,33 @@ fn view_name(backfill: &Backfill) -> String {
     format!("{}-discovery", backfill.name_any())
 }
 
+/// Everything in `committed` (cluster -> topic -> partition -> figure) added up.
+fn sum(committed: &BTreeMap<String, TopicOffsets>) -> i64 {
+    committed
+        .values()
+        .flat_map(|t| t.values())
+        .flat_map(|p| p.values())
+        .sum()
+}
+
+/// `done` per second since `started`, to a tenth, once there is some.
+fn per_second(done: i64, started: Option<&Time>) -> Option<f64> {
+    let seconds = since(started);
+    (seconds > 0.0 && done > 0).then(|| (done as f64 / seconds * 10.0).round() / 10.0)
+}
+
+/// `progress` with the replay's `bytes` and their rate since `started`.
+fn with_bytes(progress: Progress, bytes: Option<i64>, started: Option<&Time>) -> Progress {
+    Progress {
+        bytes_replayed: bytes,
+        bytes_per_second: bytes.and_then(|b| per_second(b, started)),
+        ..progress
+    }
+}
+
 /// Progress with its percentage, average rate since `started` and ETA.
 fn progress(done: i64, total: i64, started: Option<&Time>, lag: Option<i64>) -> Progress {
-    let seconds = since(started);
-    let rate = (seconds > 0.0 && done > 0).then(|| (done as f64 / seconds * 10.0).round() / 10.0);
+    let rate = per_second(done, started);
     let eta = rate.filter(|r| *r > 0.0).map(|r| {
         let left = ((total - done).max(0) as f64 / r).ceil() as u64;
         crate::duration::format_duration(Duration::from_secs(left))
@@ -298,6 +331,7 @@ fn progress(done: i64, total: i64, started: Option<&Time>, lag: Option<i64>) -> 
         lag,
         rate,
         eta,
+        ..Progress::default()
     }
 }
 
@@ -791,18 +825,25 @@ impl RunBackfill<'_> {
                 &topics,
             )
             .await;
+        let bytes = self
+            .committed(
+                &set,
+                &status.clusters,
+                &bytes_group(&objects::progress_group(backfill)),
+                &topics,
+            )
+            .await
+            .ok()
+            .map(|all| sum(&all))
+            // Unreadable for a moment: the last figure stands.
+            .or_else(|| status.progress.as_ref().and_then(|p| p.bytes_replayed));
         let mut next = status;
-        let replayed = committed.as_ref().map_or(0, |all| {
-            all.values()
-                .flat_map(|t| t.values())
-                .flat_map(|p| p.values())
-                .sum::<i64>()
-        });
-        next.progress = Some(progress(
-            replayed,
-            replay.records_total,
-            next.phase_time.as_ref(),
-            None,
+        let replayed = committed.as_ref().map_or(0, sum);
+        let started = next.phase_time.clone();
+        next.progress = Some(with_bytes(
+            progress(replayed, replay.records_total, started.as_ref(), None),
+            bytes,
+            started.as_ref(),
         ));
         let done = states.len() == replay.jobs.len()
             && states.iter().all(|(_, s)| *s == JobState::Succeeded);
@@ -864,11 +905,10 @@ impl RunBackfill<'_> {
                 if let Some(r) = next.replay.as_mut() {
                     r.written = written;
                 }
-                next.progress = Some(progress(
-                    replayed,
-                    replay.records_total,
-                    None,
-                    Some(replayed),
+                next.progress = Some(with_bytes(
+                    progress(replayed, replay.records_total, None, Some(replayed)),
+                    bytes,
+                    started.as_ref(),
                 ));
                 let message = format!(
                     "replayed {replayed} record(s); starting the backfill job `{}`",
@@ -1276,7 +1316,7 @@ mod tests {
             "apiVersion": "kappa.dev/v1alpha1", "kind": "Backfill",
             "metadata": {"name": "rerun", "namespace": "shop"},
             "spec": {"pipelineRef": "p", "from": "2026-01-01T00:00:00Z", "to": "2026-01-02T00:00:00Z"},
-            "status": {"phase": "Replaying", "progress": {"recordsReplayed": 250, "recordsTotal": 1000, "rate": 50.0}}
+            "status": {"phase": "Replaying", "progress": {"recordsReplayed": 250, "recordsTotal": 1000, "rate": 50.0, "bytesReplayed": 25000}}
         }))
         .expect("backfill");
         let metrics = Metrics::new("test").expect("metrics");
@@ -1290,6 +1330,7 @@ mod tests {
             r#"kappa_backfill_records{backfill="rerun",kind="replayed",namespace="shop"} 250"#,
             r#"kappa_backfill_records{backfill="rerun",kind="range",namespace="shop"} 1000"#,
             r#"kappa_backfill_records_per_second{backfill="rerun",namespace="shop"} 50"#,
+            r#"kappa_backfill_replayed_bytes{backfill="rerun",namespace="shop"} 25000"#,
             r#"kappa_backfill_phase{backfill="rerun",namespace="shop",phase="Replaying"} 1"#,
             r#"kappa_backfill_phase{backfill="rerun",namespace="shop",phase="Pending"} 0"#,
         ] {
@@ -1341,6 +1382,13 @@ mod tests {
             matches!(shown.eta.as_deref(), Some("10s" | "11s")),
             "{:?}",
             shown.eta
+        );
+        let shown = with_bytes(shown, Some(50_000), Some(&started));
+        let per_second = shown.bytes_per_second.expect("a byte rate");
+        assert!((4_500.0..=5_000.0).contains(&per_second), "{per_second}");
+        assert_eq!(
+            with_bytes(shown, None, Some(&started)).bytes_per_second,
+            None
         );
     }
 }
