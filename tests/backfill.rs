@@ -400,6 +400,58 @@ async fn kill_worker_and_broker(testbed: &Testbed, ns: &str, name: &str, faults:
     );
 }
 
+/// Creates Backfill `name`, deletes it once `kind` lists `object` (one of
+/// the things it creates in the phase it is to be deleted in), and waits
+/// until nothing of it is left, pods included.
+async fn delete_midway(
+    testbed: &Testbed,
+    client: &kube::Client,
+    ns: &str,
+    source: &Source<'_>,
+    (name, kind, object): (&str, &str, &str),
+) {
+    create(client, ns, backfill(name, source, "outputOnly"))
+        .await
+        .expect("backfill");
+    let started = Instant::now();
+    while !testbed
+        .kubectl(&["-n", ns, "get", kind, "-o", "name"])
+        .contains(object)
+    {
+        assert!(
+            started.elapsed() < Duration::from_secs(300),
+            "no {object}; phase {}",
+            phase_of(client, ns, name).await
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    let phase = phase_of(client, ns, name).await;
+    testbed.kubectl(&["-n", ns, "delete", "backfill", name, "--wait=false"]);
+    let started = Instant::now();
+    loop {
+        // Its pods too: a job pod still stopping could still write output.
+        let mut left = leftovers(testbed, client, ns, name).await;
+        let pods = testbed.kubectl(&["-n", ns, "get", "pods", "-o", "name"]);
+        left.extend(
+            pods.lines()
+                .filter(|l| l.contains(&format!("{name}-")))
+                .map(String::from),
+        );
+        if left.is_empty() {
+            println!(
+                "a Backfill deleted while {phase} left nothing after {:.1}s",
+                started.elapsed().as_secs_f64()
+            );
+            return;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(180),
+            "left behind by a Backfill deleted while {phase}: {left:?}"
+        );
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+}
+
 /// Once Backfill `name` has started its replay workers, writes 200 records
 /// into partition 0 of `orders` on its first extra cluster from inside that
 /// cluster's broker pod (with Tansu's own `perf` producer), as a writer
@@ -499,39 +551,24 @@ async fn backfills_of_a_million_records_reach_the_reference_through_faults_and_l
     .await
     .expect("pipeline");
 
-    // Deleted while replaying: everything it created goes.
-    create(&client, &ns, backfill("dropped", &source, "outputOnly"))
-        .await
-        .expect("backfill");
-    let started = Instant::now();
-    while !testbed
-        .kubectl(&["-n", &ns, "get", "jobs", "-o", "name"])
-        .contains("dropped-replay")
-    {
-        assert!(
-            started.elapsed() < Duration::from_secs(180),
-            "no replay Job; phase {}",
-            phase_of(&client, &ns, "dropped").await
-        );
-        tokio::time::sleep(Duration::from_millis(500)).await;
-    }
-    testbed.kubectl(&["-n", &ns, "delete", "backfill", "dropped", "--wait=false"]);
-    let started = Instant::now();
-    loop {
-        let left = leftovers(testbed, &client, &ns, "dropped").await;
-        if left.is_empty() {
-            println!(
-                "a Backfill deleted while replaying left nothing after {:.1}s",
-                started.elapsed().as_secs_f64()
-            );
-            break;
-        }
-        assert!(
-            started.elapsed() < Duration::from_secs(180),
-            "left behind by a deleted Backfill: {left:?}"
-        );
-        tokio::time::sleep(Duration::from_secs(1)).await;
-    }
+    // Deleted while replaying, and while its job runs: everything it
+    // created goes.
+    delete_midway(
+        testbed,
+        &client,
+        &ns,
+        &source,
+        ("dropped", "jobs", "dropped-replay-0"),
+    )
+    .await;
+    delete_midway(
+        testbed,
+        &client,
+        &ns,
+        &source,
+        ("quit", "pods", "quit-job-0"),
+    )
+    .await;
 
     // A run without faults.
     let before = aggregated(&live, "totals");

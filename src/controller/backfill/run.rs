@@ -40,7 +40,7 @@ use crate::api::kafka_cluster_set::{ClusterStatus, KafkaClusterSet, Provider};
 use crate::api::pipeline::{EngineType, JobState as PipelineState, Pipeline, PipelineSpec};
 use crate::conditions::{DEGRADED, PROGRESSING, READY};
 use crate::controller::kafka_cluster_set::provider::{ClusterProvider, ProviderError, Providers};
-use crate::controller::pipeline::snapshots;
+use crate::controller::pipeline::{consumer, snapshots};
 use crate::controller::verdict::{own_fields, Act, Outcome, Requeue, Wanted};
 use crate::controller::{apply_if_changed, lookup, Shared};
 use crate::discovery::{config_map_name, DiscoveryDocument, DOCUMENT_KEY};
@@ -1117,13 +1117,27 @@ impl RunBackfill<'_> {
         let namespace = backfill.namespace().unwrap_or_default();
         let params = DeleteParams::background();
         let pipelines: Api<Pipeline> = Api::namespaced(self.shared.client.clone(), &namespace);
-        if gone(pipelines.delete(&derived_name(backfill), &params).await)? {
-            // The derived job stops first: it reads the extra clusters.
-        } else {
+        let job = derived_name(backfill);
+        // The derived job stops first, pods and all: they read the extra
+        // clusters and may still write output. Its pods outlive the
+        // Pipeline while the garbage collector removes its StatefulSet.
+        let stopping = match gone(pipelines.delete(&job, &params).await)? {
+            false => Some(format!("stopping the backfill job `{job}`")),
+            true => match consumer::pods_of(&self.shared.client, &namespace, &job)
+                .await?
+                .len()
+            {
+                0 => None,
+                left => Some(format!(
+                    "waiting for the {left} pod(s) of the backfill job `{job}` to stop"
+                )),
+            },
+        };
+        if let Some(message) = stopping {
             return Ok(Step::wait(
                 status,
                 "TearingDown",
-                format!("stopping the backfill job `{}`", derived_name(backfill)),
+                message,
                 Requeue::After(RECHECK),
             ));
         }

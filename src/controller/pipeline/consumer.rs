@@ -286,8 +286,14 @@ async fn apply(
 /// controller no longer counts those, but they may still read and commit).
 async fn pods(client: &Client, pipeline: &Pipeline) -> Result<Vec<Pod>, Error> {
     let namespace = pipeline.namespace().unwrap_or_default();
-    let pods: Api<Pod> = Api::namespaced(client.clone(), &namespace);
-    let selector = format!("{PIPELINE_LABEL}={}", pipeline.name_any());
+    pods_of(client, &namespace, &pipeline.name_any()).await
+}
+
+/// The pods of Pipeline `name` in `namespace` that still exist, terminating
+/// ones included, also once the Pipeline itself is gone.
+pub async fn pods_of(client: &Client, namespace: &str, name: &str) -> Result<Vec<Pod>, Error> {
+    let pods: Api<Pod> = Api::namespaced(client.clone(), namespace);
+    let selector = format!("{PIPELINE_LABEL}={name}");
     Ok(pods
         .list(&ListParams::default().labels(&selector))
         .await?
