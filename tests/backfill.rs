@@ -454,11 +454,11 @@ async fn delete_midway(
 
 /// Once Backfill `name` has started its replay workers, writes 200 records
 /// into partition 0 of `orders` on its first extra cluster from inside that
-/// cluster's broker pod (with Tansu's own `perf` producer), as a writer
-/// other than the workers. They land before the workers finish, whose copy
-/// takes seconds. Not earlier: the Backfill creates the destination topics
-/// just before the worker Jobs, and `perf` exits 0 even when every produce
-/// failed (it found no topic).
+/// cluster's broker pod (with Tansu's own `cat produce`, one batch), as a
+/// writer other than the workers. They land before the workers finish,
+/// whose copy takes seconds. Not earlier: the Backfill creates the
+/// destination topics just before the worker Jobs. (Tansu's `perf produce`
+/// was used here first: it exits 0 also when nothing was written.)
 async fn write_foreign_records(testbed: &'static Testbed, ns: String, name: String) {
     let started = Instant::now();
     let workers = format!("job-name={name}-replay-0");
@@ -474,30 +474,11 @@ async fn write_foreign_records(testbed: &'static Testbed, ns: String, name: Stri
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     let pod = format!("events-{name}-0-0");
-    let output = testbed.kubectl_output(&[
-        "-n",
-        &ns,
-        "exec",
-        &pod,
-        "--",
-        "/usr/local/bin/tansu",
-        "perf",
-        "orders",
-        "--broker",
-        "tcp://localhost:9092",
-        "produce",
-        "--partition",
-        "0",
-        "--record-size",
-        "100",
-        "--per-second",
-        "200",
-        "--duration",
-        "1s",
-    ]);
+    let script = r#"i=0; while [ $i -lt 200 ]; do i=$((i + 1)); echo "{\"key\": \"foreign-$i\", \"value\": \"$i\"}"; done | /usr/local/bin/tansu cat produce orders --partition 0 --broker tcp://localhost:9092 -"#;
+    let output = testbed.kubectl_output(&["-n", &ns, "exec", &pod, "--", "sh", "-c", script]);
     assert!(
         output.status.success(),
-        "tansu perf in {pod}: {}",
+        "tansu cat produce in {pod}: {}",
         String::from_utf8_lossy(&output.stderr)
     );
 }
