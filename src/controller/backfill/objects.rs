@@ -26,8 +26,10 @@ pub const PLAN_KEY: &str = "plan.json";
 const PLAN_DIR: &str = "/etc/kappa/replay";
 /// Label naming the Backfill on its objects.
 pub const BACKFILL_LABEL: &str = "kappa.dev/backfill";
-/// Failed pods a worker's Job replaces before it fails.
-const WORKER_RETRIES: i32 = 6;
+/// Failed pods a worker's Job replaces before it fails (and the Backfill
+/// copies the range again): with the Job controller's backoff of 10 s
+/// doubling, a worker that cannot go on is given up after about 2.5 min.
+const WORKER_RETRIES: i32 = 4;
 /// How long a worker pod being deleted may take to stop: it stops at
 /// SIGTERM, and one still writing after its replacement started would write
 /// records twice.

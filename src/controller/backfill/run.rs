@@ -802,16 +802,12 @@ impl RunBackfill<'_> {
             };
             states.push((name.clone(), objects::job_state(&job)));
         }
-        if let Some((name, JobState::Failed(why))) = states
-            .iter()
-            .find(|(_, s)| matches!(s, JobState::Failed(_)))
-        {
-            return Ok(Step::fail(
-                status,
-                "ReplayFailed",
-                format!("replay Job `{name}` failed: {why}"),
-            ));
-        }
+        // A worker that keeps failing (its Job gave up) may have met a
+        // destination it cannot read or trust: the copy starts again too.
+        let failed = states.iter().find_map(|(name, state)| match state {
+            JobState::Failed(why) => Some(format!("replay Job `{name}` failed: {why}")),
+            _ => None,
+        });
         let topics: Vec<String> = replay
             .handoff_offsets
             .iter()
@@ -845,33 +841,36 @@ impl RunBackfill<'_> {
             bytes,
             started.as_ref(),
         ));
-        let done = states.len() == replay.jobs.len()
-            && states.iter().all(|(_, s)| *s == JobState::Succeeded);
+        let finished = states.len() == replay.jobs.len()
+            && states.iter().all(|(_, s)| *s != JobState::Running);
         // A finished copy is checked before it is used.
-        let checked = match committed {
-            Ok(all) if done => self
+        let checked = match (committed, failed.clone()) {
+            (Ok(all), Some(why)) if finished => Ok((all, Some(("ReplayFailed", why)))),
+            (Ok(all), None) if finished => self
                 .written_by_others(&set, &next.clusters, &all, &topics)
                 .await
                 .map(|foreign| {
-                    let flaw = flaw(replayed, replay.records_total, &foreign);
+                    let flaw = flaw(replayed, replay.records_total, &foreign).map(|(reason, what)| {
+                        let total = replay.records_total;
+                        let wrong = format!(
+                            "the extra clusters hold {replayed} record(s) for a range of {total}: {what}"
+                        );
+                        (reason, wrong)
+                    });
                     (all, flaw)
                 }),
-            other => other.map(|all| (all, None)),
+            (other, _) => other.map(|all| (all, None)),
         };
-        match (done, checked) {
-            (true, Ok((_, Some((reason, what))))) => {
-                let wrong = format!(
-                    "the extra clusters hold {replayed} record(s) for a range of {}: {what}",
-                    replay.records_total
-                );
+        match (finished, checked) {
+            (true, Ok((_, Some((reason, wrong))))) => {
                 if replay.reruns >= MAX_RERUNS {
                     let message = format!("{wrong}, after {} fresh copies", replay.reruns);
                     return Ok(Step::fail(next, reason, message));
                 }
                 // Neither a record written twice nor one missing below the
                 // last one copied can be mended in place: the copy starts
-                // again on emptied topics. The workers have all finished, so
-                // nothing writes them meanwhile.
+                // again on emptied topics. The workers have all finished (or
+                // their Jobs gave up), so nothing writes them meanwhile.
                 if let Err(why) = self.empty_topics(&set, &next.clusters, &topics).await {
                     let message = format!("{wrong}; emptying them to copy again: {why}");
                     return Ok(Step::wait(next, reason, message, Requeue::After(RECHECK)));
@@ -927,13 +926,19 @@ impl RunBackfill<'_> {
                     .iter()
                     .filter(|(_, s)| *s == JobState::Running)
                     .count();
+                let mut message = format!(
+                    "{replayed} of {} record(s) replayed; {running} worker(s) running",
+                    replay.records_total
+                );
+                if let Some(why) = failed {
+                    message.push_str(&format!(
+                        "; {why}, so the range is copied again once the others are done"
+                    ));
+                }
                 Ok(Step::wait(
                     next,
                     "Replaying",
-                    format!(
-                        "{replayed} of {} record(s) replayed; {running} worker(s) running",
-                        replay.records_total
-                    ),
+                    message,
                     Requeue::After(RECHECK),
                 ))
             }
