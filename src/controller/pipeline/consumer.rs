@@ -453,6 +453,21 @@ pub async fn run(
     pipeline: &Pipeline,
     engine: &ConsumerEngine,
 ) -> Result<Outcome, Error> {
+    // A restore scales the app to zero and commits the snapshot's offsets
+    // again: it must not run twice because this reconcile got a cached copy
+    // from before the status write that recorded it (the StatefulSet it
+    // scaled back up wakes the pipeline at once). Seen: the new pods were
+    // deleted as they started.
+    let current;
+    let pipeline = match pending_restore(pipeline) {
+        Some(_) => {
+            let namespace = pipeline.namespace().unwrap_or_default();
+            let api: Api<Pipeline> = Api::namespaced(deps.client.clone(), &namespace);
+            current = api.get(&pipeline.name_any()).await?;
+            &current
+        }
+        None => pipeline,
+    };
     let mut pipeline_status = pipeline.status.clone().unwrap_or_default();
     if let Some(pending) = pending_restore(pipeline) {
         if let Some(waiting) =
