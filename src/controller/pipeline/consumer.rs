@@ -69,29 +69,47 @@ pub fn groups(name: &str, spec: &PipelineSpec) -> Vec<(String, String)> {
         .collect()
 }
 
+/// An environment variable set to `value`.
+fn value(name: &str, value: String) -> EnvVar {
+    EnvVar {
+        name: name.into(),
+        value: Some(value),
+        value_from: None,
+    }
+}
+
+/// An environment variable set to field `path` of the pod.
+fn pod_field(name: &str, path: &str) -> EnvVar {
+    EnvVar {
+        name: name.into(),
+        value: None,
+        value_from: Some(EnvVarSource {
+            field_ref: Some(ObjectFieldSelector {
+                field_path: path.into(),
+                api_version: None,
+            }),
+            ..EnvVarSource::default()
+        }),
+    }
+}
+
+/// Sets `env` in every container of `pod`, over variables of the same names.
+fn set_env(pod: &mut PodSpec, env: &[EnvVar]) {
+    for container in &mut pod.containers {
+        let own = container.env.get_or_insert_with(Vec::new);
+        own.retain(|e| !env.iter().any(|ours| ours.name == e.name));
+        own.extend(env.iter().cloned());
+    }
+}
+
 /// The environment every container gets.
 fn environment(pipeline: &Pipeline) -> Vec<EnvVar> {
     let name = pipeline.name_any();
     let spec = &pipeline.spec;
     let groups = groups(&name, spec);
-    let value = |name: &str, value: String| EnvVar {
-        name: name.into(),
-        value: Some(value),
-        value_from: None,
-    };
     let mut env = vec![
         value("KAPPA_DISCOVERY_DIR", DISCOVERY_DIR.into()),
-        EnvVar {
-            name: "KAPPA_NAMESPACE".into(),
-            value: None,
-            value_from: Some(EnvVarSource {
-                field_ref: Some(ObjectFieldSelector {
-                    field_path: "metadata.namespace".into(),
-                    api_version: None,
-                }),
-                ..EnvVarSource::default()
-            }),
-        },
+        pod_field("KAPPA_NAMESPACE", "metadata.namespace"),
         value("KAPPA_PIPELINE", name.clone()),
         value(
             "KAPPA_INPUTS",
@@ -148,29 +166,13 @@ pub fn stateful_set(
     }
     let pod = template.spec.get_or_insert_with(Default::default);
     mount_discovery(pipeline, pod);
-    let member = [
-        EnvVar {
-            name: "KAPPA_POD_NAME".into(),
-            value: None,
-            value_from: Some(EnvVarSource {
-                field_ref: Some(ObjectFieldSelector {
-                    field_path: "metadata.name".into(),
-                    api_version: None,
-                }),
-                ..EnvVarSource::default()
-            }),
-        },
-        EnvVar {
-            name: REPLICAS_ENV.into(),
-            value: Some(engine.replicas.to_string()),
-            value_from: None,
-        },
-    ];
-    for container in &mut pod.containers {
-        let env = container.env.get_or_insert_with(Vec::new);
-        env.retain(|e| !member.iter().any(|ours| ours.name == e.name));
-        env.extend(member.iter().cloned());
-    }
+    set_env(
+        pod,
+        &[
+            pod_field("KAPPA_POD_NAME", "metadata.name"),
+            value(REPLICAS_ENV, engine.replicas.to_string()),
+        ],
+    );
     Ok(StatefulSet {
         metadata: ObjectMeta {
             name: Some(name.clone()),
@@ -211,7 +213,6 @@ pub fn mount_discovery(pipeline: &Pipeline, pod: &mut PodSpec) {
         }),
         ..Volume::default()
     });
-    let env = environment(pipeline);
     for container in &mut pod.containers {
         container
             .volume_mounts
@@ -222,10 +223,8 @@ pub fn mount_discovery(pipeline: &Pipeline, pod: &mut PodSpec) {
                 read_only: Some(true),
                 ..VolumeMount::default()
             });
-        let own = container.env.get_or_insert_with(Vec::new);
-        own.retain(|e| !env.iter().any(|ours| ours.name == e.name));
-        own.extend(env.iter().cloned());
     }
+    set_env(pod, &environment(pipeline));
 }
 
 /// What the consumer engine reads and writes besides the StatefulSet.
