@@ -471,7 +471,8 @@ spec:
 /// two pods that find their set's discovery document, stream, group and
 /// share of the partitions without any configuration of their own (each
 /// reads only its own partitions, and together they read every record
-/// once); suspended, it scales to zero.
+/// once); suspended, it scales to zero; down to one replica, the two pods
+/// stop before the one that reads everything starts.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_consumer_pipeline_runs_its_app_with_the_streams_in_its_environment() {
     use kappa_operator::client::producer::ProducerSettings;
@@ -692,6 +693,42 @@ async fn a_consumer_pipeline_runs_its_app_with_the_streams_in_its_environment() 
         .flat_map(|key| (10..15u64).map(move |n| (key.to_string(), n)))
         .collect();
     assert_eq!(reread, expected, "{logs:?}");
+
+    // One replica fewer: the two pods that split the partitions in two stop
+    // before one pod reads them all.
+    let one = json!({"spec": {"engine": {"consumer": {"replicas": 1}}}});
+    kappa_api(&client, &ns, "Pipeline")
+        .patch(
+            "totals",
+            &kube::api::PatchParams::default(),
+            &kube::api::Patch::Merge(&one),
+        )
+        .await
+        .expect("replicas changed");
+    common::wait_for_status(
+        &client,
+        &ns,
+        "Pipeline",
+        "totals",
+        Duration::from_secs(60),
+        |s| s["phase"] == "Resharding",
+    )
+    .await;
+    common::wait_for_ready(
+        &client,
+        &ns,
+        "Pipeline",
+        "totals",
+        Duration::from_secs(120),
+        |c| c.reason == "ReplicasReady",
+    )
+    .await;
+    let told = testbed.jsonpath(
+        &ns,
+        &["pods", "-l", "kappa.dev/pipeline=totals"],
+        "{.items[*].spec.containers[0].env[?(@.name==\"KAPPA_REPLICAS\")].value}",
+    );
+    assert_eq!(told.trim(), "1", "the pods left and what they were told");
     assert_pods_logged_no_refusal(testbed);
 }
 
