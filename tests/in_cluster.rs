@@ -9,6 +9,7 @@ mod common;
 
 use std::time::{Duration, Instant};
 
+use common::flink::patch_spec;
 use common::node::{
     apply_manifest, assert_pods_logged_no_refusal, demo_consumer, deploy_operator, lease_holder,
     operator_pods, set_ready, tansu_pod, tansu_template, wait_pod_ready,
@@ -666,15 +667,8 @@ async fn a_consumer_pipeline_runs_its_app_with_the_streams_in_its_environment() 
 
     // Restoring the snapshot moves the group back: the next pods read the
     // fifteen records again, and only those.
-    let restore = json!({"spec": {"restoreFrom": {"savepoint": "totals-at-30"}}});
-    kappa_api(&client, &ns, "Pipeline")
-        .patch(
-            "totals",
-            &kube::api::PatchParams::default(),
-            &kube::api::Patch::Merge(&restore),
-        )
-        .await
-        .expect("restore requested");
+    let restore = json!({"restoreFrom": {"savepoint": "totals-at-30"}});
+    patch_spec(&client, &ns, "totals", restore).await;
     let status = common::wait_for_status(
         &client,
         &ns,
@@ -696,15 +690,8 @@ async fn a_consumer_pipeline_runs_its_app_with_the_streams_in_its_environment() 
 
     // One replica fewer: the two pods that split the partitions in two stop
     // before one pod reads them all.
-    let one = json!({"spec": {"engine": {"consumer": {"replicas": 1}}}});
-    kappa_api(&client, &ns, "Pipeline")
-        .patch(
-            "totals",
-            &kube::api::PatchParams::default(),
-            &kube::api::Patch::Merge(&one),
-        )
-        .await
-        .expect("replicas changed");
+    let one = json!({"engine": {"consumer": {"replicas": 1}}});
+    patch_spec(&client, &ns, "totals", one).await;
     common::wait_for_status(
         &client,
         &ns,
@@ -734,15 +721,7 @@ async fn a_consumer_pipeline_runs_its_app_with_the_streams_in_its_environment() 
 
 /// Sets the pipeline `totals` running or suspended.
 async fn set_state(client: &kube::Client, ns: &str, state: &str) {
-    let patch = json!({"spec": {"state": state}});
-    kappa_api(client, ns, "Pipeline")
-        .patch(
-            "totals",
-            &kube::api::PatchParams::default(),
-            &kube::api::Patch::Merge(&patch),
-        )
-        .await
-        .expect("state set");
+    patch_spec(client, ns, "totals", json!({ "state": state })).await;
 }
 
 /// Replicas of the consumer pipeline `totals`.
@@ -796,8 +775,8 @@ fn numbered_lines(log: &str) -> Vec<(String, u64)> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn an_application_mode_job_runs_on_the_node_and_upgrades_from_its_savepoint() {
     use common::flink::{
-        completed_savepoint, on_disk, patch_spec, redeployed, running, upgraded_to_parallelism,
-        FlinkRest, JOB_STARTS_WITHIN,
+        completed_savepoint, on_disk, redeployed, running, upgraded_to_parallelism, FlinkRest,
+        JOB_STARTS_WITHIN,
     };
     use common::objects::{kcs, valid_kcs_spec};
     use common::{status, wait_for_ready};

@@ -479,8 +479,10 @@ pub async fn run(
         JobState::Running => engine.replicas,
         JobState::Suspended => 0,
     };
-    let running = pods(deps.client, pipeline).await?;
-    let mismatched = other_split(&running, engine.replicas);
+    // One list serves both: applying only starts pods' deletion, so what
+    // it finds before the apply is still there after it.
+    let pods = pods(deps.client, pipeline).await?;
+    let mismatched = other_split(&pods, engine.replicas);
     if wanted > 0 && mismatched > 0 {
         return reshard(deps, pipeline, engine, mismatched, pipeline_status).await;
     }
@@ -491,7 +493,6 @@ pub async fn run(
     let ready = status.ready_replicas.unwrap_or(0);
     let updated = status.updated_replicas.unwrap_or(0);
     let total = status.replicas;
-    let pods = pods(deps.client, pipeline).await?;
     let stopping = match wanted {
         0 => pods.len(),
         _ => 0,
