@@ -10,6 +10,9 @@ pub enum Error {
     /// Kubernetes returned an object this operator could not read.
     #[error("could not encode or decode an object: {0}")]
     Serialization(#[from] serde_json::Error),
+    /// A rule file could not be written as YAML.
+    #[error("could not write a rule file: {0}")]
+    RuleFile(#[from] serde_yaml::Error),
     /// The object lacks a field every stored object has.
     #[error("object has no {0}")]
     MissingObjectField(&'static str),
@@ -31,6 +34,7 @@ impl Error {
         match self {
             Self::Kube(_) => "KubeApiError",
             Self::Serialization(_) => "SerializationError",
+            Self::RuleFile(_) => "RuleFileError",
             Self::MissingObjectField(_) => "MissingObjectField",
             Self::Dispose(_) => "DisposeFailed",
             Self::CacheNotReady(_) => "CacheNotReady",

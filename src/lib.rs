@@ -17,5 +17,6 @@ pub mod metrics;
 pub mod operator;
 pub mod replay;
 pub mod shutdown;
+pub mod slo;
 pub mod telemetry;
 pub mod validation;

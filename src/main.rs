@@ -1,5 +1,6 @@
 //! The `kappa-operator` binary: `run` the controllers, or print the `crds`.
 
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -7,7 +8,7 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 use kappa_operator::leader::LeaseSettings;
 use kappa_operator::telemetry::{self, LogFormat};
-use kappa_operator::{api, duration, operator, replay};
+use kappa_operator::{api, duration, operator, replay, slo};
 
 #[derive(Parser)]
 #[command(version, about = "Runs the Kappa architecture on Kubernetes")]
@@ -30,6 +31,18 @@ enum Command {
     DiscoverySchema,
     /// Copy one worker's share of a Backfill's replay plan (run by the replay Job).
     Replay(ReplayArgs),
+    /// Print the Prometheus rule file of every Pipeline SLO in a YAML file of manifests.
+    SloRules {
+        /// YAML file of manifests (`-` for stdin); kinds other than Pipeline are skipped.
+        #[arg(short = 'f', long = "filename")]
+        file: PathBuf,
+        /// Namespace of Pipelines that name none.
+        #[arg(short, long, default_value = "default")]
+        namespace: String,
+        /// Where docs/alerts.md is published: the alerts' runbook link.
+        #[arg(long, default_value = slo::DEFAULT_RUNBOOKS)]
+        runbook_base_url: String,
+    },
 }
 
 #[derive(clap::Args)]
@@ -78,6 +91,32 @@ struct RunArgs {
     /// How often the leader renews and standbys retry.
     #[arg(long, default_value = "5s", value_parser = parse_duration)]
     renew_interval: std::time::Duration,
+    /// Where Pipeline SLO rules go: a PrometheusRule (when the cluster
+    /// serves that kind), a ConfigMap `<pipeline>-slo-rules`, both, or neither.
+    #[arg(long, env = "KAPPA_SLO_RULES", value_enum, default_value = "both")]
+    slo_rules: slo::Delivery,
+    /// Labels on the rule objects, so that a Prometheus selects them: `k=v,k2=v2`.
+    #[arg(long, env = "KAPPA_SLO_RULE_LABELS", default_value = "", value_parser = parse_labels)]
+    slo_rule_labels: BTreeMap<String, String>,
+    /// Where docs/alerts.md is published: the alerts' runbook link.
+    #[arg(long, env = "KAPPA_RUNBOOK_BASE_URL", default_value = slo::DEFAULT_RUNBOOKS)]
+    runbook_base_url: String,
+    /// Prometheus to read each SLO's error budget from into status.
+    #[arg(long, env = "KAPPA_PROMETHEUS_URL")]
+    prometheus_url: Option<String>,
+}
+
+/// Labels written `k=v,k2=v2`.
+fn parse_labels(text: &str) -> Result<BTreeMap<String, String>, String> {
+    text.split(',')
+        .filter(|pair| !pair.trim().is_empty())
+        .map(|pair| match pair.split_once('=') {
+            Some((key, value)) if !key.trim().is_empty() => {
+                Ok((key.trim().to_string(), value.trim().to_string()))
+            }
+            _ => Err(format!("`{pair}` is not key=value")),
+        })
+        .collect()
 }
 
 /// Exit status of a replay worker stopped by SIGTERM or SIGINT (128 + 15).
@@ -85,6 +124,34 @@ const TERMINATED: i32 = 143;
 
 fn parse_duration(text: &str) -> Result<std::time::Duration, duration::DurationError> {
     duration::parse_duration(text)
+}
+
+fn print_slo_rules(file: &std::path::Path, namespace: &str, runbooks: &str) -> ExitCode {
+    let text = if file == std::path::Path::new("-") {
+        std::io::read_to_string(std::io::stdin())
+    } else {
+        std::fs::read_to_string(file)
+    };
+    let text = match text {
+        Ok(text) => text,
+        Err(error) => {
+            eprintln!("cannot read {}: {error}", file.display());
+            return ExitCode::FAILURE;
+        }
+    };
+    let rules = slo::manifests::rules_of_manifests(&text, namespace, runbooks)
+        .map_err(|e| e.to_string())
+        .and_then(|rules| serde_yaml::to_string(&rules).map_err(|e| e.to_string()));
+    match rules {
+        Ok(yaml) => {
+            print!("{yaml}");
+            ExitCode::SUCCESS
+        }
+        Err(error) => {
+            eprintln!("{error}");
+            ExitCode::from(2)
+        }
+    }
 }
 
 fn default_identity() -> String {
@@ -124,6 +191,11 @@ async fn main() -> ExitCode {
                 ExitCode::FAILURE
             }
         },
+        Command::SloRules {
+            file,
+            namespace,
+            runbook_base_url,
+        } => print_slo_rules(&file, &namespace, &runbook_base_url),
         Command::DiscoverySchema => {
             print!("{}", kappa_operator::discovery::json_schema());
             ExitCode::SUCCESS
@@ -169,6 +241,12 @@ async fn main() -> ExitCode {
                 http_address: args.http_address,
                 namespace: args.namespace,
                 lease,
+                slo: slo::SloSettings {
+                    delivery: args.slo_rules,
+                    rule_labels: args.slo_rule_labels,
+                    runbooks: args.runbook_base_url,
+                    prometheus_url: args.prometheus_url,
+                },
             };
             match operator::run(settings).await {
                 Ok(()) => ExitCode::SUCCESS,

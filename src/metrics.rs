@@ -56,6 +56,10 @@ pub struct Metrics {
     pub backfill_bytes: IntGaugeVec,
     /// 1 for a Backfill's current phase.
     pub backfill_phase: IntGaugeVec,
+    /// SLO samples taken, per Pipeline and objective.
+    pub slo_samples: IntCounterVec,
+    /// SLO samples in which the objective held.
+    pub slo_good_samples: IntCounterVec,
 }
 
 impl Metrics {
@@ -223,6 +227,22 @@ impl Metrics {
             Opts::new("kappa_backfill_phase", "1 for the phase a Backfill is in"),
             &["namespace", "backfill", "phase"],
         )?;
+        let slo_samples = IntCounterVec::new(
+            Opts::new(
+                "kappa_pipeline_slo_samples_total",
+                "Samples of a Pipeline's SLO objective, taken every 10 s by the leader while the job is meant to run (docs/slo.md)",
+            ),
+            &["namespace", "pipeline", "objective"],
+        )?;
+        let slo_good_samples = IntCounterVec::new(
+            Opts::new(
+                "kappa_pipeline_slo_good_samples_total",
+                "Samples of a Pipeline's SLO objective in which it held",
+            ),
+            &["namespace", "pipeline", "objective"],
+        )?;
+        registry.register(Box::new(slo_samples.clone()))?;
+        registry.register(Box::new(slo_good_samples.clone()))?;
         registry.register(Box::new(backfill_records.clone()))?;
         registry.register(Box::new(backfill_rate.clone()))?;
         registry.register(Box::new(backfill_bytes.clone()))?;
@@ -274,6 +294,8 @@ impl Metrics {
             backfill_rate,
             backfill_bytes,
             backfill_phase,
+            slo_samples,
+            slo_good_samples,
         })
     }
 

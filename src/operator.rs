@@ -13,6 +13,7 @@ use crate::kube_client;
 use crate::leader::{LeaderElector, LeaseSettings};
 use crate::metrics::Metrics;
 use crate::shutdown::{self, Shutdown};
+use crate::slo::SloSettings;
 
 /// How the operator runs.
 pub struct Settings {
@@ -22,6 +23,8 @@ pub struct Settings {
     pub namespace: Option<String>,
     /// Leader election; `None` runs the controllers at once (one replica only).
     pub lease: Option<LeaseSettings>,
+    /// Pipeline SLOs: where their rules go, where budgets are read from.
+    pub slo: SloSettings,
 }
 
 /// Why the operator stopped other than by a signal.
@@ -70,6 +73,7 @@ pub async fn run(settings: Settings) -> Result<(), RunError> {
         Recorder::new(client.clone(), reporter),
         metrics.clone(),
         settings.namespace,
+        settings.slo,
     ));
 
     let outcome = match settings.lease {

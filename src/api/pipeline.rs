@@ -53,6 +53,25 @@ use super::common::{CommonStatus, Resources, DURATION_PATTERN, NAME_PATTERN};
         priority = 1
     ),
     printcolumn(
+        name = "SLO",
+        type_ = "string",
+        json_path = ".status.slo.summary",
+        priority = 1
+    ),
+    printcolumn(
+        name = "Budget Left",
+        type_ = "number",
+        json_path = ".status.slo.budgetLeftPercent",
+        description = "Lowest error budget left over the SLO's objectives, in percent",
+        priority = 1
+    ),
+    printcolumn(
+        name = "Rules",
+        type_ = "string",
+        json_path = ".status.slo.rules",
+        priority = 1
+    ),
+    printcolumn(
         name = "Age",
         type_ = "date",
         json_path = ".metadata.creationTimestamp"
@@ -366,11 +385,14 @@ fn default_max_count() -> i32 {
     5
 }
 
-/// Service level objectives of the pipeline.
+/// Service level objectives of the pipeline. Each objective set here (and
+/// availability, always) is sampled by the operator and turned into
+/// multi-window, multi-burn-rate alert rules (docs/slo.md).
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct Slo {
-    /// Maximum acceptable lag in time, e.g. `30s`.
+    /// Maximum acceptable age of the oldest unread record, e.g. `30s`; at
+    /// least the 15 s at which lag is measured.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(regex(pattern = DURATION_PATTERN))]
     pub freshness: Option<String>,
@@ -378,10 +400,23 @@ pub struct Slo {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 0))]
     pub max_lag_records: Option<i64>,
-    /// Availability target in percent, e.g. `99.9`.
+    /// Target in percent, above 0 and below 100, e.g. `99.9`: the share of
+    /// samples over `window` in which each objective must hold (the job
+    /// running, and the lag objectives set here).
     #[serde(default = "default_availability")]
-    #[schemars(range(min = 50.0, max = 99.999))]
+    #[schemars(range(min = 0.0, max = 100.0))]
     pub availability: f64,
+    /// Period the target is measured over, e.g. `30d` (the default); the
+    /// alert windows scale with it, so it must be at least `6d` for the
+    /// shortest of them to span a minute.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(regex(pattern = DURATION_PATTERN))]
+    pub window: Option<String>,
+    /// Runbook linked from the alerts; the `docs/alerts.md` section of the
+    /// alert when unset.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 2048))]
+    pub runbook_url: Option<String>,
 }
 
 fn default_availability() -> f64 {
@@ -424,6 +459,54 @@ pub struct PipelineStatus {
     /// finishes it with the same savepoint.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub transition: Option<Transition>,
+    /// The objectives of `spec.slo`, where their rules are, and their
+    /// error budgets when the operator reads them from Prometheus.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub slo: Option<SloStatus>,
+}
+
+/// What became of a Pipeline's SLO.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct SloStatus {
+    /// The objectives, e.g. `freshness<=30s, availability 99.9% over 30d`.
+    pub summary: String,
+    /// The objectives one by one.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub objectives: Vec<ObjectiveStatus>,
+    /// The objects holding the rules, e.g. `ConfigMap/orders-slo-rules`;
+    /// unset when rules are not delivered in the cluster.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rules: Option<String>,
+    /// Digest of the rules last delivered.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rules_digest: Option<String>,
+    /// When the job was first seen running: samples are counted from then on.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sampled_since: Option<Time>,
+    /// The lowest error budget left over the objectives, in percent, as
+    /// Prometheus last reported it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub budget_left_percent: Option<f64>,
+}
+
+/// One objective of a Pipeline's SLO.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ObjectiveStatus {
+    /// `freshness`, `lag_records` or `availability`: the `objective` label
+    /// of its samples and alerts.
+    pub name: String,
+    /// Whether the operator measures it for this pipeline's engine; a Flink
+    /// job's lag is not measured.
+    pub measured: bool,
+    /// Share of good samples over the window, in percent, from Prometheus.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sli_percent: Option<f64>,
+    /// Error budget left over the window, in percent (negative when spent),
+    /// from Prometheus.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub budget_left_percent: Option<f64>,
 }
 
 /// A change of the running job: stop it (with a savepoint, a cancel, or

@@ -29,6 +29,7 @@ use crate::api::common::CommonStatus;
 use crate::error::Error;
 use crate::metrics::Metrics;
 use crate::shutdown::Shutdown;
+use crate::slo::SloSettings;
 
 /// What every controller shares.
 pub struct Shared {
@@ -42,6 +43,8 @@ pub struct Shared {
     failures: Mutex<HashMap<String, u32>>,
     /// Namespace to watch; all when `None`.
     namespace: Option<String>,
+    /// Where SLO rules go and where budgets are read from.
+    pub slo: SloSettings,
 }
 
 impl Shared {
@@ -51,6 +54,7 @@ impl Shared {
         recorder: Recorder,
         metrics: Arc<Metrics>,
         namespace: Option<String>,
+        slo: SloSettings,
     ) -> Self {
         Self {
             client,
@@ -58,6 +62,7 @@ impl Shared {
             metrics,
             failures: Mutex::new(HashMap::new()),
             namespace,
+            slo,
         }
     }
 
@@ -164,12 +169,10 @@ const CACHE_WAIT: Duration = Duration::from_secs(5);
 /// Fails unless `store` has listed its objects once: acting on a cache that
 /// is still filling (a new leader starting) would take what it has not
 /// listed yet for gone.
-pub(crate) async fn cache_ready<K>(
-    store: &Store<DeserializeGuard<K>>,
-    what: &'static str,
-) -> Result<(), Error>
+pub(crate) async fn cache_ready<K>(store: &Store<K>, what: &'static str) -> Result<(), Error>
 where
-    K: Kind,
+    K: Resource + Clone + 'static,
+    K::DynamicType: Eq + std::hash::Hash + Clone,
 {
     match tokio::time::timeout(CACHE_WAIT, store.wait_until_ready()).await {
         Ok(Ok(())) => Ok(()),
@@ -183,7 +186,21 @@ const APPLIED_ANNOTATION: &str = "kappa.dev/applied-hash";
 /// Server-side applies `desired` unless the object already carries the
 /// digest of the same desired state, so that a periodic reconcile reads
 /// its objects and writes them only when what it wants has changed.
-pub(crate) async fn apply_if_changed<K>(api: &Api<K>, mut desired: K) -> Result<K, Error>
+pub(crate) async fn apply_if_changed<K>(api: &Api<K>, desired: K) -> Result<K, Error>
+where
+    K: Resource + Clone + Debug + serde::Serialize + DeserializeOwned,
+{
+    let existing = api.get_opt(&desired.name_any()).await?;
+    apply_unless_current(api, desired, existing.as_ref()).await
+}
+
+/// Server-side applies `desired` unless `existing` (read by the caller,
+/// from the API or a cache) carries the digest of the same desired state.
+pub(crate) async fn apply_unless_current<K>(
+    api: &Api<K>,
+    mut desired: K,
+    existing: Option<&K>,
+) -> Result<K, Error>
 where
     K: Resource + Clone + Debug + serde::Serialize + DeserializeOwned,
 {
@@ -191,13 +208,13 @@ where
     desired
         .annotations_mut()
         .insert(APPLIED_ANNOTATION.to_string(), hash.clone());
-    let name = desired.name_any();
-    if let Some(existing) = api.get_opt(&name).await? {
+    if let Some(existing) = existing {
         if existing.annotations().get(APPLIED_ANNOTATION) == Some(&hash) {
-            return Ok(existing);
+            return Ok(existing.clone());
         }
     }
     let params = PatchParams::apply(verdict::FIELD_MANAGER).force();
+    let name = desired.name_any();
     Ok(api.patch(&name, &params, &Patch::Apply(&desired)).await?)
 }
 

@@ -7,21 +7,24 @@ pub mod application;
 pub mod consumer;
 pub mod flink_job;
 pub mod offsets;
+pub mod slo;
 pub mod snapshots;
 pub mod validate;
 
 use std::future::Future;
 use std::sync::Arc;
+use std::time::Instant;
 
 use futures::future::BoxFuture;
 use futures::FutureExt;
 use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
+use k8s_openapi::api::core::v1::ConfigMap;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use k8s_openapi::jiff::Timestamp;
 use kube::core::DeserializeGuard;
 use kube::runtime::controller::Action;
-use kube::runtime::reflector::{ObjectRef, Store};
-use kube::runtime::{watcher, Controller};
+use kube::runtime::reflector::{self, ObjectRef, Store};
+use kube::runtime::{watcher, Controller, WatchStreamExt};
 use kube::{Api, ResourceExt};
 
 use super::verdict::{Act, Outcome, Requeue};
@@ -35,6 +38,9 @@ use crate::flink::rest::RestFlink;
 use crate::flink::FlinkApi;
 use crate::kafka::rdkafka_admin::RdKafkaAdmin;
 use crate::kafka::KafkaAdmin;
+use crate::slo::sli::Observation;
+use crate::slo::sli::Observations;
+use crate::slo::SloModel;
 use crate::validation::Referenced;
 use validate::PipelineRefs;
 
@@ -51,6 +57,11 @@ pub struct Stores {
     savepoints: Store<DeserializeGuard<Savepoint>>,
     flink: Arc<dyn FlinkApi>,
     admin: Arc<dyn KafkaAdmin>,
+    /// The rules ConfigMaps of pipeline SLOs.
+    rule_maps: Store<ConfigMap>,
+    prometheus_rules: slo::PrometheusRuleKind,
+    /// What each pipeline's last reconcile saw, for the SLO sampler.
+    observations: Arc<Observations>,
 }
 
 /// Acts on one valid pipeline.
@@ -99,6 +110,7 @@ impl Act<Pipeline> for RunPipeline<'_> {
                     outcome.requeue = earlier(outcome.requeue, due);
                 }
             }
+            record_slo(self.shared, stores, pipeline, &mut outcome).await?;
             Ok(outcome)
         }
         .boxed()
@@ -113,6 +125,54 @@ pub(crate) fn referenced<K>(found: &Option<Arc<DeserializeGuard<K>>>) -> Referen
         Some(DeserializeGuard(Err(_))) => Referenced::Unreadable,
     }
 }
+
+/// Hands what this reconcile found to the SLO sampler, delivers the
+/// pipeline's rules and sets `status.slo`.
+async fn record_slo(
+    shared: &Shared,
+    stores: &Stores,
+    pipeline: &Pipeline,
+    outcome: &mut Outcome,
+) -> Result<(), Error> {
+    let mut status: PipelineStatus =
+        serde_json::from_value(serde_json::Value::Object(outcome.fields.clone()))?;
+    let model = pipeline
+        .spec
+        .slo
+        .as_ref()
+        .and_then(|slo| SloModel::from_spec(slo).ok());
+    let deps = slo::SloDeps {
+        client: &shared.client,
+        settings: &shared.slo,
+        config_maps: &stores.rule_maps,
+        prometheus_rules: &stores.prometheus_rules,
+    };
+    status.slo = slo::deliver(&deps, pipeline, model.as_ref(), &status).await?;
+    let key = (
+        pipeline.namespace().unwrap_or_default(),
+        pipeline.name_any(),
+    );
+    stores
+        .observations
+        .record(key, Observation::of(pipeline, &status, Instant::now()));
+    match &status.slo {
+        Some(slo) => {
+            outcome
+                .fields
+                .insert("slo".into(), serde_json::to_value(slo)?);
+            // A Prometheus Operator installed later is noticed, and the
+            // samples never go stale while the job waits on nothing.
+            outcome.requeue = earlier(outcome.requeue, SLO_RECHECK);
+        }
+        None => {
+            outcome.fields.remove("slo");
+        }
+    }
+    Ok(())
+}
+
+/// How often a pipeline with an SLO is looked at even when nothing changed.
+const SLO_RECHECK: std::time::Duration = std::time::Duration::from_secs(30);
 
 /// The pipeline's gauges, from what this reconcile found.
 fn record_metrics(
@@ -243,9 +303,20 @@ pub async fn run(shared: Arc<Shared>, shutdown: impl Future<Output = ()> + Send 
     let deployments: Api<Deployment> = shared.api();
     let stateful_sets: Api<StatefulSet> = shared.api();
     let managed = watcher::Config::default().labels("app.kubernetes.io/managed-by=kappa-operator");
+    let (rule_maps, rule_maps_writer) = reflector::store();
+    let rule_maps_stream = watcher(
+        shared.api::<ConfigMap>(),
+        watcher::Config::default().labels(&format!("{}=true", slo::RULES_LABEL)),
+    )
+    .default_backoff()
+    .modify(|map: &mut ConfigMap| map.managed_fields_mut().clear())
+    .reflect(rule_maps_writer)
+    .touched_objects();
+    let sampled = reader.clone();
     let controller = Controller::for_stream(stream, reader)
         .owns(deployments, managed.clone())
         .owns(stateful_sets, managed)
+        .owns_stream(rule_maps_stream)
         .watches_stream(sets_stream, move |set| {
             referrers(&by_set, &set, |p: &Pipeline, name| {
                 p.spec.cluster_set == name
@@ -269,6 +340,8 @@ pub async fn run(shared: Arc<Shared>, shutdown: impl Future<Output = ()> + Send 
             }
             wanted
         });
+    let observations = Arc::new(Observations::default());
+    let sampler = tokio::spawn(sample_slos(shared.clone(), sampled, observations.clone()));
     let ctx = Arc::new(Ctx {
         shared,
         stores: Stores {
@@ -276,7 +349,39 @@ pub async fn run(shared: Arc<Shared>, shutdown: impl Future<Output = ()> + Send 
             savepoints,
             flink: Arc::new(RestFlink::default()),
             admin: Arc::new(RdKafkaAdmin::default()),
+            rule_maps,
+            prometheus_rules: slo::PrometheusRuleKind::default(),
+            observations,
         },
     });
     drive(controller, ctx, reconcile, shutdown).await;
+    sampler.abort();
+}
+
+/// Samples every objective of every pipeline SLO every
+/// [`SAMPLE_EVERY`](crate::slo::sli::SAMPLE_EVERY), while this replica leads.
+async fn sample_slos(
+    shared: Arc<Shared>,
+    pipelines: Store<DeserializeGuard<Pipeline>>,
+    observations: Arc<Observations>,
+) {
+    let mut every = tokio::time::interval(crate::slo::sli::SAMPLE_EVERY);
+    every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        every.tick().await;
+        if pipelines.wait_until_ready().await.is_err() {
+            return;
+        }
+        let slos: Vec<_> = pipelines
+            .state()
+            .iter()
+            .filter_map(|guard| {
+                let pipeline = guard.0.as_ref().ok()?;
+                let model = SloModel::from_spec(pipeline.spec.slo.as_ref()?).ok()?;
+                let key = (pipeline.namespace()?, pipeline.name_any());
+                Some((key, model))
+            })
+            .collect();
+        observations.sample(&shared.metrics, &slos, Instant::now());
+    }
 }

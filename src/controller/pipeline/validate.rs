@@ -5,6 +5,7 @@ use super::consumer::MAX_CONSUMER_NAME;
 use crate::api::kafka_cluster_set::KafkaClusterSet;
 use crate::api::pipeline::{EngineType, FlinkEngine, FlinkMode, PipelineSpec};
 use crate::api::savepoint::{Savepoint, SavepointType};
+use crate::slo::SloModel;
 use crate::validation::{check_duration, ProblemReason, Referenced, SpecProblem};
 
 /// Flink configuration keys naming a default savepoint directory.
@@ -281,8 +282,8 @@ fn check_policies(spec: &PipelineSpec, problems: &mut Vec<SpecProblem>) {
             _ => {}
         }
     }
-    if let Some(freshness) = spec.slo.as_ref().and_then(|s| s.freshness.as_ref()) {
-        problems.extend(check_duration("spec.slo.freshness", freshness));
+    if let Some(Err(refused)) = spec.slo.as_ref().map(SloModel::from_spec) {
+        problems.extend(refused);
     }
 }
 
