@@ -1,5 +1,8 @@
 //! Prometheus metrics of the operator, with bounded label sets.
 
+use std::collections::BTreeSet;
+
+use prometheus::core::Collector;
 use prometheus::{
     Encoder, GaugeVec, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, IntGaugeVec, Opts,
     Registry, TextEncoder,
@@ -56,6 +59,12 @@ pub struct Metrics {
     pub backfill_bytes: IntGaugeVec,
     /// 1 for a Backfill's current phase.
     pub backfill_phase: IntGaugeVec,
+    /// 1 for each problem condition an object has, by type and reason.
+    pub object_problems: IntGaugeVec,
+    /// Interval of each Pipeline's periodic savepoints.
+    pub savepoint_interval: IntGaugeVec,
+    /// When each running Backfill expects to finish, from its current rate.
+    pub backfill_expected_end: IntGaugeVec,
     /// SLO samples taken, per Pipeline and objective.
     pub slo_samples: IntCounterVec,
     /// SLO samples in which the objective held.
@@ -241,6 +250,30 @@ impl Metrics {
             ),
             &["namespace", "pipeline", "objective"],
         )?;
+        let object_problems = IntGaugeVec::new(
+            Opts::new(
+                "kappa_object_problem",
+                "1 while an object has a problem condition (Ready False, Degraded True), by condition type and reason",
+            ),
+            &["controller", "namespace", "name", "condition", "reason"],
+        )?;
+        let savepoint_interval = IntGaugeVec::new(
+            Opts::new(
+                "kappa_pipeline_savepoint_interval_seconds",
+                "Interval of a Pipeline's periodic savepoints",
+            ),
+            &["namespace", "pipeline"],
+        )?;
+        let backfill_expected_end = IntGaugeVec::new(
+            Opts::new(
+                "kappa_backfill_expected_end_timestamp_seconds",
+                "When a Backfill's current phase is expected to end, from its current rate (its ETA as a time)",
+            ),
+            &["namespace", "backfill"],
+        )?;
+        registry.register(Box::new(object_problems.clone()))?;
+        registry.register(Box::new(savepoint_interval.clone()))?;
+        registry.register(Box::new(backfill_expected_end.clone()))?;
         registry.register(Box::new(slo_samples.clone()))?;
         registry.register(Box::new(slo_good_samples.clone()))?;
         registry.register(Box::new(backfill_records.clone()))?;
@@ -294,9 +327,50 @@ impl Metrics {
             backfill_rate,
             backfill_bytes,
             backfill_phase,
+            object_problems,
+            savepoint_interval,
+            backfill_expected_end,
             slo_samples,
             slo_good_samples,
         })
+    }
+
+    /// Sets the problem conditions (type, reason) of one object, removing
+    /// those it no longer has.
+    pub fn set_problems(
+        &self,
+        controller: &str,
+        namespace: &str,
+        name: &str,
+        problems: &BTreeSet<(String, String)>,
+    ) {
+        for labels in problem_series(&self.object_problems) {
+            let [c, ns, n, condition, reason] = &labels;
+            let kept = problems.contains(&(condition.clone(), reason.clone()));
+            if c == controller && ns == namespace && n == name && !kept {
+                let _ = self
+                    .object_problems
+                    .remove_label_values(&labels.each_ref().map(String::as_str));
+            }
+        }
+        for (condition, reason) in problems {
+            self.object_problems
+                .with_label_values(&[controller, namespace, name, condition, reason])
+                .set(1);
+        }
+    }
+
+    /// Removes the problem series of `controller`'s objects that are not in
+    /// `present` (namespace, name): they were deleted.
+    pub fn forget_problems(&self, controller: &str, present: &BTreeSet<(String, String)>) {
+        for labels in problem_series(&self.object_problems) {
+            let [c, ns, n, _, _] = &labels;
+            if c == controller && !present.contains(&(ns.clone(), n.clone())) {
+                let _ = self
+                    .object_problems
+                    .remove_label_values(&labels.each_ref().map(String::as_str));
+            }
+        }
     }
 
     /// The Prometheus text exposition of every metric.
@@ -305,6 +379,32 @@ impl Metrics {
         TextEncoder::new().encode(&self.registry.gather(), &mut buffer)?;
         String::from_utf8(buffer).map_err(|e| prometheus::Error::Msg(e.to_string()))
     }
+}
+
+/// The label values (controller, namespace, name, condition, reason) of
+/// every problem series.
+fn problem_series(gauge: &IntGaugeVec) -> Vec<[String; 5]> {
+    gauge
+        .collect()
+        .iter()
+        .flat_map(|family| family.get_metric())
+        .filter_map(|metric| {
+            let label = |name: &str| {
+                metric
+                    .get_label()
+                    .iter()
+                    .find(|l| l.name() == name)
+                    .map(|l| l.value().to_string())
+            };
+            Some([
+                label("controller")?,
+                label("namespace")?,
+                label("name")?,
+                label("condition")?,
+                label("reason")?,
+            ])
+        })
+        .collect()
 }
 
 #[cfg(test)]
@@ -318,5 +418,34 @@ mod tests {
         let text = metrics.render().expect("metrics render");
         assert!(text.contains("kappa_build_info{version=\"1.2.3\"} 1"));
         assert!(text.contains("kappa_reconcile_total{controller=\"pipeline\"} 1"));
+    }
+
+    #[test]
+    fn problems_follow_the_conditions_and_go_with_their_object() {
+        let metrics = Metrics::new("1.2.3").expect("metrics register");
+        let problem = |c: &str, r: &str| BTreeSet::from([(c.to_string(), r.to_string())]);
+        let series = r#"kappa_object_problem{condition="Degraded",controller="kafkaclusterset",name="events",namespace="shop",reason="ClusterUnreachable"} 1"#;
+        metrics.set_problems(
+            "kafkaclusterset",
+            "shop",
+            "events",
+            &problem("Degraded", "ClusterUnreachable"),
+        );
+        metrics.set_problems(
+            "kafkaclusterset",
+            "shop",
+            "other",
+            &problem("Ready", "InvalidSpec"),
+        );
+        assert!(metrics.render().expect("render").contains(series));
+        metrics.set_problems("kafkaclusterset", "shop", "events", &BTreeSet::new());
+        let text = metrics.render().expect("render");
+        assert!(!text.contains("name=\"events\""), "{text}");
+        assert!(text.contains("name=\"other\""), "{text}");
+        metrics.forget_problems("kafkaclusterset", &BTreeSet::new());
+        assert!(!metrics
+            .render()
+            .expect("render")
+            .contains("kappa_object_problem{"));
     }
 }

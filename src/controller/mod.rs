@@ -264,6 +264,10 @@ async fn drive<K, S, F, Fut>(
     F: FnMut(Arc<DeserializeGuard<K>>, Arc<Ctx<S>>) -> Fut,
     Fut: Future<Output = Result<kube::runtime::controller::Action, Error>> + Send + 'static,
 {
+    let sweeper = tokio::spawn(forget_deleted::<K>(
+        ctx.shared.metrics.clone(),
+        controller.store(),
+    ));
     controller
         .with_config(kube::runtime::controller::Config::default().concurrency(8))
         .graceful_shutdown_on(shutdown)
@@ -274,6 +278,26 @@ async fn drive<K, S, F, Fut>(
             }
         })
         .await;
+    sweeper.abort();
+}
+
+/// How often the problem series of deleted objects are removed.
+const METRICS_SWEEP: Duration = Duration::from_secs(60);
+
+/// Removes, every minute, the problem series of objects that are gone: a
+/// deleted object's problem must not keep an alert firing.
+async fn forget_deleted<K: Kind>(metrics: Arc<Metrics>, objects: Store<DeserializeGuard<K>>) {
+    let mut every =
+        tokio::time::interval_at(tokio::time::Instant::now() + METRICS_SWEEP, METRICS_SWEEP);
+    loop {
+        every.tick().await;
+        let present = objects
+            .state()
+            .iter()
+            .map(|o| (o.namespace().unwrap_or_default(), o.name_any()))
+            .collect();
+        metrics.forget_problems(K::CONTROLLER, &present);
+    }
 }
 
 /// Runs the four controllers until `shutdown` completes.

@@ -286,6 +286,15 @@ async fn reconcile_inner<K: Kind>(
     let now = Time(Timestamp::now());
     let generation = guard.meta().generation;
     let common = desired_status(current.as_ref(), generation, &verdict, &outcome, now);
+    let problems = common
+        .conditions
+        .iter()
+        .filter(|c| as_wanted(c).is_problem())
+        .map(|c| (c.type_.clone(), c.reason.clone()))
+        .collect();
+    shared
+        .metrics
+        .set_problems(K::CONTROLLER, &namespace, &name, &problems);
     let mut desired = serde_json::to_value(&common)?;
     // While the spec is invalid, the kind's own fields keep what they record
     // (created clusters, a migration under way) until the spec is fixed.

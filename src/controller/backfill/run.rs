@@ -187,6 +187,16 @@ fn record_metrics(metrics: &Metrics, backfill: &Backfill, status: &BackfillStatu
             .backfill_rate
             .with_label_values(&[&namespace, &name])
             .set(progress.rate.unwrap_or(0.0));
+        let eta = progress
+            .eta
+            .as_deref()
+            .and_then(|eta| crate::duration::parse_duration(eta).ok());
+        if let Some(eta) = eta {
+            metrics
+                .backfill_expected_end
+                .with_label_values(&[&namespace, &name])
+                .set(Timestamp::now().as_second() + eta.as_secs() as i64);
+        }
         if let Some(bytes) = progress.bytes_replayed {
             metrics
                 .backfill_bytes
@@ -237,6 +247,9 @@ pub fn forget_metrics(metrics: &Metrics, present: &BTreeSet<(String, String)>) {
         }
         let _ = metrics
             .backfill_rate
+            .remove_label_values(&[namespace, name]);
+        let _ = metrics
+            .backfill_expected_end
             .remove_label_values(&[namespace, name]);
         let _ = metrics
             .backfill_bytes

@@ -216,6 +216,21 @@ fn record_metrics(
                 .set(seconds);
         }
     }
+    let interval = pipeline
+        .spec
+        .savepoints
+        .as_ref()
+        .and_then(|policy| policy.interval.as_deref())
+        .and_then(|interval| crate::duration::parse_duration(interval).ok());
+    match interval {
+        Some(interval) => metrics
+            .savepoint_interval
+            .with_label_values(&labels)
+            .set(interval.as_secs() as i64),
+        None => {
+            let _ = metrics.savepoint_interval.remove_label_values(&labels);
+        }
+    }
     if let Some(time) = last.and_then(|l| l.time.as_ref()) {
         metrics
             .last_savepoint
