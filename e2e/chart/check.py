@@ -13,7 +13,7 @@ import tempfile
 import helm_python as helm
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
-from render import CHART, OUTPUT, HEADER, ROOT, render  # noqa: E402
+from render import ALERTS, ALERTS_HEADER, ALERTS_OUTPUT, CHART, OUTPUT, HEADER, ROOT, render  # noqa: E402
 
 NON_DEFAULT = {
     "replicas": 1,
@@ -21,6 +21,12 @@ NON_DEFAULT = {
     "watchNamespace": "team-a",
     "logFormat": "text",
     "image": {"repository": "registry.example.com/kappa-operator", "tag": "0.1.0-rc1"},
+    "slo": {"rules": "prometheusRule", "ruleLabels": {"role": "alert-rules"}, "runbookBaseUrl": "https://wiki.example/alerts"},
+    "monitoring": {
+        "serviceMonitor": {"enabled": True, "labels": {"release": "prom"}},
+        "podMonitor": {"enabled": True},
+        "prometheusRule": {"enabled": True, "labels": {"release": "prom"}},
+    },
 }
 
 
@@ -39,6 +45,21 @@ def test_lints_without_errors():
 
 def test_kustomize_manifests_are_the_default_rendering():
     assert OUTPUT.read_text() == HEADER + render(), "manifests/operator.yaml is stale: run e2e/chart/render.py"
+
+
+def test_plain_alert_rules_are_the_charts():
+    assert ALERTS_OUTPUT.read_text() == ALERTS_HEADER + ALERTS.read_text(), "manifests/operator.rules.yaml is stale: run e2e/chart/render.py"
+
+
+def test_monitoring_objects_are_opt_in():
+    default = render()
+    text = render(NON_DEFAULT)
+    for kind in ("ServiceMonitor", "PodMonitor", "PrometheusRule"):
+        assert f"kind: {kind}\n" not in default, f"a {kind} by default"
+        assert f"kind: {kind}\n" in text, kind
+    assert "honorLabels: true" in text, "the metrics' namespace label must survive the scrape"
+    assert "--slo-rules=prometheusRule" in text and "--slo-rule-labels=role=alert-rules," in text
+    assert "runbook_url: https://wiki.example/alerts#kappaoperatordown" in text
 
 
 def test_non_default_values_scope_the_operator():
@@ -71,6 +92,7 @@ def test_renderings_are_accepted_by_the_api_server():
             line.split("=", 1)[1] for line in up.stdout.splitlines() if line.startswith("export KUBECONFIG=")
         )
         kubectl(env, "apply", "-f", str(CHART / "crds"))
+        kubectl(env, "apply", "-f", str(ROOT / "e2e" / "monitoring-crds.yaml"))
         for namespace in ("kappa-system", "team-a"):
             kubectl(env, "create", "namespace", namespace)
         for values in ({}, NON_DEFAULT):
