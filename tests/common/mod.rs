@@ -7,6 +7,7 @@ pub mod flink;
 pub mod kafka;
 pub mod node;
 pub mod objects;
+pub mod prometheus;
 pub mod replay;
 pub mod routing;
 
@@ -333,7 +334,7 @@ pub fn free_port() -> u16 {
     free_address().port()
 }
 
-fn free_address() -> SocketAddr {
+pub fn free_address() -> SocketAddr {
     let listener = TcpListener::bind("127.0.0.1:0").expect("a free port");
     listener.local_addr().expect("bound address")
 }

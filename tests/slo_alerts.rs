@@ -1,0 +1,325 @@
+//! A Pipeline SLO pages a person, and only when it burns: the operator
+//! in-cluster samples a consumer pipeline's objectives, a real Prometheus
+//! scrapes it through Kubernetes service discovery and evaluates the rules
+//! the operator wrote, and a real Alertmanager delivers to this test's
+//! webhook. Healthy, nothing arrives; with its app broken, the page arrives
+//! when the burn-rate math says; repaired, it resolves; with a
+//! PrometheusRule kind served, the rules also go into one, and removing the
+//! SLO removes them; with the operator stopped, KappaOperatorDown arrives.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::flink::patch_spec;
+use common::node::{demo_consumer, deploy_operator, tansu_pod};
+use common::objects::pipeline;
+use common::prometheus::{Delivered, Monitoring, INTERVAL};
+use common::{create, repo, status, Testbed};
+use serde_json::{json, Value};
+
+/// The SLO under test: 99% over 6 days, so the page's windows are 12m and
+/// 1m (14.4x, 0.144 of the samples bad) and 1h12m and 6m (6x, 0.06).
+const TARGET: f64 = 99.0;
+const PAGE_RATIO: f64 = 14.4 * (100.0 - TARGET) / 100.0;
+const SLOW_PAGE_RATIO: f64 = 6.0 * (100.0 - TARGET) / 100.0;
+const LONG: f64 = 12.0 * 60.0;
+const SLOW_SHORT: f64 = 6.0 * 60.0;
+
+/// How long the pipeline runs healthy before it is broken.
+const HEALTHY: Duration = Duration::from_secs(180);
+
+/// What may pass between a sample turning bad and the alert arriving:
+/// the sampler's 10 s, a scrape and an evaluation, Alertmanager's group wait.
+fn delivery_slack() -> Duration {
+    Duration::from_secs(10) + INTERVAL * 2 + Duration::from_secs(10)
+}
+
+/// Seconds of bad samples after which the page's 12m ratio passes
+/// [`PAGE_RATIO`], when `history` seconds of good ones came before: the
+/// ratio is bad / (history + bad) while the samples fit in the window.
+fn seconds_to_page(history: f64) -> f64 {
+    let within_window = PAGE_RATIO * history / (1.0 - PAGE_RATIO);
+    if history + within_window <= LONG {
+        within_window
+    } else {
+        PAGE_RATIO * LONG
+    }
+}
+
+fn is_page(d: &Delivered, ns: &str, status: &str) -> bool {
+    d.status == status
+        && d.labels["alertname"] == "KappaPipelineSLOBurn"
+        && d.labels["severity"] == "page"
+        && d.labels["namespace"] == ns
+        && d.labels["pipeline"] == "orders-app"
+        && d.labels["objective"] == "availability"
+}
+
+async fn phase(client: &kube::Client, ns: &str) -> Option<String> {
+    status(client, ns, "Pipeline", "orders-app").await["phase"]
+        .as_str()
+        .map(String::from)
+}
+
+/// Waits until the pipeline's phase satisfies `wanted`; when it did.
+async fn wait_phase(client: &kube::Client, ns: &str, wanted: impl Fn(&str) -> bool) -> Instant {
+    let deadline = Instant::now() + Duration::from_secs(180);
+    loop {
+        if phase(client, ns).await.as_deref().is_some_and(&wanted) {
+            return Instant::now();
+        }
+        assert!(
+            Instant::now() < deadline,
+            "phase stayed {:?}",
+            phase(client, ns).await
+        );
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+}
+
+fn app_args(args: &str) -> Value {
+    let mut spec = demo_consumer("running");
+    spec["engine"]["consumer"]["template"]["spec"]["containers"][0]["args"] = json!([args]);
+    spec["engine"].clone()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_burning_slo_pages_and_a_healthy_one_does_not() {
+    let testbed = Testbed::with_node();
+    deploy_operator(testbed);
+    let client = testbed.client().await;
+    let monitoring = Monitoring::start(testbed).await;
+    let ns = testbed.namespace("slo").await;
+    let brokers = [
+        tansu_pod(testbed, &ns, "kafka-blue"),
+        tansu_pod(testbed, &ns, "kafka-green"),
+    ];
+    common::routing::create_set(&client, &ns, &brokers, "slo-orders").await;
+    let mut spec = demo_consumer("running");
+    spec["slo"] = json!({"availability": TARGET, "window": "6d", "freshness": "1m"});
+    create(&client, &ns, pipeline("orders-app", spec))
+        .await
+        .expect("pipeline");
+    wait_phase(&client, &ns, |p| p == "Running").await;
+
+    // The rules the operator wrote, loaded by Prometheus.
+    let slo = status(&client, &ns, "Pipeline", "orders-app").await["slo"].clone();
+    assert_eq!(
+        slo["summary"], "freshness<=1m, running; 99% over 6d",
+        "{slo}"
+    );
+    assert_eq!(
+        slo["rules"], "ConfigMap/orders-app-slo-rules",
+        "no PrometheusRule kind is served yet: {slo}"
+    );
+    monitoring.sync_rules(testbed).await;
+    let group = format!("kappa-slo-{ns}-orders-app");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !monitoring.rule_groups().await.contains(&group) {
+        assert!(Instant::now() < deadline, "Prometheus did not load {group}");
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+    let sampled_since = slo["sampledSince"]
+        .as_str()
+        .expect("sampledSince")
+        .to_string();
+
+    // Healthy: samples counted, all good, nothing delivered.
+    tokio::time::sleep(HEALTHY).await;
+    let ratio = monitoring
+        .query(&format!(
+            "kappa_pipeline:slo_errors:ratio_rate12m{{namespace=\"{ns}\",pipeline=\"orders-app\"}}"
+        ))
+        .await;
+    let objectives: Vec<&str> = ratio
+        .iter()
+        .filter_map(|r| r["metric"]["objective"].as_str())
+        .collect();
+    assert_eq!(ratio.len(), 2, "an error ratio per objective: {ratio:?}");
+    assert!(objectives.contains(&"availability") && objectives.contains(&"freshness"));
+    for series in &ratio {
+        assert_eq!(series["value"][1], "0", "healthy, nothing is bad: {series}");
+    }
+    assert!(
+        monitoring.delivered().is_empty(),
+        "{:#?}",
+        monitoring.delivered()
+    );
+
+    // Broken: its app crashes at start; the page comes when the 12m ratio
+    // passes 0.144 (the 1m one is past it within seconds).
+    patch_spec(
+        &client,
+        &ns,
+        "orders-app",
+        json!({"engine": app_args("no-such-mode")}),
+    )
+    .await;
+    let broken = wait_phase(&client, &ns, |p| p != "Running").await;
+    let since = k8s_openapi::jiff::Timestamp::now().as_second()
+        - sampled_since
+            .parse::<k8s_openapi::jiff::Timestamp>()
+            .expect("sampledSince is a time")
+            .as_second();
+    let history = since as f64 - broken.elapsed().as_secs_f64();
+    let predicted = Duration::from_secs_f64(seconds_to_page(history));
+    println!(
+        "healthy for {history:.0} s: the page is due {predicted:?} after the job stopped running"
+    );
+    let page = monitoring
+        .wait_for(
+            "page",
+            predicted + delivery_slack() + Duration::from_secs(30),
+            |d| is_page(d, &ns, "firing"),
+        )
+        .await;
+    let after = page.at.duration_since(broken);
+    println!("paged {after:?} after the job stopped running (predicted {predicted:?})");
+    assert!(
+        after + Duration::from_secs(10) >= predicted,
+        "paged after {after:?}, before the {predicted:?} the burn rate allows"
+    );
+    assert!(
+        after <= predicted + delivery_slack(),
+        "paged after {after:?}, predicted {predicted:?}"
+    );
+    assert_eq!(
+        page.annotations["runbook_url"], "docs/alerts.md#kappapipelinesloburn",
+        "{page:?}"
+    );
+    assert!(
+        page.annotations["summary"]
+            .as_str()
+            .is_some_and(|s| s.contains(&format!("{ns}/orders-app")) && s.contains("availability")),
+        "{page:?}"
+    );
+    let others: Vec<Delivered> = monitoring
+        .delivered()
+        .into_iter()
+        .filter(|d| {
+            d.labels["objective"] == "freshness" || d.labels["alertname"] != "KappaPipelineSLOBurn"
+        })
+        .collect();
+    assert!(
+        others.is_empty(),
+        "only availability burns (nothing is written, so nothing lags): {others:#?}"
+    );
+
+    // Repaired: the 1m window clears within a minute, the 6m one (6x, 0.06)
+    // once fewer than 6% of its samples are bad: 338 s after the job runs again.
+    patch_spec(
+        &client,
+        &ns,
+        "orders-app",
+        json!({"engine": app_args("consume")}),
+    )
+    .await;
+    let repaired = wait_phase(&client, &ns, |p| p == "Running").await;
+    let predicted = Duration::from_secs_f64(SLOW_SHORT * (1.0 - SLOW_PAGE_RATIO));
+    let resolved = monitoring
+        .wait_for(
+            "resolved page",
+            predicted + delivery_slack() + Duration::from_secs(30),
+            |d| is_page(d, &ns, "resolved"),
+        )
+        .await;
+    let after = resolved.at.duration_since(repaired);
+    println!("resolved {after:?} after the job ran again (predicted {predicted:?})");
+    assert!(
+        after + Duration::from_secs(10) >= predicted,
+        "resolved after {after:?}"
+    );
+    assert!(
+        after <= predicted + delivery_slack(),
+        "resolved after {after:?}"
+    );
+
+    // A PrometheusRule kind served: the rules also go into one, owned by
+    // the pipeline; without an SLO both objects and the samples go.
+    testbed.kubectl(&[
+        "apply",
+        "-f",
+        &repo().join("e2e/monitoring-crds.yaml").to_string_lossy(),
+    ]);
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        let rules = status(&client, &ns, "Pipeline", "orders-app").await["slo"]["rules"].clone();
+        if rules == "ConfigMap/orders-app-slo-rules, PrometheusRule/orders-app-slo" {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no PrometheusRule after the kind was served: {rules}"
+        );
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+    let rule: Value = serde_json::from_str(&testbed.kubectl(&[
+        "-n",
+        &ns,
+        "get",
+        "prometheusrule",
+        "orders-app-slo",
+        "-o",
+        "json",
+    ]))
+    .expect("PrometheusRule JSON");
+    assert_eq!(rule["metadata"]["ownerReferences"][0]["name"], "orders-app");
+    assert_eq!(rule["spec"]["groups"][0]["name"], group.as_str());
+    patch_spec(&client, &ns, "orders-app", json!({"slo": null})).await;
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let left = testbed.kubectl(&[
+            "-n",
+            &ns,
+            "get",
+            "prometheusrules,configmaps",
+            "-l",
+            "app.kubernetes.io/instance=orders-app",
+            "-o",
+            "name",
+        ]);
+        let slo = status(&client, &ns, "Pipeline", "orders-app").await["slo"].clone();
+        if left.trim().is_empty() && slo.is_null() {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "still there without an SLO: {left} {slo}"
+        );
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let samples = format!("kappa_pipeline_slo_samples_total{{namespace=\"{ns}\"}}");
+    while !monitoring.query(&samples).await.is_empty() {
+        assert!(
+            Instant::now() < deadline,
+            "the removed SLO's samples are still exported"
+        );
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+
+    // The operator stopped: KappaOperatorDown after its 5 minutes.
+    testbed.kubectl(&[
+        "-n",
+        "kappa-system",
+        "scale",
+        "deployment/kappa-operator",
+        "--replicas=0",
+    ]);
+    let stopped = Instant::now();
+    let down = monitoring
+        .wait_for(
+            "operator-down page",
+            Duration::from_secs(300) + delivery_slack() + Duration::from_secs(60),
+            |d| d.status == "firing" && d.labels["alertname"] == "KappaOperatorDown",
+        )
+        .await;
+    let after = down.at.duration_since(stopped);
+    println!("KappaOperatorDown {after:?} after the operator was stopped");
+    assert!(
+        after >= Duration::from_secs(300),
+        "KappaOperatorDown after {after:?}, before its 5 minutes"
+    );
+    assert_eq!(down.labels["severity"], "page");
+}
