@@ -69,6 +69,10 @@ pub struct Metrics {
     pub slo_samples: IntCounterVec,
     /// SLO samples in which the objective held.
     pub slo_good_samples: IntCounterVec,
+    /// Each Pipeline SLO's target, as a share.
+    pub slo_target: GaugeVec,
+    /// Error budget left per objective, as read from Prometheus.
+    pub slo_budget_left: GaugeVec,
 }
 
 impl Metrics {
@@ -274,6 +278,22 @@ impl Metrics {
         registry.register(Box::new(object_problems.clone()))?;
         registry.register(Box::new(savepoint_interval.clone()))?;
         registry.register(Box::new(backfill_expected_end.clone()))?;
+        let slo_target = GaugeVec::new(
+            Opts::new(
+                "kappa_pipeline_slo_target_ratio",
+                "Share of samples a Pipeline's SLO requires to be good, e.g. 0.999",
+            ),
+            &["namespace", "pipeline"],
+        )?;
+        let slo_budget_left = GaugeVec::new(
+            Opts::new(
+                "kappa_pipeline_slo_budget_left_percent",
+                "Error budget left over a Pipeline SLO's window, per objective, as the operator last read it from Prometheus (with --prometheus-url)",
+            ),
+            &["namespace", "pipeline", "objective"],
+        )?;
+        registry.register(Box::new(slo_target.clone()))?;
+        registry.register(Box::new(slo_budget_left.clone()))?;
         registry.register(Box::new(slo_samples.clone()))?;
         registry.register(Box::new(slo_good_samples.clone()))?;
         registry.register(Box::new(backfill_records.clone()))?;
@@ -332,6 +352,8 @@ impl Metrics {
             backfill_expected_end,
             slo_samples,
             slo_good_samples,
+            slo_target,
+            slo_budget_left,
         })
     }
 

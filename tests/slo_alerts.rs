@@ -78,6 +78,54 @@ async fn wait_phase(client: &kube::Client, ns: &str, wanted: impl Fn(&str) -> bo
     }
 }
 
+/// Waits up to two minutes (the operator reads budgets once a minute) for
+/// `status.slo` to satisfy `wanted`.
+async fn wait_slo(client: &kube::Client, ns: &str, wanted: impl Fn(&Value) -> bool) -> Value {
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        let slo = status(client, ns, "Pipeline", "orders-app").await["slo"].clone();
+        if wanted(&slo) {
+            return slo;
+        }
+        assert!(Instant::now() < deadline, "status.slo stayed {slo}");
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+}
+
+/// Every query of the chart's Grafana dashboard is valid PromQL, and those
+/// of the pipeline and set panels return data (no Backfill runs here).
+async fn assert_dashboard_has_data(monitoring: &Monitoring) {
+    let path = repo().join("charts/kappa-operator/files/dashboard.json");
+    let dashboard: Value =
+        serde_json::from_str(&std::fs::read_to_string(path).expect("dashboard")).expect("JSON");
+    let mut section = String::new();
+    let mut queried = 0;
+    for panel in dashboard["panels"].as_array().expect("panels") {
+        if panel["type"] == "row" {
+            section = panel["title"].as_str().unwrap_or_default().to_string();
+            continue;
+        }
+        for target in panel["targets"].as_array().into_iter().flatten() {
+            let expr = target["expr"]
+                .as_str()
+                .expect("expr")
+                .replace("$namespace", ".*")
+                .replace("$pipeline", ".*")
+                .replace("$__rate_interval", "1m");
+            let result = monitoring.query(&expr).await;
+            queried += 1;
+            if section != "Backfills" {
+                assert!(
+                    !result.is_empty(),
+                    "{section} / {}: no data for {expr}",
+                    panel["title"]
+                );
+            }
+        }
+    }
+    assert!(queried >= 12, "{queried} queries");
+}
+
 fn app_args(args: &str) -> Value {
     let mut spec = demo_consumer("running");
     spec["engine"]["consumer"]["template"]["spec"]["containers"][0]["args"] = json!([args]);
@@ -90,6 +138,18 @@ async fn a_burning_slo_pages_and_a_healthy_one_does_not() {
     deploy_operator(testbed);
     let client = testbed.client().await;
     let monitoring = Monitoring::start(testbed).await;
+    // The operator reads error budgets from it, through the node's address
+    // (the one the testbed's brokers are advertised on).
+    let host = testbed.brokers[0].split(':').next().expect("broker host");
+    testbed.kubectl(&[
+        "-n",
+        "kappa-system",
+        "set",
+        "env",
+        "deployment/kappa-operator",
+        &format!("KAPPA_PROMETHEUS_URL=http://{host}:{}", monitoring.port),
+    ]);
+    deploy_operator(testbed);
     let ns = testbed.namespace("slo").await;
     let brokers = [
         tansu_pod(testbed, &ns, "kafka-blue"),
@@ -146,6 +206,14 @@ async fn a_burning_slo_pages_and_a_healthy_one_does_not() {
         "{:#?}",
         monitoring.delivered()
     );
+    let budget_left = |slo: &Value| slo["budgetLeftPercent"].as_f64();
+    let slo = wait_slo(&client, &ns, |slo| budget_left(slo).is_some()).await;
+    assert_eq!(
+        budget_left(&slo),
+        Some(100.0),
+        "healthy, no budget spent: {slo}"
+    );
+    assert_dashboard_has_data(&monitoring).await;
 
     // Broken: its app crashes at start; the page comes when the 12m ratio
     // passes 0.144 (the 1m one is past it within seconds).
@@ -205,6 +273,12 @@ async fn a_burning_slo_pages_and_a_healthy_one_does_not() {
         others.is_empty(),
         "only availability burns (nothing is written, so nothing lags): {others:#?}"
     );
+
+    let slo = wait_slo(&client, &ns, |slo| {
+        budget_left(slo).is_some_and(|b| b < 100.0)
+    })
+    .await;
+    println!("after the page: {slo}");
 
     // Repaired: the 1m window clears within a minute, the 6m one (6x, 0.06)
     // once fewer than 6% of its samples are bad: 338 s after the job runs again.

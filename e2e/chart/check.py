@@ -26,6 +26,7 @@ NON_DEFAULT = {
         "serviceMonitor": {"enabled": True, "labels": {"release": "prom"}},
         "podMonitor": {"enabled": True},
         "prometheusRule": {"enabled": True, "labels": {"release": "prom"}},
+        "dashboard": {"enabled": True},
     },
 }
 
@@ -60,6 +61,8 @@ def test_monitoring_objects_are_opt_in():
     assert "honorLabels: true" in text, "the metrics' namespace label must survive the scrape"
     assert "--slo-rules=prometheusRule" in text and "--slo-rule-labels=role=alert-rules," in text
     assert "runbook_url: https://wiki.example/alerts#kappaoperatordown" in text
+    assert "grafana_dashboard: \"1\"" in text and "kappa-operator.json: |-" in text
+    assert "grafana_dashboard" not in default
 
 
 def test_non_default_values_scope_the_operator():

@@ -2,6 +2,7 @@
 //! `spec.slo`, the samples the operator counts (`sli`) and the Prometheus
 //! rules built from them (`rules`). docs/slo.md describes all three.
 
+pub mod budget;
 pub mod manifests;
 pub mod rules;
 pub mod sli;

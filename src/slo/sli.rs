@@ -164,6 +164,10 @@ impl Observations {
             })
             .collect();
         for ((namespace, name), model) in slos {
+            metrics
+                .slo_target
+                .with_label_values(&[namespace.as_str(), name.as_str()])
+                .set(model.target);
             let observation = observations.get(&(namespace.clone(), name.clone()));
             for objective in model.objectives() {
                 let Some(good) = judge(model, objective, observation, now) else {
@@ -186,6 +190,12 @@ impl Observations {
             // A series never set is simply not there to remove.
             let _ = metrics.slo_samples.remove_label_values(&labels);
             let _ = metrics.slo_good_samples.remove_label_values(&labels);
+            let _ = metrics.slo_budget_left.remove_label_values(&labels);
+            if !present.contains(&(namespace.clone(), name.clone())) {
+                let _ = metrics
+                    .slo_target
+                    .remove_label_values(&[namespace.as_str(), name.as_str()]);
+            }
         }
     }
 }

@@ -40,6 +40,8 @@ pub struct Monitoring {
     alertmanager: Child,
     /// Prometheus' HTTP address.
     pub url: String,
+    /// Prometheus' port, on every address of the host.
+    pub port: u16,
     rules: PathBuf,
     delivered: Arc<Mutex<Vec<Delivered>>>,
     http: reqwest::Client,
@@ -150,6 +152,7 @@ scrape_configs:
         )
         .expect("prometheus config");
         let address = free_address();
+        let port = address.port();
         let prometheus = start(
             testbed,
             "prometheus",
@@ -160,7 +163,8 @@ scrape_configs:
                     "--storage.tsdb.path={}",
                     dir.join("prometheus-data").display()
                 ),
-                format!("--web.listen-address={address}"),
+                // Every address, so that pods reach it through the node's bridge.
+                format!("--web.listen-address=0.0.0.0:{port}"),
                 "--web.enable-lifecycle".into(),
             ],
         );
@@ -168,6 +172,7 @@ scrape_configs:
             prometheus,
             alertmanager,
             url: format!("http://{address}"),
+            port,
             rules,
             delivered,
             http: reqwest::Client::new(),

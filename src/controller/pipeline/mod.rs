@@ -38,8 +38,8 @@ use crate::flink::rest::RestFlink;
 use crate::flink::FlinkApi;
 use crate::kafka::rdkafka_admin::RdKafkaAdmin;
 use crate::kafka::KafkaAdmin;
-use crate::slo::sli::Observation;
-use crate::slo::sli::Observations;
+use crate::slo::budget::{Budgets, HttpPrometheus, PrometheusApi};
+use crate::slo::sli::{Observation, Observations};
 use crate::slo::SloModel;
 use crate::validation::Referenced;
 use validate::PipelineRefs;
@@ -62,6 +62,10 @@ pub struct Stores {
     prometheus_rules: slo::PrometheusRuleKind,
     /// What each pipeline's last reconcile saw, for the SLO sampler.
     observations: Arc<Observations>,
+    /// Where error budgets are read from, when configured.
+    prometheus: Option<Arc<dyn PrometheusApi>>,
+    /// The error budgets last read.
+    budgets: Arc<Budgets>,
 }
 
 /// Acts on one valid pipeline.
@@ -147,11 +151,22 @@ async fn record_slo(
         config_maps: &stores.rule_maps,
         prometheus_rules: &stores.prometheus_rules,
     };
-    status.slo = slo::deliver(&deps, pipeline, model.as_ref(), &status).await?;
     let key = (
         pipeline.namespace().unwrap_or_default(),
         pipeline.name_any(),
     );
+    let budgets = match (&stores.prometheus, &model) {
+        (Some(prometheus), Some(model)) => stores.budgets.of(&**prometheus, &key, model).await,
+        _ => Default::default(),
+    };
+    status.slo = slo::deliver(&deps, pipeline, model.as_ref(), &budgets, &status).await?;
+    for (objective, budget) in &budgets {
+        shared
+            .metrics
+            .slo_budget_left
+            .with_label_values(&[key.0.as_str(), key.1.as_str(), objective.as_str()])
+            .set(budget.left_percent);
+    }
     stores
         .observations
         .record(key, Observation::of(pipeline, &status, Instant::now()));
@@ -356,7 +371,18 @@ pub async fn run(shared: Arc<Shared>, shutdown: impl Future<Output = ()> + Send 
             wanted
         });
     let observations = Arc::new(Observations::default());
-    let sampler = tokio::spawn(sample_slos(shared.clone(), sampled, observations.clone()));
+    let budgets = Arc::new(Budgets::default());
+    let sampler = tokio::spawn(sample_slos(
+        shared.clone(),
+        sampled,
+        observations.clone(),
+        budgets.clone(),
+    ));
+    let prometheus = shared
+        .slo
+        .prometheus_url
+        .as_deref()
+        .map(|url| Arc::new(HttpPrometheus::new(url)) as Arc<dyn PrometheusApi>);
     let ctx = Arc::new(Ctx {
         shared,
         stores: Stores {
@@ -367,6 +393,8 @@ pub async fn run(shared: Arc<Shared>, shutdown: impl Future<Output = ()> + Send 
             rule_maps,
             prometheus_rules: slo::PrometheusRuleKind::default(),
             observations,
+            prometheus,
+            budgets,
         },
     });
     drive(controller, ctx, reconcile, shutdown).await;
@@ -379,6 +407,7 @@ async fn sample_slos(
     shared: Arc<Shared>,
     pipelines: Store<DeserializeGuard<Pipeline>>,
     observations: Arc<Observations>,
+    budgets: Arc<Budgets>,
 ) {
     let mut every = tokio::time::interval(crate::slo::sli::SAMPLE_EVERY);
     every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -398,5 +427,6 @@ async fn sample_slos(
             })
             .collect();
         observations.sample(&shared.metrics, &slos, Instant::now());
+        budgets.retain(&slos.iter().map(|(key, _)| key.clone()).collect());
     }
 }

@@ -19,6 +19,7 @@ use super::snapshots::owner;
 use crate::api::pipeline::{ObjectiveStatus, Pipeline, PipelineStatus, SloStatus};
 use crate::controller::{apply_unless_current, cache_ready};
 use crate::error::Error;
+use crate::slo::budget::Budget;
 use crate::slo::rules::{pipeline_rules, RuleFile};
 use crate::slo::sli::measured;
 use crate::slo::{SloModel, SloSettings};
@@ -169,11 +170,13 @@ fn desired_prometheus_rule(
 }
 
 /// Delivers `pipeline`'s rules (or removes them when it has no SLO) and
-/// returns its `status.slo`. `model` is its validated SLO.
+/// returns its `status.slo`. `model` is its validated SLO, `budgets` what
+/// Prometheus last said of each objective.
 pub async fn deliver(
     deps: &SloDeps<'_>,
     pipeline: &Pipeline,
     model: Option<&SloModel>,
+    budgets: &BTreeMap<String, Budget>,
     status: &PipelineStatus,
 ) -> Result<Option<SloStatus>, Error> {
     let namespace = pipeline.namespace().unwrap_or_default();
@@ -226,29 +229,30 @@ pub async fn deliver(
     let sampled_since = previous
         .and_then(|s| s.sampled_since.clone())
         .or_else(|| running.then(|| Time(Timestamp::now())));
-    let kept = |objective: &str| {
-        previous
-            .into_iter()
-            .flat_map(|s| &s.objectives)
-            .find(|o| o.name == objective)
-    };
-    let objectives = model
+    let objectives: Vec<ObjectiveStatus> = model
         .objectives()
         .into_iter()
-        .map(|objective| ObjectiveStatus {
-            name: objective.as_str().into(),
-            measured: measured(pipeline.spec.engine.type_, objective),
-            sli_percent: kept(objective.as_str()).and_then(|o| o.sli_percent),
-            budget_left_percent: kept(objective.as_str()).and_then(|o| o.budget_left_percent),
+        .map(|objective| {
+            let budget = budgets.get(objective.as_str());
+            ObjectiveStatus {
+                name: objective.as_str().into(),
+                measured: measured(pipeline.spec.engine.type_, objective),
+                sli_percent: budget.map(|b| b.sli_percent),
+                budget_left_percent: budget.map(|b| b.left_percent),
+            }
         })
         .collect();
+    let lowest = objectives
+        .iter()
+        .filter_map(|o| o.budget_left_percent)
+        .reduce(f64::min);
     Ok(Some(SloStatus {
         summary: model.summary(),
         objectives,
         rules: (!delivered.is_empty()).then(|| delivered.join(", ")),
         rules_digest: Some(digest),
         sampled_since,
-        budget_left_percent: previous.and_then(|s| s.budget_left_percent),
+        budget_left_percent: lowest,
     }))
 }
 
