@@ -21,7 +21,12 @@ NON_DEFAULT = {
     "watchNamespace": "team-a",
     "logFormat": "text",
     "image": {"repository": "registry.example.com/kappa-operator", "tag": "0.1.0-rc1"},
-    "slo": {"rules": "prometheusRule", "ruleLabels": {"role": "alert-rules"}, "runbookBaseUrl": "https://wiki.example/alerts"},
+    "slo": {
+        "rules": "prometheusRule",
+        "ruleLabels": {"role": "alert-rules"},
+        "runbookBaseUrl": "https://wiki.example/alerts",
+        "prometheusUrl": "http://prometheus.monitoring:9090",
+    },
     "monitoring": {
         "serviceMonitor": {"enabled": True, "labels": {"release": "prom"}},
         "podMonitor": {"enabled": True},
@@ -60,6 +65,7 @@ def test_monitoring_objects_are_opt_in():
         assert f"kind: {kind}\n" in text, kind
     assert "honorLabels: true" in text, "the metrics' namespace label must survive the scrape"
     assert "--slo-rules=prometheusRule" in text and "--slo-rule-labels=role=alert-rules," in text
+    assert "--prometheus-url=http://prometheus.monitoring:9090" in text and "--prometheus-url" not in default
     assert "runbook_url: https://wiki.example/alerts#kappaoperatordown" in text
     assert "grafana_dashboard: \"1\"" in text and "kappa-operator.json: |-" in text
     assert "grafana_dashboard" not in default
