@@ -1,6 +1,6 @@
 //! A Pipeline SLO pages a person, and only when it burns: the operator
 //! in-cluster samples a consumer pipeline's objectives, a real Prometheus
-//! scrapes it through Kubernetes service discovery and evaluates the rules
+//! scrapes its pods (found through the API server) and evaluates the rules
 //! the operator wrote, and a real Alertmanager delivers to this test's
 //! webhook. Healthy, nothing arrives; with its app broken, the page arrives
 //! when the burn-rate math says; repaired, it resolves; with a

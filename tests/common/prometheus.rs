@@ -1,9 +1,8 @@
 //! A real Prometheus and Alertmanager (Debian's packages) on the host beside
-//! the testbed, started by `e2e/testbed/monitoring`: Prometheus finds the
-//! in-cluster operator's pods through Kubernetes service discovery against
-//! the testbed's API server and loads the rule files the operator wrote into
-//! ConfigMaps and its shipped alerts, and Alertmanager delivers to a webhook
-//! receiver the test runs.
+//! the testbed, started by `e2e/testbed/monitoring`: Prometheus scrapes the
+//! in-cluster operator's pods, found through the testbed's API server, and
+//! loads the rule files the operator wrote into ConfigMaps and its shipped
+//! alerts, and Alertmanager delivers to a webhook receiver the test runs.
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpListener;

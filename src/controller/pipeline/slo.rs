@@ -267,3 +267,38 @@ where
         Err(error) => Err(error.into()),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn the_rules_config_map_is_owned_labelled_and_keyed_by_namespace() {
+        let pipeline: Pipeline = serde_json::from_value(json!({
+            "apiVersion": "kappa.dev/v1alpha1", "kind": "Pipeline",
+            "metadata": {"name": "orders", "namespace": "shop", "uid": "u-1"},
+            "spec": {"clusterSet": "events", "inputs": [{"stream": "orders"}],
+                     "engine": {"type": "consumer", "consumer": {"template": {"spec": {"containers": []}}}},
+                     "slo": {"availability": 99.5}}
+        }))
+        .expect("test pipeline deserializes");
+        let settings = SloSettings {
+            rule_labels: BTreeMap::from([("role".to_string(), "alert-rules".to_string())]),
+            ..SloSettings::default()
+        };
+        let model = SloModel::from_spec(pipeline.spec.slo.as_ref().expect("slo")).expect("valid");
+        let file = rule_file("shop", "orders", &model, &settings);
+        let yaml = serde_yaml::to_string(&file).expect("yaml");
+        let map = desired_config_map(&pipeline, yaml.clone(), &settings).expect("config map");
+        assert_eq!(map.metadata.name.as_deref(), Some("orders-slo-rules"));
+        let labels = map.metadata.labels.expect("labels");
+        assert_eq!(labels[RULES_LABEL], "true");
+        assert_eq!(labels["role"], "alert-rules");
+        assert_eq!(map.metadata.owner_references.expect("owner")[0].uid, "u-1");
+        let data = map.data.expect("data");
+        assert_eq!(data["kappa-slo-shop-orders.yaml"], yaml);
+        let read: RuleFile = serde_yaml::from_str(&yaml).expect("the rule file reads back");
+        assert_eq!(read, file);
+    }
+}
