@@ -403,30 +403,38 @@ impl Metrics {
     }
 }
 
-/// The label values (controller, namespace, name, condition, reason) of
-/// every problem series.
-fn problem_series(gauge: &IntGaugeVec) -> Vec<[String; 5]> {
-    gauge
+/// The values of the labels `names`, in that order, of every series of
+/// `collector` that has them all.
+pub fn label_values<const N: usize>(
+    collector: &impl Collector,
+    names: [&str; N],
+) -> Vec<[String; N]> {
+    collector
         .collect()
         .iter()
         .flat_map(|family| family.get_metric())
         .filter_map(|metric| {
-            let label = |name: &str| {
-                metric
-                    .get_label()
+            let labels = metric.get_label();
+            let values = names.map(|name| {
+                labels
                     .iter()
                     .find(|l| l.name() == name)
                     .map(|l| l.value().to_string())
-            };
-            Some([
-                label("controller")?,
-                label("namespace")?,
-                label("name")?,
-                label("condition")?,
-                label("reason")?,
-            ])
+            });
+            values
+                .iter()
+                .all(Option::is_some)
+                .then(|| values.map(Option::unwrap_or_default))
         })
         .collect()
+}
+
+/// The labels of every problem series, in the gauge's label order.
+fn problem_series(gauge: &IntGaugeVec) -> Vec<[String; 5]> {
+    label_values(
+        gauge,
+        ["controller", "namespace", "name", "condition", "reason"],
+    )
 }
 
 #[cfg(test)]

@@ -8,7 +8,7 @@ pub mod pipeline;
 pub mod savepoint;
 mod verdict;
 
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 use std::fmt::Debug;
 use std::future::Future;
 use std::sync::{Arc, Mutex};
@@ -117,6 +117,9 @@ pub trait Kind:
     const CONTROLLER: &'static str;
     /// The status fields every kind has, when a status exists.
     fn common_status(&self) -> Option<&CommonStatus>;
+    /// Removes the kind's own metric series of objects not in `present`
+    /// (namespace, name): they were deleted.
+    fn forget_metrics(_metrics: &Metrics, _present: &BTreeSet<(String, String)>) {}
 }
 
 /// Context of one controller: the shared parts plus the stores of the kinds it references.
@@ -218,6 +221,15 @@ where
     Ok(api.patch(&name, &params, &Patch::Apply(&desired)).await?)
 }
 
+/// Whether a delete found the object already gone (`true`) or started it.
+pub(crate) fn gone<T>(result: Result<T, kube::Error>) -> Result<bool, Error> {
+    match result {
+        Err(kube::Error::Api(e)) if e.code == 404 => Ok(true),
+        Err(error) => Err(error.into()),
+        Ok(_) => Ok(false),
+    }
+}
+
 /// The objects in `store` that `refers` says point at `target`.
 fn referrers<K: Kind, T: Resource>(
     store: &Store<DeserializeGuard<K>>,
@@ -281,11 +293,11 @@ async fn drive<K, S, F, Fut>(
     sweeper.abort();
 }
 
-/// How often the problem series of deleted objects are removed.
+/// How often the metric series of deleted objects are removed.
 const METRICS_SWEEP: Duration = Duration::from_secs(60);
 
-/// Removes, every minute, the problem series of objects that are gone: a
-/// deleted object's problem must not keep an alert firing.
+/// Removes, every minute, the metric series of objects that are gone: a
+/// deleted object must not stay on dashboards or keep an alert firing.
 async fn forget_deleted<K: Kind>(metrics: Arc<Metrics>, objects: Store<DeserializeGuard<K>>) {
     let mut every =
         tokio::time::interval_at(tokio::time::Instant::now() + METRICS_SWEEP, METRICS_SWEEP);
@@ -297,6 +309,7 @@ async fn forget_deleted<K: Kind>(metrics: Arc<Metrics>, objects: Store<Deseriali
             .map(|o| (o.namespace().unwrap_or_default(), o.name_any()))
             .collect();
         metrics.forget_problems(K::CONTROLLER, &present);
+        K::forget_metrics(&metrics, &present);
     }
 }
 

@@ -8,8 +8,6 @@ use std::collections::{BTreeSet, HashMap};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use prometheus::core::Collector;
-
 use super::{Objective, SloModel};
 use crate::api::pipeline::{EngineType, JobState, Pipeline, PipelineStatus};
 use crate::metrics::Metrics;
@@ -202,25 +200,14 @@ impl Observations {
 
 /// The (namespace, pipeline, objective) of every sample series.
 fn recorded(metrics: &Metrics) -> BTreeSet<(String, String, &'static str)> {
-    metrics
-        .slo_samples
-        .collect()
-        .iter()
-        .flat_map(|family| family.get_metric())
-        .filter_map(|metric| {
-            let label = |name: &str| {
-                metric
-                    .get_label()
-                    .iter()
-                    .find(|l| l.name() == name)
-                    .map(|l| l.value().to_string())
-            };
-            let objective = label("objective")?;
+    crate::metrics::label_values(&metrics.slo_samples, ["namespace", "pipeline", "objective"])
+        .into_iter()
+        .filter_map(|[namespace, pipeline, objective]| {
             let objective = Objective::ALL
                 .into_iter()
                 .find(|o| o.as_str() == objective)?
                 .as_str();
-            Some((label("namespace")?, label("pipeline")?, objective))
+            Some((namespace, pipeline, objective))
         })
         .collect()
 }

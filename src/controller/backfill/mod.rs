@@ -7,9 +7,9 @@ pub mod run;
 pub mod validate;
 pub mod view;
 
+use std::collections::BTreeSet;
 use std::future::Future;
 use std::sync::Arc;
-use std::time::Duration;
 
 use kube::core::DeserializeGuard;
 use kube::runtime::controller::Action;
@@ -29,6 +29,7 @@ use crate::api::pipeline::Pipeline;
 use crate::api::savepoint::Savepoint;
 use crate::error::Error;
 use crate::kafka::rdkafka_admin::RdKafkaAdmin;
+use crate::metrics::Metrics;
 use run::{BackfillDeps, RunBackfill};
 use validate::BackfillRefs;
 
@@ -36,6 +37,9 @@ impl Kind for Backfill {
     const CONTROLLER: &'static str = "backfill";
     fn common_status(&self) -> Option<&CommonStatus> {
         self.status.as_ref().map(|s| &s.common)
+    }
+    fn forget_metrics(metrics: &Metrics, present: &BTreeSet<(String, String)>) {
+        run::forget_metrics(metrics, present);
     }
 }
 
@@ -99,7 +103,6 @@ pub async fn run(shared: Arc<Shared>, shutdown: impl Future<Output = ()> + Send 
     let by_pipeline = reader.clone();
     let by_savepoint = reader.clone();
     let by_set = reader.clone();
-    let by_metrics = reader.clone();
     let controller = Controller::for_stream(stream, reader)
         .owns(
             jobs,
@@ -133,25 +136,5 @@ pub async fn run(shared: Arc<Shared>, shutdown: impl Future<Output = ()> + Send 
             },
         },
     });
-    let sweeper = tokio::spawn(forget_deleted(ctx.shared.clone(), by_metrics));
     drive(controller, ctx, reconcile, shutdown).await;
-    sweeper.abort();
-}
-
-/// How often the metric series of deleted Backfills are removed.
-const METRICS_SWEEP: Duration = Duration::from_secs(60);
-
-/// Removes, every minute, the metric series of Backfills that are gone.
-async fn forget_deleted(shared: Arc<Shared>, backfills: Store<DeserializeGuard<Backfill>>) {
-    let mut every =
-        tokio::time::interval_at(tokio::time::Instant::now() + METRICS_SWEEP, METRICS_SWEEP);
-    loop {
-        every.tick().await;
-        let present = backfills
-            .state()
-            .iter()
-            .map(|b| (b.namespace().unwrap_or_default(), b.name_any()))
-            .collect();
-        run::forget_metrics(&shared.metrics, &present);
-    }
 }

@@ -28,7 +28,6 @@ use kube::api::{DeleteParams, ListParams, Patch, PatchParams, PostParams};
 use kube::core::DeserializeGuard;
 use kube::runtime::reflector::Store;
 use kube::{Api, ResourceExt};
-use prometheus::core::Collector;
 
 use super::objects::{self, JobState};
 use super::view;
@@ -42,7 +41,7 @@ use crate::conditions::{DEGRADED, PROGRESSING, READY};
 use crate::controller::kafka_cluster_set::provider::{ClusterProvider, ProviderError, Providers};
 use crate::controller::pipeline::{consumer, snapshots};
 use crate::controller::verdict::{own_fields, Act, Outcome, Requeue, Wanted};
-use crate::controller::{apply_if_changed, lookup, Shared};
+use crate::controller::{apply_if_changed, gone, lookup, Shared};
 use crate::discovery::{config_map_name, DiscoveryDocument, DOCUMENT_KEY};
 use crate::error::Error;
 use crate::kafka::topic::desired_topic;
@@ -216,22 +215,11 @@ fn record_metrics(metrics: &Metrics, backfill: &Backfill, status: &BackfillStatu
 /// Removes the metric series of Backfills not in `present` (namespace,
 /// name): a deleted Backfill's progress must not stay on dashboards.
 pub fn forget_metrics(metrics: &Metrics, present: &BTreeSet<(String, String)>) {
-    let recorded: BTreeSet<(String, String)> = metrics
-        .backfill_phase
-        .collect()
-        .iter()
-        .flat_map(|family| family.get_metric())
-        .filter_map(|metric| {
-            let label = |name: &str| {
-                metric
-                    .get_label()
-                    .iter()
-                    .find(|l| l.name() == name)
-                    .map(|l| l.value().to_string())
-            };
-            Some((label("namespace")?, label("backfill")?))
-        })
-        .collect();
+    let recorded: BTreeSet<(String, String)> =
+        crate::metrics::label_values(&metrics.backfill_phase, ["namespace", "backfill"])
+            .into_iter()
+            .map(|[namespace, name]| (namespace, name))
+            .collect();
     for (namespace, name) in recorded.difference(present) {
         // A series that was never set is simply not there to remove.
         for phase in ALL_PHASES {
@@ -1278,15 +1266,6 @@ fn extra_connections(
                 .ok_or_else(|| format!("cluster `{name}` has no address in the set's status"))
         })
         .collect()
-}
-
-/// Whether a delete found the object already gone (`true`) or started it.
-fn gone<T>(result: Result<T, kube::Error>) -> Result<bool, Error> {
-    match result {
-        Err(kube::Error::Api(e)) if e.code == 404 => Ok(true),
-        Err(error) => Err(error.into()),
-        Ok(_) => Ok(false),
-    }
 }
 
 fn stored_plan(config_map: &ConfigMap) -> Result<ReplayPlan, Error> {

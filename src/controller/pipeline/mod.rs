@@ -11,6 +11,7 @@ pub mod slo;
 pub mod snapshots;
 pub mod validate;
 
+use std::collections::BTreeSet;
 use std::future::Future;
 use std::sync::Arc;
 use std::time::Instant;
@@ -28,7 +29,7 @@ use kube::runtime::{watcher, Controller, WatchStreamExt};
 use kube::{Api, ResourceExt};
 
 use super::verdict::{Act, Outcome, Requeue};
-use super::{drive, lookup, referrers, verdict, watch, Ctx, Kind, Shared};
+use super::{cache_ready, drive, lookup, referrers, verdict, watch, Ctx, Kind, Shared};
 use crate::api::common::CommonStatus;
 use crate::api::kafka_cluster_set::KafkaClusterSet;
 use crate::api::pipeline::{HistoryEntry, Pipeline, PipelineStatus, SavepointRecord, StreamLag};
@@ -38,6 +39,7 @@ use crate::flink::rest::RestFlink;
 use crate::flink::FlinkApi;
 use crate::kafka::rdkafka_admin::RdKafkaAdmin;
 use crate::kafka::KafkaAdmin;
+use crate::metrics::{label_values, Metrics};
 use crate::slo::budget::{Budgets, HttpPrometheus, PrometheusApi};
 use crate::slo::sli::{Observation, Observations};
 use crate::slo::SloModel;
@@ -48,6 +50,32 @@ impl Kind for Pipeline {
     const CONTROLLER: &'static str = "pipeline";
     fn common_status(&self) -> Option<&CommonStatus> {
         self.status.as_ref().map(|s| &s.common)
+    }
+    fn forget_metrics(metrics: &Metrics, present: &BTreeSet<(String, String)>) {
+        let gone = |namespace: &String, name: &String| {
+            !present.contains(&(namespace.clone(), name.clone()))
+        };
+        for [namespace, name] in label_values(&metrics.pipeline_running, ["namespace", "pipeline"])
+        {
+            if gone(&namespace, &name) {
+                let labels = [namespace.as_str(), name.as_str()];
+                // A series never set is simply not there to remove.
+                let _ = metrics.pipeline_running.remove_label_values(&labels);
+                let _ = metrics.pipeline_deployments.remove_label_values(&labels);
+                let _ = metrics.pipeline_restarts.remove_label_values(&labels);
+                let _ = metrics.last_savepoint.remove_label_values(&labels);
+                let _ = metrics.savepoint_interval.remove_label_values(&labels);
+            }
+        }
+        for [namespace, name, stream] in
+            label_values(&metrics.pipeline_lag, ["namespace", "pipeline", "stream"])
+        {
+            if gone(&namespace, &name) {
+                let labels = [namespace.as_str(), name.as_str(), stream.as_str()];
+                let _ = metrics.pipeline_lag.remove_label_values(&labels);
+                let _ = metrics.pipeline_lag_seconds.remove_label_values(&labels);
+            }
+        }
     }
 }
 
@@ -413,8 +441,11 @@ async fn sample_slos(
     every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         every.tick().await;
-        if pipelines.wait_until_ready().await.is_err() {
-            return;
+        // A bounded wait, asked again at the next tick: a store's readiness
+        // wakes only the last of several waiters (seen: the sampler waited
+        // forever while the controller ran).
+        if cache_ready(&pipelines, "Pipelines").await.is_err() {
+            continue;
         }
         let slos: Vec<_> = pipelines
             .state()

@@ -17,7 +17,7 @@ use sha2::{Digest, Sha256};
 
 use super::snapshots::owner;
 use crate::api::pipeline::{ObjectiveStatus, Pipeline, PipelineStatus, SloStatus};
-use crate::controller::{apply_unless_current, cache_ready};
+use crate::controller::{apply_unless_current, cache_ready, gone};
 use crate::error::Error;
 use crate::slo::budget::Budget;
 use crate::slo::rules::{pipeline_rules, RuleFile};
@@ -261,11 +261,7 @@ async fn delete<K>(api: &Api<K>, name: &str) -> Result<(), Error>
 where
     K: kube::Resource + Clone + serde::de::DeserializeOwned + std::fmt::Debug,
 {
-    match api.delete(name, &DeleteParams::default()).await {
-        Ok(_) => Ok(()),
-        Err(kube::Error::Api(status)) if status.code == 404 => Ok(()),
-        Err(error) => Err(error.into()),
-    }
+    gone(api.delete(name, &DeleteParams::default()).await).map(|_| ())
 }
 
 #[cfg(test)]
