@@ -23,6 +23,8 @@ pub const INTERVAL: Duration = Duration::from_secs(5);
 pub struct Delivered {
     /// When the webhook received it.
     pub at: Instant,
+    /// The same moment on the wall clock, in Unix seconds, as Prometheus counts time.
+    pub unix: f64,
     /// `firing` or `resolved`.
     pub status: String,
     /// The alert's labels.
@@ -87,6 +89,39 @@ impl Monitoring {
             .as_array()
             .cloned()
             .unwrap_or_default()
+    }
+
+    /// When (Unix seconds) the value of `expr`, a single series, last
+    /// changed within the past `lookback`, sampled every scrape interval.
+    pub async fn last_change(&self, expr: &str, lookback: Duration) -> f64 {
+        let end = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .expect("a clock after 1970")
+            .as_secs_f64();
+        let start = (end - lookback.as_secs_f64()).to_string();
+        let step = INTERVAL.as_secs().to_string();
+        let answer = self
+            .get(
+                "/api/v1/query_range",
+                &[
+                    ("query", expr),
+                    ("start", &start),
+                    ("end", &end.to_string()),
+                    ("step", &step),
+                ],
+            )
+            .await;
+        let points = answer["data"]["result"][0]["values"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default();
+        let mut changed = None;
+        for pair in points.windows(2) {
+            if pair[0][1] != pair[1][1] {
+                changed = pair[1][0].as_f64();
+            }
+        }
+        changed.unwrap_or_else(|| panic!("{expr} did not change in {lookback:?}: {answer}"))
     }
 
     async fn get(&self, path: &str, query: &[(&str, &str)]) -> Value {
@@ -154,11 +189,15 @@ fn receive_webhooks(delivered: Arc<Mutex<Vec<Delivered>>>) -> std::net::SocketAd
                 continue;
             }
             let at = Instant::now();
+            let unix = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0.0, |d| d.as_secs_f64());
             if let Ok(payload) = serde_json::from_slice::<Value>(&body) {
                 let mut kept = delivered.lock().unwrap_or_else(|p| p.into_inner());
                 for alert in payload["alerts"].as_array().into_iter().flatten() {
                     kept.push(Delivered {
                         at,
+                        unix,
                         status: alert["status"].as_str().unwrap_or_default().to_string(),
                         labels: alert["labels"].clone(),
                         annotations: alert["annotations"].clone(),
