@@ -404,7 +404,7 @@ pub struct Slo {
     /// samples over `window` in which each objective must hold (the job
     /// running, and the lag objectives set here).
     #[serde(default = "default_availability")]
-    #[schemars(range(min = 0.0, max = 100.0))]
+    #[schemars(range(min = 0.0, max = 100.0), extend("exclusiveMinimum" = true, "exclusiveMaximum" = true))]
     pub availability: f64,
     /// Period the target is measured over, e.g. `30d` (the default); the
     /// alert windows scale with it, so it must be at least `6d` for the
