@@ -184,11 +184,16 @@ pub async fn deliver(
     let config_maps: Api<ConfigMap> = Api::namespaced(deps.client.clone(), &namespace);
     let rules: Api<DynamicObject> =
         Api::namespaced_with(deps.client.clone(), &namespace, &prometheus_rule_resource());
+    let previous = status.slo.as_ref();
+    if model.is_none() && previous.is_none() {
+        // Nothing was ever delivered for it: no cache to wait on, nothing
+        // to remove (most pipelines, at every reconcile).
+        return Ok(None);
+    }
     cache_ready(deps.config_maps, "SLO rule ConfigMaps").await?;
     let existing_map = deps
         .config_maps
         .get(&ObjectRef::new(&config_map_name(&name)).within(&namespace));
-    let previous = status.slo.as_ref();
     let had_rule = previous
         .and_then(|s| s.rules.as_deref())
         .is_some_and(|r| r.contains("PrometheusRule/"));
