@@ -1,12 +1,16 @@
 //! Prometheus metrics of the operator, with bounded label sets.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, HashMap};
+use std::sync::Mutex;
 
 use prometheus::core::Collector;
 use prometheus::{
     Encoder, GaugeVec, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, IntGaugeVec, Opts,
     Registry, TextEncoder,
 };
+
+/// An object's problem conditions: (type, reason) pairs.
+pub type Problems = BTreeSet<(String, String)>;
 
 /// Every metric the operator exports.
 pub struct Metrics {
@@ -61,6 +65,9 @@ pub struct Metrics {
     pub backfill_phase: IntGaugeVec,
     /// 1 for each problem condition an object has, by type and reason.
     pub object_problems: IntGaugeVec,
+    /// The problems each object's gauge series show, by (controller,
+    /// namespace, name), so a reconcile compares instead of scanning them.
+    problems: Mutex<HashMap<(String, String, String), Problems>>,
     /// Interval of each Pipeline's periodic savepoints.
     pub savepoint_interval: IntGaugeVec,
     /// When each running Backfill expects to finish, from its current rate.
@@ -348,6 +355,7 @@ impl Metrics {
             backfill_bytes,
             backfill_phase,
             object_problems,
+            problems: Mutex::new(HashMap::new()),
             savepoint_interval,
             backfill_expected_end,
             slo_samples,
@@ -358,41 +366,56 @@ impl Metrics {
     }
 
     /// Sets the problem conditions (type, reason) of one object, removing
-    /// those it no longer has.
-    pub fn set_problems(
-        &self,
-        controller: &str,
-        namespace: &str,
-        name: &str,
-        problems: &BTreeSet<(String, String)>,
-    ) {
-        for labels in problem_series(&self.object_problems) {
-            let [c, ns, n, condition, reason] = &labels;
-            let kept = problems.contains(&(condition.clone(), reason.clone()));
-            if c == controller && ns == namespace && n == name && !kept {
-                let _ = self
-                    .object_problems
-                    .remove_label_values(&labels.each_ref().map(String::as_str));
-            }
+    /// those it no longer has; an unchanged set touches nothing (this runs
+    /// at every reconcile).
+    pub fn set_problems(&self, controller: &str, namespace: &str, name: &str, problems: &Problems) {
+        let key = (
+            controller.to_string(),
+            namespace.to_string(),
+            name.to_string(),
+        );
+        let mut recorded = self
+            .problems
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        let before = recorded.get(&key).cloned().unwrap_or_default();
+        if &before == problems {
+            return;
+        }
+        for (condition, reason) in before.difference(problems) {
+            let _ = self
+                .object_problems
+                .remove_label_values(&[controller, namespace, name, condition, reason]);
         }
         for (condition, reason) in problems {
             self.object_problems
                 .with_label_values(&[controller, namespace, name, condition, reason])
                 .set(1);
         }
+        match problems.is_empty() {
+            true => recorded.remove(&key),
+            false => recorded.insert(key, problems.clone()),
+        };
     }
 
     /// Removes the problem series of `controller`'s objects that are not in
     /// `present` (namespace, name): they were deleted.
     pub fn forget_problems(&self, controller: &str, present: &BTreeSet<(String, String)>) {
-        for labels in problem_series(&self.object_problems) {
-            let [c, ns, n, _, _] = &labels;
-            if c == controller && !present.contains(&(ns.clone(), n.clone())) {
-                let _ = self
-                    .object_problems
-                    .remove_label_values(&labels.each_ref().map(String::as_str));
+        let mut recorded = self
+            .problems
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        recorded.retain(|(c, namespace, name), problems| {
+            let keep = c != controller || present.contains(&(namespace.clone(), name.clone()));
+            if !keep {
+                for (condition, reason) in problems.iter() {
+                    let _ = self
+                        .object_problems
+                        .remove_label_values(&[c, namespace, name, condition, reason]);
+                }
             }
-        }
+            keep
+        });
     }
 
     /// The Prometheus text exposition of every metric.
@@ -427,14 +450,6 @@ pub fn label_values<const N: usize>(
                 .then(|| values.map(Option::unwrap_or_default))
         })
         .collect()
-}
-
-/// The labels of every problem series, in the gauge's label order.
-fn problem_series(gauge: &IntGaugeVec) -> Vec<[String; 5]> {
-    label_values(
-        gauge,
-        ["controller", "namespace", "name", "condition", "reason"],
-    )
 }
 
 #[cfg(test)]
