@@ -452,33 +452,66 @@ async fn delete_midway(
     }
 }
 
-/// Once Backfill `name` has started its replay workers, writes 200 records
-/// into partition 0 of `orders` on its first extra cluster from inside that
-/// cluster's broker pod (with Tansu's own `cat produce`, one batch), as a
-/// writer other than the workers. They land before the workers finish,
-/// whose copy takes seconds. Not earlier: the Backfill creates the
-/// destination topics just before the worker Jobs. (Tansu's `perf produce`
-/// was used here first: it exits 0 also when nothing was written.)
-async fn write_foreign_records(testbed: &'static Testbed, ns: String, name: String) {
-    let started = Instant::now();
-    let workers = format!("job-name={name}-replay-0");
-    while testbed
-        .kubectl(&["-n", &ns, "get", "pods", "-l", &workers, "-o", "name"])
-        .trim()
-        .is_empty()
-    {
-        assert!(
-            started.elapsed() < Duration::from_secs(300),
-            "{name} did not start its replay workers"
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await;
+/// Writes 200 records into partition 0 of `orders` on the first extra
+/// cluster of Backfill `name` from inside that cluster's broker pod (with
+/// Tansu's own `cat produce`, one batch), as a writer other than the
+/// workers, before any worker writes: the node is cordoned once the extra
+/// clusters' brokers are placed, so the worker pods stay Pending until the
+/// records are in; the Backfill creates the destination topics before the
+/// worker Jobs, so the write waits for the first Job. (Tansu's `perf
+/// produce` was used here first: it exits 0 also when nothing was written.)
+fn write_foreign_records(testbed: &Testbed, ns: &str, name: &str) {
+    let wait_for = |what: &str, args: &[&str]| {
+        let started = Instant::now();
+        loop {
+            let found = testbed.kubectl(args);
+            if !found.trim().is_empty() {
+                return found;
+            }
+            assert!(
+                started.elapsed() < Duration::from_secs(300),
+                "{name}: {what} did not appear"
+            );
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    };
+    let brokers = [format!("events-{name}-0-0"), format!("events-{name}-1-0")];
+    for pod in &brokers {
+        let placed = [
+            "-n",
+            ns,
+            "get",
+            "pod",
+            pod,
+            "--ignore-not-found",
+            "-o",
+            "jsonpath={.spec.nodeName}",
+        ];
+        wait_for("a broker of the extra clusters", &placed);
     }
-    let pod = format!("events-{name}-0-0");
+    let node = testbed.kubectl(&["get", "nodes", "-o", "jsonpath={.items[0].metadata.name}"]);
+    testbed.kubectl(&["cordon", node.trim()]);
+    let job = format!("{name}-replay-0");
+    wait_for(
+        "the first replay Job",
+        &[
+            "-n",
+            ns,
+            "get",
+            "job",
+            &job,
+            "--ignore-not-found",
+            "-o",
+            "name",
+        ],
+    );
     let script = r#"i=0; while [ $i -lt 200 ]; do i=$((i + 1)); echo "{\"key\": \"foreign-$i\", \"value\": \"$i\"}"; done | /usr/local/bin/tansu cat produce orders --partition 0 --broker tcp://localhost:9092 -"#;
-    let output = testbed.kubectl_output(&["-n", &ns, "exec", &pod, "--", "sh", "-c", script]);
+    let output = testbed.kubectl_output(&["-n", ns, "exec", &brokers[0], "--", "sh", "-c", script]);
+    testbed.kubectl(&["uncordon", node.trim()]);
     assert!(
         output.status.success(),
-        "tansu cat produce in {pod}: {}",
+        "tansu cat produce in {}: {}",
+        brokers[0],
         String::from_utf8_lossy(&output.stderr)
     );
 }
@@ -565,7 +598,10 @@ async fn backfills_of_a_million_records_reach_the_reference_through_faults_and_l
     create(&client, &ns, backfill("doubled", &source, "outputOnly"))
         .await
         .expect("backfill");
-    let written = tokio::spawn(write_foreign_records(testbed, ns.clone(), "doubled".into()));
+    let written = tokio::task::spawn_blocking({
+        let ns = ns.clone();
+        move || write_foreign_records(testbed, &ns, "doubled")
+    });
     let status = check_run(testbed, &client, &ns, "doubled", (&source, &before)).await;
     written.await.expect("foreign records written");
     let copies = status["replay"]["reruns"].as_i64().unwrap_or(0);
