@@ -27,7 +27,7 @@ const PAGE_PAIRS: [(f64, f64, f64); 2] = [
 ];
 
 /// How long the pipeline runs healthy before it is broken.
-const HEALTHY: Duration = Duration::from_secs(180);
+const HEALTHY: Duration = Duration::from_secs(60);
 
 /// What may pass between a sample turning bad and the alert arriving:
 /// the sampler's 10 s, a scrape and an evaluation, Alertmanager's group wait.
@@ -265,7 +265,7 @@ async fn a_burning_slo_pages_and_a_healthy_one_does_not() {
     assert_dashboard_has_data(&monitoring).await;
 
     // Broken: its app crashes at start; the page comes when both windows of
-    // one pair pass its ratio: with a few minutes of history, the 6x pair's
+    // one pair pass its ratio: with a minute or two of history, the 6x pair's
     // (its 6m window holds all of it) before the 14.4x pair's 12m one.
     patch_spec(
         &client,

@@ -9,15 +9,59 @@ TANSU_VERSION=0.6.0
 TANSU_HOME="$TESTBED_CACHE/tansu-$TANSU_VERSION"
 FLINK_VERSION=2.3.0
 FLINK_HOME="$TESTBED_CACHE/flink-$FLINK_VERSION"
-# The node's network: one bridge whose gateway address the host owns; the API
-# server listens there too so that pods reach it. One node per machine.
-NODE_NAME=kappa-node
-NODE_BRIDGE=kappa0
-NODE_IP=10.244.0.1
-POD_CIDR=10.244.0.0/24
-SERVICE_CIDR=10.0.0.0/24
 # Runtime state of one running testbed (certificates, data, logs, pids).
 TESTBED_STATE="${KAPPA_TESTBED_STATE:-${TMPDIR:-/tmp}/kappa-testbed}"
+NODE_NAME=kappa-node
+# Services of a control plane without a node.
+SERVICE_CIDR=10.0.0.0/24
+KUBERNETES_SERVICE_IP=10.0.0.1
+# Each testbed with a node owns a slot N (0-15), recorded in NODE_SLOTS/N and
+# in its state as node-slot, and with it a network of its own: a network
+# namespace where containerd, the kubelet, kube-proxy and DNS run (so their
+# bridge, iptables rules and DNS address are not the machine's), joined to
+# the host by a link. Several testbeds with nodes run on one machine at once.
+NODE_SLOTS="$TESTBED_CACHE/node-slots"
+NODE_SLOT_COUNT=16
+node_network() { # N: the names and addresses of slot N
+  NODE_SLOT="$1"
+  NODE_NETNS="kappa-node-$1"
+  # The host's end of the link and its address, where pods reach the host:
+  # the API server, and the brokers, Flink and Prometheus run on the host.
+  NODE_LINK="kappa$1"
+  HOST_IP="10.243.$1.1"
+  # The node's end of the link, inside the namespace.
+  UPLINK_IP="10.243.$1.2"
+  # The pods' bridge, inside the namespace; the kubelet and DNS listen on
+  # its gateway address.
+  NODE_BRIDGE=kappa0
+  NODE_IP="10.244.$1.1"
+  POD_CIDR="10.244.$1.0/24"
+  SERVICE_CIDR="10.0.$1.0/24"
+  KUBERNETES_SERVICE_IP="10.0.$1.1"
+  # Pods' cgroups, apart from another node's (a kubelet removes pod cgroups
+  # it does not know under its root).
+  CGROUP_ROOT="/kappa-node-$1"
+  # A mount namespace the node's services share, where /var/log/pods (a
+  # fixed path in kubelet 1.20) is the node's own: a kubelet deletes the
+  # log folders of pods it does not know there. The host's mounts show
+  # through; the kubelet's and containerd's stay inside.
+  NODE_MNTNS="/run/kappa-testbed/mnt-$1"
+  IN_NODE=(nsenter "--net=/var/run/netns/$NODE_NETNS" "--mount=$NODE_MNTNS")
+}
+if [ -f "$TESTBED_STATE/node-slot" ]; then
+  node_network "$(cat "$TESTBED_STATE/node-slot")"
+fi
+
+# The address at which both the host and the node's pods reach a service
+# the testbed runs on the host: the host's end of the node's link when this
+# testbed has a node, else loopback.
+host_address() {
+  if [ -n "${NODE_LINK:-}" ] && ip link show "$NODE_LINK" >/dev/null 2>&1; then
+    echo "$HOST_IP"
+  else
+    echo 127.0.0.1
+  fi
+}
 
 log() { echo "testbed: $*" >&2; }
 die() { echo "testbed: error: $*" >&2; exit 1; }

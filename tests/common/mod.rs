@@ -61,7 +61,8 @@ impl Testbed {
 
     /// Like [`Testbed::get`], with a real node (kubelet, containerd, DNS) so
     /// that pods run, and two Tansu brokers advertised on the node's address
-    /// so that pods reach them. One such testbed runs on a machine at a time.
+    /// so that pods reach them. Each such testbed has a node network of its
+    /// own, so it runs beside the demo's testbed and other test binaries'.
     pub fn with_node() -> &'static Testbed {
         static TESTBED: OnceLock<Testbed> = OnceLock::new();
         TESTBED.get_or_init(|| Testbed::start(true, 2))
