@@ -12,7 +12,8 @@ use std::time::{Duration, Instant};
 use common::flink::patch_spec;
 use common::node::{
     apply_manifest, assert_pods_logged_no_refusal, demo_consumer, deploy_operator, lease_holder,
-    operator_pods, set_ready, tansu_pod, tansu_template, wait_pod_ready,
+    operator_pods, pod_cluster_set, run_consumer_pipeline, set_ready, tansu_pod, tansu_template,
+    wait_pod_ready,
 };
 use common::objects::{
     assert_examples_valid, assert_semantic_verdicts, pipeline, valid_pipeline_spec,
@@ -483,11 +484,7 @@ async fn a_consumer_pipeline_runs_its_app_with_the_streams_in_its_environment() 
     deploy_operator(testbed);
     let client = testbed.client().await;
     let ns = testbed.namespace("engine").await;
-    let brokers = [
-        tansu_pod(testbed, &ns, "kafka-blue"),
-        tansu_pod(testbed, &ns, "kafka-green"),
-    ];
-    common::routing::create_set(&client, &ns, &brokers, "engine-orders").await;
+    let brokers = pod_cluster_set(testbed, &client, &ns, "engine-orders").await;
     let producer = RoutedProducer::start(
         common::routing::from_api(&client, &ns),
         ProducerSettings {
@@ -512,18 +509,7 @@ async fn a_consumer_pipeline_runs_its_app_with_the_streams_in_its_environment() 
 
     let mut spec = demo_consumer("running");
     spec["engine"]["consumer"]["replicas"] = json!(REPLICAS);
-    create(&client, &ns, pipeline("totals", spec))
-        .await
-        .expect("pipeline");
-    common::wait_for_ready(
-        &client,
-        &ns,
-        "Pipeline",
-        "totals",
-        Duration::from_secs(180),
-        |c| c.reason == "ReplicasReady",
-    )
-    .await;
+    run_consumer_pipeline(&client, &ns, "totals", spec).await;
     let logs = app_logs(testbed, &ns, 30).await;
     let mut check = kappa_operator::client::check::Check::default();
     for (ordinal, log) in logs.iter().enumerate() {
@@ -717,6 +703,90 @@ async fn a_consumer_pipeline_runs_its_app_with_the_streams_in_its_environment() 
     );
     assert_eq!(told.trim(), "1", "the pods left and what they were told");
     assert_pods_logged_no_refusal(testbed);
+}
+
+/// How long the status-write test watches, and the interval at which
+/// `status.lag` may change at most (`docs/pipelines.md`).
+const WATCHED: Duration = Duration::from_secs(120);
+const SHOWN_EVERY: Duration = Duration::from_secs(30);
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_lagging_consumer_pipelines_status_is_written_once_an_interval_at_most() {
+    use futures::{StreamExt, TryStreamExt};
+    use kube::api::{WatchEvent, WatchParams};
+
+    let testbed = Testbed::with_node();
+    deploy_operator(testbed);
+    let client = testbed.client().await;
+    let ns = testbed.namespace("writes").await;
+    let brokers = pod_cluster_set(testbed, &client, &ns, "writes-orders").await;
+    // An app that reads nothing: its lag grows with every record written,
+    // and the age of its oldest unread record with every second.
+    let mut spec = demo_consumer("running");
+    spec["engine"]["consumer"]["template"]["spec"]["containers"] = json!([{
+        "name": "app", "image": "kappa-busybox:1", "imagePullPolicy": "Never",
+        "command": ["sleep", "3600"]
+    }]);
+    run_consumer_pipeline(&client, &ns, "idle", spec).await;
+
+    let pipelines = kappa_api(&client, &ns, "Pipeline");
+    let from = pipelines.get("idle").await.expect("pipeline");
+    let version = from
+        .metadata
+        .resource_version
+        .clone()
+        .expect("resourceVersion");
+    let writer = tokio::spawn({
+        let bootstrap = brokers[0].clone();
+        async move {
+            let started = Instant::now();
+            while started.elapsed() < WATCHED {
+                common::kafka::produce(&bootstrap, "writes-orders", 20).await;
+                tokio::time::sleep(Duration::from_secs(1)).await;
+            }
+        }
+    });
+    let params = WatchParams::default()
+        .fields("metadata.name=idle")
+        .timeout(WATCHED.as_secs() as u32 + 30);
+    let mut events = pipelines
+        .watch(&params, &version)
+        .await
+        .expect("watch")
+        .boxed();
+    let started = Instant::now();
+    let mut last = from.data["status"].clone();
+    let mut writes = Vec::new();
+    while let Ok(Ok(Some(event))) =
+        tokio::time::timeout(WATCHED.saturating_sub(started.elapsed()), events.try_next()).await
+    {
+        if let WatchEvent::Modified(object) = event {
+            if object.data["status"] != last {
+                last = object.data["status"].clone();
+                writes.push((started.elapsed(), last["lag"].clone()));
+            }
+        }
+    }
+    assert!(
+        started.elapsed() + Duration::from_secs(1) >= WATCHED,
+        "the watch ended after {:?}",
+        started.elapsed()
+    );
+    writer.await.expect("writer");
+    for (at, lag) in &writes {
+        println!("status written at {:>5.1} s: lag {lag}", at.as_secs_f64());
+    }
+    let most = (WATCHED.as_secs() / SHOWN_EVERY.as_secs()) as usize + 1;
+    assert!(
+        writes.len() <= most,
+        "{} status writes in {WATCHED:?}, at most {most} expected",
+        writes.len()
+    );
+    assert!(
+        writes.len() >= 2,
+        "status showed the growing lag {} time(s) in {WATCHED:?}",
+        writes.len()
+    );
 }
 
 /// Sets the pipeline `totals` running or suspended.

@@ -12,7 +12,7 @@ mod common;
 use std::time::{Duration, Instant};
 
 use common::flink::patch_spec;
-use common::node::{demo_consumer, deploy_operator, tansu_pod};
+use common::node::{demo_consumer, deploy_operator, pod_cluster_set};
 use common::objects::pipeline;
 use common::prometheus::{Delivered, Monitoring, INTERVAL};
 use common::{create, repo, status, Testbed};
@@ -201,11 +201,7 @@ async fn a_burning_slo_pages_and_a_healthy_one_does_not() {
     ]);
     deploy_operator(testbed);
     let ns = testbed.namespace("slo").await;
-    let brokers = [
-        tansu_pod(testbed, &ns, "kafka-blue"),
-        tansu_pod(testbed, &ns, "kafka-green"),
-    ];
-    common::routing::create_set(&client, &ns, &brokers, "slo-orders").await;
+    pod_cluster_set(testbed, &client, &ns, "slo-orders").await;
     let mut spec = demo_consumer("running");
     spec["slo"] = json!({"availability": TARGET, "window": "6d", "freshness": "1m"});
     create(&client, &ns, pipeline("orders-app", spec))

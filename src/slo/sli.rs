@@ -9,7 +9,7 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use super::{Objective, SloModel};
-use crate::api::pipeline::{EngineType, JobState, Pipeline, PipelineStatus};
+use crate::api::pipeline::{EngineType, JobState, Pipeline, PipelineStatus, StreamLag};
 use crate::metrics::Metrics;
 
 /// How often every objective is sampled.
@@ -52,16 +52,22 @@ pub struct Observation {
 }
 
 impl Observation {
-    /// What `status`, as a reconcile of `pipeline` is about to write it, says.
-    pub fn of(pipeline: &Pipeline, status: &PipelineStatus, at: Instant) -> Self {
+    /// What `status`, as a reconcile of `pipeline` is about to write it,
+    /// and `lag`, the newest measurement of a consumer pipeline's lag (not
+    /// status', which shows it less often), say.
+    pub fn of(
+        pipeline: &Pipeline,
+        status: &PipelineStatus,
+        lag: Option<&[StreamLag]>,
+        at: Instant,
+    ) -> Self {
         let running = status.phase.as_deref() == Some("Running");
-        let lag = match (pipeline.spec.engine.type_, status.total_lag_records) {
+        let lag = match (pipeline.spec.engine.type_, lag) {
             (EngineType::Flink, _) => Lag::NotMeasured,
             (EngineType::Consumer, None) => Lag::Unknown,
-            (EngineType::Consumer, Some(records)) => Lag::Known {
-                records,
-                seconds: status
-                    .lag
+            (EngineType::Consumer, Some(lag)) => Lag::Known {
+                records: lag.iter().map(|l| l.records).sum(),
+                seconds: lag
                     .iter()
                     .map(|l| l.seconds.or((l.records == 0).then_some(0.0)))
                     .try_fold(0.0_f64, |oldest, s| s.map(|s| oldest.max(s))),

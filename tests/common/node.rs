@@ -117,6 +117,45 @@ spec:
     format!("{}:9092", ip.trim())
 }
 
+/// Starts the brokers `kafka-blue` and `kafka-green` as pods in `ns` and
+/// creates the set of those two clusters with the stream `orders` on
+/// `topic`, writing to `blue`; returns the brokers' addresses.
+pub async fn pod_cluster_set(
+    testbed: &Testbed,
+    client: &kube::Client,
+    ns: &str,
+    topic: &str,
+) -> [String; 2] {
+    let brokers = [
+        tansu_pod(testbed, ns, "kafka-blue"),
+        tansu_pod(testbed, ns, "kafka-green"),
+    ];
+    super::routing::create_set(client, ns, &brokers, topic).await;
+    brokers
+}
+
+/// Creates consumer-engine Pipeline `name` with `spec` in `ns` and waits
+/// up to three minutes for its replicas to be ready.
+pub async fn run_consumer_pipeline(
+    client: &kube::Client,
+    ns: &str,
+    name: &str,
+    spec: serde_json::Value,
+) {
+    super::create(client, ns, super::objects::pipeline(name, spec))
+        .await
+        .expect("pipeline");
+    super::wait_for_ready(
+        client,
+        ns,
+        "Pipeline",
+        name,
+        Duration::from_secs(180),
+        |c| c.reason == "ReplicasReady",
+    )
+    .await;
+}
+
 /// A builtin template running the testbed's Tansu image, one node, with `memory`.
 pub fn tansu_template(memory: &str) -> serde_json::Value {
     json!({"provider": "builtin", "builtin": {

@@ -8,7 +8,7 @@
 //! replaces them, so no partition has two readers of one group.
 
 use std::collections::BTreeMap;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use k8s_openapi::api::apps::v1::{Deployment, StatefulSet, StatefulSetSpec};
 use k8s_openapi::api::core::v1::{
@@ -21,6 +21,7 @@ use kube::core::DeserializeGuard;
 use kube::runtime::reflector::Store;
 use kube::{Api, Client, ResourceExt};
 
+use super::lag_book::{LagBook, MEASURE_EVERY};
 use super::offsets::ReadView;
 use super::snapshots;
 use crate::api::pipeline::{
@@ -47,8 +48,6 @@ const ROLLING_RECHECK: Duration = Duration::from_secs(10);
 /// How often a restore waiting for its Savepoint, or a pipeline waiting for
 /// its pods to stop, looks again.
 const STOPPING_RECHECK: Duration = Duration::from_secs(2);
-/// How often the lag of a deployed consumer pipeline is measured.
-const LAG_EVERY: Duration = Duration::from_secs(15);
 /// The replica count every container is told.
 const REPLICAS_ENV: &str = "KAPPA_REPLICAS";
 /// The longest name of a consumer pipeline: its StatefulSet labels each
@@ -235,6 +234,8 @@ pub struct ConsumerDeps<'a> {
     pub admin: &'a dyn KafkaAdmin,
     /// Savepoints, for `restoreFrom`.
     pub savepoints: &'a Store<DeserializeGuard<Savepoint>>,
+    /// The lag last measured.
+    pub lag: &'a LagBook,
 }
 
 /// Why a pipeline restores from a Savepoint.
@@ -505,32 +506,43 @@ pub async fn run(
         restarts: Some(restarts(&pods)),
         ..JobStatus::default()
     });
-    let lag = async {
-        let view = ReadView::of(deps.client, pipeline).await?;
-        view.lag(deps.admin, pipeline).await
-    }
-    .await;
-    match lag {
-        Ok(lag) => {
-            pipeline_status.total_lag_records = Some(lag.iter().map(|l| l.records).sum());
-            pipeline_status.lag = lag;
-        }
-        Err(error) => {
-            tracing::warn!(pipeline = %name, reason = error.reason(), %error, "lag unknown");
-            pipeline_status.total_lag_records = None;
-            pipeline_status.lag.clear();
-        }
+    // Measured at most every MEASURE_EVERY; status shows it when due and
+    // changed meaningfully (see lag_book).
+    let key = (pipeline.namespace().unwrap_or_default(), name.clone());
+    let now = Instant::now();
+    let measured = deps
+        .lag
+        .reading(&key, now, async {
+            let lag = async {
+                let view = ReadView::of(deps.client, pipeline).await?;
+                view.lag(deps.admin, pipeline).await
+            }
+            .await;
+            lag.inspect_err(|error| {
+                tracing::warn!(pipeline = %name, reason = error.reason(), %error, "lag unknown");
+            })
+            .ok()
+        })
+        .await;
+    let shown = pipeline_status
+        .total_lag_records
+        .map(|_| pipeline_status.lag.clone());
+    if deps.lag.show(&key, now, &shown) {
+        pipeline_status.total_lag_records = measured
+            .as_ref()
+            .map(|lag| lag.iter().map(|l| l.records).sum());
+        pipeline_status.lag = measured.unwrap_or_default();
     }
     let (phase, ready_condition, requeue) = match (pipeline.spec.state, rolled_out) {
         (JobState::Suspended, true) => (
             "Suspended",
             Wanted::new(READY, "True", "Suspended", format!("StatefulSet {name} is scaled to zero; its state is its groups' committed offsets")),
-            Requeue::After(LAG_EVERY),
+            Requeue::After(MEASURE_EVERY),
         ),
         (JobState::Running, true) => (
             "Running",
             Wanted::new(READY, "True", "ReplicasReady", format!("StatefulSet {name}: {ready}/{wanted} replicas ready")),
-            Requeue::After(LAG_EVERY),
+            Requeue::After(MEASURE_EVERY),
         ),
         (JobState::Suspended, false) if stopping > 0 => (
             "Suspending",

@@ -6,6 +6,7 @@
 pub mod application;
 pub mod consumer;
 pub mod flink_job;
+pub mod lag_book;
 pub mod offsets;
 pub mod slo;
 pub mod snapshots;
@@ -41,9 +42,10 @@ use crate::kafka::rdkafka_admin::RdKafkaAdmin;
 use crate::kafka::KafkaAdmin;
 use crate::metrics::{label_values, Metrics};
 use crate::slo::budget::{Budgets, HttpPrometheus, PrometheusApi};
-use crate::slo::sli::{Observation, Observations};
+use crate::slo::sli::{Observation, Observations, PipelineKey};
 use crate::slo::SloModel;
 use crate::validation::Referenced;
+use lag_book::LagBook;
 use validate::PipelineRefs;
 
 impl Kind for Pipeline {
@@ -94,6 +96,8 @@ pub struct Stores {
     prometheus: Option<Arc<dyn PrometheusApi>>,
     /// The error budgets last read.
     budgets: Arc<Budgets>,
+    /// Consumer pipelines' lag as last measured.
+    lag: LagBook,
 }
 
 /// Acts on one valid pipeline.
@@ -121,6 +125,7 @@ impl Act<Pipeline> for RunPipeline<'_> {
                         client: &self.shared.client,
                         admin: &*stores.admin,
                         savepoints: &stores.savepoints,
+                        lag: &stores.lag,
                     };
                     consumer::run(&deps, pipeline, consumer).await?
                 }
@@ -129,7 +134,14 @@ impl Act<Pipeline> for RunPipeline<'_> {
             };
             let running = outcome.fields.get("phase") == Some(&"Running".into());
             let last = snapshots::newest_completed(pipeline, &stores.savepoints);
-            record_metrics(self.shared, pipeline, running, &outcome, last.as_ref());
+            let lag = stores.lag.latest(&pipeline_key(pipeline)).flatten();
+            let found = Found {
+                running,
+                outcome: &outcome,
+                lag: lag.as_deref(),
+                last: last.as_ref(),
+            };
+            record_metrics(self.shared, pipeline, &found);
             if let Some(last) = last {
                 outcome
                     .fields
@@ -150,6 +162,14 @@ impl Act<Pipeline> for RunPipeline<'_> {
 }
 
 /// What a cache lookup found, in the terms validation uses.
+/// The key under which a pipeline's SLO observations and lag are kept.
+fn pipeline_key(pipeline: &Pipeline) -> PipelineKey {
+    (
+        pipeline.namespace().unwrap_or_default(),
+        pipeline.name_any(),
+    )
+}
+
 pub(crate) fn referenced<K>(found: &Option<Arc<DeserializeGuard<K>>>) -> Referenced<'_, K> {
     match found.as_deref() {
         None => Referenced::Missing,
@@ -179,10 +199,7 @@ async fn record_slo(
         config_maps: &stores.rule_maps,
         prometheus_rules: &stores.prometheus_rules,
     };
-    let key = (
-        pipeline.namespace().unwrap_or_default(),
-        pipeline.name_any(),
-    );
+    let key = pipeline_key(pipeline);
     let budgets = match (&stores.prometheus, &model) {
         (Some(prometheus), Some(model)) => stores.budgets.of(&**prometheus, &key, model).await,
         _ => Default::default(),
@@ -195,9 +212,10 @@ async fn record_slo(
             .with_label_values(&[key.0.as_str(), key.1.as_str(), objective.as_str()])
             .set(budget.left_percent);
     }
-    stores
-        .observations
-        .record(key, Observation::of(pipeline, &status, Instant::now()));
+    stores.observations.record(key.clone(), {
+        let lag = stores.lag.latest(&key).flatten();
+        Observation::of(pipeline, &status, lag.as_deref(), Instant::now())
+    });
     match &status.slo {
         Some(slo) => {
             outcome
@@ -217,14 +235,24 @@ async fn record_slo(
 /// How often a pipeline with an SLO is looked at even when nothing changed.
 const SLO_RECHECK: std::time::Duration = std::time::Duration::from_secs(30);
 
-/// The pipeline's gauges, from what this reconcile found.
-fn record_metrics(
-    shared: &Shared,
-    pipeline: &Pipeline,
+/// What a reconcile of a pipeline found.
+struct Found<'a> {
     running: bool,
-    outcome: &Outcome,
-    last: Option<&SavepointRecord>,
-) {
+    outcome: &'a Outcome,
+    /// A consumer pipeline's newest lag measurement.
+    lag: Option<&'a [StreamLag]>,
+    /// The newest completed savepoint.
+    last: Option<&'a SavepointRecord>,
+}
+
+/// The pipeline's gauges, from what this reconcile found.
+fn record_metrics(shared: &Shared, pipeline: &Pipeline, found: &Found) {
+    let Found {
+        running,
+        outcome,
+        lag,
+        last,
+    } = *found;
     let namespace = pipeline.namespace().unwrap_or_default();
     let labels = [namespace.as_str(), &pipeline.name_any()];
     let metrics = &shared.metrics;
@@ -242,11 +270,7 @@ fn record_metrics(
             gauge.with_label_values(&labels).set(value);
         }
     }
-    let lags = outcome
-        .fields
-        .get("lag")
-        .and_then(|lag| serde_json::from_value::<Vec<StreamLag>>(lag.clone()).ok());
-    for lag in lags.into_iter().flatten() {
+    for lag in lag.into_iter().flatten() {
         let labels = [labels[0], labels[1], &lag.stream];
         metrics
             .pipeline_lag
@@ -423,6 +447,7 @@ pub async fn run(shared: Arc<Shared>, shutdown: impl Future<Output = ()> + Send 
             observations,
             prometheus,
             budgets,
+            lag: LagBook::default(),
         },
     });
     drive(controller, ctx, reconcile, shutdown).await;
