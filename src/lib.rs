@@ -1,7 +1,6 @@
 //! kappa-operator: runs the Kappa architecture on Kubernetes.
 
 pub mod api;
-pub mod backfill_view;
 pub mod client;
 pub mod conditions;
 pub mod controller;
@@ -15,6 +14,7 @@ pub mod kube_client;
 pub mod leader;
 pub mod metrics;
 pub mod operator;
+pub mod plugin;
 pub mod replay;
 pub mod shutdown;
 pub mod slo;

@@ -145,7 +145,8 @@ async fn wait_slo(client: &kube::Client, ns: &str, wanted: impl Fn(&Value) -> bo
 }
 
 /// Every query of the chart's Grafana dashboard is valid PromQL, and those
-/// of the pipeline and set panels return data (no Backfill runs here).
+/// of the pipeline and set panels return data within a few scrapes (no
+/// Backfill runs here).
 async fn assert_dashboard_has_data(monitoring: &Monitoring) {
     let path = repo().join("charts/kappa-operator/files/dashboard.json");
     let dashboard: Value =
@@ -164,13 +165,21 @@ async fn assert_dashboard_has_data(monitoring: &Monitoring) {
                 .replace("$namespace", ".*")
                 .replace("$pipeline", ".*")
                 .replace("$__rate_interval", "1m");
-            let result = monitoring.query(&expr).await;
             queried += 1;
+            // A series set at the reconcile that just wrote status shows
+            // after Prometheus' next scrape.
+            let deadline = Instant::now() + INTERVAL * 4;
+            let mut result = monitoring.query(&expr).await;
+            while result.is_empty() && section != "Backfills" && Instant::now() < deadline {
+                tokio::time::sleep(Duration::from_secs(1)).await;
+                result = monitoring.query(&expr).await;
+            }
             if section != "Backfills" {
                 assert!(
                     !result.is_empty(),
-                    "{section} / {}: no data for {expr}",
-                    panel["title"]
+                    "{section} / {}: no data for {expr} within {:?}",
+                    panel["title"],
+                    INTERVAL * 4
                 );
             }
         }
