@@ -619,25 +619,6 @@ async fn the_shipped_manifests_apply_and_their_rbac_is_enough() {
     operator.assert_log_clean();
 }
 
-/// `kubectl kappa …` through kubectl's plugin lookup, with the
-/// `kubectl-kappa` binary of this build first on the PATH.
-fn kubectl_kappa(testbed: &Testbed, args: &[&str]) -> std::process::Output {
-    let plugin = std::path::Path::new(env!("CARGO_BIN_EXE_kubectl-kappa"));
-    let folder = plugin.parent().expect("the binary's folder");
-    let path = format!(
-        "{}:{}",
-        folder.display(),
-        std::env::var("PATH").unwrap_or_default()
-    );
-    std::process::Command::new("kubectl")
-        .arg("kappa")
-        .args(args)
-        .env("KUBECONFIG", &testbed.kubeconfig)
-        .env("PATH", path)
-        .output()
-        .expect("kubectl runs")
-}
-
 /// The kubectl plugin creates a Backfill from flags, refuses bad flags in
 /// words, and shows a Backfill's phase, progress bar, rate and ETA.
 #[tokio::test]
@@ -645,26 +626,23 @@ async fn the_kubectl_plugin_starts_a_backfill_and_shows_its_progress() {
     let testbed = Testbed::get();
     let client = testbed.client().await;
     let ns = testbed.namespace("plugin").await;
-    let started = kubectl_kappa(
-        testbed,
-        &[
-            "-n",
-            &ns,
-            "backfill",
-            "start",
-            "november",
-            "--pipeline",
-            "totals",
-            "--from",
-            "2026-11-01T00:00:00Z",
-            "--to",
-            "2026-11-02T00:00:00Z",
-            "--clusters",
-            "2",
-            "--completion",
-            "output-only",
-        ],
-    );
+    let started = testbed.kubectl_kappa(&[
+        "-n",
+        &ns,
+        "backfill",
+        "start",
+        "november",
+        "--pipeline",
+        "totals",
+        "--from",
+        "2026-11-01T00:00:00Z",
+        "--to",
+        "2026-11-02T00:00:00Z",
+        "--clusters",
+        "2",
+        "--completion",
+        "output-only",
+    ]);
     assert!(
         started.status.success(),
         "{}",
@@ -680,22 +658,19 @@ async fn the_kubectl_plugin_starts_a_backfill_and_shows_its_progress() {
     assert_eq!(spec["completion"], "outputOnly");
     assert_eq!(spec["to"], "2026-11-02T00:00:00Z");
 
-    let refused = kubectl_kappa(
-        testbed,
-        &[
-            "-n",
-            &ns,
-            "backfill",
-            "start",
-            "bad",
-            "--pipeline",
-            "totals",
-            "--from",
-            "yesterday",
-            "--to",
-            "2026-11-02T00:00:00Z",
-        ],
-    );
+    let refused = testbed.kubectl_kappa(&[
+        "-n",
+        &ns,
+        "backfill",
+        "start",
+        "bad",
+        "--pipeline",
+        "totals",
+        "--from",
+        "yesterday",
+        "--to",
+        "2026-11-02T00:00:00Z",
+    ]);
     let words = String::from_utf8_lossy(&refused.stderr);
     assert!(!refused.status.success());
     assert!(
@@ -717,7 +692,7 @@ async fn the_kubectl_plugin_starts_a_backfill_and_shows_its_progress() {
         )
         .await
         .expect("status written");
-    let shown = kubectl_kappa(testbed, &["-n", &ns, "backfill", "status", "november"]);
+    let shown = testbed.kubectl_kappa(&["-n", &ns, "backfill", "status", "november"]);
     let shown = String::from_utf8_lossy(&shown.stdout);
     println!("{shown}");
     assert!(shown.contains("november"), "{shown}");

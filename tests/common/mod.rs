@@ -171,6 +171,32 @@ impl Testbed {
         String::from_utf8_lossy(&output.stdout).into_owned()
     }
 
+    /// `kubectl kappa …` through kubectl's plugin lookup, with the
+    /// `kubectl-kappa` binary of this build first on the PATH and `env`
+    /// set (e.g. another KUBECONFIG).
+    pub fn kubectl_kappa_with(&self, env: &[(&str, &str)], args: &[&str]) -> std::process::Output {
+        let plugin = Path::new(env!("CARGO_BIN_EXE_kubectl-kappa"));
+        let folder = plugin.parent().expect("the binary's folder");
+        let path = format!(
+            "{}:{}",
+            folder.display(),
+            std::env::var("PATH").unwrap_or_default()
+        );
+        Command::new("kubectl")
+            .arg("kappa")
+            .args(args)
+            .env("KUBECONFIG", &self.kubeconfig)
+            .env("PATH", path)
+            .envs(env.iter().copied())
+            .output()
+            .expect("kubectl runs")
+    }
+
+    /// `kubectl kappa …` as the testbed's admin.
+    pub fn kubectl_kappa(&self, args: &[&str]) -> std::process::Output {
+        self.kubectl_kappa_with(&[], args)
+    }
+
     /// `kubectl -n NS get WHAT... -o jsonpath=PATH`: what it prints.
     pub fn jsonpath(&self, ns: &str, what: &[&str], path: &str) -> String {
         let mut args = vec!["-n", ns, "get"];
