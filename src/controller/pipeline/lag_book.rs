@@ -39,10 +39,18 @@ struct Entry {
 /// The newest measurement of each consumer pipeline, and when status last
 /// showed one.
 #[derive(Debug, Default)]
-pub struct LagBook(Mutex<HashMap<PipelineKey, Entry>>);
+pub struct LagBook(Mutex<Book>);
+
+#[derive(Debug, Default)]
+struct Book {
+    entries: HashMap<PipelineKey, Entry>,
+    /// When entries of gone pipelines were last dropped: at most every
+    /// [`FORGET_AFTER`], not at every measurement (a scan of all of them).
+    pruned_at: Option<Instant>,
+}
 
 impl LagBook {
-    fn entries(&self) -> std::sync::MutexGuard<'_, HashMap<PipelineKey, Entry>> {
+    fn book(&self) -> std::sync::MutexGuard<'_, Book> {
         self.0
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
@@ -54,15 +62,22 @@ impl LagBook {
     where
         F: Future<Output = Measured>,
     {
-        if let Some(entry) = self.entries().get(key) {
+        if let Some(entry) = self.book().entries.get(key) {
             if now.saturating_duration_since(entry.measured_at) < MEASURE_EVERY {
                 return entry.lag.clone();
             }
         }
         let lag = measure.await;
-        let mut entries = self.entries();
-        entries.retain(|_, e| now.saturating_duration_since(e.measured_at) < FORGET_AFTER);
-        let entry = entries.entry(key.clone()).or_insert(Entry {
+        let mut book = self.book();
+        let due = book
+            .pruned_at
+            .is_none_or(|at| now.saturating_duration_since(at) >= FORGET_AFTER);
+        if due {
+            book.entries
+                .retain(|_, e| now.saturating_duration_since(e.measured_at) < FORGET_AFTER);
+            book.pruned_at = Some(now);
+        }
+        let entry = book.entries.entry(key.clone()).or_insert(Entry {
             measured_at: now,
             lag: None,
             shown_at: None,
@@ -74,14 +89,14 @@ impl LagBook {
 
     /// The newest measurement of `key`, if any.
     pub fn latest(&self, key: &PipelineKey) -> Option<Measured> {
-        self.entries().get(key).map(|e| e.lag.clone())
+        self.book().entries.get(key).map(|e| e.lag.clone())
     }
 
     /// Whether status, showing `shown`, is to show the newest measurement
     /// of `key` now; if so, that is recorded as shown.
     pub fn show(&self, key: &PipelineKey, now: Instant, shown: &Measured) -> bool {
-        let mut entries = self.entries();
-        let Some(entry) = entries.get_mut(key) else {
+        let mut book = self.book();
+        let Some(entry) = book.entries.get_mut(key) else {
             return false;
         };
         let due = entry
@@ -227,5 +242,26 @@ mod tests {
             !book.show(&("ns".into(), "other".into()), at, &None),
             "never measured"
         );
+    }
+
+    #[tokio::test]
+    async fn a_pipeline_not_measured_for_a_while_is_forgotten() {
+        let book = LagBook::default();
+        let (gone, live) = (
+            ("ns".to_string(), "gone".to_string()),
+            ("ns".to_string(), "live".to_string()),
+        );
+        let start = Instant::now();
+        book.reading(&gone, start, async { None }).await;
+        book.reading(&live, start + MEASURE_EVERY, async { None })
+            .await;
+        assert!(book.latest(&gone).is_some(), "kept within {FORGET_AFTER:?}");
+        book.reading(&live, start + FORGET_AFTER, async { None })
+            .await;
+        assert!(
+            book.latest(&gone).is_none(),
+            "dropped after {FORGET_AFTER:?}"
+        );
+        assert!(book.latest(&live).is_some());
     }
 }
