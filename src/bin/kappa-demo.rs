@@ -2,7 +2,8 @@
 //! the routing client. `produce` writes records numbered per key, `consume`
 //! prints every record it reads, `check` compares the two: each record read
 //! once, in order per key. `aggregate` is a stateful job: it counts and sums
-//! the numbers it reads per key and writes what it added to an output stream.
+//! the numbers it reads per key and writes what it added to an output stream;
+//! `totals` adds up such a stream per key.
 
 use std::collections::BTreeMap;
 use std::io::{BufRead, Write};
@@ -71,6 +72,16 @@ enum Mode {
         /// Time between checkpoints, in milliseconds.
         #[arg(long, default_value_t = 500)]
         checkpoint_ms: u64,
+    },
+    /// Read an output stream of `aggregate` from its start until nothing
+    /// came for a while; print each key's count and sum (the sums of its
+    /// records) as JSON.
+    Totals {
+        #[command(flatten)]
+        input: InputArgs,
+        /// How long without a record means the end, in milliseconds.
+        #[arg(long, default_value_t = 5_000)]
+        idle_ms: u64,
     },
     /// Compare what producers wrote (their JSON) with what a consumer printed.
     Check {
@@ -195,9 +206,10 @@ async fn produce(
             () = tokio::time::sleep(pause) => {}
         }
     }
-    producer.close().await?;
+    // What was delivered stands even if giving up the Lease fails.
+    let closed = producer.close().await;
     println!("{}", serde_json::json!({ "written": written }));
-    Ok(())
+    closed
 }
 
 impl InputArgs {
@@ -310,6 +322,31 @@ async fn write_added(
     Ok(())
 }
 
+async fn totals(input: &InputArgs, idle: Duration) -> Result<(), ClientError> {
+    let mut consumer = input.consumer().await?.commit_only_when_asked();
+    let mut totals: BTreeMap<String, (u64, u64)> = BTreeMap::new();
+    while let Ok(record) = tokio::time::timeout(idle, consumer.next()).await {
+        let record = record?;
+        let key = String::from_utf8_lossy(&record.key.unwrap_or_default()).into_owned();
+        let payload = String::from_utf8_lossy(&record.payload.unwrap_or_default()).into_owned();
+        let parsed: Vec<u64> = payload
+            .split_whitespace()
+            .map(str::parse)
+            .collect::<Result<_, _>>()
+            .map_err(|e| ClientError::Malformed(format!("`{payload}` of key {key}: {e}")))?;
+        let [count, sum] = parsed[..] else {
+            return Err(ClientError::Malformed(format!(
+                "`{payload}` of key {key}: a count and a sum expected"
+            )));
+        };
+        let entry = totals.entry(key).or_default();
+        entry.0 += count;
+        entry.1 += sum;
+    }
+    println!("{}", serde_json::json!({ "totals": totals }));
+    Ok(())
+}
+
 fn check(written: &[PathBuf], read: &PathBuf) -> Result<bool, String> {
     let mut expected: BTreeMap<String, u64> = BTreeMap::new();
     for path in written {
@@ -374,6 +411,10 @@ async fn main() -> ExitCode {
             output,
             checkpoint_ms,
         } => aggregate(&input, &output, Duration::from_millis(checkpoint_ms))
+            .await
+            .map(|()| true)
+            .map_err(|e| e.to_string()),
+        Mode::Totals { input, idle_ms } => totals(&input, Duration::from_millis(idle_ms))
             .await
             .map(|()| true)
             .map_err(|e| e.to_string()),
