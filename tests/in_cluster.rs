@@ -412,9 +412,15 @@ async fn applications_follow_the_in_cluster_operator_across_ten_moves() {
     let client = testbed.client().await;
     let ns = testbed.namespace("routing").await;
     common::routing::create_set(&client, &ns, &testbed.brokers, "routing-orders").await;
-    let run =
-        common::routing::flip_while_writing(&client, &ns, &testbed.brokers, "routing-orders", 10)
-            .await;
+    let run = common::routing::flip_while_writing(
+        &client,
+        &ns,
+        &testbed.brokers,
+        "routing-orders",
+        10,
+        common::routing::ConsumerView::Live,
+    )
+    .await;
     run.assert_clean("10 moves in-cluster");
 
     // The demo application's image reads the same records through the

@@ -11,7 +11,7 @@ use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 use common::kafka::wait_for_document;
-use common::routing::{create_set, flip_while_writing, settled_on};
+use common::routing::{create_set, flip_while_writing, settled_on, ConsumerView};
 use common::{kappa_api, Operator, Testbed};
 use kappa_operator::client::producer::ProducerSettings;
 use kappa_operator::client::{Credentials, Discovery, DiscoverySource, RoutedProducer};
@@ -42,7 +42,15 @@ async fn records_survive_ten_flips_of_the_write_cluster() {
     let client = testbed.client().await;
     let ns = testbed.namespace("routing-flips").await;
     create_set(&client, &ns, &testbed.brokers, "routing-orders").await;
-    let run = flip_while_writing(&client, &ns, &testbed.brokers, "routing-orders", FLIPS).await;
+    let run = flip_while_writing(
+        &client,
+        &ns,
+        &testbed.brokers,
+        "routing-orders",
+        FLIPS,
+        ConsumerView::Live,
+    )
+    .await;
     run.assert_clean(&format!("{FLIPS} moves"));
 
     // Green leaves the set (writes are on blue after an even number of
@@ -77,6 +85,30 @@ async fn records_survive_ten_flips_of_the_write_cluster() {
         "{:?}",
         consumer.positions()
     );
+    operator().assert_log_clean();
+}
+
+/// A consumer whose document is two moves behind (blue to green and back)
+/// has read blue up to where the first move ended, and blue has records of
+/// the move back beyond that: it must not read them before green's.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_consumer_two_moves_behind_reads_in_order() {
+    let testbed = Testbed::with_brokers();
+    operator();
+    let client = testbed.client().await;
+    let ns = testbed.namespace("routing-late").await;
+    create_set(&client, &ns, &testbed.brokers, "routing-late").await;
+    let dir = tempfile::tempdir().expect("a directory");
+    let run = flip_while_writing(
+        &client,
+        &ns,
+        &testbed.brokers,
+        "routing-late",
+        2,
+        ConsumerView::Late(dir.path().to_path_buf()),
+    )
+    .await;
+    run.assert_clean("2 moves, read by a consumer that learns of them afterwards");
     operator().assert_log_clean();
 }
 

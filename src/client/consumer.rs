@@ -1,7 +1,10 @@
 //! A consumer of one stream that reads its segments in order: on every
 //! partition, a drained segment up to its end offset, then the next; a
 //! segment still being drained holds the partition until the operator has
-//! recorded its end. It reads each cluster with its own librdkafka consumer
+//! recorded its end. A consumer whose document lags behind (a mounted
+//! ConfigMap is refreshed late) stops a partition at a record routed by a
+//! newer document than its own ([`EPOCH_HEADER`]) until that document
+//! comes, so it never reads past an end it does not know. It reads each cluster with its own librdkafka consumer
 //! (partitions assigned by the document, not by group rebalancing, and
 //! shared among an application's replicas by [`super::Member`]) and commits
 //! its position on each cluster under the same group id.
@@ -18,11 +21,12 @@ use std::time::{Duration, Instant};
 use tokio::sync::mpsc;
 
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
+use rdkafka::message::Headers;
 use rdkafka::{Message, Offset, TopicPartitionList};
 
 use super::segments::{reading, Positions, Reading};
 use super::{cluster, ClientError, Credentials, Discovery, Member};
-use crate::discovery::{DiscoveredStream, DiscoveryDocument};
+use crate::discovery::{DiscoveredStream, DiscoveryDocument, EPOCH_HEADER};
 
 /// How long a metadata or offset request may take.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
@@ -57,8 +61,14 @@ pub struct Record {
 /// A cluster's partitions of the topic, with the group's committed offsets.
 type Loaded = rdkafka::error::KafkaResult<Vec<(i32, Offset)>>;
 
+/// A record as fetched, with the [`EPOCH_HEADER`] its producer set.
+struct Fetched {
+    record: Record,
+    epoch: Option<Vec<u8>>,
+}
+
 /// What a cluster's fetching thread hands over.
-type Polled = (String, rdkafka::error::KafkaResult<Record>);
+type Polled = (String, rdkafka::error::KafkaResult<Fetched>);
 
 /// How long the fetching thread waits for a record before it looks whether
 /// it should stop.
@@ -92,13 +102,19 @@ impl Fetcher {
                     let polled = match fetching.poll(POLL_WAIT) {
                         None => continue,
                         Some(Err(error)) => Err(error),
-                        Some(Ok(message)) => Ok(Record {
-                            cluster: cluster.clone(),
-                            partition: message.partition(),
-                            offset: message.offset(),
-                            key: message.key().map(<[u8]>::to_vec),
-                            payload: message.payload().map(<[u8]>::to_vec),
-                            timestamp: message.timestamp().to_millis(),
+                        Some(Ok(message)) => Ok(Fetched {
+                            epoch: message
+                                .headers()
+                                .and_then(|h| h.iter().filter(|h| h.key == EPOCH_HEADER).last())
+                                .and_then(|h| h.value.map(<[u8]>::to_vec)),
+                            record: Record {
+                                cluster: cluster.clone(),
+                                partition: message.partition(),
+                                offset: message.offset(),
+                                key: message.key().map(<[u8]>::to_vec),
+                                payload: message.payload().map(<[u8]>::to_vec),
+                                timestamp: message.timestamp().to_millis(),
+                            },
                         }),
                     };
                     if records.blocking_send((cluster.clone(), polled)).is_err() {
@@ -186,6 +202,9 @@ pub struct RoutedConsumer {
     positions: Positions,
     partitions: BTreeSet<i32>,
     readings: BTreeMap<i32, Reading>,
+    /// Partitions stopped at a record routed by a newer document than
+    /// the one in force: partition -> that epoch.
+    held: BTreeMap<i32, i64>,
     last_commit: Instant,
     /// Whether `next` commits what it returned every second by itself.
     periodic_commits: bool,
@@ -240,6 +259,7 @@ impl RoutedConsumer {
             positions: Positions::new(),
             partitions: BTreeSet::new(),
             readings: BTreeMap::new(),
+            held: BTreeMap::new(),
             last_commit: Instant::now(),
             periodic_commits: true,
             records,
@@ -332,6 +352,8 @@ impl RoutedConsumer {
             }
         }
         self.document = document;
+        let epoch = self.document.epoch;
+        self.held.retain(|_, waiting_for| *waiting_for > epoch);
         self.start_loads();
         self.reassign()
     }
@@ -405,7 +427,8 @@ impl RoutedConsumer {
         for partition in self.partitions.iter().filter(|p| member.reads(**p)) {
             let now = reading(&segments, &self.positions, *partition);
             if let Reading::Segment { cluster, from, .. } = &now {
-                if self.readers.get(cluster).is_some_and(|r| r.loaded) {
+                let loaded = self.readers.get(cluster).is_some_and(|r| r.loaded);
+                if loaded && !self.held.contains_key(partition) {
                     wanted
                         .entry(cluster.clone())
                         .or_default()
@@ -566,8 +589,8 @@ impl RoutedConsumer {
             };
             match polled {
                 Err(error) => tracing::warn!(%cluster, %error, "poll failed"),
-                Ok(record) => {
-                    if let Some(record) = self.accept(record)? {
+                Ok(fetched) => {
+                    if let Some(record) = self.accept(fetched)? {
                         return Ok(record);
                     }
                 }
@@ -576,8 +599,14 @@ impl RoutedConsumer {
     }
 
     /// Keeps a record that belongs to the segment its partition is in, and
-    /// moves the partition on when that segment is read to its end.
-    fn accept(&mut self, record: Record) -> Result<Option<Record>, ClientError> {
+    /// moves the partition on when that segment is read to its end. On a
+    /// segment whose end is not known, a record routed by a newer document
+    /// stops the partition until that document is here.
+    fn accept(&mut self, fetched: Fetched) -> Result<Option<Record>, ClientError> {
+        let Fetched { record, epoch } = fetched;
+        if self.held.contains_key(&record.partition) {
+            return Ok(None);
+        }
         let Some(Reading::Segment {
             cluster,
             from,
@@ -593,6 +622,16 @@ impl RoutedConsumer {
             return Ok(None);
         }
         if until.is_some_and(|end| record.offset >= end) {
+            self.reassign()?;
+            return Ok(None);
+        }
+        let newer = epoch
+            .as_deref()
+            .and_then(|header| self.document.newer_epoch_in(header));
+        if let Some(newer) = newer.filter(|_| until.is_none()) {
+            tracing::info!(cluster = %record.cluster, partition = record.partition, epoch = newer,
+                "a record routed by a newer discovery document: the partition waits for it");
+            self.held.insert(record.partition, newer);
             self.reassign()?;
             return Ok(None);
         }

@@ -3,7 +3,10 @@
 //! clusters it was writing to, flushes them, switches, and only then
 //! acknowledges the epoch through its Lease (`docs/discovery.md`) with the
 //! offsets after its last delivered records, so the operator records a
-//! drained cluster's end offsets after its last record.
+//! drained cluster's end offsets after its last record. Every record carries
+//! the epoch that routed it ([`EPOCH_HEADER`]), so a consumer whose
+//! document lags behind does not read past a segment's end it does not
+//! know yet.
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
@@ -14,6 +17,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::MicroTime;
 use k8s_openapi::jiff::Timestamp;
 use kube::api::{DeleteParams, Patch, PatchParams};
 use kube::{Api, Client};
+use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
 use rdkafka::util::Timeout;
 use serde_json::json;
@@ -25,7 +29,7 @@ use crate::discovery::acknowledgement::{
     WrittenOffsets, ACKNOWLEDGED_EPOCH_ANNOTATION, CLIENT_LABEL, CLUSTER_SET_LABEL, PRODUCER,
     WRITTEN_OFFSETS_ANNOTATION,
 };
-use crate::discovery::DiscoveryDocument;
+use crate::discovery::{DiscoveryDocument, EPOCH_HEADER};
 
 /// How long the Lease counts as live without renewal.
 const LEASE_SECONDS: i32 = 15;
@@ -170,9 +174,14 @@ impl RoutedProducer {
             .find(|s| s.name == stream)
             .ok_or_else(|| ClientError::UnknownStream(stream.to_string()))?;
         let producer = self.shared.producer(&document, &route.write.cluster)?;
+        let epoch = document.epoch_header();
         let record = FutureRecord::to(&route.write.topic)
             .key(key)
-            .payload(payload);
+            .payload(payload)
+            .headers(OwnedHeaders::new().insert(Header {
+                key: EPOCH_HEADER,
+                value: Some(epoch.as_str()),
+            }));
         let delivered = producer
             .send(record, Timeout::After(DELIVERY_TIMEOUT))
             .await

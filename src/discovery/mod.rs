@@ -168,7 +168,31 @@ impl DiscoveryDocument {
     pub fn to_json(&self) -> String {
         serde_json::to_string_pretty(self).unwrap_or_default()
     }
+
+    /// The value of the [`EPOCH_HEADER`] a producer routed by this document
+    /// puts on every record: `<namespace>/<set>/<epoch>`.
+    pub fn epoch_header(&self) -> String {
+        format!("{}/{}/{}", self.namespace, self.set, self.epoch)
+    }
+
+    /// The epoch an [`EPOCH_HEADER`] value names, when it was written by a
+    /// producer of this document's set and the epoch is greater than this
+    /// document's: the record was routed by a document this one does not
+    /// know yet.
+    pub fn newer_epoch_in(&self, header: &[u8]) -> Option<i64> {
+        let value = std::str::from_utf8(header).ok()?;
+        let (set, epoch) = value.rsplit_once('/')?;
+        let epoch = epoch.parse::<i64>().ok()?;
+        (set == format!("{}/{}", self.namespace, self.set) && epoch > self.epoch).then_some(epoch)
+    }
 }
+
+/// The record header naming the set and epoch of the document that routed
+/// a record. A consumer reading a segment whose end it does not know yet
+/// stops at a record of a newer epoch until it has that document: the
+/// segment may have ended before that record (the write cluster moved away
+/// and back), and only the newer document says where.
+pub const EPOCH_HEADER: &str = "kappa.dev/epoch";
 
 /// Lower-case hexadecimal of `bytes`.
 pub fn hex(bytes: &[u8]) -> String {
@@ -186,6 +210,32 @@ pub fn json_schema() -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn only_a_newer_epoch_of_the_same_set_counts() {
+        let now = document(5);
+        assert_eq!(now.epoch_header(), "shop/events/5");
+        assert_eq!(
+            now.newer_epoch_in(document(7).epoch_header().as_bytes()),
+            Some(7)
+        );
+        for older_or_foreign in [
+            "shop/events/5",
+            "shop/events/4",
+            "other/events/9",
+            "shop/orders/9",
+            "shop/events/x",
+            "9",
+            "",
+        ] {
+            assert_eq!(
+                now.newer_epoch_in(older_or_foreign.as_bytes()),
+                None,
+                "{older_or_foreign}"
+            );
+        }
+        assert_eq!(now.newer_epoch_in(&[0xff, b'/', b'9']), None);
+    }
 
     fn document(epoch: i64) -> DiscoveryDocument {
         DiscoveryDocument {

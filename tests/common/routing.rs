@@ -62,6 +62,25 @@ pub fn from_api(client: &Client, ns: &str) -> Discovery {
     })
 }
 
+/// How the consumer of [`flip_while_writing`] sees the discovery document.
+pub enum ConsumerView {
+    /// Every document as it comes, through the API server.
+    Live,
+    /// The first document only, from a file written into this directory,
+    /// until the moves are done and the producers stopped: a consumer of a
+    /// mounted ConfigMap that the kubelet refreshes late.
+    Late(std::path::PathBuf),
+}
+
+/// Writes the set's current document into `dir` as a mounted ConfigMap has it.
+async fn write_document(client: &Client, ns: &str, dir: &std::path::Path) {
+    let document = super::kafka::discovery(client, ns, SET)
+        .await
+        .expect("the set's document");
+    let path = dir.join(kappa_operator::discovery::DOCUMENT_KEY);
+    std::fs::write(path, document.to_json()).expect("document written");
+}
+
 /// Whether the document writes to `cluster` with every earlier segment drained.
 pub fn settled_on(document: &DiscoveryDocument, cluster: &str) -> bool {
     let stream = &document.streams[0];
@@ -142,6 +161,7 @@ pub async fn flip_while_writing(
     brokers: &[String],
     topic: &str,
     flips: usize,
+    view: ConsumerView,
 ) -> Flipped {
     // The client's warnings (an unreachable or stalled cluster) in the test output.
     let _ = tracing_subscriber::fmt()
@@ -162,14 +182,17 @@ pub async fn flip_while_writing(
             .expect("producer started");
         producers.push(tokio::spawn(write_until(producer, index, stop.clone())));
     }
-    let mut consumer = RoutedConsumer::start(
-        from_api(client, ns),
-        "orders",
-        "checker",
-        Credentials::default(),
-    )
-    .await
-    .expect("consumer started");
+    let discovery = match &view {
+        ConsumerView::Live => from_api(client, ns),
+        ConsumerView::Late(dir) => {
+            write_document(client, ns, dir).await;
+            Discovery::follow(DiscoverySource::Directory(dir.clone()))
+        }
+    };
+    let mut consumer =
+        RoutedConsumer::start(discovery, "orders", "checker", Credentials::default())
+            .await
+            .expect("consumer started");
     let (records, mut read) = tokio::sync::mpsc::unbounded_channel();
     let (stop_reading, mut reading_stopped) = tokio::sync::oneshot::channel::<()>();
     let reader = tokio::spawn(async move {
@@ -203,6 +226,9 @@ pub async fn flip_while_writing(
         written.extend(producer.await.expect("producer task"));
     }
     let expected: u64 = written.values().sum();
+    if let ConsumerView::Late(dir) = &view {
+        write_document(client, ns, dir).await;
+    }
 
     // Until every record is read, then a little longer: anything beyond
     // would be a repeat.
