@@ -4,6 +4,7 @@
 pub mod backfill;
 mod finalizer;
 pub mod kafka_cluster_set;
+mod kstatus;
 pub mod pipeline;
 pub mod savepoint;
 mod verdict;

@@ -14,6 +14,7 @@ use kube::{Api, Resource, ResourceExt};
 use serde_json::json;
 use tracing::Instrument;
 
+use super::kstatus::kstatus_conditions;
 use super::{Kind, Shared};
 use crate::api::common::CommonStatus;
 use crate::conditions::{self, DEGRADED, READY};
@@ -123,22 +124,34 @@ pub fn desired_status(
         )],
     };
     for want in wanted {
-        conditions::upsert(
-            &mut conditions,
-            conditions::condition(
-                want.type_,
-                want.status,
-                &want.reason,
-                want.message,
-                generation,
-                now.clone(),
-            ),
-        );
+        upsert_wanted(&mut conditions, want, generation, now.clone());
+    }
+    for want in kstatus_conditions(&conditions) {
+        upsert_wanted(&mut conditions, want, generation, now.clone());
     }
     CommonStatus {
         observed_generation: generation,
         conditions,
     }
+}
+
+fn upsert_wanted(
+    conditions: &mut Vec<Condition>,
+    want: Wanted,
+    generation: Option<i64>,
+    now: Time,
+) {
+    conditions::upsert(
+        conditions,
+        conditions::condition(
+            want.type_,
+            want.status,
+            &want.reason,
+            want.message,
+            generation,
+            now,
+        ),
+    );
 }
 
 /// Reason of the Degraded condition a successful reconcile sets after a
