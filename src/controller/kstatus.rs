@@ -106,9 +106,17 @@ mod tests {
         kstatus_conditions(conditions).map(|w| (w.status, w.reason))
     }
 
+    /// A case: its name, the conditions, and (status, reason) of
+    /// Reconciling and Stalled.
+    type Case = (
+        &'static str,
+        Vec<Condition>,
+        [(&'static str, &'static str); 2],
+    );
+
     #[test]
     fn what_kstatus_concludes_per_case() {
-        let cases: &[(&str, Vec<Condition>, [(&str, &str); 2])] = &[
+        let cases: &[Case] = &[
             (
                 "ready",
                 vec![condition(READY, "True", "ReplicasReady")],
