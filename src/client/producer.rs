@@ -4,9 +4,9 @@
 //! acknowledges the epoch through its Lease (`docs/discovery.md`) with the
 //! offsets after its last delivered records, so the operator records a
 //! drained cluster's end offsets after its last record. Every record carries
-//! the epoch that routed it ([`EPOCH_HEADER`]), so a consumer whose
-//! document lags behind does not read past a segment's end it does not
-//! know yet.
+//! the epoch from which its producer writes the segment it is in
+//! ([`EPOCH_HEADER`]), so a consumer whose document lags behind does not
+//! read past a segment's end it does not know yet.
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
@@ -65,8 +65,59 @@ pub struct ProducerSettings {
     pub config: BTreeMap<String, String>,
 }
 
+/// The document a producer writes by, and for each stream the epoch from
+/// which it has written to the stream's current write segment.
+struct Routing {
+    document: Arc<DiscoveryDocument>,
+    segment_since: BTreeMap<String, i64>,
+}
+
+impl Routing {
+    /// A producer's first document: it knows of no earlier epoch for any
+    /// segment (a later epoch than the segment's first is safe: a consumer
+    /// at most waits for a document it would not have needed).
+    fn first(document: Arc<DiscoveryDocument>) -> Self {
+        let segment_since = document
+            .streams
+            .iter()
+            .map(|s| (s.name.clone(), document.epoch))
+            .collect();
+        Self {
+            document,
+            segment_since,
+        }
+    }
+
+    /// Routing by `next`: a stream whose open segment changed (another
+    /// write cluster, or the same one again from new start offsets) writes
+    /// its new segment from `next`'s epoch.
+    fn next(&self, next: Arc<DiscoveryDocument>) -> Self {
+        let segment_since = next
+            .streams
+            .iter()
+            .map(|stream| {
+                let same = self
+                    .document
+                    .streams
+                    .iter()
+                    .find(|s| s.name == stream.name)
+                    .is_some_and(|s| s.read.last() == stream.read.last());
+                let since = match self.segment_since.get(&stream.name) {
+                    Some(since) if same => *since,
+                    _ => next.epoch,
+                };
+                (stream.name.clone(), since)
+            })
+            .collect();
+        Self {
+            document: next,
+            segment_since,
+        }
+    }
+}
+
 struct Shared {
-    document: RwLock<Arc<DiscoveryDocument>>,
+    routing: RwLock<Routing>,
     producers: Mutex<BTreeMap<String, FutureProducer>>,
     written: Mutex<WrittenOffsets>,
     settings: ProducerSettings,
@@ -146,7 +197,7 @@ impl RoutedProducer {
             None => None,
         };
         let shared = Arc::new(Shared {
-            document: RwLock::new(document),
+            routing: RwLock::new(Routing::first(document)),
             producers: Mutex::new(BTreeMap::new()),
             written: Mutex::new(WrittenOffsets::new()),
             settings,
@@ -167,14 +218,20 @@ impl RoutedProducer {
         key: &[u8],
         payload: &[u8],
     ) -> Result<Delivery, ClientError> {
-        let document = self.shared.document.read().await;
+        let routing = self.shared.routing.read().await;
+        let document = &routing.document;
         let route = document
             .streams
             .iter()
             .find(|s| s.name == stream)
             .ok_or_else(|| ClientError::UnknownStream(stream.to_string()))?;
-        let producer = self.shared.producer(&document, &route.write.cluster)?;
-        let epoch = document.epoch_header();
+        let producer = self.shared.producer(document, &route.write.cluster)?;
+        let since = routing
+            .segment_since
+            .get(stream)
+            .copied()
+            .unwrap_or(document.epoch);
+        let epoch = document.epoch_header(since);
         let record = FutureRecord::to(&route.write.topic)
             .key(key)
             .payload(payload)
@@ -202,13 +259,13 @@ impl RoutedProducer {
 
     /// The epoch of the document it writes by.
     pub async fn epoch(&self) -> i64 {
-        self.shared.document.read().await.epoch
+        self.shared.routing.read().await.document.epoch
     }
 
     /// Flushes and gives up the Lease, so the operator stops waiting for it.
     pub async fn close(self) -> Result<(), ClientError> {
         self.follower.abort();
-        let _document = self.shared.document.write().await;
+        let _routing = self.shared.routing.write().await;
         flush_all(&self.shared).await;
         if let Some(lease) = &self.lease {
             lease.release().await?;
@@ -238,17 +295,17 @@ async fn flush_all(shared: &Shared) {
 /// Switches to every newer document and keeps the Lease renewed.
 async fn follow(mut discovery: Discovery, shared: Arc<Shared>, lease: Option<ProducerLease>) {
     let renew_every = Duration::from_secs(u64::from(LEASE_SECONDS.unsigned_abs()) / 3);
-    let mut acknowledged = shared.document.read().await.epoch;
+    let mut acknowledged = shared.routing.read().await.document.epoch;
     loop {
         let epoch = tokio::select! {
             next = discovery.newer_than(acknowledged) => match next {
                 Ok(document) => {
                     // Taking the lock waits for every send in flight.
-                    let mut current = shared.document.write().await;
+                    let mut current = shared.routing.write().await;
                     flush_all(&shared).await;
                     let epoch = document.epoch;
                     tracing::info!(epoch, "switching to a new discovery document");
-                    *current = document;
+                    *current = current.next(document);
                     epoch
                 }
                 Err(error) => {
@@ -321,6 +378,101 @@ impl ProducerLease {
             Ok(_) => Ok(()),
             Err(kube::Error::Api(status)) if status.code == 404 => Ok(()),
             Err(error) => Err(error.into()),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::discovery::{DiscoveredStream, ReadSegment, Segment, FORMAT_VERSION};
+
+    /// A document of epoch `epoch` writing `orders` to `write`, reading the
+    /// segments `read` (cluster, start offset of partition 0, end offset).
+    fn document(
+        epoch: i64,
+        write: &str,
+        read: &[(&str, Option<i64>, Option<i64>)],
+    ) -> Arc<DiscoveryDocument> {
+        let offsets = |o: Option<i64>| o.map(|o| BTreeMap::from([("0".to_string(), o)]));
+        Arc::new(DiscoveryDocument {
+            version: FORMAT_VERSION,
+            epoch,
+            namespace: "shop".into(),
+            set: "events".into(),
+            clusters: Vec::new(),
+            streams: vec![DiscoveredStream {
+                name: "orders".into(),
+                write: Segment {
+                    cluster: write.into(),
+                    topic: "orders".into(),
+                },
+                read: read
+                    .iter()
+                    .map(|(cluster, start, end)| ReadSegment {
+                        cluster: cluster.to_string(),
+                        topic: "orders".into(),
+                        start_offsets: offsets(*start),
+                        end_offsets: offsets(*end),
+                    })
+                    .collect(),
+            }],
+        })
+    }
+
+    #[test]
+    fn a_segment_is_written_from_the_epoch_that_opened_it() {
+        let mut routing = Routing::first(document(3, "blue", &[("blue", None, None)]));
+        let steps = [
+            // Another change (a cluster added): the segment goes on.
+            (document(4, "blue", &[("blue", None, None)]), 3),
+            // Blue to green announced, then settled: green's segment from 5.
+            (
+                document(5, "green", &[("blue", None, None), ("green", None, None)]),
+                5,
+            ),
+            (
+                document(
+                    6,
+                    "green",
+                    &[("blue", None, Some(10)), ("green", None, None)],
+                ),
+                5,
+            ),
+            // Back to blue, from where its first segment ended: a new segment.
+            (
+                document(
+                    7,
+                    "blue",
+                    &[
+                        ("blue", None, Some(10)),
+                        ("green", None, None),
+                        ("blue", Some(10), None),
+                    ],
+                ),
+                7,
+            ),
+            (
+                document(
+                    8,
+                    "blue",
+                    &[
+                        ("blue", None, Some(10)),
+                        ("green", None, Some(4)),
+                        ("blue", Some(10), None),
+                    ],
+                ),
+                7,
+            ),
+        ];
+        for (next, since) in steps {
+            let epoch = next.epoch;
+            routing = routing.next(next);
+            assert_eq!(
+                routing.segment_since.get("orders"),
+                Some(&since),
+                "epoch {epoch}"
+            );
         }
     }
 }

@@ -16,9 +16,10 @@ pub const RECONCILING: &str = "Reconciling";
 /// The `Stalled` condition type.
 pub const STALLED: &str = "Stalled";
 
-/// Reasons of a `Ready=False` or `Degraded=True` condition after which the
-/// operator cannot go on without a change to the spec: the refusals of the
-/// spec (including references to objects that do not exist), changes the
+/// Reasons of a `Ready` condition that is not `True`, or of a
+/// `Degraded=True` one, after which the operator cannot go on without a
+/// change to the spec: the refusals of the spec (including references to
+/// objects that do not exist), what this version does not do, changes the
 /// operator refuses to make, and runs that failed for good.
 const NEEDS_USER: &[&str] = &[
     "InvalidSpec",
@@ -29,6 +30,8 @@ const NEEDS_USER: &[&str] = &[
     "ImmutableClusterChanged",
     "PartitionDecreaseRefused",
     "ReplicationImpossible",
+    "EngineNotSupported",
+    "StartStateNotSupported",
     "Failed",
     "RunFailed",
 ];
@@ -37,8 +40,8 @@ const NEEDS_USER: &[&str] = &[
 /// `conditions`.
 pub fn kstatus_conditions(conditions: &[Condition]) -> [Wanted; 2] {
     let stuck = conditions.iter().find(|c| {
-        let problem = (c.type_ == READY && c.status == "False")
-            || (c.type_ == DEGRADED && c.status == "True");
+        let problem =
+            (c.type_ == READY && c.status != "True") || (c.type_ == DEGRADED && c.status == "True");
         problem && NEEDS_USER.contains(&c.reason.as_str())
     });
     if let Some(stuck) = stuck {

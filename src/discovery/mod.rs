@@ -169,16 +169,16 @@ impl DiscoveryDocument {
         serde_json::to_string_pretty(self).unwrap_or_default()
     }
 
-    /// The value of the [`EPOCH_HEADER`] a producer routed by this document
-    /// puts on every record: `<namespace>/<set>/<epoch>`.
-    pub fn epoch_header(&self) -> String {
-        format!("{}/{}/{}", self.namespace, self.set, self.epoch)
+    /// The value of the [`EPOCH_HEADER`] a producer of this document's set
+    /// puts on a record of a segment it writes since `epoch`:
+    /// `<namespace>/<set>/<epoch>`.
+    pub fn epoch_header(&self, epoch: i64) -> String {
+        format!("{}/{}/{epoch}", self.namespace, self.set)
     }
 
     /// The epoch an [`EPOCH_HEADER`] value names, when it was written by a
     /// producer of this document's set and the epoch is greater than this
-    /// document's: the record was routed by a document this one does not
-    /// know yet.
+    /// document's: the record is in a segment this document does not know.
     pub fn newer_epoch_in(&self, header: &[u8]) -> Option<i64> {
         let value = std::str::from_utf8(header).ok()?;
         let (set, epoch) = value.rsplit_once('/')?;
@@ -187,11 +187,13 @@ impl DiscoveryDocument {
     }
 }
 
-/// The record header naming the set and epoch of the document that routed
-/// a record. A consumer reading a segment whose end it does not know yet
-/// stops at a record of a newer epoch until it has that document: the
-/// segment may have ended before that record (the write cluster moved away
-/// and back), and only the newer document says where.
+/// The record header naming the set and the epoch from which the record's
+/// producer writes the segment the record is in (the document that made
+/// the cluster the write cluster, or a later one). A consumer reading a
+/// segment whose end it does not know yet stops at a record of a newer
+/// epoch until it has that document: the segment it reads may have ended
+/// before that record (the write cluster moved away and back), and only
+/// the newer document says where.
 pub const EPOCH_HEADER: &str = "kappa.dev/epoch";
 
 /// Lower-case hexadecimal of `bytes`.
@@ -214,11 +216,8 @@ mod tests {
     #[test]
     fn only_a_newer_epoch_of_the_same_set_counts() {
         let now = document(5);
-        assert_eq!(now.epoch_header(), "shop/events/5");
-        assert_eq!(
-            now.newer_epoch_in(document(7).epoch_header().as_bytes()),
-            Some(7)
-        );
+        assert_eq!(now.epoch_header(3), "shop/events/3");
+        assert_eq!(now.newer_epoch_in(now.epoch_header(7).as_bytes()), Some(7));
         for older_or_foreign in [
             "shop/events/5",
             "shop/events/4",
