@@ -403,8 +403,6 @@ async fn a_builtin_cluster_runs_as_pods_and_goes_with_its_set() {
 /// Producers and a consumer of the routing client follow ten moves of the
 /// write cluster driven by the operator in-cluster (its migrations waiting
 /// for the producers' Leases): every record read once, in per-key order.
-// Intermittent like the routing test's moves (see tests/routing.rs); run
-// with `cargo test --test in_cluster -- --ignored`.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn applications_follow_the_in_cluster_operator_across_ten_moves() {
     let testbed = Testbed::with_node();

@@ -31,10 +31,10 @@ fn operator() -> &'static Operator {
     })
 }
 
-// Intermittent against Tansu 0.6 (about one run in five): one record read
-// out of order (written just before a move, it lands at the recorded end
-// offset of its cluster) or a consumer whose fetches stall. Kept out of CI
-// until found; run with `cargo test --test routing -- --ignored`.
+// A record read out of order here (about one run in five) was a consumer
+// that read a cluster's records of a move back before its document had the
+// end of that cluster's earlier segment: the epoch header holds it now
+// (see `a_consumer_two_moves_behind_reads_in_order`).
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn records_survive_ten_flips_of_the_write_cluster() {
     let testbed = Testbed::with_brokers();
