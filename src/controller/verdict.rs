@@ -28,7 +28,7 @@ pub const FIELD_MANAGER: &str = "kappa-operator";
 const SPEC_VALID: &str = "SpecValid";
 
 /// Longest Event note the Events API accepts.
-const EVENT_NOTE_LIMIT: usize = 1024;
+pub const EVENT_NOTE_LIMIT: usize = 1024;
 
 /// A condition a reconcile wants on the object, without its times.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -495,7 +495,8 @@ fn as_wanted(condition: &Condition) -> Wanted {
     )
 }
 
-fn truncate(mut text: String, limit: usize) -> String {
+/// `text` cut to at most `limit` bytes, ending in `...` when cut.
+pub fn truncate(mut text: String, limit: usize) -> String {
     if text.len() > limit {
         let mut end = limit.saturating_sub(3);
         while !text.is_char_boundary(end) {

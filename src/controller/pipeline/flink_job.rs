@@ -621,6 +621,9 @@ pub async fn on_delete(
     if !held {
         return Ok(Some(Action::await_change()));
     }
+    if let Some(action) = finalizer::skip_cleanup(api, pipeline, FINALIZER).await? {
+        return Ok(Some(action));
+    }
     let job = pipeline
         .status
         .as_ref()

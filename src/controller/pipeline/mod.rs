@@ -30,7 +30,7 @@ use kube::runtime::{watcher, Controller, WatchStreamExt};
 use kube::{Api, ResourceExt};
 
 use super::verdict::{Act, Outcome, Requeue};
-use super::{cache_ready, drive, lookup, referrers, verdict, watch, Ctx, Kind, Shared};
+use super::{cache_ready, drive, finalizer, lookup, referrers, verdict, watch, Ctx, Kind, Shared};
 use crate::api::common::CommonStatus;
 use crate::api::kafka_cluster_set::KafkaClusterSet;
 use crate::api::pipeline::{HistoryEntry, Pipeline, PipelineStatus, SavepointRecord, StreamLag};
@@ -346,7 +346,9 @@ async fn reconcile(
             .namespace()
             .ok_or(Error::MissingObjectField("metadata.namespace"))?;
         let api: Api<Pipeline> = Api::namespaced(ctx.shared.client.clone(), &namespace);
-        if let Some(action) = flink_job::on_delete(&api, &*ctx.stores.flink, object).await? {
+        let step = flink_job::on_delete(&api, &*ctx.stores.flink, object).await;
+        let step = finalizer::reported(&ctx.shared, &api, object, flink_job::FINALIZER, step);
+        if let Some(action) = step.await? {
             return Ok(action);
         }
     }

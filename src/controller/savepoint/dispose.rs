@@ -37,6 +37,9 @@ pub async fn on_delete(
     if !held {
         return Ok(Some(Action::await_change()));
     }
+    if let Some(action) = finalizer::skip_cleanup(api, savepoint, FINALIZER).await? {
+        return Ok(Some(action));
+    }
     let status = savepoint.status.as_ref();
     let location = status
         .filter(|s| s.phase == Some(SavepointPhase::Completed))

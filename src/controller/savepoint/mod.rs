@@ -22,7 +22,7 @@ use kube::{Api, ResourceExt};
 
 use super::pipeline::referenced;
 use super::verdict::{Act, Outcome};
-use super::{drive, lookup, referrers, verdict, watch, Ctx, Kind, Shared};
+use super::{drive, finalizer, lookup, referrers, verdict, watch, Ctx, Kind, Shared};
 use crate::api::common::CommonStatus;
 use crate::api::pipeline::Pipeline;
 use crate::api::savepoint::{Savepoint, SavepointType};
@@ -89,9 +89,9 @@ async fn reconcile(
             .ok_or(Error::MissingObjectField("metadata.namespace"))?;
         let api: Api<Savepoint> = Api::namespaced(ctx.shared.client.clone(), &namespace);
         let stores = &ctx.stores;
-        if let Some(action) =
-            dispose::on_delete(&api, &*stores.flink, &stores.pipelines, snapshot).await?
-        {
+        let step = dispose::on_delete(&api, &*stores.flink, &stores.pipelines, snapshot).await;
+        let step = finalizer::reported(&ctx.shared, &api, snapshot, dispose::FINALIZER, step);
+        if let Some(action) = step.await? {
             return Ok(action);
         }
     }
