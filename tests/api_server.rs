@@ -72,6 +72,74 @@ async fn every_example_is_accepted_and_found_valid() {
     operator().assert_log_clean();
 }
 
+/// Every list (with its entries) in `value`, by JSON pointer.
+fn lists(value: &Value, at: &str, found: &mut Vec<(String, Value)>) {
+    match value {
+        Value::Array(entries) => {
+            found.push((at.to_string(), value.clone()));
+            for (index, entry) in entries.iter().enumerate() {
+                lists(entry, &format!("{at}/{index}"), found);
+            }
+        }
+        Value::Object(fields) => {
+            for (key, field) in fields {
+                lists(field, &format!("{at}/{key}"), found);
+            }
+        }
+        _ => {}
+    }
+}
+
+/// Applied as a GitOps tool applies them (server-side, a field manager of
+/// its own), the examples' lists come back exactly as written: the API
+/// server adds no defaults to list entries, which a tool comparing lists
+/// would report as drift.
+#[tokio::test]
+async fn examples_keep_their_lists_as_git_has_them() {
+    let testbed = Testbed::get();
+    let client = testbed.client().await;
+    let ns = testbed.namespace("gitops-lists").await;
+    let examples = std::fs::read_dir(common::repo().join("manifests/examples")).expect("examples");
+    let mut compared = 0;
+    for entry in examples {
+        let path = entry.expect("example entry").path();
+        if path.file_name().is_some_and(|n| n == "kustomization.yaml") {
+            continue;
+        }
+        for document in common::yaml_documents(&path) {
+            let kind = document["kind"].as_str().expect("kind").to_string();
+            let name = document["metadata"]["name"]
+                .as_str()
+                .expect("name")
+                .to_string();
+            let api = kappa_api(&client, &ns, &kind);
+            let stored = api
+                .patch(
+                    &name,
+                    &PatchParams::apply("gitops").force(),
+                    &Patch::Apply(&document),
+                )
+                .await
+                .unwrap_or_else(|e| panic!("{} applied: {e}", path.display()));
+            let stored = serde_json::to_value(stored).expect("JSON");
+            let mut written = Vec::new();
+            lists(&document["spec"], "/spec", &mut written);
+            for (pointer, list) in written {
+                assert_eq!(
+                    stored.pointer(&pointer),
+                    Some(&list),
+                    "{kind}/{name}: {pointer} as stored differs from Git"
+                );
+                compared += 1;
+            }
+        }
+    }
+    assert!(
+        compared >= 5,
+        "the examples have lists: {compared} compared"
+    );
+}
+
 #[tokio::test]
 async fn the_schema_refuses_malformed_objects_naming_the_field() {
     let testbed = Testbed::get();

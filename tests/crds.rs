@@ -1,7 +1,7 @@
 //! The YAML in `crds/` and in the chart's `crds/` is what the types generate:
-//! edit the types, then run `cargo run -- crds --out crds` and
-//! `cargo run -- crds --out charts/kappa-operator/crds`. Likewise the
-//! discovery document's schema: `cargo run -- discovery-schema > docs/discovery.schema.json`.
+//! edit the types, then run `cargo run --bin kappa-operator -- crds --out crds` and
+//! `cargo run --bin kappa-operator -- crds --out charts/kappa-operator/crds`. Likewise the
+//! discovery document's schema: `cargo run --bin kappa-operator -- discovery-schema > docs/discovery.schema.json`.
 
 use std::path::PathBuf;
 
@@ -41,7 +41,7 @@ fn assert_generated(folder: &str) {
         .collect::<Vec<_>>();
     assert!(
         stale.is_empty() && files.is_empty(),
-        "{folder} is out of date (stale: {stale:?}, unknown: {files:?}); run `cargo run -- crds --out {folder}`"
+        "{folder} is out of date (stale: {stale:?}, unknown: {files:?}); run `cargo run --bin kappa-operator -- crds --out {folder}`"
     );
 }
 
@@ -81,7 +81,7 @@ fn discovery_schema_file_matches_the_types() {
     let committed = std::fs::read_to_string(&path).unwrap_or_default();
     assert!(
         committed == kappa_operator::discovery::json_schema(),
-        "{} is stale: run `cargo run -- discovery-schema > docs/discovery.schema.json`",
+        "{} is stale: run `cargo run --bin kappa-operator -- discovery-schema > docs/discovery.schema.json`",
         path.display()
     );
 }

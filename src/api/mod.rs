@@ -27,6 +27,9 @@ pub fn crds() -> Vec<(&'static str, CustomResourceDefinition)> {
         ("savepoints.yaml", Savepoint::crd()),
         ("backfills.yaml", Backfill::crd()),
     ]
+    .into_iter()
+    .map(|(file, crd)| (file, schema::without_list_defaults(crd)))
+    .collect()
 }
 
 /// The YAML document of a CRD as published in `crds/`.
