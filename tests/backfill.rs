@@ -15,7 +15,7 @@ use common::node::{
 };
 use common::objects::pipeline;
 use common::replay::{added, aggregated, reference, Totals};
-use common::{create, Testbed};
+use common::{create, kappa_api, Testbed};
 use futures::StreamExt;
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::coordination::v1::Lease;
@@ -659,6 +659,18 @@ async fn backfills_of_a_million_records_reach_the_reference_through_faults_and_l
     let live_status = common::status(&client, &ns, "Pipeline", "totals").await;
     let handed_off = live_status["handedOffFrom"].as_str().unwrap_or_default();
     assert!(handed_off.starts_with("handoff-handoff-"), "{live_status}");
+    let stored = kappa_api(&client, &ns, "Pipeline")
+        .get("totals")
+        .await
+        .expect("live pipeline");
+    assert!(
+        !stored
+            .metadata
+            .annotations
+            .unwrap_or_default()
+            .contains_key("kappa.dev/handoff-savepoint"),
+        "the hand-off request is removed from the live pipeline once done"
+    );
     testbed.kubectl(&[
         "-n",
         &ns,

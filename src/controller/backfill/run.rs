@@ -1075,7 +1075,26 @@ impl RunBackfill<'_> {
             .status
             .as_ref()
             .and_then(|s| s.handed_off_from.as_deref());
+        let pipelines: Api<Pipeline> = Api::namespaced(
+            self.shared.client.clone(),
+            &backfill.namespace().unwrap_or_default(),
+        );
         if restarted == Some(name.as_str()) {
+            // The request is done: the live object goes back to what its
+            // owner (or Git) wrote.
+            if live
+                .annotations()
+                .contains_key(snapshots::HANDOFF_ANNOTATION)
+            {
+                let patch = serde_json::json!({"metadata": {"annotations": {snapshots::HANDOFF_ANNOTATION: null}}});
+                pipelines
+                    .patch(
+                        &live.name_any(),
+                        &PatchParams::default(),
+                        &Patch::Merge(patch),
+                    )
+                    .await?;
+            }
             let message = format!(
                 "Pipeline `{}` continues from the hand-off offsets (Savepoint `{name}`)",
                 live.name_any()
@@ -1091,10 +1110,6 @@ impl RunBackfill<'_> {
                 return Ok(Step::fail(status, "NoHandoffOffsets", message));
             }
             snapshots::record_handoff(&self.shared.client, &live, &name, offsets).await?;
-            let pipelines: Api<Pipeline> = Api::namespaced(
-                self.shared.client.clone(),
-                &backfill.namespace().unwrap_or_default(),
-            );
             let patch = serde_json::json!({"metadata": {"annotations": {snapshots::HANDOFF_ANNOTATION: name}}});
             pipelines
                 .patch(
