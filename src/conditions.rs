@@ -8,6 +8,12 @@ pub const READY: &str = "Ready";
 pub const DEGRADED: &str = "Degraded";
 /// The `Progressing` condition type: the object is moving towards its spec.
 pub const PROGRESSING: &str = "Progressing";
+/// The `Reconciling` condition type (kstatus): `True` while the object is
+/// on its way to its spec.
+pub const RECONCILING: &str = "Reconciling";
+/// The `Stalled` condition type (kstatus): `True` when nothing moves until
+/// the spec changes.
+pub const STALLED: &str = "Stalled";
 
 /// Sets `new` in `conditions`, replacing the condition of the same type. The
 /// `lastTransitionTime` of the existing one is kept unless the status flips,

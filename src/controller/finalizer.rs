@@ -10,10 +10,9 @@ use kube::runtime::events::{Event, EventType};
 use kube::{Api, Resource, ResourceExt};
 use serde_json::json;
 
-use super::kstatus::STALLED;
 use super::verdict::{truncate, EVENT_NOTE_LIMIT, FIELD_MANAGER};
 use super::{Kind, Shared};
-use crate::conditions;
+use crate::conditions::{self, STALLED};
 use crate::error::Error;
 
 /// The annotation that lets an object being deleted go without the

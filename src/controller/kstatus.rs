@@ -9,12 +9,7 @@
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
 
 use super::verdict::Wanted;
-use crate::conditions::{self, DEGRADED, PROGRESSING, READY};
-
-/// The `Reconciling` condition type.
-pub const RECONCILING: &str = "Reconciling";
-/// The `Stalled` condition type.
-pub const STALLED: &str = "Stalled";
+use crate::conditions::{self, DEGRADED, PROGRESSING, READY, RECONCILING, STALLED};
 
 /// Reasons of a `Ready` condition that is not `True`, or of a
 /// `Degraded=True` one, after which the operator cannot go on without a

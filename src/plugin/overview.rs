@@ -10,7 +10,7 @@ use crate::api::common::CommonStatus;
 use crate::api::kafka_cluster_set::KafkaClusterSet;
 use crate::api::pipeline::Pipeline;
 use crate::api::savepoint::{Savepoint, SavepointPhase};
-use crate::conditions::{find, DEGRADED, READY};
+use crate::conditions::{find, DEGRADED, READY, STALLED};
 
 /// Everything of one namespace.
 #[derive(Debug, Default, Serialize)]
@@ -32,14 +32,15 @@ pub struct Attention {
     pub name: String,
     pub reason: String,
     pub message: String,
-    /// How urgent: 0 failed, 1 not ready, 2 degraded.
+    /// How urgent: 0 failed or stalled, 1 not ready, 2 degraded.
     #[serde(skip)]
     rank: u8,
 }
 
 /// Why an object with `status` (and, for Savepoints and Backfills, a phase
-/// that says it failed) needs attention, if it does: Ready False, or a
-/// failed phase, before Degraded True.
+/// that says it failed) needs attention, if it does: a failed phase or
+/// Stalled True (nothing moves until the spec changes), before Ready False,
+/// before Degraded True.
 fn attention_of(
     kind: &'static str,
     name: String,
@@ -49,8 +50,11 @@ fn attention_of(
     let conditions = status.map(|s| s.conditions.as_slice()).unwrap_or_default();
     let ready = find(conditions, READY);
     let degraded = find(conditions, DEGRADED).filter(|c| c.status == "True");
+    let stalled = find(conditions, STALLED).filter(|c| c.status == "True");
     let (rank, condition): (u8, Option<&Condition>) = if failed {
         (0, ready.or(degraded))
+    } else if let Some(stalled) = stalled {
+        (0, Some(stalled))
     } else if let Some(ready) = ready.filter(|c| c.status == "False") {
         (1, Some(ready))
     } else if let Some(degraded) = degraded {
@@ -337,6 +341,14 @@ mod tests {
                 "Deploying",
                 vec![condition(READY, "Unknown", "Deploying")],
             ),
+            pipeline(
+                "unsupported",
+                "Pending",
+                vec![
+                    condition(READY, "Unknown", "EngineNotSupported"),
+                    condition(STALLED, "True", "EngineNotSupported"),
+                ],
+            ),
         ];
         let overview = Overview::new("team", vec![], pipelines, vec![], vec![]);
         let names: Vec<(&str, &str)> = overview
@@ -348,6 +360,7 @@ mod tests {
             names,
             [
                 ("broken", "JobFailed"),
+                ("unsupported", "EngineNotSupported"),
                 ("refused", "InvalidSpec"),
                 ("degraded", "LagUnknown")
             ]
@@ -355,16 +368,16 @@ mod tests {
         let screen = overview.render();
         assert!(
             screen.starts_with(
-                "team: 3 need(s) attention\n  Pipeline/broken: JobFailed: JobFailed happened"
+                "team: 4 need(s) attention\n  Pipeline/broken: JobFailed: JobFailed happened"
             ),
             "{screen}"
         );
         assert!(
-            screen.contains("\nPipelines:\nNAME      ENGINE    PHASE"),
+            screen.contains("\nPipelines:\nNAME         ENGINE    PHASE"),
             "{screen}"
         );
         assert!(
-            screen.contains("\nfine      consumer  Running    -    12"),
+            screen.contains("\nfine         consumer  Running    -    12"),
             "{screen}"
         );
         assert!(!screen.contains("Backfills:"), "no empty tables: {screen}");
