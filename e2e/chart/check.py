@@ -77,6 +77,8 @@ def test_non_default_values_scope_the_operator():
     assert "kind: Role\n" in text and "namespace: team-a" in text
     assert "--namespace=team-a" in text and "--no-leader-election" in text and "--log-format=text" in text
     assert "registry.example.com/kappa-operator:0.1.0-rc1" in text
+    # The replay Jobs of a Backfill run the same image.
+    assert 'name: KAPPA_OPERATOR_IMAGE\n              value: "registry.example.com/kappa-operator:0.1.0-rc1"' in text
     # Reading producers' acknowledgement Leases stays; holding a leader Lease goes.
     assert '["leases"]\n    verbs: ["get", "create", "update"]' not in text, "no leader Lease without leader election"
     assert '["leases"]\n    verbs: ["get", "list", "watch"]' in text
