@@ -93,6 +93,30 @@ def test_two_replicas_without_a_lease_are_refused():
         raise AssertionError("two replicas without leader election rendered")
 
 
+BAD_VALUES = [
+    ({"replicas": 0}, "/replicas"),
+    ({"logFormat": "xml"}, "/logFormat"),
+    ({"httpPort": "8080"}, "/httpPort"),
+    ({"slo": {"rules": "all"}}, "/slo/rules"),
+    ({"slo": {"prometheusUrl": "prometheus:9090"}}, "/slo/prometheusUrl"),
+    ({"leaderElection": {"leaseDuration": "15"}}, "/leaderElection/leaseDuration"),
+    ({"watchNamespace": "Team A"}, "/watchNamespace"),
+    ({"image": {"pullPolicy": "Sometimes"}}, "/image/pullPolicy"),
+    ({"imageRepository": "registry.example.com/kappa-operator"}, "imageRepository"),
+    ({"monitoring": {"serviceMonitor": {"interval": "often"}}}, "/monitoring/serviceMonitor/interval"),
+]
+
+
+def test_bad_values_are_refused_by_the_schema_naming_the_key():
+    for values, key in BAD_VALUES:
+        try:
+            render(values)
+        except helm.HelmError as error:
+            assert key in str(error), f"{values}: {error}"
+        else:
+            raise AssertionError(f"{values} rendered")
+
+
 def test_renderings_are_accepted_by_the_api_server():
     state = tempfile.mkdtemp(prefix="kappa-chart-")
     env = dict(os.environ, KAPPA_TESTBED_STATE=state, KAPPA_TESTBED_NODE="0")
