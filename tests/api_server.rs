@@ -395,6 +395,18 @@ async fn fixing_an_object_or_creating_its_reference_clears_the_condition() {
         c.reason == "KafkaClusterSetNotFound"
     })
     .await;
+    // What kstatus and `kubectl wait` read: stalled until the user acts.
+    let wait = |condition: &str| {
+        testbed.kubectl(&[
+            "-n",
+            &ns,
+            "wait",
+            &format!("--for=condition={condition}"),
+            "pipeline/job",
+            "--timeout=30s",
+        ])
+    };
+    wait("Stalled");
     create(
         &client,
         &ns,
@@ -432,6 +444,9 @@ async fn fixing_an_object_or_creating_its_reference_clears_the_condition() {
         common::spec_accepted,
     )
     .await;
+    // On its way (its Flink cluster does not answer here), not stalled.
+    wait("Stalled=false");
+    wait("Reconciling");
 
     // Deleting the set makes it missing again.
     kappa_api(&client, &ns, "KafkaClusterSet")
