@@ -5,9 +5,8 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::flink::Flink;
-use common::objects::{kcs, pipeline, valid_kcs_spec};
-use common::{create, kappa_api, wait_for_ready, Operator, Testbed};
+use common::flink::{running_session_job, Flink};
+use common::{kappa_api, Operator, Testbed};
 use kube::api::{Patch, PatchParams};
 use serde_json::{json, Value};
 
@@ -20,25 +19,7 @@ async fn an_upgrade_interrupted_by_a_crash_resumes_with_its_savepoint() {
     let mut first = Operator::start(testbed, "before-crash", &["--no-leader-election"]);
     let client = testbed.client().await;
     let ns = testbed.namespace("crash").await;
-    create(&client, &ns, kcs(valid_kcs_spec()))
-        .await
-        .expect("set");
-    let engine = json!({"mode": "session", "sessionUrl": flink.rest, "jarUri": flink.job_jar, "args": ["50"]});
-    create(
-        &client,
-        &ns,
-        pipeline(
-            "job",
-            json!({"clusterSet": "events", "inputs": [{"stream": "orders"}],
-                   "outputs": [{"stream": "totals"}], "engine": {"type": "flink", "flink": engine}}),
-        ),
-    )
-    .await
-    .expect("pipeline");
-    wait_for_ready(&client, &ns, "Pipeline", "job", WITHIN, |c| {
-        c.reason == "JobRunning"
-    })
-    .await;
+    running_session_job(&client, &ns, &flink, WITHIN).await;
     let api = kappa_api(&client, &ns, "Pipeline");
     let status = |object: kube::api::DynamicObject| object.data["status"].clone();
     let old_job = status(api.get("job").await.expect("pipeline"))["job"]["id"]

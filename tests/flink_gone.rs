@@ -6,9 +6,8 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::flink::{Flink, JOB_STARTS_WITHIN};
-use common::objects::{kcs, pipeline, valid_kcs_spec};
-use common::{create, kappa_api, wait_for_ready, wait_for_status, Operator, Testbed};
+use common::flink::{running_session_job, Flink, JOB_STARTS_WITHIN};
+use common::{kappa_api, wait_for_status, Operator, Testbed};
 use k8s_openapi::api::core::v1::{Event, Namespace};
 use kube::api::{DeleteParams, ListParams, Patch, PatchParams};
 use kube::Api;
@@ -23,25 +22,7 @@ async fn a_pipeline_whose_flink_is_gone_is_deleted_after_the_annotation() {
     let _operator = Operator::start(testbed, "flink-gone", &["--no-leader-election"]);
     let client = testbed.client().await;
     let ns = testbed.namespace("flink-gone").await;
-    create(&client, &ns, kcs(valid_kcs_spec()))
-        .await
-        .expect("set");
-    let engine = json!({"mode": "session", "sessionUrl": flink.rest, "jarUri": flink.job_jar, "args": ["50"]});
-    create(
-        &client,
-        &ns,
-        pipeline(
-            "job",
-            json!({"clusterSet": "events", "inputs": [{"stream": "orders"}],
-                   "outputs": [{"stream": "totals"}], "engine": {"type": "flink", "flink": engine}}),
-        ),
-    )
-    .await
-    .expect("pipeline");
-    wait_for_ready(&client, &ns, "Pipeline", "job", JOB_STARTS_WITHIN, |c| {
-        c.reason == "JobRunning"
-    })
-    .await;
+    running_session_job(&client, &ns, &flink, JOB_STARTS_WITHIN).await;
 
     // The session cluster goes away for good.
     for process in ["flink-jobmanager", "flink-taskmanager"] {

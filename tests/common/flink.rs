@@ -192,3 +192,32 @@ pub async fn redeployed(client: &Client, ns: &str, name: &str, old: &str, event:
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
 }
+
+/// In `ns`: the set the tests' pipelines name and the session-mode Pipeline
+/// `job` of the test job (50 events a second) on `flink`; returns once
+/// Flink runs it, within `within`.
+pub async fn running_session_job(client: &Client, ns: &str, flink: &Flink, within: Duration) {
+    create(
+        client,
+        ns,
+        super::objects::kcs(super::objects::valid_kcs_spec()),
+    )
+    .await
+    .expect("set");
+    let engine = json!({"mode": "session", "sessionUrl": flink.rest, "jarUri": flink.job_jar, "args": ["50"]});
+    create(
+        client,
+        ns,
+        super::objects::pipeline(
+            "job",
+            json!({"clusterSet": "events", "inputs": [{"stream": "orders"}],
+                   "outputs": [{"stream": "totals"}], "engine": {"type": "flink", "flink": engine}}),
+        ),
+    )
+    .await
+    .expect("pipeline");
+    wait_for_ready(client, ns, "Pipeline", "job", within, |c| {
+        c.reason == "JobRunning"
+    })
+    .await;
+}

@@ -1086,14 +1086,7 @@ impl RunBackfill<'_> {
                 .annotations()
                 .contains_key(snapshots::HANDOFF_ANNOTATION)
             {
-                let patch = serde_json::json!({"metadata": {"annotations": {snapshots::HANDOFF_ANNOTATION: null}}});
-                pipelines
-                    .patch(
-                        &live.name_any(),
-                        &PatchParams::default(),
-                        &Patch::Merge(patch),
-                    )
-                    .await?;
+                request_handoff(&pipelines, &live, None).await?;
             }
             let message = format!(
                 "Pipeline `{}` continues from the hand-off offsets (Savepoint `{name}`)",
@@ -1110,14 +1103,7 @@ impl RunBackfill<'_> {
                 return Ok(Step::fail(status, "NoHandoffOffsets", message));
             }
             snapshots::record_handoff(&self.shared.client, &live, &name, offsets).await?;
-            let patch = serde_json::json!({"metadata": {"annotations": {snapshots::HANDOFF_ANNOTATION: name}}});
-            pipelines
-                .patch(
-                    &live.name_any(),
-                    &PatchParams::default(),
-                    &Patch::Merge(patch),
-                )
-                .await?;
+            request_handoff(&pipelines, &live, Some(&name)).await?;
         }
         Ok(Step::wait(
             status,
@@ -1329,6 +1315,24 @@ pub fn derive(backfill: &Backfill, live: &Pipeline) -> Pipeline {
     let mut pipeline = Pipeline::new(&derived_name(backfill), spec);
     pipeline.metadata = objects::owned_meta(backfill, derived_name(backfill));
     pipeline
+}
+
+/// Asks the live pipeline to restart from the hand-off Savepoint `savepoint`
+/// (its annotation), or withdraws the request (`None`).
+async fn request_handoff(
+    pipelines: &Api<Pipeline>,
+    live: &Pipeline,
+    savepoint: Option<&str>,
+) -> Result<(), Error> {
+    let patch = serde_json::json!({"metadata": {"annotations": {snapshots::HANDOFF_ANNOTATION: savepoint}}});
+    pipelines
+        .patch(
+            &live.name_any(),
+            &PatchParams::default(),
+            &Patch::Merge(patch),
+        )
+        .await?;
+    Ok(())
 }
 
 #[cfg(test)]
