@@ -2,9 +2,9 @@
 //! partition, a drained segment up to its end offset, then the next; a
 //! segment still being drained holds the partition until the operator has
 //! recorded its end. A consumer whose document lags behind (a mounted
-//! ConfigMap is refreshed late) stops a partition at a record routed by a
-//! newer document than its own ([`EPOCH_HEADER`]) until that document
-//! comes, so it never reads past an end it does not know. It reads each cluster with its own librdkafka consumer
+//! ConfigMap is refreshed late) stops a partition at a record of a segment
+//! that a newer document than its own opened ([`EPOCH_HEADER`]) until that
+//! document comes, so it never reads past an end it does not know. It reads each cluster with its own librdkafka consumer
 //! (partitions assigned by the document, not by group rebalancing, and
 //! shared among an application's replicas by [`super::Member`]) and commits
 //! its position on each cluster under the same group id.
@@ -202,8 +202,8 @@ pub struct RoutedConsumer {
     positions: Positions,
     partitions: BTreeSet<i32>,
     readings: BTreeMap<i32, Reading>,
-    /// Partitions stopped at a record routed by a newer document than
-    /// the one in force: partition -> that epoch.
+    /// Partitions stopped at a record of a segment a newer document than
+    /// the one in force opened: partition -> that epoch.
     held: BTreeMap<i32, i64>,
     last_commit: Instant,
     /// Whether `next` commits what it returned every second by itself.
@@ -600,8 +600,8 @@ impl RoutedConsumer {
 
     /// Keeps a record that belongs to the segment its partition is in, and
     /// moves the partition on when that segment is read to its end. On a
-    /// segment whose end is not known, a record routed by a newer document
-    /// stops the partition until that document is here.
+    /// segment whose end is not known, a record of a segment a newer
+    /// document opened stops the partition until that document is here.
     fn accept(&mut self, fetched: Fetched) -> Result<Option<Record>, ClientError> {
         let Fetched { record, epoch } = fetched;
         if self.held.contains_key(&record.partition) {
@@ -630,7 +630,7 @@ impl RoutedConsumer {
             .and_then(|header| self.document.newer_epoch_in(header));
         if let Some(newer) = newer.filter(|_| until.is_none()) {
             tracing::info!(cluster = %record.cluster, partition = record.partition, epoch = newer,
-                "a record routed by a newer discovery document: the partition waits for it");
+                "a record of a segment a newer discovery document opened: the partition waits for it");
             self.held.insert(record.partition, newer);
             self.reassign()?;
             return Ok(None);
