@@ -12,6 +12,7 @@ use axum::Router;
 
 use crate::metrics::Metrics;
 use crate::shutdown::Shutdown;
+use crate::webhook::server::Tls;
 
 /// What the server reports on.
 #[derive(Clone)]
@@ -20,6 +21,9 @@ pub struct Health {
     pub metrics: Arc<Metrics>,
     /// Set once the replica has reached the API server; cleared on shutdown.
     pub ready: Arc<AtomicBool>,
+    /// The admission webhook's TLS settings, when it serves one: the
+    /// replica is not ready before it has a certificate to serve.
+    pub webhook: Option<Tls>,
 }
 
 async fn metrics(State(health): State<Health>) -> impl IntoResponse {
@@ -39,7 +43,11 @@ async fn healthz() -> &'static str {
 }
 
 async fn readyz(State(health): State<Health>) -> impl IntoResponse {
-    if health.ready.load(Ordering::Relaxed) {
+    let serving = health
+        .webhook
+        .as_ref()
+        .is_none_or(|tls| tls.borrow().is_some());
+    if health.ready.load(Ordering::Relaxed) && serving {
         (StatusCode::OK, "ok")
     } else {
         (StatusCode::SERVICE_UNAVAILABLE, "not ready")

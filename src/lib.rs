@@ -20,3 +20,4 @@ pub mod shutdown;
 pub mod slo;
 pub mod telemetry;
 pub mod validation;
+pub mod webhook;

@@ -8,6 +8,7 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 use kappa_operator::leader::LeaseSettings;
 use kappa_operator::telemetry::{self, LogFormat};
+use kappa_operator::webhook::{CertificateSource, WebhookSettings};
 use kappa_operator::{api, duration, operator, replay, slo};
 
 #[derive(Parser)]
@@ -20,7 +21,7 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Run the controllers against the cluster of the environment (in-cluster or KUBECONFIG).
-    Run(RunArgs),
+    Run(Box<RunArgs>),
     /// Write the CustomResourceDefinitions as YAML: to stdout, or one file per kind into a folder.
     Crds {
         /// Folder to write one `<plural>.yaml` per kind into.
@@ -104,6 +105,61 @@ struct RunArgs {
     /// Prometheus to read each SLO's error budget from into status.
     #[arg(long, env = "KAPPA_PROMETHEUS_URL")]
     prometheus_url: Option<String>,
+    #[command(flatten)]
+    webhook: WebhookArgs,
+}
+
+#[derive(clap::Args)]
+struct WebhookArgs {
+    /// Address of the admission webhook's HTTPS server; no webhook is served without it.
+    #[arg(long, env = "KAPPA_WEBHOOK_ADDRESS")]
+    webhook_address: Option<SocketAddr>,
+    /// The Service the API server calls the webhook through (in the operator's namespace).
+    #[arg(
+        long,
+        env = "KAPPA_WEBHOOK_SERVICE",
+        default_value = "kappa-operator-webhook"
+    )]
+    webhook_service: String,
+    /// The `kubernetes.io/tls` Secret of the webhook's certificate (in the operator's namespace).
+    #[arg(
+        long,
+        env = "KAPPA_WEBHOOK_SECRET",
+        default_value = "kappa-operator-webhook-tls"
+    )]
+    webhook_secret: String,
+    /// The ValidatingWebhookConfiguration whose CA bundle the operator keeps.
+    #[arg(
+        long,
+        env = "KAPPA_WEBHOOK_CONFIGURATION",
+        default_value = "kappa-operator"
+    )]
+    webhook_configuration: String,
+    /// Who writes the certificate: the operator (and keeps the CA bundle), or an external issuer.
+    #[arg(
+        long,
+        env = "KAPPA_WEBHOOK_CERTIFICATES",
+        value_enum,
+        default_value = "operator"
+    )]
+    webhook_certificates: CertificateSource,
+    /// Validity of a certificate the operator issues; renewed two thirds in.
+    #[arg(long, env = "KAPPA_WEBHOOK_CERTIFICATE_VALIDITY", default_value = "90d", value_parser = parse_duration)]
+    webhook_certificate_validity: std::time::Duration,
+}
+
+impl WebhookArgs {
+    fn settings(self, namespace: &str) -> Option<WebhookSettings> {
+        Some(WebhookSettings {
+            address: self.webhook_address?,
+            namespace: namespace.to_string(),
+            service: self.webhook_service,
+            secret: self.webhook_secret,
+            configuration: self.webhook_configuration,
+            certificates: self.webhook_certificates,
+            validity: self.webhook_certificate_validity,
+        })
+    }
 }
 
 /// Labels written `k=v,k2=v2`.
@@ -228,8 +284,10 @@ async fn main() -> ExitCode {
                 }
             }
         }
-        Command::Run(args) => {
+        Command::Run(boxed) => {
+            let args = *boxed;
             telemetry::init(args.log_format);
+            let webhook = args.webhook.settings(&args.lease_namespace);
             let lease = (!args.no_leader_election).then(|| LeaseSettings {
                 namespace: args.lease_namespace,
                 name: args.lease_name,
@@ -247,6 +305,7 @@ async fn main() -> ExitCode {
                     runbooks: args.runbook_base_url,
                     prometheus_url: args.prometheus_url,
                 },
+                webhook,
             };
             match operator::run(settings).await {
                 Ok(()) => ExitCode::SUCCESS,

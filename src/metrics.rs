@@ -80,6 +80,10 @@ pub struct Metrics {
     pub slo_target: GaugeVec,
     /// Error budget left per objective, as read from Prometheus.
     pub slo_budget_left: GaugeVec,
+    /// Admission reviews answered, by kind and verdict.
+    pub admissions: IntCounterVec,
+    /// When the served webhook certificate expires (Unix seconds).
+    pub webhook_certificate_expiry: IntGauge,
 }
 
 impl Metrics {
@@ -299,6 +303,19 @@ impl Metrics {
             ),
             &["namespace", "pipeline", "objective"],
         )?;
+        let admissions = IntCounterVec::new(
+            Opts::new(
+                "kappa_admission_reviews_total",
+                "Admission reviews the webhook answered, by kind and verdict (allowed, denied)",
+            ),
+            &["kind", "verdict"],
+        )?;
+        let webhook_certificate_expiry = IntGauge::new(
+            "kappa_webhook_certificate_expiry_timestamp_seconds",
+            "When the webhook's serving certificate expires, as Unix time; 0 before one is loaded",
+        )?;
+        registry.register(Box::new(admissions.clone()))?;
+        registry.register(Box::new(webhook_certificate_expiry.clone()))?;
         registry.register(Box::new(slo_target.clone()))?;
         registry.register(Box::new(slo_budget_left.clone()))?;
         registry.register(Box::new(slo_samples.clone()))?;
@@ -362,6 +379,8 @@ impl Metrics {
             slo_good_samples,
             slo_target,
             slo_budget_left,
+            admissions,
+            webhook_certificate_expiry,
         })
     }
 

@@ -14,6 +14,7 @@ use crate::leader::{LeaderElector, LeaseSettings};
 use crate::metrics::Metrics;
 use crate::shutdown::{self, Shutdown};
 use crate::slo::SloSettings;
+use crate::webhook::{self, WebhookSettings};
 
 /// How the operator runs.
 pub struct Settings {
@@ -25,6 +26,8 @@ pub struct Settings {
     pub lease: Option<LeaseSettings>,
     /// Pipeline SLOs: where their rules go, where budgets are read from.
     pub slo: SloSettings,
+    /// The admission webhook, served by every replica; `None` serves none.
+    pub webhook: Option<WebhookSettings>,
 }
 
 /// Why the operator stopped other than by a signal.
@@ -51,9 +54,31 @@ pub async fn run(settings: Settings) -> Result<(), RunError> {
     let client = kube_client::client(metrics.clone()).await?;
     let (trigger, shutdown) = shutdown::channel();
     let ready = Arc::new(AtomicBool::new(false));
+    let (admission, served) = match settings.webhook {
+        None => (None, None),
+        Some(webhook) => {
+            let (tls, served) = tokio::sync::watch::channel(None);
+            let address = webhook.address;
+            tokio::spawn(webhook::keeper::keep(
+                client.clone(),
+                webhook,
+                tls,
+                metrics.clone(),
+                shutdown.clone(),
+            ));
+            let server = tokio::spawn(webhook::server::serve(
+                address,
+                served.clone(),
+                metrics.clone(),
+                shutdown.clone(),
+            ));
+            (Some(server), Some(served))
+        }
+    };
     let health = Health {
         metrics: metrics.clone(),
         ready: ready.clone(),
+        webhook: served,
     };
     let server = tokio::spawn(http::serve(settings.http_address, health, shutdown.clone()));
     let signals = tokio::spawn({
@@ -100,6 +125,11 @@ pub async fn run(settings: Settings) -> Result<(), RunError> {
     server
         .await
         .map_err(|e| std::io::Error::other(e.to_string()))??;
+    if let Some(admission) = admission {
+        admission
+            .await
+            .map_err(|e| std::io::Error::other(e.to_string()))??;
+    }
     outcome
 }
 

@@ -82,6 +82,9 @@ pub enum Referenced<'a, K> {
     Missing,
     /// The object exists but does not read as its kind.
     Unreadable,
+    /// Not looked up: admission judges an object by what it says itself,
+    /// and the reconcile checks its references.
+    Unchecked,
 }
 
 impl<'a, K> Referenced<'a, K> {
@@ -112,6 +115,7 @@ impl<'a, K> Referenced<'a, K> {
                 ));
                 None
             }
+            Self::Unchecked => None,
         }
     }
 }

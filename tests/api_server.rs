@@ -619,8 +619,15 @@ async fn the_shipped_manifests_apply_and_their_rbac_is_enough() {
         "kustomize",
         &common::repo().join("manifests").to_string_lossy(),
     ]);
+    // No node runs the operator's pods here, so nothing would answer the
+    // webhook (tests/in_cluster.rs tests it): its registration stays out,
+    // or every other test's objects would be refused meanwhile.
+    let rendered: Vec<&str> = rendered
+        .split("\n---\n")
+        .filter(|doc| !doc.contains("kind: ValidatingWebhookConfiguration"))
+        .collect();
     let manifest = testbed.state.join("manifests.yaml");
-    std::fs::write(&manifest, rendered).expect("rendered manifests");
+    std::fs::write(&manifest, rendered.join("\n---\n")).expect("rendered manifests");
     testbed.kubectl(&["apply", "-f", &manifest.to_string_lossy()]);
     let kubeconfig = service_account_kubeconfig(testbed).await;
     let mut operator = Operator::start_as(
@@ -786,4 +793,159 @@ async fn the_kubectl_plugin_starts_a_backfill_and_shows_its_progress() {
         shown.contains("extra clusters: events-backfill-1, events-backfill-2"),
         "{shown}"
     );
+}
+
+/// One admission review sent to the webhook at `address` as the API server
+/// sends it: by the Service's name `host`, trusting only the CA bundle of
+/// the ValidatingWebhookConfiguration `configuration` as it is now.
+async fn review_over_tls(
+    client: &kube::Client,
+    configuration: &str,
+    (host, address): (&str, std::net::SocketAddr),
+    review: &Value,
+) -> Result<Value, String> {
+    use k8s_openapi::api::admissionregistration::v1::ValidatingWebhookConfiguration;
+    let configurations: kube::Api<ValidatingWebhookConfiguration> = kube::Api::all(client.clone());
+    let found = configurations
+        .get(configuration)
+        .await
+        .map_err(|e| e.to_string())?;
+    let bundle = found
+        .webhooks
+        .unwrap_or_default()
+        .into_iter()
+        .find_map(|w| w.client_config.ca_bundle)
+        .ok_or("no CA bundle yet")?;
+    let mut builder = reqwest::Client::builder()
+        .use_rustls_tls()
+        .tls_built_in_root_certs(false)
+        .resolve(host, address)
+        .timeout(Duration::from_secs(5));
+    for ca in reqwest::Certificate::from_pem_bundle(&bundle.0).map_err(|e| e.to_string())? {
+        builder = builder.add_root_certificate(ca);
+    }
+    let http = builder.build().map_err(|e| e.to_string())?;
+    let url = format!("https://{host}:{}/validate", address.port());
+    let response = http
+        .post(url)
+        .json(review)
+        .send()
+        .await
+        .map_err(|e| format!("{e:?}"))?;
+    response.json().await.map_err(|e| e.to_string())
+}
+
+/// The webhook's certificate as the operator issues it, valid for six
+/// seconds here: it is renewed again and again, each new CA reaches the
+/// ValidatingWebhookConfiguration before its certificate is served, and
+/// every review sent the way the API server sends it is answered.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_webhook_certificate_is_renewed_and_always_trusted() {
+    use k8s_openapi::api::core::v1::Secret;
+    let testbed = Testbed::get();
+    let ns = testbed.namespace("webhook-renewal").await;
+    let configuration = format!("{ns}-check");
+    // Its rule matches no group, so the API server never calls it: what is
+    // tested is the CA bundle the operator keeps in it.
+    let registration = json!({
+        "apiVersion": "admissionregistration.k8s.io/v1", "kind": "ValidatingWebhookConfiguration",
+        "metadata": {"name": configuration},
+        "webhooks": [{"name": "validate.kappa.dev", "admissionReviewVersions": ["v1"], "sideEffects": "None",
+            "clientConfig": {"service": {"name": "renewal", "namespace": ns, "path": "/validate", "port": 443}},
+            "rules": [{"apiGroups": ["renewal.invalid"], "apiVersions": ["*"], "operations": ["CREATE"],
+                       "resources": ["things"]}]}]
+    });
+    let file = testbed.state.join(format!("{configuration}.json"));
+    std::fs::write(&file, registration.to_string()).expect("registration");
+    testbed.kubectl(&["apply", "-f", &file.to_string_lossy()]);
+    let address = common::free_address();
+    let mut operator = Operator::start(
+        testbed,
+        "webhook-renewal",
+        &[
+            "--no-leader-election",
+            "--namespace",
+            &ns,
+            "--lease-namespace",
+            &ns,
+            "--webhook-address",
+            &address.to_string(),
+            "--webhook-service",
+            "renewal",
+            "--webhook-secret",
+            "renewal-tls",
+            "--webhook-configuration",
+            &configuration,
+            "--webhook-certificate-validity",
+            "6s",
+        ],
+    );
+    let client = testbed.client().await;
+    let host = format!("renewal.{ns}.svc");
+    let object = kcs(with(
+        valid_kcs_spec(),
+        "/routing/writeCluster",
+        json!("red"),
+    ));
+    let review = json!({
+        "apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview",
+        "request": {"uid": "renewal-1", "kind": {"group": "kappa.dev", "version": "v1alpha1", "kind": "KafkaClusterSet"},
+            "resource": {"group": "kappa.dev", "version": "v1alpha1", "resource": "kafkaclustersets"},
+            "name": "events", "namespace": ns, "operation": "CREATE", "userInfo": {"username": "test"},
+            "object": object, "dryRun": false}
+    });
+    let mut first = review_over_tls(&client, &configuration, (&host, address), &review).await;
+    let waited = std::time::Instant::now();
+    while first.is_err() && waited.elapsed() < Duration::from_secs(30) {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        first = review_over_tls(&client, &configuration, (&host, address), &review).await;
+    }
+    first.unwrap_or_else(|e| panic!("the webhook never answered over TLS: {e}"));
+
+    let secrets: kube::Api<Secret> = kube::Api::namespaced(client.clone(), &ns);
+    let mut served = std::collections::BTreeSet::new();
+    let mut answered = 0;
+    let started = std::time::Instant::now();
+    while started.elapsed() < Duration::from_secs(20) {
+        let secret = secrets
+            .get("renewal-tls")
+            .await
+            .expect("the certificate's Secret");
+        let data = secret.data.unwrap_or_default();
+        served.insert(data.get("tls.crt").expect("tls.crt").0.clone());
+        // The operator may switch certificates between this read of the
+        // bundle and the call, as between any API server's read and call:
+        // then the bundle read after it must do.
+        let mut outcome = review_over_tls(&client, &configuration, (&host, address), &review).await;
+        if outcome.is_err() {
+            outcome = review_over_tls(&client, &configuration, (&host, address), &review).await;
+        }
+        let answer = outcome.unwrap_or_else(|e| panic!("not trusted by its own bundle: {e}"));
+        assert_eq!(answer["response"]["uid"], "renewal-1", "{answer}");
+        assert_eq!(answer["response"]["allowed"], false, "{answer}");
+        let message = answer["response"]["status"]["message"]
+            .as_str()
+            .unwrap_or_default();
+        assert!(message.contains("spec.routing.writeCluster"), "{message}");
+        answered += 1;
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    println!(
+        "{answered} reviews answered over TLS while {} certificates were served in 20 s",
+        served.len()
+    );
+    assert!(
+        served.len() >= 3,
+        "renewed at least twice: {}",
+        served.len()
+    );
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("clock")
+        .as_secs_f64();
+    let expiry = operator.metric("kappa_webhook_certificate_expiry_timestamp_seconds");
+    assert!(expiry > now, "the metric shows a future expiry: {expiry}");
+    operator.assert_log_clean();
+    assert!(operator.terminate(), "the operator stops cleanly");
+    testbed.kubectl(&["delete", "validatingwebhookconfiguration", &configuration]);
 }

@@ -18,7 +18,9 @@ use common::replay::{added, aggregated, reference, Totals};
 use common::{create, kappa_api, Testbed};
 use futures::StreamExt;
 use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::coordination::v1::Lease;
+use k8s_openapi::api::core::v1::{Node, Pod};
 use kappa_operator::api::backfill::{Backfill, BackfillPhase};
 use kube::api::{Patch, PatchParams};
 use kube::runtime::watcher::{self, Event};
@@ -455,59 +457,80 @@ async fn delete_midway(
 /// Writes 200 records into partition 0 of `orders` on the first extra
 /// cluster of Backfill `name` from inside that cluster's broker pod (with
 /// Tansu's own `cat produce`, one batch), as a writer other than the
-/// workers, before any worker writes: the node is cordoned once the extra
-/// clusters' brokers are placed, so the worker pods stay Pending until the
-/// records are in; the Backfill creates the destination topics before the
-/// worker Jobs, so the write waits for the first Job. (Tansu's `perf
-/// produce` was used here first: it exits 0 also when nothing was written.)
-fn write_foreign_records(testbed: &Testbed, ns: &str, name: &str) {
-    let wait_for = |what: &str, args: &[&str]| {
-        let started = Instant::now();
-        loop {
-            let found = testbed.kubectl(args);
-            if !found.trim().is_empty() {
-                return found;
-            }
-            assert!(
-                started.elapsed() < Duration::from_secs(300),
-                "{name}: {what} did not appear"
-            );
-            std::thread::sleep(Duration::from_millis(200));
+/// workers, before any worker writes: the node is cordoned as soon as the
+/// extra clusters' brokers are placed (seen through the API, not kubectl,
+/// so that a loaded machine does not let the worker pods be placed first),
+/// so the worker pods stay Pending until the records are in; the Backfill
+/// creates the destination topics before the worker Jobs, so the write
+/// waits for the first Job. (Tansu's `perf produce` was used here first:
+/// it exits 0 also when nothing was written.)
+async fn write_foreign_records(testbed: &Testbed, client: &kube::Client, ns: &str, name: &str) {
+    let pods: Api<Pod> = Api::namespaced(client.clone(), ns);
+    let placed = |pod: Option<Pod>| pod.and_then(|p| p.spec?.node_name);
+    let brokers = [format!("events-{name}-0-0"), format!("events-{name}-1-0")];
+    let started = Instant::now();
+    let mut node = None;
+    while node.is_none() {
+        let mut nodes = Vec::new();
+        for broker in &brokers {
+            nodes.push(placed(pods.get_opt(broker).await.expect("broker pod")));
+        }
+        if nodes.iter().all(Option::is_some) {
+            node = nodes.remove(0);
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(300),
+            "{name}: the extra clusters' brokers were not placed"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let node = node.expect("placed");
+    let nodes: Api<Node> = Api::all(client.clone());
+    let cordon = |unschedulable: bool| {
+        let patch = json!({"spec": {"unschedulable": unschedulable}});
+        let nodes = nodes.clone();
+        let node = node.clone();
+        async move {
+            nodes
+                .patch(&node, &PatchParams::default(), &Patch::Merge(&patch))
+                .await
+                .expect("node (un)cordoned");
         }
     };
-    let brokers = [format!("events-{name}-0-0"), format!("events-{name}-1-0")];
-    for pod in &brokers {
-        let placed = [
-            "-n",
-            ns,
-            "get",
-            "pod",
-            pod,
-            "--ignore-not-found",
-            "-o",
-            "jsonpath={.spec.nodeName}",
-        ];
-        wait_for("a broker of the extra clusters", &placed);
-    }
-    let node = testbed.kubectl(&["get", "nodes", "-o", "jsonpath={.items[0].metadata.name}"]);
-    testbed.kubectl(&["cordon", node.trim()]);
-    let job = format!("{name}-replay-0");
-    wait_for(
-        "the first replay Job",
-        &[
-            "-n",
-            ns,
-            "get",
-            "job",
-            &job,
-            "--ignore-not-found",
-            "-o",
-            "name",
-        ],
+    cordon(true).await;
+    let early: Vec<String> = pods
+        .list(&Default::default())
+        .await
+        .expect("pods")
+        .into_iter()
+        .filter(|p| {
+            p.metadata
+                .name
+                .as_deref()
+                .is_some_and(|n| n.starts_with(&format!("{name}-replay-")))
+        })
+        .filter_map(|p| {
+            p.spec?
+                .node_name
+                .map(|_| p.metadata.name.unwrap_or_default())
+        })
+        .collect();
+    assert!(
+        early.is_empty(),
+        "{name}: replay workers {early:?} were placed before the node was cordoned; the foreign records could not come first"
     );
+    let jobs: Api<Job> = Api::namespaced(client.clone(), ns);
+    let job = format!("{name}-replay-0");
+    while jobs.get_opt(&job).await.expect("replay Job").is_none() {
+        assert!(
+            started.elapsed() < Duration::from_secs(300),
+            "{name}: the first replay Job did not appear"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
     let script = r#"i=0; while [ $i -lt 200 ]; do i=$((i + 1)); echo "{\"key\": \"foreign-$i\", \"value\": \"$i\"}"; done | /usr/local/bin/tansu cat produce orders --partition 0 --broker tcp://localhost:9092 -"#;
     let output = testbed.kubectl_output(&["-n", ns, "exec", &brokers[0], "--", "sh", "-c", script]);
-    testbed.kubectl(&["uncordon", node.trim()]);
+    cordon(false).await;
     assert!(
         output.status.success(),
         "tansu cat produce in {}: {}",
@@ -598,9 +621,9 @@ async fn backfills_of_a_million_records_reach_the_reference_through_faults_and_l
     create(&client, &ns, backfill("doubled", &source, "outputOnly"))
         .await
         .expect("backfill");
-    let written = tokio::task::spawn_blocking({
-        let ns = ns.clone();
-        move || write_foreign_records(testbed, &ns, "doubled")
+    let written = tokio::spawn({
+        let (client, ns) = (client.clone(), ns.clone());
+        async move { write_foreign_records(testbed, &client, &ns, "doubled").await }
     });
     let status = check_run(testbed, &client, &ns, "doubled", (&source, &before)).await;
     written.await.expect("foreign records written");

@@ -27,6 +27,11 @@ NON_DEFAULT = {
         "runbookBaseUrl": "https://wiki.example/alerts",
         "prometheusUrl": "http://prometheus.monitoring:9090",
     },
+    "webhook": {
+        "failurePolicy": "Ignore",
+        "certificate": {"source": "external", "secretName": "kappa-webhook-cert"},
+        "annotations": {"cert-manager.io/inject-ca-from": "kappa-system/kappa-webhook-cert"},
+    },
     "monitoring": {
         "serviceMonitor": {"enabled": True, "labels": {"release": "prom"}},
         "podMonitor": {"enabled": True},
@@ -84,6 +89,24 @@ def test_non_default_values_scope_the_operator():
     assert '["leases"]\n    verbs: ["get", "list", "watch"]' in text
 
 
+def test_the_webhook_is_on_by_default_and_its_certificate_can_come_from_elsewhere():
+    default = render()
+    assert "kind: ValidatingWebhookConfiguration" in default and "failurePolicy: Fail" in default
+    assert "--webhook-address=0.0.0.0:8443" in default and "--webhook-certificates=operator" in default
+    # The operator patches the CA bundle of its own configuration, and no other.
+    assert 'resources: ["validatingwebhookconfigurations"]\n    resourceNames: ["kappa-operator"]\n    verbs: ["get", "patch"]' in default
+    assert 'resourceNames: ["kappa-operator-webhook-tls"]\n    verbs: ["get", "update"]' in default
+    external = render(NON_DEFAULT)
+    assert "failurePolicy: Ignore" in external
+    assert "cert-manager.io/inject-ca-from: kappa-system/kappa-webhook-cert" in external
+    assert "--webhook-certificates=external" in external and "--webhook-secret=kappa-webhook-cert" in external
+    assert "validatingwebhookconfigurations" not in external, "an injected CA bundle needs no grant"
+    assert 'resourceNames: ["kappa-webhook-cert"]\n    verbs: ["get"]' in external
+    off = render({"webhook": {"enabled": False}})
+    for absent in ("ValidatingWebhookConfiguration", "--webhook-", "containerPort: 8443", "secrets\"]\n    resourceNames"):
+        assert absent not in off, f"{absent} with the webhook off"
+
+
 def test_two_replicas_without_a_lease_are_refused():
     try:
         render({"replicas": 2, "leaderElection": {"enabled": False}})
@@ -104,6 +127,9 @@ BAD_VALUES = [
     ({"image": {"pullPolicy": "Sometimes"}}, "/image/pullPolicy"),
     ({"imageRepository": "registry.example.com/kappa-operator"}, "imageRepository"),
     ({"monitoring": {"serviceMonitor": {"interval": "often"}}}, "/monitoring/serviceMonitor/interval"),
+    ({"webhook": {"failurePolicy": "Sometimes"}}, "/webhook/failurePolicy"),
+    ({"webhook": {"certificate": {"source": "vault"}}}, "/webhook/certificate/source"),
+    ({"webhook": {"certificate": {"validity": "a year"}}}, "/webhook/certificate/validity"),
 ]
 
 
@@ -130,7 +156,7 @@ def test_renderings_are_accepted_by_the_api_server():
         kubectl(env, "apply", "-f", str(ROOT / "e2e" / "monitoring-crds.yaml"))
         for namespace in ("kappa-system", "team-a"):
             kubectl(env, "create", "namespace", namespace)
-        for values in ({}, NON_DEFAULT):
+        for values in ({}, NON_DEFAULT, {"webhook": {"enabled": False}}):
             kubectl(env, "apply", "--dry-run=server", "-f", "-", stdin=render(values))
     finally:
         subprocess.run([ROOT / "e2e/testbed/down"], env=env, capture_output=True)

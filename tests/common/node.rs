@@ -42,6 +42,31 @@ pub fn deploy_operator(testbed: &Testbed) {
             String::from_utf8_lossy(&pods.stdout)
         );
     }
+    wait_for_admission(testbed);
+}
+
+/// Waits until the API server's calls to the operator's webhook succeed: a
+/// ready replica has written the CA bundle it serves with, and the API
+/// server has read it.
+fn wait_for_admission(testbed: &Testbed) {
+    let object = super::objects::kcs(super::objects::valid_kcs_spec());
+    let file = testbed.state.join("admission-probe.json");
+    std::fs::write(&file, object.to_string()).expect("probe object");
+    let path = file.to_string_lossy().into_owned();
+    let started = std::time::Instant::now();
+    loop {
+        let probe =
+            testbed.kubectl_output(&["-n", "default", "apply", "--dry-run=server", "-f", &path]);
+        if probe.status.success() {
+            return;
+        }
+        assert!(
+            started.elapsed() < std::time::Duration::from_secs(60),
+            "admission does not answer: {}",
+            String::from_utf8_lossy(&probe.stderr)
+        );
+        std::thread::sleep(std::time::Duration::from_millis(500));
+    }
 }
 
 pub fn operator_pods(testbed: &Testbed) -> Vec<String> {

@@ -216,6 +216,114 @@ pub fn semantic_cases() -> Vec<(&'static str, Value, &'static str, &'static str)
     ]
 }
 
+/// Cases the admission webhook refuses, each judged by the object alone
+/// (description, object, field the refusal names): the semantic cases
+/// whose rule needs no other object, and more.
+pub fn admission_cases() -> Vec<(&'static str, Value, &'static str)> {
+    // Its rule compares the inputs with the set's streams: the reconcile's.
+    let needs_the_set = "an undeclared input stream";
+    let mut cases: Vec<(&'static str, Value, &'static str)> = semantic_cases()
+        .into_iter()
+        .filter(|(what, _, reason, _)| *reason == "InvalidSpec" && *what != needs_the_set)
+        .map(|(what, object, _, field)| (what, object, field))
+        .collect();
+    let builtin = json!({"provider": "builtin"});
+    let flink = |section: Value| with(valid_pipeline_spec(), "/engine/flink", section);
+    cases.extend([
+        (
+            "tiered storage on a compacted stream",
+            kcs(with(
+                valid_kcs_spec(),
+                "/streams",
+                json!([{"name": "a", "cleanupPolicy": "compact", "tieredStorage": true}]),
+            )),
+            "spec.streams[0].tieredStorage",
+        ),
+        (
+            "a topic configuration key Kafka does not know",
+            kcs(with(
+                valid_kcs_spec(),
+                "/streams",
+                json!([{"name": "a", "config": {"colour.of.bytes": "blue"}}]),
+            )),
+            "spec.streams[0].config[colour.of.bytes]",
+        ),
+        (
+            "more replicas than builtin nodes",
+            kcs(with(
+                with(valid_kcs_spec(), "/template", builtin.clone()),
+                "/streams",
+                json!([{"name": "a", "replication": 3}]),
+            )),
+            "spec.streams[0].replication",
+        ),
+        (
+            "a broker key the operator sets",
+            kcs(with(
+                valid_kcs_spec(),
+                "/template",
+                json!({"provider": "builtin", "builtin": {"config": {"log.dirs": "/tmp"}}}),
+            )),
+            "spec.template.builtin.config[log.dirs]",
+        ),
+        (
+            "a flink engine with a consumer section",
+            pipeline(
+                "both-engines",
+                with(
+                    valid_pipeline_spec(),
+                    "/engine/consumer",
+                    json!({"template": {"spec": {"containers": [{"name": "app", "image": "app:1"}]}}}),
+                ),
+            ),
+            "spec.engine.consumer",
+        ),
+        (
+            "a session job without the session",
+            pipeline(
+                "no-session",
+                flink(json!({"mode": "session", "jarUri": "https://x/job.jar"})),
+            ),
+            "spec.engine.flink.sessionUrl",
+        ),
+        (
+            "a savepoint registered and taken at once",
+            savepoint(
+                "both-ways",
+                json!({"pipelineRef": "job", "type": "flink", "path": "s3://a/sp-1", "targetDirectory": "s3://a"}),
+            ),
+            "spec.targetDirectory",
+        ),
+        (
+            "offsets on a flink savepoint",
+            savepoint(
+                "flink-offsets",
+                json!({"pipelineRef": "job", "type": "flink",
+                       "offsets": [{"cluster": "blue", "topic": "orders", "partition": 0, "offset": 1}]}),
+            ),
+            "spec.offsets",
+        ),
+        (
+            "an empty start state naming a savepoint",
+            backfill(
+                "empty-start",
+                with(
+                    valid_backfill_spec(),
+                    "/startState",
+                    json!({"type": "empty", "savepoint": "sp"}),
+                ),
+            ),
+            "spec.startState.savepoint",
+        ),
+        (
+            "a backfill whose job's pods could not be named",
+            backfill("history.v2", valid_backfill_spec()),
+            "metadata.name",
+        ),
+    ]);
+    cases
+}
+
 /// Every example in `manifests/examples/` is accepted and found valid in `ns`.
 pub async fn assert_examples_valid(client: &kube::Client, ns: &str) {
     let mut objects = Vec::new();

@@ -1,7 +1,7 @@
 //! Rules for a Backfill that its schema cannot express, including its references.
 
 use super::run::derived_name_of;
-use crate::api::backfill::{BackfillSpec, StartStateType};
+use crate::api::backfill::{BackfillPhase, BackfillSpec, BackfillStatus, StartStateType};
 use crate::api::pipeline::Pipeline;
 use crate::api::savepoint::Savepoint;
 use crate::controller::pipeline::consumer::MAX_CONSUMER_NAME;
@@ -77,6 +77,37 @@ pub fn validate(name: &str, spec: &BackfillSpec, refs: &BackfillRefs) -> Vec<Spe
         (StartStateType::Empty, None) => {}
     }
     problems
+}
+
+/// Changes from `old` to `new` that a started run cannot take: its range,
+/// capacity and pipeline are fixed in its replay plan and extra clusters
+/// once it has left Pending.
+pub fn check_update(
+    new: &BackfillSpec,
+    old: &BackfillSpec,
+    status: Option<&BackfillStatus>,
+) -> Vec<SpecProblem> {
+    let phase = status
+        .and_then(|s| s.phase)
+        .unwrap_or(BackfillPhase::Pending);
+    if phase == BackfillPhase::Pending {
+        return Vec::new();
+    }
+    [
+        ("spec.pipelineRef", new.pipeline_ref != old.pipeline_ref),
+        ("spec.from", new.from != old.from),
+        ("spec.to", new.to != old.to),
+        ("spec.capacity", new.capacity != old.capacity),
+    ]
+    .into_iter()
+    .filter(|(_, changed)| *changed)
+    .map(|(field, _)| {
+        SpecProblem::invalid(
+            field,
+            format!("cannot change once the run has started (it is {phase:?}): create a new Backfill instead"),
+        )
+    })
+    .collect()
 }
 
 #[cfg(test)]

@@ -12,11 +12,11 @@ use kube::core::DeserializeGuard;
 use kube::runtime::reflector::Store;
 use kube::ResourceExt;
 
-use super::ephemeral;
 use super::migration::{self, Step};
 use super::provider::{ClusterProvider, ProviderError};
 use super::publish;
 use super::retire::{self, Retirement};
+use super::{ephemeral, validate};
 use crate::api::backfill::Backfill;
 use crate::api::kafka_cluster_set::{
     ClusterRole, ClusterSettings, ClusterStatus, KafkaClusterSet, KafkaClusterSetStatus,
@@ -84,12 +84,6 @@ async fn sync(shared: &Shared, deps: &SetDeps, set: &KafkaClusterSet) -> Result<
         .namespace()
         .ok_or(Error::MissingObjectField("metadata.namespace"))?;
     let current = set.status.clone().unwrap_or_default();
-    let recorded: BTreeMap<&str, &ClusterStatus> = current
-        .clusters
-        .iter()
-        .map(|c| (c.name.as_str(), c))
-        .collect();
-
     // Immutability: a recorded cluster whose settings changed stops everything.
     let effective: Vec<(String, ClusterSettings)> = set
         .spec
@@ -97,21 +91,19 @@ async fn sync(shared: &Shared, deps: &SetDeps, set: &KafkaClusterSet) -> Result<
         .iter()
         .map(|c| (c.name.clone(), ClusterSettings::of(&set.spec, c)))
         .collect();
-    let changed: Vec<&str> = effective
-        .iter()
-        .filter(|(name, spec)| {
-            recorded
-                .get(name.as_str())
-                .and_then(|c| c.spec_hash.as_deref())
-                .is_some_and(|hash| hash != spec.hash())
-        })
-        .map(|(name, _)| name.as_str())
+    let changed: Vec<&str> = validate::changed_clusters(&set.spec, Some(&current))
+        .into_iter()
+        .map(|(_, name)| name)
         .collect();
     if !changed.is_empty() {
         let message = format!(
-            "the spec of cluster(s) {} changed after creation and was not applied: clusters are immutable. \
-             Restore it, or add a new cluster with the new settings and move spec.routing.writeCluster to it",
-            changed.iter().map(|c| format!("`{c}`")).collect::<Vec<_>>().join(", ")
+            "the spec of cluster(s) {} changed after creation and was not applied; {}",
+            changed
+                .iter()
+                .map(|c| format!("`{c}`"))
+                .collect::<Vec<_>>()
+                .join(", "),
+            validate::IMMUTABLE_HINT
         );
         return Ok(Outcome {
             conditions: vec![Wanted::new(

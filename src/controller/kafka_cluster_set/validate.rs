@@ -1,7 +1,8 @@
 //! Rules for a KafkaClusterSet that its schema cannot express.
 
 use crate::api::kafka_cluster_set::{
-    BuiltinCluster, CleanupPolicy, ClusterEntry, ClusterRole, KafkaClusterSetSpec, Provider,
+    BuiltinCluster, CleanupPolicy, ClusterEntry, ClusterRole, ClusterSettings, KafkaClusterSetSpec,
+    KafkaClusterSetStatus, Provider,
 };
 use crate::validation::{check_duration, duplicates, SpecProblem};
 
@@ -164,6 +165,63 @@ pub fn validate(spec: &KafkaClusterSetSpec) -> Vec<SpecProblem> {
                     ),
                 ));
             }
+        }
+    }
+    problems
+}
+
+/// The clusters of `spec` (index and name) whose settings differ from
+/// the ones `status` recorded when they were created: clusters are
+/// immutable, so such a change is never applied.
+pub fn changed_clusters<'a>(
+    spec: &'a KafkaClusterSetSpec,
+    status: Option<&KafkaClusterSetStatus>,
+) -> Vec<(usize, &'a str)> {
+    let recorded = status.map(|s| s.clusters.as_slice()).unwrap_or_default();
+    spec.clusters
+        .iter()
+        .enumerate()
+        .filter(|(_, cluster)| {
+            let hash = recorded
+                .iter()
+                .find(|c| c.name == cluster.name)
+                .and_then(|c| c.spec_hash.as_deref());
+            hash.is_some_and(|hash| hash != ClusterSettings::of(spec, cluster).hash())
+        })
+        .map(|(i, cluster)| (i, cluster.name.as_str()))
+        .collect()
+}
+
+/// What a user must do about clusters whose settings changed.
+pub const IMMUTABLE_HINT: &str = "clusters are immutable: restore its settings, or add a new cluster with the new settings and move spec.routing.writeCluster to it";
+
+/// Changes from `old` to `new` that an existing set cannot take: a
+/// cluster's settings (as recorded in `status`) and fewer partitions for
+/// a stream, which Kafka cannot remove.
+pub fn check_update(
+    new: &KafkaClusterSetSpec,
+    old: &KafkaClusterSetSpec,
+    status: Option<&KafkaClusterSetStatus>,
+) -> Vec<SpecProblem> {
+    let mut problems: Vec<SpecProblem> = changed_clusters(new, status)
+        .into_iter()
+        .map(|(i, name)| {
+            SpecProblem::invalid(
+                format!("spec.clusters[{i}]"),
+                format!("the settings of cluster `{name}` changed after it was created; {IMMUTABLE_HINT}"),
+            )
+        })
+        .collect();
+    for (i, stream) in new.streams.iter().enumerate() {
+        let before = old.streams.iter().find(|s| s.name == stream.name);
+        if let Some(before) = before.filter(|b| b.partitions > stream.partitions) {
+            problems.push(SpecProblem::invalid(
+                format!("spec.streams[{i}].partitions"),
+                format!(
+                    "cannot go down from {} to {}: Kafka cannot remove partitions; declare a new stream instead",
+                    before.partitions, stream.partitions
+                ),
+            ));
         }
     }
     problems
