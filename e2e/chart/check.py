@@ -27,6 +27,13 @@ NON_DEFAULT = {
         "runbookBaseUrl": "https://wiki.example/alerts",
         "prometheusUrl": "http://prometheus.monitoring:9090",
     },
+    "labels": {"team": "data-platform"},
+    "podLabels": {"sidecar.example/inject": "false"},
+    "podAnnotations": {"example.com/owner": "streams"},
+    "imagePullSecrets": [{"name": "regcred"}],
+    "podAntiAffinity": "hard",
+    "networkPolicy": {"enabled": True, "metricsFrom": [{"namespaceSelector": {"matchLabels": {"name": "monitoring"}}}]},
+    "aggregatedRoles": False,
     "webhook": {
         "failurePolicy": "Ignore",
         "certificate": {"source": "external", "secretName": "kappa-webhook-cert"},
@@ -107,6 +114,24 @@ def test_the_webhook_is_on_by_default_and_its_certificate_can_come_from_elsewher
         assert absent not in off, f"{absent} with the webhook off"
 
 
+def test_pods_spread_pull_and_are_labelled_as_asked():
+    default = render()
+    assert "preferredDuringSchedulingIgnoredDuringExecution" in default, "replicas spread by default"
+    assert "kind: NetworkPolicy" not in default and "imagePullSecrets" not in default
+    assert 'rbac.authorization.k8s.io/aggregate-to-view: "true"' in default
+    assert 'rbac.authorization.k8s.io/aggregate-to-edit: "true"' in default
+    text = render(NON_DEFAULT)
+    assert "requiredDuringSchedulingIgnoredDuringExecution" in text
+    assert "imagePullSecrets:\n        - name: regcred" in text
+    assert text.count("team: data-platform") == text.count("helm.sh/chart:"), "every object carries the extra labels"
+    assert "sidecar.example/inject: \"false\"" in text and "example.com/owner: streams" in text
+    assert "kind: NetworkPolicy" in text and "name: monitoring" in text
+    assert "aggregate-to-view" not in text
+    custom = render({"affinity": {"nodeAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": {
+        "nodeSelectorTerms": [{"matchExpressions": [{"key": "pool", "operator": "In", "values": ["ops"]}]}]}}}})
+    assert "podAntiAffinity" not in custom and "pool" in custom, "an affinity of one's own replaces the spreading"
+
+
 def test_two_replicas_without_a_lease_are_refused():
     try:
         render({"replicas": 2, "leaderElection": {"enabled": False}})
@@ -128,6 +153,8 @@ BAD_VALUES = [
     ({"imageRepository": "registry.example.com/kappa-operator"}, "imageRepository"),
     ({"monitoring": {"serviceMonitor": {"interval": "often"}}}, "/monitoring/serviceMonitor/interval"),
     ({"webhook": {"failurePolicy": "Sometimes"}}, "/webhook/failurePolicy"),
+    ({"podAntiAffinity": "always"}, "/podAntiAffinity"),
+    ({"imagePullSecrets": ["regcred"]}, "/imagePullSecrets/0"),
     ({"webhook": {"certificate": {"source": "vault"}}}, "/webhook/certificate/source"),
     ({"webhook": {"certificate": {"validity": "a year"}}}, "/webhook/certificate/validity"),
 ]
