@@ -117,6 +117,8 @@ def test_the_webhook_is_on_by_default_and_its_certificate_can_come_from_elsewher
 def test_pods_spread_pull_and_are_labelled_as_asked():
     default = render()
     assert "preferredDuringSchedulingIgnoredDuringExecution" in default, "replicas spread by default"
+    assert "apiVersion: policy/v1beta1\nkind: PodDisruptionBudget" in default and "maxUnavailable: 1" in default
+    assert "kind: PodDisruptionBudget" not in render(NON_DEFAULT), "no budget for a single replica"
     assert "kind: NetworkPolicy" not in default and "imagePullSecrets" not in default
     assert 'rbac.authorization.k8s.io/aggregate-to-view: "true"' in default
     assert 'rbac.authorization.k8s.io/aggregate-to-edit: "true"' in default
@@ -154,6 +156,7 @@ BAD_VALUES = [
     ({"monitoring": {"serviceMonitor": {"interval": "often"}}}, "/monitoring/serviceMonitor/interval"),
     ({"webhook": {"failurePolicy": "Sometimes"}}, "/webhook/failurePolicy"),
     ({"podAntiAffinity": "always"}, "/podAntiAffinity"),
+    ({"podDisruptionBudget": {"maxUnavailable": 0}}, "/podDisruptionBudget/maxUnavailable"),
     ({"imagePullSecrets": ["regcred"]}, "/imagePullSecrets/0"),
     ({"webhook": {"certificate": {"source": "vault"}}}, "/webhook/certificate/source"),
     ({"webhook": {"certificate": {"validity": "a year"}}}, "/webhook/certificate/validity"),
