@@ -458,8 +458,16 @@ async fn a_builtin_cluster_runs_as_pods_and_goes_with_its_set() {
             "{kind}/{name}"
         );
         assert_eq!(
-            labels["app.kubernetes.io/instance"], "events-blue",
+            (
+                &labels["kappa.dev/cluster-set"],
+                &labels["kappa.dev/cluster"]
+            ),
+            (&json!("events"), &json!("blue")),
             "{kind}/{name}"
+        );
+        assert!(
+            labels.get("app.kubernetes.io/instance").is_none(),
+            "{kind}/{name}: a label GitOps tools claim objects by"
         );
     }
     let stateful_set = get("statefulset", "events-blue");

@@ -396,7 +396,7 @@ async fn a_burning_slo_pages_and_a_healthy_one_does_not() {
             "get",
             "prometheusrules,configmaps",
             "-l",
-            "app.kubernetes.io/instance=orders-app",
+            "kappa.dev/pipeline=orders-app",
             "-o",
             "name",
         ]);

@@ -227,7 +227,7 @@ pub fn admission_cases() -> Vec<(&'static str, Value, &'static str)> {
         .filter(|(what, _, reason, _)| *reason == "InvalidSpec" && *what != needs_the_set)
         .map(|(what, object, _, field)| (what, object, field))
         .collect();
-    let builtin = json!({"provider": "builtin"});
+    let builtin = json!({"provider": "builtin", "builtin": {"nodes": 1}});
     let flink = |section: Value| with(valid_pipeline_spec(), "/engine/flink", section);
     cases.extend([
         (
@@ -253,7 +253,7 @@ pub fn admission_cases() -> Vec<(&'static str, Value, &'static str)> {
             kcs(with(
                 with(valid_kcs_spec(), "/template", builtin.clone()),
                 "/streams",
-                json!([{"name": "a", "replication": 3}]),
+                json!([{"name": "a", "replication": 2}]),
             )),
             "spec.streams[0].replication",
         ),

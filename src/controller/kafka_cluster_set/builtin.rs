@@ -83,14 +83,14 @@ pub const SET_LABEL: &str = "kappa.dev/cluster-set";
 /// Label naming the cluster on every object of a builtin cluster.
 pub const CLUSTER_LABEL: &str = "kappa.dev/cluster";
 
-/// Standard labels of every object of a cluster; the first two select its pods.
+/// Standard labels of every object of a cluster. No
+/// `app.kubernetes.io/instance`: GitOps tools claim objects by it (Argo
+/// CD tracks its applications' objects with it), and the operator's
+/// children are not theirs. Its own selection is by [`SET_LABEL`] and
+/// [`CLUSTER_LABEL`].
 pub fn labels(set: &KafkaClusterSet, cluster: &str, version: &str) -> BTreeMap<String, String> {
     BTreeMap::from([
         ("app.kubernetes.io/name".into(), "kafka".into()),
-        (
-            "app.kubernetes.io/instance".into(),
-            format!("{}-{cluster}", set.name_any()),
-        ),
         ("app.kubernetes.io/component".into(), "broker".into()),
         ("app.kubernetes.io/part-of".into(), set.name_any()),
         ("app.kubernetes.io/version".into(), version.into()),
@@ -103,10 +103,15 @@ pub fn labels(set: &KafkaClusterSet, cluster: &str, version: &str) -> BTreeMap<S
     ])
 }
 
-fn selector(set: &KafkaClusterSet, cluster: &str) -> BTreeMap<String, String> {
+/// The labels that select a cluster's pods and claims. A cluster created
+/// by an earlier version keeps the selector it was created with
+/// (`app.kubernetes.io/name` and `app.kubernetes.io/instance`): its
+/// objects are applied once, when created, and clusters are replaced,
+/// not changed.
+pub fn selector(set: &KafkaClusterSet, cluster: &str) -> BTreeMap<String, String> {
     labels(set, cluster, "")
         .into_iter()
-        .filter(|(k, _)| k == "app.kubernetes.io/name" || k == "app.kubernetes.io/instance")
+        .filter(|(k, _)| k == "app.kubernetes.io/name" || k == SET_LABEL || k == CLUSTER_LABEL)
         .collect()
 }
 

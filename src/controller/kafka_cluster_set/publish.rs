@@ -136,7 +136,6 @@ pub fn config_map(set: &KafkaClusterSet, document: &DiscoveryDocument) -> Config
                     "app.kubernetes.io/name".to_string(),
                     "kafka-discovery".to_string(),
                 ),
-                ("app.kubernetes.io/instance".to_string(), set.name_any()),
                 (
                     "app.kubernetes.io/managed-by".to_string(),
                     "kappa-operator".to_string(),

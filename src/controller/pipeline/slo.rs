@@ -15,6 +15,7 @@ use kube::runtime::reflector::{ObjectRef, Store};
 use kube::{Api, Client, ResourceExt};
 use sha2::{Digest, Sha256};
 
+use super::consumer::PIPELINE_LABEL;
 use super::snapshots::owner;
 use crate::api::pipeline::{ObjectiveStatus, Pipeline, PipelineStatus, SloStatus};
 use crate::controller::{apply_unless_current, cache_ready, gone};
@@ -150,7 +151,7 @@ fn rule_labels(pipeline: &str, settings: &SloSettings) -> BTreeMap<String, Strin
         "app.kubernetes.io/managed-by".into(),
         "kappa-operator".into(),
     );
-    labels.insert("app.kubernetes.io/instance".into(), pipeline.into());
+    labels.insert(PIPELINE_LABEL.into(), pipeline.into());
     labels
 }
 
