@@ -138,6 +138,90 @@ async fn examples_keep_their_lists_as_git_has_them() {
         compared >= 5,
         "the examples have lists: {compared} compared"
     );
+    // Once the operator has written every status, Git and the cluster still
+    // agree, as Argo CD's and Flux's server-side diffs would find.
+    operator();
+    let applied: Vec<(String, String, std::path::PathBuf)> =
+        std::fs::read_dir(common::repo().join("manifests/examples"))
+            .expect("examples")
+            .map(|entry| entry.expect("example entry").path())
+            .filter(|path| path.file_name().is_some_and(|n| n != "kustomization.yaml"))
+            .flat_map(|path| {
+                common::yaml_documents(&path).into_iter().map(move |d| {
+                    let kind = d["kind"].as_str().expect("kind").to_string();
+                    let name = d["metadata"]["name"].as_str().expect("name").to_string();
+                    (kind, name, path.clone())
+                })
+            })
+            .collect();
+    for (kind, name, path) in &applied {
+        let api = kappa_api(&client, &ns, kind);
+        let converged = std::time::Instant::now();
+        loop {
+            let object = api.get(name).await.expect("example");
+            let generation = object.metadata.generation;
+            if object.data["status"]["observedGeneration"].as_i64() == generation {
+                assert_eq!(
+                    generation,
+                    Some(1),
+                    "{kind}/{name}: the operator moved no generation"
+                );
+                owned_by_git_except_status_and_finalizers(kind, name, &object);
+                break;
+            }
+            assert!(
+                converged.elapsed() < Duration::from_secs(30),
+                "{kind}/{name} got no status"
+            );
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        let diff = testbed.kubectl_output(&[
+            "-n",
+            &ns,
+            "diff",
+            "--server-side",
+            "--field-manager=gitops",
+            "--force-conflicts",
+            "-f",
+            &path.to_string_lossy(),
+        ]);
+        assert!(
+            diff.status.success(),
+            "{}: a server-side diff after the operator's work: {}{}",
+            path.display(),
+            String::from_utf8_lossy(&diff.stdout),
+            String::from_utf8_lossy(&diff.stderr)
+        );
+    }
+}
+
+/// Every field manager but Git's own owns nothing beyond `status` and
+/// `metadata.finalizers` of `object`.
+fn owned_by_git_except_status_and_finalizers(
+    kind: &str,
+    name: &str,
+    object: &kube::core::DynamicObject,
+) {
+    for entry in object.metadata.managed_fields.iter().flatten() {
+        let manager = entry.manager.as_deref().unwrap_or_default();
+        if manager == "gitops" {
+            continue;
+        }
+        let fields = serde_json::to_value(&entry.fields_v1).expect("fields");
+        for (field, inner) in fields.as_object().into_iter().flatten() {
+            let allowed = match field.as_str() {
+                "f:status" => true,
+                "f:metadata" => inner
+                    .as_object()
+                    .is_some_and(|m| m.keys().all(|k| k == "f:finalizers")),
+                _ => false,
+            };
+            assert!(
+                allowed,
+                "{kind}/{name}: manager {manager} owns {field}: {inner}"
+            );
+        }
+    }
 }
 
 #[tokio::test]

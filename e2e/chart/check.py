@@ -188,6 +188,45 @@ def test_renderings_are_accepted_by_the_api_server():
             kubectl(env, "create", "namespace", namespace)
         for values in ({}, NON_DEFAULT, {"webhook": {"enabled": False}}):
             kubectl(env, "apply", "--dry-run=server", "-f", "-", stdin=render(values))
+        # Installed for one namespace, the operator's account can act there only.
+        kubectl(env, "apply", "-f", "-", stdin=render(NON_DEFAULT))
+        account = "--as=system:serviceaccount:kappa-system:kappa-operator"
+        can = lambda *args: subprocess.run(["kubectl", "auth", "can-i", account, *args], env=env,
+                                           capture_output=True, text=True).stdout.strip()
+        assert can("list", "pipelines.kappa.dev", "-n", "team-a") == "yes"
+        assert can("patch", "pipelines.kappa.dev/status", "-n", "team-a") == "yes"
+        assert can("list", "pipelines.kappa.dev", "-n", "default") == "no"
+        assert can("list", "pipelines.kappa.dev", "--all-namespaces") == "no"
+        assert can("get", "secrets/kappa-webhook-cert", "-n", "kappa-system") == "yes"
+        assert can("patch", "validatingwebhookconfigurations") == "no"
+    finally:
+        subprocess.run([ROOT / "e2e/testbed/down"], env=env, capture_output=True)
+
+
+def test_a_crd_upgrade_adds_a_printer_column_in_place():
+    """Helm leaves crds/ alone on upgrade; `kubectl apply --server-side -f
+    crds/` (README) upgrades them, and stored objects stay as they are."""
+    state = tempfile.mkdtemp(prefix="kappa-crd-upgrade-")
+    env = dict(os.environ, KAPPA_TESTBED_STATE=state, KAPPA_TESTBED_NODE="0")
+    up = subprocess.run([ROOT / "e2e/testbed/up"], env=env, capture_output=True, text=True)
+    try:
+        assert up.returncode == 0, up.stderr
+        env["KUBECONFIG"] = next(
+            line.split("=", 1)[1] for line in up.stdout.splitlines() if line.startswith("export KUBECONFIG=")
+        )
+        current = (CHART / "crds" / "pipelines.yaml").read_text()
+        column = "    - jsonPath: .spec.engine.type\n      name: Engine\n      type: string\n"
+        assert column in current
+        kubectl(env, "apply", "--server-side", "-f", "-", stdin=current.replace(column, ""))
+        kubectl(env, "wait", "--for=condition=Established", "crd/pipelines.kappa.dev", "--timeout=60s")
+        kubectl(env, "apply", "-n", "default", "-f", str(ROOT / "manifests" / "examples" / "pipeline-consumer.yaml"))
+        before = kubectl(env, "get", "pipelines", "-n", "default")
+        assert "ENGINE" not in before, before
+        stored = kubectl(env, "get", "pipelines", "-n", "default", "-o", "jsonpath={.items[0].metadata.uid}")
+        kubectl(env, "apply", "--server-side", "-f", str(CHART / "crds"))
+        after = kubectl(env, "get", "pipelines", "-n", "default")
+        assert "ENGINE" in after and "consumer" in after, after
+        assert kubectl(env, "get", "pipelines", "-n", "default", "-o", "jsonpath={.items[0].metadata.uid}") == stored
     finally:
         subprocess.run([ROOT / "e2e/testbed/down"], env=env, capture_output=True)
 
