@@ -13,7 +13,7 @@ use common::flink::patch_spec;
 use common::node::{
     apply_manifest, assert_pods_logged_no_refusal, demo_consumer, deploy_operator, lease_holder,
     operator_pods, pod_cluster_set, run_consumer_pipeline, set_ready, tansu_pod, tansu_template,
-    wait_pod_ready,
+    wait_for_rollout, wait_pod_ready,
 };
 use common::objects::{
     admission_cases, assert_examples_valid, assert_semantic_verdicts, kcs, pipeline, savepoint,
@@ -241,18 +241,7 @@ fn assert_admission_survives_a_replica_leaving(testbed: &Testbed, ns: &str) {
         assert_refused(testbed, ns, what, &object, field, true);
         answered += 1;
     }
-    let rollout = testbed.kubectl_output(&[
-        "-n",
-        "kappa-system",
-        "rollout",
-        "status",
-        "deployment/kappa-operator",
-        "--timeout=180s",
-    ]);
-    assert!(
-        rollout.status.success(),
-        "a new replica replaces the deleted one"
-    );
+    wait_for_rollout(testbed);
     assert_refused(testbed, ns, what, &object, field, true);
     println!(
         "admission answered {answered} calls in the 20 s after replica {} was deleted",

@@ -4,6 +4,7 @@ it lints clean, renders with default and non-default values, refuses values
 that make no sense, and every rendering is accepted by a real kube-apiserver
 (server-side dry run). Prints `N passed, N failed`.
 """
+import contextlib
 import os
 import pathlib
 import subprocess
@@ -46,6 +47,21 @@ NON_DEFAULT = {
         "dashboard": {"enabled": True},
     },
 }
+
+
+@contextlib.contextmanager
+def control_plane(prefix):
+    """A testbed without a node: its kubectl environment, stopped after use."""
+    env = dict(os.environ, KAPPA_TESTBED_STATE=tempfile.mkdtemp(prefix=prefix), KAPPA_TESTBED_NODE="0")
+    up = subprocess.run([ROOT / "e2e/testbed/up"], env=env, capture_output=True, text=True)
+    try:
+        assert up.returncode == 0, up.stderr
+        env["KUBECONFIG"] = next(
+            line.split("=", 1)[1] for line in up.stdout.splitlines() if line.startswith("export KUBECONFIG=")
+        )
+        yield env
+    finally:
+        subprocess.run([ROOT / "e2e/testbed/down"], env=env, capture_output=True)
 
 
 def kubectl(env, *args, stdin=None):
@@ -174,14 +190,7 @@ def test_bad_values_are_refused_by_the_schema_naming_the_key():
 
 
 def test_renderings_are_accepted_by_the_api_server():
-    state = tempfile.mkdtemp(prefix="kappa-chart-")
-    env = dict(os.environ, KAPPA_TESTBED_STATE=state, KAPPA_TESTBED_NODE="0")
-    up = subprocess.run([ROOT / "e2e/testbed/up"], env=env, capture_output=True, text=True)
-    try:
-        assert up.returncode == 0, up.stderr
-        env["KUBECONFIG"] = next(
-            line.split("=", 1)[1] for line in up.stdout.splitlines() if line.startswith("export KUBECONFIG=")
-        )
+    with control_plane("kappa-chart-") as env:
         kubectl(env, "apply", "-f", str(CHART / "crds"))
         kubectl(env, "apply", "-f", str(ROOT / "e2e" / "monitoring-crds.yaml"))
         for namespace in ("kappa-system", "team-a"):
@@ -199,21 +208,12 @@ def test_renderings_are_accepted_by_the_api_server():
         assert can("list", "pipelines.kappa.dev", "--all-namespaces") == "no"
         assert can("get", "secrets/kappa-webhook-cert", "-n", "kappa-system") == "yes"
         assert can("patch", "validatingwebhookconfigurations") == "no"
-    finally:
-        subprocess.run([ROOT / "e2e/testbed/down"], env=env, capture_output=True)
 
 
 def test_a_crd_upgrade_adds_a_printer_column_in_place():
     """Helm leaves crds/ alone on upgrade; `kubectl apply --server-side -f
     crds/` (README) upgrades them, and stored objects stay as they are."""
-    state = tempfile.mkdtemp(prefix="kappa-crd-upgrade-")
-    env = dict(os.environ, KAPPA_TESTBED_STATE=state, KAPPA_TESTBED_NODE="0")
-    up = subprocess.run([ROOT / "e2e/testbed/up"], env=env, capture_output=True, text=True)
-    try:
-        assert up.returncode == 0, up.stderr
-        env["KUBECONFIG"] = next(
-            line.split("=", 1)[1] for line in up.stdout.splitlines() if line.startswith("export KUBECONFIG=")
-        )
+    with control_plane("kappa-crd-upgrade-") as env:
         current = (CHART / "crds" / "pipelines.yaml").read_text()
         column = "    - jsonPath: .spec.engine.type\n      name: Engine\n      type: string\n"
         assert column in current
@@ -227,8 +227,6 @@ def test_a_crd_upgrade_adds_a_printer_column_in_place():
         after = kubectl(env, "get", "pipelines", "-n", "default")
         assert "ENGINE" in after and "consumer" in after, after
         assert kubectl(env, "get", "pipelines", "-n", "default", "-o", "jsonpath={.items[0].metadata.uid}") == stored
-    finally:
-        subprocess.run([ROOT / "e2e/testbed/down"], env=env, capture_output=True)
 
 
 def main():

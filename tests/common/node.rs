@@ -26,6 +26,13 @@ pub fn deploy_operator(testbed: &Testbed) {
             *applied = true;
         }
     }
+    wait_for_rollout(testbed);
+    wait_for_admission(testbed);
+}
+
+/// Waits until every replica of the operator runs the Deployment's latest
+/// template and is ready.
+pub fn wait_for_rollout(testbed: &Testbed) {
     let rollout = testbed.kubectl_output(&[
         "-n",
         "kappa-system",
@@ -42,7 +49,6 @@ pub fn deploy_operator(testbed: &Testbed) {
             String::from_utf8_lossy(&pods.stdout)
         );
     }
-    wait_for_admission(testbed);
 }
 
 /// Waits until the API server's calls to the operator's webhook succeed: a
