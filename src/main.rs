@@ -68,9 +68,13 @@ struct RunArgs {
     /// Address of the /metrics, /healthz and /readyz server.
     #[arg(long, env = "KAPPA_HTTP_ADDRESS", default_value = "0.0.0.0:8080")]
     http_address: SocketAddr,
-    /// Watch only this namespace (default: all namespaces).
-    #[arg(long, env = "KAPPA_WATCH_NAMESPACE")]
-    namespace: Option<String>,
+    /// Watch only these namespaces (repeat the flag, or separate with commas; default: all namespaces).
+    #[arg(
+        long = "namespace",
+        env = "KAPPA_WATCH_NAMESPACES",
+        value_delimiter = ','
+    )]
+    namespaces: Vec<String>,
     /// Log line format.
     #[arg(long, env = "KAPPA_LOG_FORMAT", value_enum, default_value = "text")]
     log_format: LogFormat,
@@ -297,7 +301,7 @@ async fn main() -> ExitCode {
             });
             let settings = operator::Settings {
                 http_address: args.http_address,
-                namespace: args.namespace,
+                namespaces: args.namespaces,
                 lease,
                 slo: slo::SloSettings {
                     delivery: args.slo_rules,

@@ -12,6 +12,42 @@ use prometheus::{
 /// An object's problem conditions: (type, reason) pairs.
 pub type Problems = BTreeSet<(String, String)>;
 
+/// The objects in one controller's cache, to remove the metric series of
+/// those that are gone. Only series of the namespace the cache covers are
+/// judged: an operator watching several namespaces runs one set of
+/// controllers per namespace, all writing the same metrics.
+#[derive(Debug, Clone, Default)]
+pub struct Present {
+    /// The namespace the cache covers; every namespace when `None`.
+    scope: Option<String>,
+    /// (namespace, name) of every object in it.
+    objects: BTreeSet<(String, String)>,
+}
+
+impl Present {
+    /// The `objects` of a cache covering `scope` (all namespaces when `None`).
+    pub fn new(scope: Option<&str>, objects: BTreeSet<(String, String)>) -> Self {
+        Self {
+            scope: scope.map(str::to_string),
+            objects,
+        }
+    }
+
+    /// Whether the object `namespace`/`name` is in the cache's scope but
+    /// not in the cache: deleted.
+    pub fn gone(&self, namespace: &str, name: &str) -> bool {
+        self.covers(namespace)
+            && !self
+                .objects
+                .contains(&(namespace.to_string(), name.to_string()))
+    }
+
+    /// Whether the cache covers `namespace`.
+    pub fn covers(&self, namespace: &str) -> bool {
+        self.scope.as_deref().is_none_or(|scope| scope == namespace)
+    }
+}
+
 /// Every metric the operator exports.
 pub struct Metrics {
     registry: Registry,
@@ -417,15 +453,15 @@ impl Metrics {
         };
     }
 
-    /// Removes the problem series of `controller`'s objects that are not in
-    /// `present` (namespace, name): they were deleted.
-    pub fn forget_problems(&self, controller: &str, present: &BTreeSet<(String, String)>) {
+    /// Removes the problem series of `controller`'s objects that
+    /// `present` says are gone.
+    pub fn forget_problems(&self, controller: &str, present: &Present) {
         let mut recorded = self
             .problems
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner());
         recorded.retain(|(c, namespace, name), problems| {
-            let keep = c != controller || present.contains(&(namespace.clone(), name.clone()));
+            let keep = c != controller || !present.gone(namespace, name);
             if !keep {
                 for (condition, reason) in problems.iter() {
                     let _ = self
@@ -506,7 +542,13 @@ mod tests {
         let text = metrics.render().expect("render");
         assert!(!text.contains("name=\"events\""), "{text}");
         assert!(text.contains("name=\"other\""), "{text}");
-        metrics.forget_problems("kafkaclusterset", &BTreeSet::new());
+        let elsewhere = Present::new(Some("other-team"), BTreeSet::new());
+        metrics.forget_problems("kafkaclusterset", &elsewhere);
+        assert!(
+            metrics.render().expect("render").contains("name=\"other\""),
+            "another namespace's cache judges nothing here"
+        );
+        metrics.forget_problems("kafkaclusterset", &Present::new(None, BTreeSet::new()));
         assert!(!metrics
             .render()
             .expect("render")

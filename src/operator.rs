@@ -20,8 +20,9 @@ use crate::webhook::{self, WebhookSettings};
 pub struct Settings {
     /// Address of the metrics and health server.
     pub http_address: SocketAddr,
-    /// Namespace to watch; every namespace when `None`.
-    pub namespace: Option<String>,
+    /// Namespaces to watch, each by a set of controllers of its own (a
+    /// Role per namespace is enough); every namespace when empty.
+    pub namespaces: Vec<String>,
     /// Leader election; `None` runs the controllers at once (one replica only).
     pub lease: Option<LeaseSettings>,
     /// Pipeline SLOs: where their rules go, where budgets are read from.
@@ -93,13 +94,24 @@ pub async fn run(settings: Settings) -> Result<(), RunError> {
         controller: "kappa-operator".into(),
         instance: settings.lease.as_ref().map(|l| l.identity.clone()),
     };
-    let shared = Arc::new(Shared::new(
-        client.clone(),
-        Recorder::new(client.clone(), reporter),
-        metrics.clone(),
-        settings.namespace,
-        settings.slo,
-    ));
+    let recorder = Recorder::new(client.clone(), reporter);
+    let scopes: Vec<Option<String>> = if settings.namespaces.is_empty() {
+        vec![None]
+    } else {
+        settings.namespaces.into_iter().map(Some).collect()
+    };
+    let shared: Vec<Arc<Shared>> = scopes
+        .into_iter()
+        .map(|scope| {
+            Arc::new(Shared::new(
+                client.clone(),
+                recorder.clone(),
+                metrics.clone(),
+                scope,
+                settings.slo.clone(),
+            ))
+        })
+        .collect();
 
     let outcome = match settings.lease {
         None => {
@@ -137,7 +149,7 @@ pub async fn run(settings: Settings) -> Result<(), RunError> {
 /// it on shutdown.
 async fn lead(
     mut elector: LeaderElector,
-    shared: Arc<Shared>,
+    shared: Vec<Arc<Shared>>,
     metrics: &Metrics,
     ready: &AtomicBool,
     trigger: &shutdown::ShutdownTrigger,

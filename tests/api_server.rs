@@ -651,69 +651,11 @@ async fn health_and_metrics_are_served() {
     }
 }
 
-/// A kubeconfig for the ServiceAccount the shipped manifests create, so the
-/// operator runs with exactly the shipped RBAC.
-async fn service_account_kubeconfig(testbed: &Testbed) -> std::path::PathBuf {
-    let mut token = String::new();
-    for _ in 0..100 {
-        let secret = testbed.kubectl(&[
-            "get", "secrets", "-n", "kappa-system", "-o",
-            "jsonpath={.items[?(@.metadata.annotations.kubernetes\\.io/service-account\\.name==\"kappa-operator\")].data.token}",
-        ]);
-        if !secret.trim().is_empty() {
-            let decoded = std::process::Command::new("base64")
-                .arg("-d")
-                .stdin(std::process::Stdio::piped())
-                .stdout(std::process::Stdio::piped())
-                .spawn()
-                .and_then(|mut child| {
-                    use std::io::Write;
-                    child
-                        .stdin
-                        .take()
-                        .expect("stdin")
-                        .write_all(secret.trim().as_bytes())?;
-                    child.wait_with_output()
-                })
-                .expect("base64 decodes");
-            token = String::from_utf8_lossy(&decoded.stdout).into_owned();
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
-    assert!(
-        !token.is_empty(),
-        "the token controller issued no token for kappa-operator"
-    );
-    let admin = std::fs::read_to_string(&testbed.kubeconfig).expect("admin kubeconfig");
-    let admin_token = admin
-        .lines()
-        .find_map(|line| line.trim().strip_prefix("token: "))
-        .expect("admin token");
-    let path = testbed.state.join("operator-sa.kubeconfig");
-    std::fs::write(&path, admin.replace(admin_token, token.trim()))
-        .expect("service account kubeconfig");
-    path
-}
-
 #[tokio::test]
 async fn the_shipped_manifests_apply_and_their_rbac_is_enough() {
     let testbed = Testbed::get();
-    let rendered = testbed.kubectl(&[
-        "kustomize",
-        &common::repo().join("manifests").to_string_lossy(),
-    ]);
-    // No node runs the operator's pods here, so nothing would answer the
-    // webhook (tests/in_cluster.rs tests it): its registration stays out,
-    // or every other test's objects would be refused meanwhile.
-    let rendered: Vec<&str> = rendered
-        .split("\n---\n")
-        .filter(|doc| !doc.contains("kind: ValidatingWebhookConfiguration"))
-        .collect();
-    let manifest = testbed.state.join("manifests.yaml");
-    std::fs::write(&manifest, rendered.join("\n---\n")).expect("rendered manifests");
-    testbed.kubectl(&["apply", "-f", &manifest.to_string_lossy()]);
-    let kubeconfig = service_account_kubeconfig(testbed).await;
+    common::apply_manifests_without_webhook(testbed);
+    let kubeconfig = common::service_account_kubeconfig(testbed).await;
     let mut operator = Operator::start_as(
         testbed,
         &kubeconfig,

@@ -19,7 +19,7 @@ from render import ALERTS, ALERTS_HEADER, ALERTS_OUTPUT, CHART, OUTPUT, HEADER, 
 NON_DEFAULT = {
     "replicas": 1,
     "leaderElection": {"enabled": False},
-    "watchNamespace": "team-a",
+    "watchNamespaces": ["team-a", "team-b"],
     "logFormat": "text",
     "image": {"repository": "registry.example.com/kappa-operator", "tag": "0.1.0-rc1"},
     "slo": {
@@ -103,7 +103,9 @@ def test_non_default_values_scope_the_operator():
     text = render(NON_DEFAULT)
     assert "kind: ClusterRole" not in text, "a watched namespace needs no cluster-wide grant"
     assert "kind: Role\n" in text and "namespace: team-a" in text
-    assert "--namespace=team-a" in text and "--no-leader-election" in text and "--log-format=text" in text
+    assert "--namespace=team-a\n            - --namespace=team-b" in text
+    assert text.count("kind: RoleBinding\nmetadata:\n  name: kappa-operator\n  namespace: team-") == 2, "a Role and RoleBinding in each watched namespace"
+    assert "--no-leader-election" in text and "--log-format=text" in text
     assert "registry.example.com/kappa-operator:0.1.0-rc1" in text
     # The replay Jobs of a Backfill run the same image.
     assert 'name: KAPPA_OPERATOR_IMAGE\n              value: "registry.example.com/kappa-operator:0.1.0-rc1"' in text
@@ -166,7 +168,8 @@ BAD_VALUES = [
     ({"slo": {"rules": "all"}}, "/slo/rules"),
     ({"slo": {"prometheusUrl": "prometheus:9090"}}, "/slo/prometheusUrl"),
     ({"leaderElection": {"leaseDuration": "15"}}, "/leaderElection/leaseDuration"),
-    ({"watchNamespace": "Team A"}, "/watchNamespace"),
+    ({"watchNamespaces": ["Team A"]}, "/watchNamespaces/0"),
+    ({"watchNamespace": "team-a"}, "watchNamespace"),
     ({"image": {"pullPolicy": "Sometimes"}}, "/image/pullPolicy"),
     ({"imageRepository": "registry.example.com/kappa-operator"}, "imageRepository"),
     ({"monitoring": {"serviceMonitor": {"interval": "often"}}}, "/monitoring/serviceMonitor/interval"),
@@ -193,7 +196,7 @@ def test_renderings_are_accepted_by_the_api_server():
     with control_plane("kappa-chart-") as env:
         kubectl(env, "apply", "-f", str(CHART / "crds"))
         kubectl(env, "apply", "-f", str(ROOT / "e2e" / "monitoring-crds.yaml"))
-        for namespace in ("kappa-system", "team-a"):
+        for namespace in ("kappa-system", "team-a", "team-b"):
             kubectl(env, "create", "namespace", namespace)
         for values in ({}, NON_DEFAULT, {"webhook": {"enabled": False}}):
             kubectl(env, "apply", "--dry-run=server", "-f", "-", stdin=render(values))
@@ -203,6 +206,7 @@ def test_renderings_are_accepted_by_the_api_server():
         can = lambda *args: subprocess.run(["kubectl", "auth", "can-i", account, *args], env=env,
                                            capture_output=True, text=True).stdout.strip()
         assert can("list", "pipelines.kappa.dev", "-n", "team-a") == "yes"
+        assert can("create", "statefulsets.apps", "-n", "team-b") == "yes"
         assert can("patch", "pipelines.kappa.dev/status", "-n", "team-a") == "yes"
         assert can("list", "pipelines.kappa.dev", "-n", "default") == "no"
         assert can("list", "pipelines.kappa.dev", "--all-namespaces") == "no"

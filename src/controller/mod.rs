@@ -9,12 +9,13 @@ pub mod pipeline;
 pub mod savepoint;
 mod verdict;
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::HashMap;
 use std::fmt::Debug;
 use std::future::Future;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use futures::future::join_all;
 use futures::{Stream, StreamExt};
 use kube::api::{Patch, PatchParams};
 use kube::core::{DeserializeGuard, NamespaceResourceScope};
@@ -28,7 +29,7 @@ use sha2::{Digest, Sha256};
 
 use crate::api::common::CommonStatus;
 use crate::error::Error;
-use crate::metrics::Metrics;
+use crate::metrics::{Metrics, Present};
 use crate::shutdown::Shutdown;
 use crate::slo::SloSettings;
 
@@ -120,7 +121,7 @@ pub trait Kind:
     fn common_status(&self) -> Option<&CommonStatus>;
     /// Removes the kind's own metric series of objects not in `present`
     /// (namespace, name): they were deleted.
-    fn forget_metrics(_metrics: &Metrics, _present: &BTreeSet<(String, String)>) {}
+    fn forget_metrics(_metrics: &Metrics, _present: &Present) {}
 }
 
 /// Context of one controller: the shared parts plus the stores of the kinds it references.
@@ -279,6 +280,7 @@ async fn drive<K, S, F, Fut>(
 {
     let sweeper = tokio::spawn(forget_deleted::<K>(
         ctx.shared.metrics.clone(),
+        ctx.shared.namespace.clone(),
         controller.store(),
     ));
     controller
@@ -299,23 +301,41 @@ const METRICS_SWEEP: Duration = Duration::from_secs(60);
 
 /// Removes, every minute, the metric series of objects that are gone: a
 /// deleted object must not stay on dashboards or keep an alert firing.
-async fn forget_deleted<K: Kind>(metrics: Arc<Metrics>, objects: Store<DeserializeGuard<K>>) {
+async fn forget_deleted<K: Kind>(
+    metrics: Arc<Metrics>,
+    scope: Option<String>,
+    objects: Store<DeserializeGuard<K>>,
+) {
     let mut every =
         tokio::time::interval_at(tokio::time::Instant::now() + METRICS_SWEEP, METRICS_SWEEP);
     loop {
         every.tick().await;
-        let present = objects
-            .state()
-            .iter()
-            .map(|o| (o.namespace().unwrap_or_default(), o.name_any()))
-            .collect();
+        let present = Present::new(
+            scope.as_deref(),
+            objects
+                .state()
+                .iter()
+                .map(|o| (o.namespace().unwrap_or_default(), o.name_any()))
+                .collect(),
+        );
         metrics.forget_problems(K::CONTROLLER, &present);
         K::forget_metrics(&metrics, &present);
     }
 }
 
-/// Runs the four controllers until `shutdown` completes.
-pub async fn run(shared: Arc<Shared>, shutdown: Shutdown) {
+/// Runs the four controllers of every scope (a namespace, or all of them)
+/// until `shutdown` completes.
+pub async fn run(scopes: Vec<Arc<Shared>>, shutdown: Shutdown) {
+    join_all(
+        scopes
+            .into_iter()
+            .map(|shared| run_scope(shared, shutdown.clone())),
+    )
+    .await;
+}
+
+/// Runs the four controllers of one scope until `shutdown` completes.
+async fn run_scope(shared: Arc<Shared>, shutdown: Shutdown) {
     tokio::join!(
         kafka_cluster_set::run(shared.clone(), shutdown.signalled()),
         pipeline::run(shared.clone(), shutdown.signalled()),

@@ -151,9 +151,16 @@ impl Observations {
     }
 
     /// Counts one sample of every objective of every pipeline in `slos`,
-    /// and forgets the pipelines (and objectives) no longer there, their
-    /// series included.
-    pub fn sample(&self, metrics: &Metrics, slos: &[(PipelineKey, SloModel)], now: Instant) {
+    /// and forgets the pipelines (and objectives) of namespace `scope`
+    /// (every namespace when `None`) no longer there, their series
+    /// included.
+    pub fn sample(
+        &self,
+        metrics: &Metrics,
+        slos: &[(PipelineKey, SloModel)],
+        scope: Option<&str>,
+        now: Instant,
+    ) {
         let mut observations = self
             .0
             .lock()
@@ -189,7 +196,11 @@ impl Observations {
         }
         let present: BTreeSet<PipelineKey> = slos.iter().map(|(key, _)| key.clone()).collect();
         observations.retain(|key, _| present.contains(key));
-        for (namespace, name, objective) in recorded(metrics).difference(&wanted) {
+        let in_scope = |namespace: &String| scope.is_none_or(|s| s == namespace);
+        for (namespace, name, objective) in recorded(metrics)
+            .difference(&wanted)
+            .filter(|(namespace, _, _)| in_scope(namespace))
+        {
             let labels = [namespace.as_str(), name.as_str(), objective];
             // A series never set is simply not there to remove.
             let _ = metrics.slo_samples.remove_label_values(&labels);
@@ -325,8 +336,8 @@ mod tests {
             ),
         );
         let slos = vec![(key.clone(), model())];
-        observations.sample(&metrics, &slos, now);
-        observations.sample(&metrics, &slos, now);
+        observations.sample(&metrics, &slos, None, now);
+        observations.sample(&metrics, &slos, None, now);
         let text = metrics.render().expect("render");
         for line in [
             r#"kappa_pipeline_slo_samples_total{namespace="shop",objective="lag_records",pipeline="orders"} 2"#,
@@ -335,7 +346,13 @@ mod tests {
         ] {
             assert!(text.contains(line), "{line} not in\n{text}");
         }
-        observations.sample(&metrics, &[], now);
+        observations.sample(&metrics, &[], Some("elsewhere"), now);
+        let text = metrics.render().expect("render");
+        assert!(
+            text.contains("pipeline=\"orders\""),
+            "another namespace's sampler forgets nothing here"
+        );
+        observations.sample(&metrics, &[], None, now);
         let text = metrics.render().expect("render");
         assert!(!text.contains("pipeline=\"orders\""), "{text}");
     }

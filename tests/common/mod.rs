@@ -487,3 +487,63 @@ pub fn refusal_in(log: &str) -> Option<&str> {
     let refusal = regex::Regex::new(REFUSAL_IN_LOG).expect("refusal pattern compiles");
     refusal.find(log).map(|found| found.as_str())
 }
+
+/// Applies `manifests/` without its ValidatingWebhookConfiguration: on a
+/// testbed without a node no pod of the operator would answer it
+/// (tests/in_cluster.rs tests it), and every object of the four kinds
+/// would be refused meanwhile.
+pub fn apply_manifests_without_webhook(testbed: &Testbed) {
+    let rendered = testbed.kubectl(&["kustomize", &repo().join("manifests").to_string_lossy()]);
+    let documents: Vec<&str> = rendered
+        .split("\n---\n")
+        .filter(|doc| !doc.contains("kind: ValidatingWebhookConfiguration"))
+        .collect();
+    let manifest = testbed.state.join("manifests.yaml");
+    std::fs::write(&manifest, documents.join("\n---\n")).expect("rendered manifests");
+    testbed.kubectl(&["apply", "-f", &manifest.to_string_lossy()]);
+}
+
+/// A kubeconfig for the ServiceAccount the shipped manifests create, so the
+/// operator runs with exactly the shipped RBAC.
+pub async fn service_account_kubeconfig(testbed: &Testbed) -> std::path::PathBuf {
+    let mut token = String::new();
+    for _ in 0..100 {
+        let secret = testbed.kubectl(&[
+            "get", "secrets", "-n", "kappa-system", "-o",
+            "jsonpath={.items[?(@.metadata.annotations.kubernetes\\.io/service-account\\.name==\"kappa-operator\")].data.token}",
+        ]);
+        if !secret.trim().is_empty() {
+            let decoded = std::process::Command::new("base64")
+                .arg("-d")
+                .stdin(std::process::Stdio::piped())
+                .stdout(std::process::Stdio::piped())
+                .spawn()
+                .and_then(|mut child| {
+                    use std::io::Write;
+                    child
+                        .stdin
+                        .take()
+                        .expect("stdin")
+                        .write_all(secret.trim().as_bytes())?;
+                    child.wait_with_output()
+                })
+                .expect("base64 decodes");
+            token = String::from_utf8_lossy(&decoded.stdout).into_owned();
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert!(
+        !token.is_empty(),
+        "the token controller issued no token for kappa-operator"
+    );
+    let admin = std::fs::read_to_string(&testbed.kubeconfig).expect("admin kubeconfig");
+    let admin_token = admin
+        .lines()
+        .find_map(|line| line.trim().strip_prefix("token: "))
+        .expect("admin token");
+    let path = testbed.state.join("operator-sa.kubeconfig");
+    std::fs::write(&path, admin.replace(admin_token, token.trim()))
+        .expect("service account kubeconfig");
+    path
+}

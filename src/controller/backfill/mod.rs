@@ -7,7 +7,6 @@ pub mod run;
 pub mod validate;
 pub mod view;
 
-use std::collections::BTreeSet;
 use std::future::Future;
 use std::sync::Arc;
 
@@ -29,7 +28,7 @@ use crate::api::pipeline::Pipeline;
 use crate::api::savepoint::Savepoint;
 use crate::error::Error;
 use crate::kafka::rdkafka_admin::RdKafkaAdmin;
-use crate::metrics::Metrics;
+use crate::metrics::{Metrics, Present};
 use run::{BackfillDeps, RunBackfill};
 use validate::BackfillRefs;
 
@@ -38,7 +37,7 @@ impl Kind for Backfill {
     fn common_status(&self) -> Option<&CommonStatus> {
         self.status.as_ref().map(|s| &s.common)
     }
-    fn forget_metrics(metrics: &Metrics, present: &BTreeSet<(String, String)>) {
+    fn forget_metrics(metrics: &Metrics, present: &Present) {
         run::forget_metrics(metrics, present);
     }
 }

@@ -46,7 +46,7 @@ use crate::discovery::{config_map_name, DiscoveryDocument, DOCUMENT_KEY};
 use crate::error::Error;
 use crate::kafka::topic::desired_topic;
 use crate::kafka::{ClusterConnection, DesiredTopic, KafkaAdmin, TopicOffsets};
-use crate::metrics::Metrics;
+use crate::metrics::{Metrics, Present};
 use crate::replay::bytes_group;
 use crate::replay::plan::{locate, LocateError, ReplayPlan};
 
@@ -212,15 +212,15 @@ fn record_metrics(metrics: &Metrics, backfill: &Backfill, status: &BackfillStatu
     }
 }
 
-/// Removes the metric series of Backfills not in `present` (namespace,
-/// name): a deleted Backfill's progress must not stay on dashboards.
-pub fn forget_metrics(metrics: &Metrics, present: &BTreeSet<(String, String)>) {
+/// Removes the metric series of Backfills `present` says are gone: a
+/// deleted Backfill's progress must not stay on dashboards.
+pub fn forget_metrics(metrics: &Metrics, present: &Present) {
     let recorded: BTreeSet<(String, String)> =
         crate::metrics::label_values(&metrics.backfill_phase, ["namespace", "backfill"])
             .into_iter()
             .map(|[namespace, name]| (namespace, name))
             .collect();
-    for (namespace, name) in recorded.difference(present) {
+    for (namespace, name) in recorded.iter().filter(|(ns, name)| present.gone(ns, name)) {
         // A series that was never set is simply not there to remove.
         for phase in ALL_PHASES {
             let _ =
@@ -1371,7 +1371,10 @@ mod tests {
         record_metrics(&metrics, &other, other.status.as_ref().expect("status"));
         forget_metrics(
             &metrics,
-            &BTreeSet::from([("shop".to_string(), "kept".to_string())]),
+            &Present::new(
+                None,
+                BTreeSet::from([("shop".to_string(), "kept".to_string())]),
+            ),
         );
         let text = metrics.render().expect("render");
         assert!(!text.contains(r#"backfill="rerun""#), "{text}");

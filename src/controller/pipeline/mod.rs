@@ -12,7 +12,6 @@ pub mod slo;
 pub mod snapshots;
 pub mod validate;
 
-use std::collections::BTreeSet;
 use std::future::Future;
 use std::sync::Arc;
 use std::time::Instant;
@@ -40,7 +39,7 @@ use crate::flink::rest::RestFlink;
 use crate::flink::FlinkApi;
 use crate::kafka::rdkafka_admin::RdKafkaAdmin;
 use crate::kafka::KafkaAdmin;
-use crate::metrics::{label_values, Metrics};
+use crate::metrics::{label_values, Metrics, Present};
 use crate::slo::budget::{Budgets, HttpPrometheus, PrometheusApi};
 use crate::slo::sli::{Observation, Observations, PipelineKey};
 use crate::slo::SloModel;
@@ -53,10 +52,8 @@ impl Kind for Pipeline {
     fn common_status(&self) -> Option<&CommonStatus> {
         self.status.as_ref().map(|s| &s.common)
     }
-    fn forget_metrics(metrics: &Metrics, present: &BTreeSet<(String, String)>) {
-        let gone = |namespace: &String, name: &String| {
-            !present.contains(&(namespace.clone(), name.clone()))
-        };
+    fn forget_metrics(metrics: &Metrics, present: &Present) {
+        let gone = |namespace: &String, name: &String| present.gone(namespace, name);
         for [namespace, name] in label_values(&metrics.pipeline_running, ["namespace", "pipeline"])
         {
             if gone(&namespace, &name) {
@@ -484,7 +481,8 @@ async fn sample_slos(
                 Some((key, model))
             })
             .collect();
-        observations.sample(&shared.metrics, &slos, Instant::now());
+        let scope = shared.namespace.as_deref();
+        observations.sample(&shared.metrics, &slos, scope, Instant::now());
         budgets.retain(&slos.iter().map(|(key, _)| key.clone()).collect());
     }
 }
