@@ -348,7 +348,7 @@ impl Metrics {
         )?;
         let webhook_certificate_expiry = IntGauge::new(
             "kappa_webhook_certificate_expiry_timestamp_seconds",
-            "When the webhook's serving certificate expires, as Unix time; 0 before one is loaded",
+            "When the webhook's serving certificate expires, as Unix time; 0 when unknown: before one is loaded, or for a certificate from an external issuer",
         )?;
         registry.register(Box::new(admissions.clone()))?;
         registry.register(Box::new(webhook_certificate_expiry.clone()))?;

@@ -161,6 +161,16 @@ impl Verdict {
     }
 }
 
+/// Problems for the fields of `changes` (field, whether the update changed
+/// it) that did change, each refused with `why`.
+pub fn unchangeable(changes: &[(&str, bool)], why: &str) -> Vec<SpecProblem> {
+    changes
+        .iter()
+        .filter(|(_, changed)| *changed)
+        .map(|(field, _)| SpecProblem::invalid(*field, why))
+        .collect()
+}
+
 /// Problems for every value of `names` seen before, e.g. two streams with one topic.
 pub fn duplicates<'a>(
     names: impl IntoIterator<Item = (String, &'a str)>,

@@ -873,17 +873,7 @@ async fn the_webhook_certificate_is_renewed_and_always_trusted() {
     let configuration = format!("{ns}-check");
     // Its rule matches no group, so the API server never calls it: what is
     // tested is the CA bundle the operator keeps in it.
-    let registration = json!({
-        "apiVersion": "admissionregistration.k8s.io/v1", "kind": "ValidatingWebhookConfiguration",
-        "metadata": {"name": configuration},
-        "webhooks": [{"name": "validate.kappa.dev", "admissionReviewVersions": ["v1"], "sideEffects": "None",
-            "clientConfig": {"service": {"name": "renewal", "namespace": ns, "path": "/validate", "port": 443}},
-            "rules": [{"apiGroups": ["renewal.invalid"], "apiVersions": ["*"], "operations": ["CREATE"],
-                       "resources": ["things"]}]}]
-    });
-    let file = testbed.state.join(format!("{configuration}.json"));
-    std::fs::write(&file, registration.to_string()).expect("registration");
-    testbed.kubectl(&["apply", "-f", &file.to_string_lossy()]);
+    register_webhook(testbed, &ns, &configuration);
     let address = common::free_address();
     let mut operator = Operator::start(
         testbed,
@@ -908,25 +898,8 @@ async fn the_webhook_certificate_is_renewed_and_always_trusted() {
     );
     let client = testbed.client().await;
     let host = format!("renewal.{ns}.svc");
-    let object = kcs(with(
-        valid_kcs_spec(),
-        "/routing/writeCluster",
-        json!("red"),
-    ));
-    let review = json!({
-        "apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview",
-        "request": {"uid": "renewal-1", "kind": {"group": "kappa.dev", "version": "v1alpha1", "kind": "KafkaClusterSet"},
-            "resource": {"group": "kappa.dev", "version": "v1alpha1", "resource": "kafkaclustersets"},
-            "name": "events", "namespace": ns, "operation": "CREATE", "userInfo": {"username": "test"},
-            "object": object, "dryRun": false}
-    });
-    let mut first = review_over_tls(&client, &configuration, (&host, address), &review).await;
-    let waited = std::time::Instant::now();
-    while first.is_err() && waited.elapsed() < Duration::from_secs(30) {
-        tokio::time::sleep(Duration::from_millis(200)).await;
-        first = review_over_tls(&client, &configuration, (&host, address), &review).await;
-    }
-    first.unwrap_or_else(|e| panic!("the webhook never answered over TLS: {e}"));
+    let review = invalid_set_review(&ns);
+    first_answer(&client, &configuration, (&host, address), &review).await;
 
     let secrets: kube::Api<Secret> = kube::Api::namespaced(client.clone(), &ns);
     let mut served = std::collections::BTreeSet::new();
@@ -974,4 +947,151 @@ async fn the_webhook_certificate_is_renewed_and_always_trusted() {
     operator.assert_log_clean();
     assert!(operator.terminate(), "the operator stops cleanly");
     testbed.kubectl(&["delete", "validatingwebhookconfiguration", &configuration]);
+}
+
+/// Registers a ValidatingWebhookConfiguration `configuration` for the
+/// Service `renewal` in `ns`. Its rule matches no group, so the API server
+/// never calls it: what is tested is the CA bundle it holds.
+fn register_webhook(testbed: &Testbed, ns: &str, configuration: &str) {
+    let registration = json!({
+        "apiVersion": "admissionregistration.k8s.io/v1", "kind": "ValidatingWebhookConfiguration",
+        "metadata": {"name": configuration},
+        "webhooks": [{"name": "validate.kappa.dev", "admissionReviewVersions": ["v1"], "sideEffects": "None",
+            "clientConfig": {"service": {"name": "renewal", "namespace": ns, "path": "/validate", "port": 443}},
+            "rules": [{"apiGroups": ["renewal.invalid"], "apiVersions": ["*"], "operations": ["CREATE"],
+                       "resources": ["things"]}]}]
+    });
+    let file = testbed.state.join(format!("{configuration}.json"));
+    std::fs::write(&file, registration.to_string()).expect("registration");
+    testbed.kubectl(&["apply", "-f", &file.to_string_lossy()]);
+}
+
+/// The admission review of creating a set whose write cluster is not one of its clusters.
+fn invalid_set_review(ns: &str) -> Value {
+    let object = kcs(with(
+        valid_kcs_spec(),
+        "/routing/writeCluster",
+        json!("red"),
+    ));
+    json!({
+        "apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview",
+        "request": {"uid": "renewal-1", "kind": {"group": "kappa.dev", "version": "v1alpha1", "kind": "KafkaClusterSet"},
+            "resource": {"group": "kappa.dev", "version": "v1alpha1", "resource": "kafkaclustersets"},
+            "name": "events", "namespace": ns, "operation": "CREATE", "userInfo": {"username": "test"},
+            "object": object, "dryRun": false}
+    })
+}
+
+/// Waits up to 30 s for the webhook to answer `review` over TLS; its answer.
+async fn first_answer(
+    client: &kube::Client,
+    configuration: &str,
+    target: (&str, std::net::SocketAddr),
+    review: &Value,
+) -> Value {
+    let waited = std::time::Instant::now();
+    loop {
+        match review_over_tls(client, configuration, target, review).await {
+            Ok(answer) => return answer,
+            Err(e) if waited.elapsed() > Duration::from_secs(30) => {
+                panic!("the webhook never answered over TLS: {e}")
+            }
+            Err(_) => tokio::time::sleep(Duration::from_millis(200)).await,
+        }
+    }
+}
+
+/// A certificate written by someone else (as cert-manager writes it, with
+/// its CA injected into the configuration as cainjector does): the
+/// operator serves it and leaves the Secret and the CA bundle alone.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_certificate_from_an_external_issuer_is_served_as_written() {
+    use k8s_openapi::api::core::v1::Secret;
+    use kappa_operator::webhook::certificate;
+    let testbed = Testbed::get();
+    let ns = testbed.namespace("webhook-external").await;
+    let configuration = format!("{ns}-check");
+    register_webhook(testbed, &ns, &configuration);
+    let issued = certificate::issue(
+        &certificate::service_names("renewal", &ns),
+        Duration::from_secs(3600),
+        std::time::SystemTime::now(),
+    )
+    .expect("issued");
+    let secret: Secret = serde_json::from_value(json!({
+        "metadata": {"name": "issued-tls", "namespace": ns},
+        "type": "kubernetes.io/tls",
+        "stringData": {"tls.crt": issued.certificate, "tls.key": issued.key, "ca.crt": issued.ca},
+    }))
+    .expect("secret");
+    let client = testbed.client().await;
+    let secrets: kube::Api<Secret> = kube::Api::namespaced(client.clone(), &ns);
+    secrets
+        .create(&Default::default(), &secret)
+        .await
+        .expect("secret created");
+    let bundle = base64_of(&issued.ca);
+    testbed.kubectl(&[
+        "patch",
+        "validatingwebhookconfiguration",
+        &configuration,
+        "--type=json",
+        "-p",
+        &format!(
+            r#"[{{"op": "add", "path": "/webhooks/0/clientConfig/caBundle", "value": "{bundle}"}}]"#
+        ),
+    ]);
+    let written = secrets.get("issued-tls").await.expect("secret");
+    let address = common::free_address();
+    let mut operator = Operator::start(
+        testbed,
+        "webhook-external",
+        &[
+            "--no-leader-election",
+            "--namespace",
+            &ns,
+            "--lease-namespace",
+            &ns,
+            "--webhook-address",
+            &address.to_string(),
+            "--webhook-service",
+            "renewal",
+            "--webhook-secret",
+            "issued-tls",
+            "--webhook-configuration",
+            &configuration,
+            "--webhook-certificates",
+            "external",
+        ],
+    );
+    let host = format!("renewal.{ns}.svc");
+    let answer = first_answer(
+        &client,
+        &configuration,
+        (&host, address),
+        &invalid_set_review(&ns),
+    )
+    .await;
+    assert_eq!(answer["response"]["allowed"], false, "{answer}");
+    let after = secrets.get("issued-tls").await.expect("secret");
+    assert_eq!(
+        after.metadata.resource_version, written.metadata.resource_version,
+        "the operator wrote the issuer's Secret"
+    );
+    let expiry = operator.metric("kappa_webhook_certificate_expiry_timestamp_seconds");
+    assert_eq!(
+        expiry, 0.0,
+        "an external certificate's expiry is not known to the operator"
+    );
+    operator.assert_log_clean();
+    assert!(operator.terminate(), "the operator stops cleanly");
+    testbed.kubectl(&["delete", "validatingwebhookconfiguration", &configuration]);
+}
+
+/// `text` in base64, as a caBundle holds it.
+fn base64_of(text: &str) -> String {
+    serde_json::to_value(k8s_openapi::ByteString(text.as_bytes().to_vec()))
+        .ok()
+        .and_then(|v| v.as_str().map(str::to_string))
+        .expect("base64")
 }

@@ -56,65 +56,70 @@ fn refusals(request: &AdmissionRequest<DynamicObject>) -> Result<Vec<SpecProblem
         .or(object.metadata.generate_name.as_deref())
         .unwrap_or_default();
     match request.kind.kind.as_str() {
-        "KafkaClusterSet" => {
-            let new: KafkaClusterSet = read(object)?;
-            let mut problems = kafka_cluster_set::validate::validate(&new.spec);
-            if let Some(old) = readable::<KafkaClusterSet>(old) {
-                problems.extend(kafka_cluster_set::validate::check_update(
-                    &new.spec,
-                    &old.spec,
-                    old.status.as_ref(),
-                ));
-            }
-            Ok(problems)
-        }
-        "Pipeline" => {
-            let new: Pipeline = read(object)?;
-            let refs = pipeline::validate::PipelineRefs {
-                cluster_set: Referenced::Unchecked,
-                restore_savepoint: None,
-            };
-            Ok(pipeline::validate::validate(name, &new.spec, &refs))
-        }
-        "Backfill" => {
-            let new: Backfill = read(object)?;
-            let refs = backfill::validate::BackfillRefs {
-                pipeline: Referenced::Unchecked,
-                start_savepoint: Some(Referenced::Unchecked),
-            };
-            let mut problems = backfill::validate::validate(name, &new.spec, &refs);
-            if let Some(old) = readable::<Backfill>(old) {
-                problems.extend(backfill::validate::check_update(
-                    &new.spec,
-                    &old.spec,
-                    old.status.as_ref(),
-                ));
-            }
-            Ok(problems)
-        }
-        "Savepoint" => {
-            let new: Savepoint = read(object)?;
-            let mut problems = savepoint::validate::validate(&new.spec, &Referenced::Unchecked);
-            if let Some(old) = readable::<Savepoint>(old) {
-                problems.extend(savepoint::validate::check_update(&new.spec, &old.spec));
-            }
-            Ok(problems)
-        }
+        "KafkaClusterSet" => judge(
+            object,
+            old,
+            |new: &KafkaClusterSet| kafka_cluster_set::validate::validate(&new.spec),
+            |new, old| {
+                kafka_cluster_set::validate::check_update(&new.spec, &old.spec, old.status.as_ref())
+            },
+        ),
+        "Pipeline" => judge(
+            object,
+            None,
+            |new: &Pipeline| {
+                let refs = pipeline::validate::PipelineRefs {
+                    cluster_set: Referenced::Unchecked,
+                    restore_savepoint: None,
+                };
+                pipeline::validate::validate(name, &new.spec, &refs)
+            },
+            |_, _| Vec::new(),
+        ),
+        "Backfill" => judge(
+            object,
+            old,
+            |new: &Backfill| {
+                let refs = backfill::validate::BackfillRefs {
+                    pipeline: Referenced::Unchecked,
+                    start_savepoint: Some(Referenced::Unchecked),
+                };
+                backfill::validate::validate(name, &new.spec, &refs)
+            },
+            |new, old| backfill::validate::check_update(&new.spec, &old.spec, old.status.as_ref()),
+        ),
+        "Savepoint" => judge(
+            object,
+            old,
+            |new: &Savepoint| savepoint::validate::validate(&new.spec, &Referenced::Unchecked),
+            |new, old| savepoint::validate::check_update(&new.spec, &old.spec),
+        ),
         // Only the four kinds are registered; anything else is not ours to judge.
         _ => Ok(Vec::new()),
     }
+}
+
+/// The problems `rules` finds in `object` read as `K`, and those `update`
+/// finds in the change from `old` (when it reads as `K`: one stored under
+/// an older schema is judged without the update rules).
+fn judge<K: DeserializeOwned>(
+    object: &DynamicObject,
+    old: Option<&DynamicObject>,
+    rules: impl Fn(&K) -> Vec<SpecProblem>,
+    update: impl Fn(&K, &K) -> Vec<SpecProblem>,
+) -> Result<Vec<SpecProblem>, String> {
+    let new: K = read(object)?;
+    let mut problems = rules(&new);
+    if let Some(old) = old.and_then(|o| read::<K>(o).ok()) {
+        problems.extend(update(&new, &old));
+    }
+    Ok(problems)
 }
 
 /// The object as its kind, or which field does not read.
 fn read<K: DeserializeOwned>(object: &DynamicObject) -> Result<K, String> {
     let value = serde_json::to_value(object).map_err(|e| e.to_string())?;
     serde_path_to_error::deserialize(value).map_err(|e| format!("{}: {}", e.path(), e.inner()))
-}
-
-/// The old object as its kind, when it reads: one stored under an older
-/// schema is judged without the update rules.
-fn readable<K: DeserializeOwned>(old: Option<&DynamicObject>) -> Option<K> {
-    old.and_then(|o| read(o).ok())
 }
 
 #[cfg(test)]

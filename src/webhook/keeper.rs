@@ -153,12 +153,12 @@ impl Keeper {
     async fn current_secret(&self) -> Result<Secret, KeeperError> {
         let now = SystemTime::now();
         let found = self.secrets.get_opt(&self.settings.secret).await?;
-        let due = found.as_ref().is_none_or(|s| {
-            annotation_time(s, RENEW_AFTER)
+        let due = |secret: &Secret| {
+            annotation_time(secret, RENEW_AFTER)
                 .is_none_or(|at| Timestamp::try_from(now).is_ok_and(|n| n >= at))
-        });
-        if !due {
-            return found.ok_or_else(|| KeeperError::SecretMissing(self.settings.secret.clone()));
+        };
+        if let Some(current) = found.as_ref().filter(|s| !due(s)) {
+            return Ok(current.clone());
         }
         let names = certificate::service_names(&self.settings.service, &self.settings.namespace);
         let issued = certificate::issue(&names, self.settings.validity, now)?;

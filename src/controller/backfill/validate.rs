@@ -5,7 +5,7 @@ use crate::api::backfill::{BackfillPhase, BackfillSpec, BackfillStatus, StartSta
 use crate::api::pipeline::Pipeline;
 use crate::api::savepoint::Savepoint;
 use crate::controller::pipeline::consumer::MAX_CONSUMER_NAME;
-use crate::validation::{check_duration, ProblemReason, Referenced, SpecProblem};
+use crate::validation::{check_duration, unchangeable, ProblemReason, Referenced, SpecProblem};
 
 /// The objects a Backfill names.
 pub struct BackfillRefs<'a> {
@@ -93,21 +93,18 @@ pub fn check_update(
     if phase == BackfillPhase::Pending {
         return Vec::new();
     }
-    [
-        ("spec.pipelineRef", new.pipeline_ref != old.pipeline_ref),
-        ("spec.from", new.from != old.from),
-        ("spec.to", new.to != old.to),
-        ("spec.capacity", new.capacity != old.capacity),
-    ]
-    .into_iter()
-    .filter(|(_, changed)| *changed)
-    .map(|(field, _)| {
-        SpecProblem::invalid(
-            field,
-            format!("cannot change once the run has started (it is {phase:?}): create a new Backfill instead"),
-        )
-    })
-    .collect()
+    let why = format!(
+        "cannot change once the run has started (it is {phase:?}): create a new Backfill instead"
+    );
+    unchangeable(
+        &[
+            ("spec.pipelineRef", new.pipeline_ref != old.pipeline_ref),
+            ("spec.from", new.from != old.from),
+            ("spec.to", new.to != old.to),
+            ("spec.capacity", new.capacity != old.capacity),
+        ],
+        &why,
+    )
 }
 
 #[cfg(test)]

@@ -306,21 +306,18 @@ async fn remove_builtin(
     }
     if delete_claims {
         let claims: Api<PersistentVolumeClaim> = Api::namespaced(client.clone(), ns);
-        let selector = |labels: BTreeMap<String, String>| {
-            labels
-                .iter()
-                .map(|(k, v)| format!("{k}={v}"))
-                .collect::<Vec<_>>()
-                .join(",")
-        };
+        let own: Vec<String> = builtin::selector(set, cluster)
+            .iter()
+            .map(|(k, v)| format!("{k}={v}"))
+            .collect();
         // The claims of a cluster created by an earlier version carry its
-        // selector of then: `app.kubernetes.io/name` and `instance`.
-        let legacy = BTreeMap::from([
-            ("app.kubernetes.io/name".to_string(), "kafka".to_string()),
-            ("app.kubernetes.io/instance".to_string(), names.base.clone()),
-        ]);
-        for labels in [builtin::selector(set, cluster), legacy] {
-            let found = ListParams::default().labels(&selector(labels));
+        // selector of then.
+        let legacy = format!(
+            "app.kubernetes.io/name=kafka,app.kubernetes.io/instance={}",
+            names.base
+        );
+        for selector in [own.join(","), legacy] {
+            let found = ListParams::default().labels(&selector);
             gone(claims.delete_collection(&params, &found).await.map(|_| ()))?;
         }
     }

@@ -2,7 +2,7 @@
 
 use crate::api::pipeline::{EngineType, Pipeline};
 use crate::api::savepoint::{SavepointSpec, SavepointType};
-use crate::validation::{ProblemReason, Referenced, SpecProblem};
+use crate::validation::{unchangeable, ProblemReason, Referenced, SpecProblem};
 
 /// Every problem with the spec and its pipeline reference.
 pub fn validate(spec: &SavepointSpec, pipeline: &Referenced<Pipeline>) -> Vec<SpecProblem> {
@@ -59,25 +59,19 @@ pub fn validate(spec: &SavepointSpec, pipeline: &Referenced<Pipeline>) -> Vec<Sp
 /// snapshots and where are fixed when it is created; only how it is
 /// cleaned up (`disposeOnDelete`) and retried (`backoffLimit`) may change.
 pub fn check_update(new: &SavepointSpec, old: &SavepointSpec) -> Vec<SpecProblem> {
-    [
-        ("spec.pipelineRef", new.pipeline_ref != old.pipeline_ref),
-        ("spec.type", new.type_ != old.type_),
-        (
-            "spec.targetDirectory",
-            new.target_directory != old.target_directory,
-        ),
-        ("spec.path", new.path != old.path),
-        ("spec.offsets", new.offsets != old.offsets),
-    ]
-    .into_iter()
-    .filter(|(_, changed)| *changed)
-    .map(|(field, _)| {
-        SpecProblem::invalid(
-            field,
-            "cannot change after the Savepoint is created: create a new Savepoint instead",
-        )
-    })
-    .collect()
+    unchangeable(
+        &[
+            ("spec.pipelineRef", new.pipeline_ref != old.pipeline_ref),
+            ("spec.type", new.type_ != old.type_),
+            (
+                "spec.targetDirectory",
+                new.target_directory != old.target_directory,
+            ),
+            ("spec.path", new.path != old.path),
+            ("spec.offsets", new.offsets != old.offsets),
+        ],
+        "cannot change after the Savepoint is created: create a new Savepoint instead",
+    )
 }
 
 #[cfg(test)]
