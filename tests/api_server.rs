@@ -874,27 +874,11 @@ async fn the_webhook_certificate_is_renewed_and_always_trusted() {
     // Its rule matches no group, so the API server never calls it: what is
     // tested is the CA bundle the operator keeps in it.
     register_webhook(testbed, &ns, &configuration);
-    let address = common::free_address();
-    let mut operator = Operator::start(
+    let (mut operator, address) = start_webhook_operator(
         testbed,
-        "webhook-renewal",
-        &[
-            "--no-leader-election",
-            "--namespace",
-            &ns,
-            "--lease-namespace",
-            &ns,
-            "--webhook-address",
-            &address.to_string(),
-            "--webhook-service",
-            "renewal",
-            "--webhook-secret",
-            "renewal-tls",
-            "--webhook-configuration",
-            &configuration,
-            "--webhook-certificate-validity",
-            "6s",
-        ],
+        &ns,
+        "renewal-tls",
+        &["--webhook-certificate-validity", "6s"],
     );
     let client = testbed.client().await;
     let host = format!("renewal.{ns}.svc");
@@ -1042,27 +1026,11 @@ async fn a_certificate_from_an_external_issuer_is_served_as_written() {
         ),
     ]);
     let written = secrets.get("issued-tls").await.expect("secret");
-    let address = common::free_address();
-    let mut operator = Operator::start(
+    let (mut operator, address) = start_webhook_operator(
         testbed,
-        "webhook-external",
-        &[
-            "--no-leader-election",
-            "--namespace",
-            &ns,
-            "--lease-namespace",
-            &ns,
-            "--webhook-address",
-            &address.to_string(),
-            "--webhook-service",
-            "renewal",
-            "--webhook-secret",
-            "issued-tls",
-            "--webhook-configuration",
-            &configuration,
-            "--webhook-certificates",
-            "external",
-        ],
+        &ns,
+        "issued-tls",
+        &["--webhook-certificates", "external"],
     );
     let host = format!("renewal.{ns}.svc");
     let answer = first_answer(
@@ -1086,6 +1054,37 @@ async fn a_certificate_from_an_external_issuer_is_served_as_written() {
     operator.assert_log_clean();
     assert!(operator.terminate(), "the operator stops cleanly");
     testbed.kubectl(&["delete", "validatingwebhookconfiguration", &configuration]);
+}
+
+/// An operator watching only `ns` that serves the webhook of the
+/// configuration [`register_webhook`] made there, with its certificate in
+/// Secret `secret`; its webhook's address.
+fn start_webhook_operator(
+    testbed: &Testbed,
+    ns: &str,
+    secret: &str,
+    extra: &[&str],
+) -> (Operator, std::net::SocketAddr) {
+    let address = common::free_address();
+    let configuration = format!("{ns}-check");
+    let listen = address.to_string();
+    let mut args = vec![
+        "--no-leader-election",
+        "--namespace",
+        ns,
+        "--lease-namespace",
+        ns,
+        "--webhook-address",
+        &listen,
+        "--webhook-service",
+        "renewal",
+        "--webhook-secret",
+        secret,
+        "--webhook-configuration",
+        &configuration,
+    ];
+    args.extend_from_slice(extra);
+    (Operator::start(testbed, ns, &args), address)
 }
 
 /// `text` in base64, as a caBundle holds it.
