@@ -6,6 +6,7 @@ mod common;
 use std::sync::OnceLock;
 use std::time::Duration;
 
+use common::gitops::Repository;
 use common::objects::*;
 use common::{create, kappa_api, wait_for_ready, Operator, Testbed};
 use kube::api::{Patch, PatchParams};
@@ -93,34 +94,28 @@ fn lists(value: &Value, at: &str, found: &mut Vec<(String, Value)>) {
 /// Applied as a GitOps tool applies them (server-side, a field manager of
 /// its own), the examples' lists come back exactly as written: the API
 /// server adds no defaults to list entries, which a tool comparing lists
-/// would report as drift.
+/// would report as drift. Once the operator has written every status, Git
+/// and the cluster still agree, as Argo CD's and Flux's server-side diffs
+/// would find.
 #[tokio::test]
 async fn examples_keep_their_lists_as_git_has_them() {
     let testbed = Testbed::get();
     let client = testbed.client().await;
     let ns = testbed.namespace("gitops-lists").await;
+    let mut repository = Repository::new(testbed, &ns);
     let examples = std::fs::read_dir(common::repo().join("manifests/examples")).expect("examples");
     let mut compared = 0;
     for entry in examples {
         let path = entry.expect("example entry").path();
-        if path.file_name().is_some_and(|n| n == "kustomization.yaml") {
+        let Some(file) = path.file_stem().map(|s| s.to_string_lossy().into_owned()) else {
+            continue;
+        };
+        if file == "kustomization" {
             continue;
         }
-        for document in common::yaml_documents(&path) {
-            let kind = document["kind"].as_str().expect("kind").to_string();
-            let name = document["metadata"]["name"]
-                .as_str()
-                .expect("name")
-                .to_string();
-            let api = kappa_api(&client, &ns, &kind);
-            let stored = api
-                .patch(
-                    &name,
-                    &PatchParams::apply("gitops").force(),
-                    &Patch::Apply(&document),
-                )
-                .await
-                .unwrap_or_else(|e| panic!("{} applied: {e}", path.display()));
+        let documents = common::yaml_documents(&path);
+        let stored = repository.commit(&client, &file, &documents).await;
+        for (document, stored) in documents.iter().zip(stored) {
             let stored = serde_json::to_value(stored).expect("JSON");
             let mut written = Vec::new();
             lists(&document["spec"], "/spec", &mut written);
@@ -128,7 +123,7 @@ async fn examples_keep_their_lists_as_git_has_them() {
                 assert_eq!(
                     stored.pointer(&pointer),
                     Some(&list),
-                    "{kind}/{name}: {pointer} as stored differs from Git"
+                    "{file}: {pointer} as stored differs from Git"
                 );
                 compared += 1;
             }
@@ -138,90 +133,8 @@ async fn examples_keep_their_lists_as_git_has_them() {
         compared >= 5,
         "the examples have lists: {compared} compared"
     );
-    // Once the operator has written every status, Git and the cluster still
-    // agree, as Argo CD's and Flux's server-side diffs would find.
     operator();
-    let applied: Vec<(String, String, std::path::PathBuf)> =
-        std::fs::read_dir(common::repo().join("manifests/examples"))
-            .expect("examples")
-            .map(|entry| entry.expect("example entry").path())
-            .filter(|path| path.file_name().is_some_and(|n| n != "kustomization.yaml"))
-            .flat_map(|path| {
-                common::yaml_documents(&path).into_iter().map(move |d| {
-                    let kind = d["kind"].as_str().expect("kind").to_string();
-                    let name = d["metadata"]["name"].as_str().expect("name").to_string();
-                    (kind, name, path.clone())
-                })
-            })
-            .collect();
-    for (kind, name, path) in &applied {
-        let api = kappa_api(&client, &ns, kind);
-        let converged = std::time::Instant::now();
-        loop {
-            let object = api.get(name).await.expect("example");
-            let generation = object.metadata.generation;
-            if object.data["status"]["observedGeneration"].as_i64() == generation {
-                assert_eq!(
-                    generation,
-                    Some(1),
-                    "{kind}/{name}: the operator moved no generation"
-                );
-                owned_by_git_except_status_and_finalizers(kind, name, &object);
-                break;
-            }
-            assert!(
-                converged.elapsed() < Duration::from_secs(30),
-                "{kind}/{name} got no status"
-            );
-            tokio::time::sleep(Duration::from_millis(200)).await;
-        }
-        let diff = testbed.kubectl_output(&[
-            "-n",
-            &ns,
-            "diff",
-            "--server-side",
-            "--field-manager=gitops",
-            "--force-conflicts",
-            "-f",
-            &path.to_string_lossy(),
-        ]);
-        assert!(
-            diff.status.success(),
-            "{}: a server-side diff after the operator's work: {}{}",
-            path.display(),
-            String::from_utf8_lossy(&diff.stdout),
-            String::from_utf8_lossy(&diff.stderr)
-        );
-    }
-}
-
-/// Every field manager but Git's own owns nothing beyond `status` and
-/// `metadata.finalizers` of `object`.
-fn owned_by_git_except_status_and_finalizers(
-    kind: &str,
-    name: &str,
-    object: &kube::core::DynamicObject,
-) {
-    for entry in object.metadata.managed_fields.iter().flatten() {
-        let manager = entry.manager.as_deref().unwrap_or_default();
-        if manager == "gitops" {
-            continue;
-        }
-        let fields = serde_json::to_value(&entry.fields_v1).expect("fields");
-        for (field, inner) in fields.as_object().into_iter().flatten() {
-            let allowed = match field.as_str() {
-                "f:status" => true,
-                "f:metadata" => inner
-                    .as_object()
-                    .is_some_and(|m| m.keys().all(|k| k == "f:finalizers")),
-                _ => false,
-            };
-            assert!(
-                allowed,
-                "{kind}/{name}: manager {manager} owns {field}: {inner}"
-            );
-        }
-    }
+    repository.assert_no_drift(&client).await;
 }
 
 #[tokio::test]

@@ -14,7 +14,7 @@ use common::node::{
     tansu_pod, tansu_template,
 };
 use common::objects::pipeline;
-use common::replay::{added, aggregated, reference, Totals};
+use common::replay::{added, aggregated, reference, rfc3339, Totals};
 use common::{create, kappa_api, Testbed};
 use futures::StreamExt;
 use k8s_openapi::api::apps::v1::Deployment;
@@ -62,12 +62,6 @@ async fn follow_backfill(
 }
 
 /// Time (ms) as RFC 3339.
-fn rfc3339(ms: i64) -> String {
-    k8s_openapi::jiff::Timestamp::from_millisecond(ms)
-        .expect("a time")
-        .to_string()
-}
-
 /// What a Backfill named `name` created that is still there: its clusters in
 /// the set's status, and Jobs, StatefulSets, Pipelines and ConfigMaps by name.
 async fn leftovers(testbed: &Testbed, client: &kube::Client, ns: &str, name: &str) -> Vec<String> {

@@ -10,10 +10,11 @@ mod common;
 use std::time::{Duration, Instant};
 
 use common::flink::patch_spec;
+use common::gitops::Repository;
 use common::node::{
-    apply_manifest, assert_pods_logged_no_refusal, demo_consumer, deploy_operator, lease_holder,
-    operator_pods, pod_cluster_set, run_consumer_pipeline, set_ready, tansu_pod, tansu_template,
-    wait_for_rollout, wait_pod_ready,
+    apply_manifest, assert_pods_logged_no_refusal, demo_aggregator, demo_consumer, deploy_operator,
+    lease_holder, operator_pods, pod_cluster_set, run_consumer_pipeline, set_ready, tansu_pod,
+    tansu_template, wait_for_rollout, wait_pod_ready,
 };
 use common::objects::{
     admission_cases, assert_examples_valid, assert_semantic_verdicts, kcs, pipeline, savepoint,
@@ -1170,4 +1171,126 @@ async fn an_application_mode_job_runs_on_the_node_and_upgrades_from_its_savepoin
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
     assert_pods_logged_no_refusal(testbed);
+}
+
+/// A GitOps loop as Argo CD and Flux run it: a repository of a set, a
+/// consumer job, a Backfill handing history over to that job, a move of the
+/// write cluster and a Savepoint, each a commit synced server-side. Once the
+/// operator has carried every commit out, the repository and the cluster
+/// agree: no diff, no generation moved, the operator owning only status and
+/// finalizers (the hand-off annotation it put on the job is gone).
+#[tokio::test]
+async fn a_gitops_repository_goes_through_a_backfill_a_migration_and_a_savepoint_without_drift() {
+    let testbed = Testbed::with_node();
+    deploy_operator(testbed);
+    let client = testbed.client().await;
+    let ns = testbed.namespace("gitops").await;
+    let brokers = [
+        tansu_pod(testbed, &ns, "kafka-blue"),
+        tansu_pod(testbed, &ns, "kafka-green"),
+    ];
+    let set = |write: &str| {
+        let cluster = |name: &str, role: &str, broker: &str| {
+            json!({"name": name, "role": role,
+                   "overrides": {"provider": "external", "external": {"bootstrapServers": [broker]}}})
+        };
+        kcs(json!({
+            "template": tansu_template("512Mi"),
+            "clusters": [cluster("blue", "primary", &brokers[0]), cluster("green", "standby", &brokers[1])],
+            "streams": [{"name": "orders", "partitions": 2}, {"name": "totals", "partitions": 2}],
+            "routing": {"writeCluster": write}
+        }))
+    };
+    let mut repository = Repository::new(testbed, &ns);
+    repository
+        .commit(&client, "kafkaclusterset", &[set("blue")])
+        .await;
+    set_ready(&client, &ns, Duration::from_secs(120)).await;
+    repository
+        .commit(
+            &client,
+            "pipeline",
+            &[pipeline("totals", demo_aggregator("running"))],
+        )
+        .await;
+    common::wait_for_ready(
+        &client,
+        &ns,
+        "Pipeline",
+        "totals",
+        Duration::from_secs(180),
+        |c| c.reason == "ReplicasReady",
+    )
+    .await;
+
+    let (from, to) = common::replay::write_source(&brokers[0], "orders", [100, 1_000, 100], 10);
+    let backfill = json!({
+        "apiVersion": "kappa.dev/v1alpha1", "kind": "Backfill", "metadata": {"name": "history"},
+        "spec": {"pipelineRef": "totals", "from": common::replay::rfc3339(from),
+                 "to": common::replay::rfc3339(to),
+                 "capacity": {"clusters": 1, "parallelism": 1},
+                 "completion": "handoff", "teardownAfter": "0s"}
+    });
+    repository.commit(&client, "backfill", &[backfill]).await;
+    let done = common::wait_for_status(
+        &client,
+        &ns,
+        "Backfill",
+        "history",
+        Duration::from_secs(300),
+        |s| s["phase"] == "Completed" || s["phase"] == "Failed",
+    )
+    .await;
+    assert_eq!(done["phase"], "Completed", "the Backfill: {done}");
+    common::wait_for_status(
+        &client,
+        &ns,
+        "Pipeline",
+        "totals",
+        Duration::from_secs(120),
+        |s| s["handedOffFrom"].is_string(),
+    )
+    .await;
+
+    repository
+        .commit(&client, "kafkaclusterset", &[set("green")])
+        .await;
+    common::wait_for_status(
+        &client,
+        &ns,
+        "KafkaClusterSet",
+        "events",
+        Duration::from_secs(120),
+        |s| {
+            s["writeCluster"] == "green"
+                && s["conditions"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .any(|c| c["type"] == "Reconciling" && c["status"] == "False")
+        },
+    )
+    .await;
+
+    let snapshot = savepoint(
+        "totals-after-move",
+        json!({"pipelineRef": "totals", "type": "offsets"}),
+    );
+    repository.commit(&client, "savepoint", &[snapshot]).await;
+    common::wait_for_status(
+        &client,
+        &ns,
+        "Savepoint",
+        "totals-after-move",
+        Duration::from_secs(60),
+        |s| s["phase"] == "Completed",
+    )
+    .await;
+
+    repository.assert_no_drift(&client).await;
+    let annotations = testbed.jsonpath(&ns, &["pipeline", "totals"], "{.metadata.annotations}");
+    assert!(
+        !annotations.contains("kappa.dev/"),
+        "the operator left annotations on the job: {annotations}"
+    );
 }

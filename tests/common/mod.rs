@@ -4,6 +4,7 @@
 #![allow(dead_code)] // each test binary uses a different part of the harness
 
 pub mod flink;
+pub mod gitops;
 pub mod kafka;
 pub mod node;
 pub mod objects;

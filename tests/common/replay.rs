@@ -28,6 +28,13 @@ pub async fn create_topic(bootstrap: &str, topic: &str, partitions: i32) {
         .expect("topic created");
 }
 
+/// An instant in milliseconds as RFC 3339, as a Backfill's range takes it.
+pub fn rfc3339(ms: i64) -> String {
+    k8s_openapi::jiff::Timestamp::from_millisecond(ms)
+        .expect("a time")
+        .to_string()
+}
+
 /// Writes `parts` records to `topic` in three parts, a second apart:
 /// record `n` has key `k<n % keys>` and a 100-byte value starting with `n`,
 /// stamped with the time it is written. Returns the times between the parts:
