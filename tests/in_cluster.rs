@@ -898,12 +898,14 @@ async fn a_lagging_consumer_pipelines_status_is_written_once_an_interval_at_most
     let ns = testbed.namespace("writes").await;
     let brokers = pod_cluster_set(testbed, &client, &ns, "writes-orders").await;
     // An app that reads nothing: its lag grows with every record written,
-    // and the age of its oldest unread record with every second.
+    // and the age of its oldest unread record with every second. Its image
+    // runs as root, so the template names a user (pods run as non-root).
     let mut spec = demo_consumer("running");
-    spec["engine"]["consumer"]["template"]["spec"]["containers"] = json!([{
-        "name": "app", "image": "kappa-busybox:1", "imagePullPolicy": "Never",
-        "command": ["sleep", "3600"]
-    }]);
+    spec["engine"]["consumer"]["template"]["spec"] = json!({
+        "securityContext": {"runAsUser": 65532},
+        "containers": [{"name": "app", "image": "kappa-busybox:1", "imagePullPolicy": "Never",
+                        "command": ["sleep", "3600"]}]
+    });
     run_consumer_pipeline(&client, &ns, "idle", spec).await;
 
     let pipelines = kappa_api(&client, &ns, "Pipeline");
@@ -1035,9 +1037,11 @@ async fn an_application_mode_job_runs_on_the_node_and_upgrades_from_its_savepoin
     create(&client, &ns, kcs(valid_kcs_spec()))
         .await
         .expect("set created");
-    // Savepoints and checkpoints go to a host folder the pods mount.
+    // Savepoints and checkpoints go to a host folder the pods mount through
+    // a claim (a hostPath volume of their own would break the restricted
+    // Pod Security Standard, which e2e/checks/restricted-pods enforces).
     let state = testbed.state.join("flink-application");
-    std::fs::create_dir_all(&state).expect("state folder");
+    common::node::host_folder_claim(testbed, &ns, "flink-state", &state);
     let on_host = |location: &str| {
         let inside = on_disk(location)
             .strip_prefix("/flink-state")
@@ -1058,7 +1062,7 @@ async fn an_application_mode_job_runs_on_the_node_and_upgrades_from_its_savepoin
         "podTemplate": {"spec": {
             "containers": [{"name": "flink-main-container", "imagePullPolicy": "Never",
                             "volumeMounts": [{"name": "state", "mountPath": "/flink-state"}]}],
-            "volumes": [{"name": "state", "hostPath": {"path": state, "type": "Directory"}}]
+            "volumes": [{"name": "state", "persistentVolumeClaim": {"claimName": "flink-state"}}]
         }}
     });
     let spec = json!({

@@ -6,6 +6,7 @@ mod finalizer;
 pub mod kafka_cluster_set;
 mod kstatus;
 pub mod pipeline;
+mod pod_security;
 pub mod savepoint;
 mod verdict;
 

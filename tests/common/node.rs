@@ -244,3 +244,39 @@ pub fn wait_pod_ready(testbed: &Testbed, ns: &str, name: &str) {
         "--timeout=120s",
     ]);
 }
+
+/// A PersistentVolumeClaim `claim` in `ns` bound to folder `path` of the
+/// host (a hostPath PersistentVolume of the testbed's, bound to that claim
+/// alone), so that pods mount a folder the test reads without a hostPath
+/// volume of their own; the folder is writable by every user.
+pub fn host_folder_claim(testbed: &Testbed, ns: &str, claim: &str, path: &std::path::Path) {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::create_dir_all(path).expect("host folder");
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o1777))
+        .expect("host folder writable");
+    let manifest = format!(
+        r#"
+apiVersion: v1
+kind: PersistentVolume
+metadata: {{name: {ns}-{claim}}}
+spec:
+  capacity: {{storage: 1Gi}}
+  accessModes: [ReadWriteOnce]
+  persistentVolumeReclaimPolicy: Retain
+  storageClassName: host-folder
+  claimRef: {{namespace: {ns}, name: {claim}}}
+  hostPath: {{path: {path}, type: Directory}}
+---
+apiVersion: v1
+kind: PersistentVolumeClaim
+metadata: {{name: {claim}}}
+spec:
+  accessModes: [ReadWriteOnce]
+  storageClassName: host-folder
+  volumeName: {ns}-{claim}
+  resources: {{requests: {{storage: 1Gi}}}}
+"#,
+        path = path.display()
+    );
+    apply_manifest(testbed, ns, &format!("{ns}-{claim}.yaml"), &manifest);
+}

@@ -8,15 +8,17 @@ use std::collections::BTreeMap;
 
 use k8s_openapi::api::batch::v1::{Job, JobSpec};
 use k8s_openapi::api::core::v1::{
-    ConfigMap, ConfigMapVolumeSource, Container, PodSpec, PodTemplateSpec, SecretVolumeSource,
-    Volume, VolumeMount,
+    ConfigMap, ConfigMapVolumeSource, Container, PodSecurityContext, PodSpec, PodTemplateSpec,
+    ResourceRequirements, SecretVolumeSource, Volume, VolumeMount,
 };
+use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::{Resource, ResourceExt};
 
 use crate::api::backfill::{Backfill, BackfillStatus};
 use crate::api::savepoint::PartitionOffset;
 use crate::client::CREDENTIALS_DIR;
+use crate::controller::pod_security::restrict;
 use crate::discovery::ClientSecurity;
 use crate::replay::plan::ReplayPlan;
 
@@ -34,6 +36,30 @@ const WORKER_RETRIES: i32 = 4;
 /// SIGTERM, and one still writing after its replacement started would write
 /// records twice.
 const WORKER_GRACE_SECONDS: i64 = 2;
+/// How long a worker's Job may run, retries included, before Kubernetes
+/// stops it (the Backfill then copies the range again, at most three times).
+const WORKER_DEADLINE_SECONDS: i64 = 24 * 3600;
+/// How long a finished worker's Job stays for its logs when the Backfill's
+/// teardown did not remove it (Kubernetes 1.21+, or 1.20 with the
+/// TTLAfterFinished feature gate; ignored elsewhere).
+const WORKER_TTL_SECONDS: i32 = 24 * 3600;
+/// The user the operator's image runs as (the chart's and `manifests/`'s
+/// Deployment too); replay workers are the same binary.
+const OPERATOR_UID: i64 = 65532;
+
+/// What a worker asks of its node: the copy is network-bound; its memory is
+/// bounded by the producer's queue (500,000 records) and one fetch (64 MiB).
+fn worker_resources() -> ResourceRequirements {
+    let quantity = |q: &str| Quantity(q.to_string());
+    ResourceRequirements {
+        requests: Some(BTreeMap::from([
+            ("cpu".to_string(), quantity("100m")),
+            ("memory".to_string(), quantity("256Mi")),
+        ])),
+        limits: Some(BTreeMap::from([("memory".to_string(), quantity("1Gi"))])),
+        ..ResourceRequirements::default()
+    }
+}
 
 /// Names of the extra clusters of `backfill`.
 pub fn cluster_names(backfill: &Backfill) -> Vec<String> {
@@ -165,6 +191,33 @@ pub fn worker_job(
         });
     }
     let labels = owned_meta(backfill, name.clone()).labels;
+    let mut pod = PodSpec {
+        restart_policy: Some("Never".into()),
+        termination_grace_period_seconds: Some(WORKER_GRACE_SECONDS),
+        security_context: Some(PodSecurityContext {
+            run_as_user: Some(OPERATOR_UID),
+            run_as_group: Some(OPERATOR_UID),
+            ..PodSecurityContext::default()
+        }),
+        containers: vec![Container {
+            name: "replay".into(),
+            image: Some(image.to_string()),
+            image_pull_policy: Some("IfNotPresent".into()),
+            args: Some(vec![
+                "replay".into(),
+                "--plan".into(),
+                format!("{PLAN_DIR}/{PLAN_KEY}"),
+                "--worker".into(),
+                index.to_string(),
+            ]),
+            resources: Some(worker_resources()),
+            volume_mounts: Some(mounts),
+            ..Container::default()
+        }],
+        volumes: Some(volumes),
+        ..PodSpec::default()
+    };
+    restrict(&mut pod);
     Job {
         metadata: owned_meta(backfill, name),
         spec: Some(JobSpec {
@@ -176,27 +229,10 @@ pub fn worker_job(
                     labels,
                     ..ObjectMeta::default()
                 }),
-                spec: Some(PodSpec {
-                    restart_policy: Some("Never".into()),
-                    termination_grace_period_seconds: Some(WORKER_GRACE_SECONDS),
-                    containers: vec![Container {
-                        name: "replay".into(),
-                        image: Some(image.to_string()),
-                        image_pull_policy: Some("IfNotPresent".into()),
-                        args: Some(vec![
-                            "replay".into(),
-                            "--plan".into(),
-                            format!("{PLAN_DIR}/{PLAN_KEY}"),
-                            "--worker".into(),
-                            index.to_string(),
-                        ]),
-                        volume_mounts: Some(mounts),
-                        ..Container::default()
-                    }],
-                    volumes: Some(volumes),
-                    ..PodSpec::default()
-                }),
+                spec: Some(pod),
             },
+            active_deadline_seconds: Some(WORKER_DEADLINE_SECONDS),
+            ttl_seconds_after_finished: Some(WORKER_TTL_SECONDS),
             ..JobSpec::default()
         }),
         ..Job::default()
@@ -253,8 +289,23 @@ mod tests {
         let job = worker_job(&backfill, 1, "kappa-operator:0.1.0", None);
         assert_eq!(job.name_any(), "rerun-replay-1");
         assert_eq!(job.owner_references()[0].uid, "u-1");
-        let pod = job.spec.expect("spec").template.spec.expect("pod");
+        let spec = job.spec.expect("spec");
+        assert_eq!(spec.active_deadline_seconds, Some(86_400));
+        assert_eq!(spec.ttl_seconds_after_finished, Some(86_400));
+        let pod = spec.template.spec.expect("pod");
         assert_eq!(pod.termination_grace_period_seconds, Some(2));
+        // Restricted, as the operator's own image runs, with no token.
+        let context = pod.security_context.clone().expect("pod context");
+        assert_eq!(
+            (context.run_as_user, context.run_as_non_root),
+            (Some(65532), Some(true))
+        );
+        assert_eq!(pod.automount_service_account_token, Some(false));
+        let resources = pod.containers[0].resources.clone().expect("resources");
+        assert_eq!(
+            resources.limits.expect("limits")["memory"],
+            Quantity("1Gi".into())
+        );
         let args = pod.containers[0].args.clone().expect("args");
         assert_eq!(
             args,

@@ -13,11 +13,10 @@ use std::collections::BTreeMap;
 
 use k8s_openapi::api::apps::v1::{StatefulSet, StatefulSetSpec};
 use k8s_openapi::api::core::v1::{
-    Capabilities, ConfigMap, ConfigMapEnvSource, Container, ContainerPort, EmptyDirVolumeSource,
-    EnvFromSource, EnvVar, EnvVarSource, ObjectFieldSelector, PersistentVolumeClaim,
-    PersistentVolumeClaimSpec, PodSecurityContext, PodSpec, PodTemplateSpec, Probe,
-    ResourceRequirements, SecurityContext, Service, ServicePort, ServiceSpec, TCPSocketAction,
-    Volume, VolumeMount, VolumeResourceRequirements,
+    ConfigMap, ConfigMapEnvSource, Container, ContainerPort, EmptyDirVolumeSource, EnvFromSource,
+    EnvVar, EnvVarSource, ObjectFieldSelector, PersistentVolumeClaim, PersistentVolumeClaimSpec,
+    PodSecurityContext, PodSpec, PodTemplateSpec, Probe, ResourceRequirements, Service,
+    ServicePort, ServiceSpec, TCPSocketAction, Volume, VolumeMount, VolumeResourceRequirements,
 };
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
@@ -26,6 +25,7 @@ use kube::{Resource, ResourceExt};
 use sha2::{Digest, Sha256};
 
 use crate::api::kafka_cluster_set::{BuiltinCluster, KafkaClusterSet};
+use crate::controller::pod_security::restrict;
 
 /// Port of the client listener.
 pub const CLIENT_PORT: i32 = 9092;
@@ -355,14 +355,6 @@ pub fn stateful_set(set: &KafkaClusterSet, cluster: &str, builtin: &BuiltinClust
             limits: (!limits.is_empty()).then_some(limits),
             ..ResourceRequirements::default()
         }),
-        security_context: Some(SecurityContext {
-            allow_privilege_escalation: Some(false),
-            capabilities: Some(Capabilities {
-                drop: Some(vec!["ALL".into()]),
-                ..Capabilities::default()
-            }),
-            ..SecurityContext::default()
-        }),
         volume_mounts: Some(vec![VolumeMount {
             name: "data".into(),
             mount_path: DATA_DIR.into(),
@@ -401,6 +393,19 @@ pub fn stateful_set(set: &KafkaClusterSet, cluster: &str, builtin: &BuiltinClust
         };
         (None, Some(vec![claim]))
     };
+    let mut pod = PodSpec {
+        containers: vec![container],
+        volumes,
+        security_context: Some(PodSecurityContext {
+            run_as_non_root: Some(true),
+            run_as_user: Some(KAFKA_UID),
+            run_as_group: Some(KAFKA_UID),
+            fs_group: Some(KAFKA_UID),
+            ..PodSecurityContext::default()
+        }),
+        ..PodSpec::default()
+    };
+    restrict(&mut pod);
     StatefulSet {
         metadata: meta(set, cluster, builtin, &names.base),
         spec: StatefulSetSpec {
@@ -417,18 +422,7 @@ pub fn stateful_set(set: &KafkaClusterSet, cluster: &str, builtin: &BuiltinClust
                     labels: Some(labels(set, cluster, &builtin.version)),
                     ..ObjectMeta::default()
                 }),
-                spec: Some(PodSpec {
-                    containers: vec![container],
-                    volumes,
-                    security_context: Some(PodSecurityContext {
-                        run_as_non_root: Some(true),
-                        run_as_user: Some(KAFKA_UID),
-                        run_as_group: Some(KAFKA_UID),
-                        fs_group: Some(KAFKA_UID),
-                        ..PodSecurityContext::default()
-                    }),
-                    ..PodSpec::default()
-                }),
+                spec: Some(pod),
             },
             volume_claim_templates: claims,
             ..StatefulSetSpec::default()

@@ -30,6 +30,7 @@ use super::snapshots;
 use crate::api::common::Resources;
 use crate::api::pipeline::{FlinkEngine, Pipeline};
 use crate::controller::apply_if_changed;
+use crate::controller::pod_security::restrict;
 use crate::controller::verdict::FIELD_MANAGER;
 use crate::error::Error;
 
@@ -312,6 +313,7 @@ fn pod(
         ..Volume::default()
     });
     mount_discovery(pipeline, spec);
+    restrict(spec);
     template
 }
 

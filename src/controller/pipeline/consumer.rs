@@ -29,6 +29,7 @@ use crate::api::pipeline::{
 };
 use crate::api::savepoint::{Savepoint, SavepointPhase};
 use crate::conditions::READY;
+use crate::controller::pod_security::restrict;
 use crate::controller::verdict::{own_fields, Outcome, Requeue, Wanted};
 use crate::controller::{apply_if_changed, lookup};
 use crate::discovery::config_map_name;
@@ -172,6 +173,7 @@ pub fn stateful_set(
             value(REPLICAS_ENV, engine.replicas.to_string()),
         ],
     );
+    restrict(pod);
     Ok(StatefulSet {
         metadata: ObjectMeta {
             name: Some(name.clone()),
