@@ -6,6 +6,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
+use kappa_operator::flink::jar::{self, JarPolicy};
 use kappa_operator::leader::LeaseSettings;
 use kappa_operator::telemetry::{self, LogFormat};
 use kappa_operator::webhook::{CertificateSource, WebhookSettings};
@@ -111,6 +112,40 @@ struct RunArgs {
     prometheus_url: Option<String>,
     #[command(flatten)]
     webhook: WebhookArgs,
+    #[command(flatten)]
+    jars: JarArgs,
+}
+
+#[derive(clap::Args)]
+struct JarArgs {
+    /// URL schemes job jars are fetched over (separate with commas).
+    #[arg(
+        long,
+        env = "KAPPA_JAR_SCHEMES",
+        value_delimiter = ',',
+        default_value = "http,https"
+    )]
+    jar_schemes: Vec<String>,
+    /// The largest job jar fetched, in bytes; a larger one is refused.
+    #[arg(long, env = "KAPPA_JAR_MAX_BYTES", default_value_t = jar::DEFAULT_MAX_BYTES)]
+    jar_max_bytes: u64,
+    /// How long fetching a job jar may take, from the request to its last byte.
+    #[arg(long, env = "KAPPA_JAR_TIMEOUT", default_value = "300s", value_parser = parse_duration)]
+    jar_timeout: std::time::Duration,
+}
+
+impl JarArgs {
+    fn policy(self) -> JarPolicy {
+        JarPolicy {
+            schemes: self
+                .jar_schemes
+                .iter()
+                .map(|s| s.trim().to_ascii_lowercase())
+                .collect(),
+            max_bytes: self.jar_max_bytes,
+            timeout: self.jar_timeout,
+        }
+    }
 }
 
 #[derive(clap::Args)]
@@ -310,6 +345,7 @@ async fn main() -> ExitCode {
                     prometheus_url: args.prometheus_url,
                 },
                 webhook,
+                jars: args.jars.policy(),
             };
             match operator::run(settings).await {
                 Ok(()) => ExitCode::SUCCESS,

@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 use kube::runtime::events::{Recorder, Reporter};
 
 use crate::controller::{self, Shared};
+use crate::flink::jar::JarPolicy;
 use crate::http::{self, Health};
 use crate::kube_client;
 use crate::leader::{LeaderElector, LeaseSettings};
@@ -29,6 +30,8 @@ pub struct Settings {
     pub slo: SloSettings,
     /// The admission webhook, served by every replica; `None` serves none.
     pub webhook: Option<WebhookSettings>,
+    /// What job jars may be.
+    pub jars: JarPolicy,
 }
 
 /// Why the operator stopped other than by a signal.
@@ -109,6 +112,7 @@ pub async fn run(settings: Settings) -> Result<(), RunError> {
                 metrics.clone(),
                 scope,
                 settings.slo.clone(),
+                settings.jars.clone(),
             ))
         })
         .collect();

@@ -568,7 +568,7 @@ async fn health_and_metrics_are_served() {
 async fn the_shipped_manifests_apply_and_their_rbac_is_enough() {
     let testbed = Testbed::get();
     common::apply_manifests_without_webhook(testbed);
-    let kubeconfig = common::service_account_kubeconfig(testbed).await;
+    let kubeconfig = common::service_account_kubeconfig(testbed);
     let mut operator = Operator::start_as(
         testbed,
         &kubeconfig,
@@ -782,15 +782,19 @@ async fn review_over_tls(
 async fn the_webhook_certificate_is_renewed_and_always_trusted() {
     use k8s_openapi::api::core::v1::Secret;
     let testbed = Testbed::get();
-    let ns = testbed.namespace("webhook-renewal").await;
-    let configuration = format!("{ns}-check");
+    // As the shipped ServiceAccount, under the shipped names: its roles let
+    // it create, read and renew only this Secret in its own namespace, and
+    // patch only this configuration.
+    let kubeconfig = common::service_account_kubeconfig(testbed);
+    let ns = "kappa-system".to_string();
+    let configuration = "kappa-operator".to_string();
     // Its rule matches no group, so the API server never calls it: what is
     // tested is the CA bundle the operator keeps in it.
     register_webhook(testbed, &ns, &configuration);
     let (mut operator, address) = start_webhook_operator(
         testbed,
-        &ns,
-        "renewal-tls",
+        &kubeconfig,
+        (&ns, &configuration, "kappa-operator-webhook-tls"),
         &["--webhook-certificate-validity", "6s"],
     );
     let client = testbed.client().await;
@@ -804,7 +808,7 @@ async fn the_webhook_certificate_is_renewed_and_always_trusted() {
     let started = std::time::Instant::now();
     while started.elapsed() < Duration::from_secs(20) {
         let secret = secrets
-            .get("renewal-tls")
+            .get("kappa-operator-webhook-tls")
             .await
             .expect("the certificate's Secret");
         let data = secret.data.unwrap_or_default();
@@ -939,10 +943,12 @@ async fn a_certificate_from_an_external_issuer_is_served_as_written() {
         ),
     ]);
     let written = secrets.get("issued-tls").await.expect("secret");
+    // The Secret and lease are in the test's namespace, where the shipped
+    // roles grant nothing: as the testbed's administrator.
     let (mut operator, address) = start_webhook_operator(
         testbed,
-        &ns,
-        "issued-tls",
+        &testbed.kubeconfig,
+        (&ns, &configuration, "issued-tls"),
         &["--webhook-certificates", "external"],
     );
     let host = format!("renewal.{ns}.svc");
@@ -969,17 +975,17 @@ async fn a_certificate_from_an_external_issuer_is_served_as_written() {
     testbed.kubectl(&["delete", "validatingwebhookconfiguration", &configuration]);
 }
 
-/// An operator watching only `ns` that serves the webhook of the
-/// configuration [`register_webhook`] made there, with its certificate in
-/// Secret `secret`; its webhook's address.
+/// An operator with the identity of `kubeconfig`, watching only `ns`, that
+/// serves the webhook of `configuration` ([`register_webhook`] made it for
+/// Service `renewal` in `ns`) with its certificate in Secret `secret` of
+/// `ns`; its webhook's address.
 fn start_webhook_operator(
     testbed: &Testbed,
-    ns: &str,
-    secret: &str,
+    kubeconfig: &std::path::Path,
+    (ns, configuration, secret): (&str, &str, &str),
     extra: &[&str],
 ) -> (Operator, std::net::SocketAddr) {
     let address = common::free_address();
-    let configuration = format!("{ns}-check");
     let listen = address.to_string();
     let mut args = vec![
         "--no-leader-election",
@@ -994,10 +1000,11 @@ fn start_webhook_operator(
         "--webhook-secret",
         secret,
         "--webhook-configuration",
-        &configuration,
+        configuration,
     ];
     args.extend_from_slice(extra);
-    (Operator::start(testbed, ns, &args), address)
+    let operator = Operator::start_as(testbed, kubeconfig, ns, &args);
+    (operator, address)
 }
 
 /// `text` in base64, as a caBundle holds it.

@@ -20,10 +20,60 @@ fn flink() -> &'static Flink {
     FLINK.get_or_init(|| Flink::start(Testbed::get()))
 }
 
+/// The jar limits the operator runs with here.
+const JAR_MAX_BYTES: u64 = 64 * 1024 * 1024;
+const JAR_TIMEOUT_SECONDS: u64 = 20;
+
 fn operator() -> &'static Operator {
     static OPERATOR: OnceLock<Operator> = OnceLock::new();
-    OPERATOR
-        .get_or_init(|| Operator::start(Testbed::get(), "flink-tests", &["--no-leader-election"]))
+    OPERATOR.get_or_init(|| {
+        Operator::start(
+            Testbed::get(),
+            "flink-tests",
+            &[
+                "--no-leader-election",
+                "--jar-max-bytes",
+                &JAR_MAX_BYTES.to_string(),
+                "--jar-timeout",
+                &format!("{JAR_TIMEOUT_SECONDS}s"),
+            ],
+        )
+    })
+}
+
+/// A file of `bytes` zeros served beside the test job's jar.
+fn served_jar(name: &str, bytes: u64) -> String {
+    let file = std::fs::File::create(Testbed::get().state.join("flink/jars").join(name))
+        .expect("jar file");
+    file.set_len(bytes).expect("jar length");
+    format!("{}/{name}", flink().jars)
+}
+
+/// A jar server that answers with headers and a few bytes, then nothing:
+/// its address; it stops with the test process.
+fn stalling_jar_server() -> String {
+    let listener = std::net::TcpListener::bind("0.0.0.0:0").expect("a port");
+    let port = listener.local_addr().expect("address").port();
+    std::thread::spawn(move || {
+        let mut held = Vec::new();
+        for mut connection in listener.incoming().flatten() {
+            use std::io::{Read, Write};
+            let mut request = [0u8; 4096];
+            let _ = connection.read(&mut request);
+            let _ = connection.write_all(
+                b"HTTP/1.1 200 OK\r\nContent-Type: application/java-archive\r\nContent-Length: 1000000\r\n\r\nPK",
+            );
+            held.push(connection);
+        }
+    });
+    let host = flink()
+        .jars
+        .trim_start_matches("http://")
+        .split(':')
+        .next()
+        .expect("host")
+        .to_string();
+    format!("http://{host}:{port}/slow.jar")
 }
 
 /// A namespace with the set the pipelines name.
@@ -207,6 +257,9 @@ async fn flink_and_jar_server_refusals_become_conditions_in_their_own_words() {
     let operator = operator();
     let (client, ns) = namespace("refusals").await;
     let missing_jar = format!("{}/missing.jar", flink.jars);
+    let too_large = served_jar("too-large.jar", JAR_MAX_BYTES + 1);
+    let slow_jar = stalling_jar_server();
+    let file_jar = "file:///etc/kappa/job.jar";
     let mut missing_state =
         session_pipeline("no-state", &engine(&flink.rest, &flink.job_jar, &["50"]));
     missing_state["spec"]["restoreFrom"] = json!({"path": "file:///nonexistent/savepoint-missing"});
@@ -216,6 +269,24 @@ async fn flink_and_jar_server_refusals_become_conditions_in_their_own_words() {
             session_pipeline("no-jar", &engine(&flink.rest, &missing_jar, &[])),
             "JarUnavailable",
             "404",
+        ),
+        (
+            "file-jar",
+            session_pipeline("file-jar", &engine(&flink.rest, file_jar, &[])),
+            "JarRefused",
+            "the scheme file is not allowed; the operator fetches jars over http, https",
+        ),
+        (
+            "too-large-jar",
+            session_pipeline("too-large-jar", &engine(&flink.rest, &too_large, &[])),
+            "JarRefused",
+            "67108865 bytes or more, over the limit of 67108864 bytes",
+        ),
+        (
+            "slow-jar",
+            session_pipeline("slow-jar", &engine(&flink.rest, &slow_jar, &[])),
+            "JarUnavailable",
+            "the transfer took longer than 20 s",
         ),
         (
             "no-flink",
@@ -271,6 +342,56 @@ async fn flink_and_jar_server_refusals_become_conditions_in_their_own_words() {
         |c| c.reason == "PipelineNotRunning",
     )
     .await;
+    operator.assert_log_clean();
+}
+
+/// A field of the operator's /proc status in KiB (`VmRSS`, `VmHWM`).
+fn memory_kib(operator: &Operator, field: &str) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{}/status", operator.pid()))
+        .expect("operator's /proc status");
+    status
+        .lines()
+        .find_map(|line| line.strip_prefix(&format!("{field}:")))
+        .and_then(|value| value.trim().trim_end_matches(" kB").parse().ok())
+        .unwrap_or_else(|| panic!("{field} in /proc status"))
+}
+
+/// A 48 MiB jar goes from the jar server to Flink's upload while the
+/// operator's peak memory grows by far less than the jar (it was held whole
+/// before: twice its size at the upload). Flink then refuses to run a file
+/// of zeros, which is how the test knows the upload was complete.
+#[tokio::test]
+async fn a_large_jar_reaches_flink_without_being_held_in_the_operators_memory() {
+    const JAR_BYTES: u64 = 48 * 1024 * 1024;
+    let flink = flink();
+    let operator = operator();
+    let (client, ns) = namespace("large-jar").await;
+    let jar = served_jar("large.jar", JAR_BYTES);
+    // Resets the peak resident set size to the current one (proc(5), clear_refs).
+    std::fs::write(format!("/proc/{}/clear_refs", operator.pid()), "5").expect("clear_refs");
+    let before = memory_kib(operator, "VmRSS");
+    create(
+        &client,
+        &ns,
+        session_pipeline("large", &engine(&flink.rest, &jar, &[])),
+    )
+    .await
+    .expect("pipeline");
+    let ready = wait_for_ready(&client, &ns, "Pipeline", "large", JOB_STARTS_WITHIN, |c| {
+        c.reason == "FlinkRefused"
+    })
+    .await;
+    let peak = memory_kib(operator, "VmHWM");
+    let grown = peak.saturating_sub(before);
+    println!(
+        "a {} MiB jar: peak RSS {before} KiB before, {peak} KiB during ({grown} KiB more); Flink: {}",
+        JAR_BYTES >> 20,
+        ready.message
+    );
+    assert!(
+        grown < JAR_BYTES / 1024 / 2,
+        "the operator's peak memory grew by {grown} KiB for a {JAR_BYTES}-byte jar"
+    );
     operator.assert_log_clean();
 }
 

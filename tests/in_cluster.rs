@@ -13,8 +13,8 @@ use common::flink::patch_spec;
 use common::gitops::Repository;
 use common::node::{
     apply_manifest, assert_pods_logged_no_refusal, demo_aggregator, demo_consumer, deploy_operator,
-    lease_holder, operator_pods, pod_cluster_set, run_consumer_pipeline, set_ready, tansu_pod,
-    tansu_template, wait_for_rollout, wait_pod_ready,
+    host_folder_volume, lease_holder, operator_pods, pod_cluster_set, run_consumer_pipeline,
+    set_ready, tansu_pod, tansu_template, wait_for_rollout, wait_pod_ready,
 };
 use common::objects::{
     admission_cases, assert_examples_valid, assert_semantic_verdicts, kcs, pipeline, savepoint,
@@ -408,6 +408,13 @@ async fn a_builtin_cluster_runs_as_pods_and_goes_with_its_set() {
     let ns = testbed.namespace("builtin").await;
     let mut template = tansu_template("256Mi");
     template["builtin"]["config"] = json!({"log.retention.ms": "3600000"});
+    // Each broker's log directory on a claim, deleted when its cluster retires.
+    template["builtin"]["storage"] =
+        json!({"size": "1Gi", "storageClass": "host-folder", "deleteClaims": true});
+    for cluster in ["blue", "green"] {
+        let folder = testbed.state.join(format!("{ns}-{cluster}-data"));
+        host_folder_volume(testbed, &ns, &format!("data-events-{cluster}-0"), &folder);
+    }
     let set = json!({
         "apiVersion": "kappa.dev/v1alpha1",
         "kind": "KafkaClusterSet",
@@ -514,7 +521,7 @@ async fn a_builtin_cluster_runs_as_pods_and_goes_with_its_set() {
             "-n",
             &ns,
             "get",
-            "statefulsets,services,configmaps",
+            "statefulsets,services,configmaps,persistentvolumeclaims",
             "-l",
             &format!("kappa.dev/cluster={cluster}"),
             "-o",
@@ -534,7 +541,12 @@ async fn a_builtin_cluster_runs_as_pods_and_goes_with_its_set() {
         let pods = testbed.kubectl(&["-n", &ns, "get", "pods", "-o", "wide"]);
         panic!("blue's objects left behind: {left}\nset status: {status}\npods:\n{pods}");
     }
-    assert!(objects_of("green").contains("statefulset.apps/events-green"));
+    let green = objects_of("green");
+    assert!(green.contains("statefulset.apps/events-green"), "{green}");
+    assert!(
+        green.contains("persistentvolumeclaim/data-events-green-0"),
+        "green's claim is kept: {green}"
+    );
     let document = common::kafka::discovery(&client, &ns, "events")
         .await
         .expect("document");

@@ -15,6 +15,7 @@ use common::{create, kappa_api, refusal_in, Operator, Testbed};
 async fn an_operator_watching_two_namespaces_reconciles_them_and_nothing_else() {
     let testbed = Testbed::get();
     common::apply_manifests_without_webhook(testbed);
+    let kubeconfig = common::service_account_kubeconfig(testbed);
     // The cluster-wide grant goes; the same rules come back in two namespaces.
     testbed.kubectl(&["delete", "clusterrolebinding", "kappa-operator"]);
     let mut watched = Vec::new();
@@ -32,7 +33,6 @@ async fn an_operator_watching_two_namespaces_reconciles_them_and_nothing_else() 
         watched.push(ns);
     }
     let unwatched = testbed.namespace("team-c").await;
-    let kubeconfig = common::service_account_kubeconfig(testbed).await;
     let mut args = vec!["--no-leader-election"];
     for ns in &watched {
         args.extend(["--namespace", ns.as_str()]);

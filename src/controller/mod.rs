@@ -30,6 +30,7 @@ use sha2::{Digest, Sha256};
 
 use crate::api::common::CommonStatus;
 use crate::error::Error;
+use crate::flink::jar::JarPolicy;
 use crate::metrics::{Metrics, Present};
 use crate::shutdown::Shutdown;
 use crate::slo::SloSettings;
@@ -48,6 +49,8 @@ pub struct Shared {
     namespace: Option<String>,
     /// Where SLO rules go and where budgets are read from.
     pub slo: SloSettings,
+    /// What job jars may be.
+    pub jars: JarPolicy,
 }
 
 impl Shared {
@@ -58,6 +61,7 @@ impl Shared {
         metrics: Arc<Metrics>,
         namespace: Option<String>,
         slo: SloSettings,
+        jars: JarPolicy,
     ) -> Self {
         Self {
             client,
@@ -66,6 +70,7 @@ impl Shared {
             failures: Mutex::new(HashMap::new()),
             namespace,
             slo,
+            jars,
         }
     }
 

@@ -3,6 +3,7 @@
 //! error keeps Flink's (or the jar server's) own words, so that a condition
 //! can show them.
 
+pub mod jar;
 pub mod rest;
 
 use futures::future::BoxFuture;
@@ -24,6 +25,15 @@ pub enum FlinkError {
         /// The jar's URL.
         url: String,
         /// The server's status or the client's error.
+        message: String,
+    },
+    /// The job jar is not fetched: its URL's scheme is not allowed, or it is
+    /// larger than the operator accepts (`--jar-schemes`, `--jar-max-bytes`).
+    #[error("the job jar {url} is refused: {message}")]
+    JarRefused {
+        /// The jar's URL.
+        url: String,
+        /// Which limit it breaks.
         message: String,
     },
     /// Flink refused the request; `message` is what it said.
@@ -55,6 +65,7 @@ impl FlinkError {
         match self {
             Self::Unreachable { .. } => "FlinkUnreachable",
             Self::JarUnavailable { .. } => "JarUnavailable",
+            Self::JarRefused { .. } => "JarRefused",
             Self::Refused { .. } => "FlinkRefused",
             Self::JobNotFound(_) => "JobNotFound",
             Self::Unexpected { .. } => "FlinkUnexpectedAnswer",

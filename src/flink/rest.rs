@@ -7,13 +7,15 @@ use std::time::{Duration, Instant};
 use futures::future::BoxFuture;
 use futures::FutureExt;
 use reqwest::multipart::{Form, Part};
-use reqwest::{Method, StatusCode};
+use reqwest::{Body, Method, StatusCode};
 use serde::Deserialize;
 use serde_json::{json, Value};
 
+use super::jar::{JarPolicy, Stopped};
 use super::{failure_words, Checkpoints, FlinkApi, FlinkError, JobOverview, Operation, Submission};
 
-/// How long one REST call may take (an upload of a large jar included).
+/// How long one REST call may take; a jar's upload may take the jar
+/// policy's timeout more.
 const CALL_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// How long a host that could not be connected to (or not resolved) is
@@ -28,10 +30,13 @@ pub struct RestFlink {
     http: reqwest::Client,
     /// Hosts that recently could not be reached: when, and why.
     unreachable: Arc<Mutex<HashMap<String, (Instant, String)>>>,
+    /// What job jars may be.
+    jars: JarPolicy,
 }
 
-impl Default for RestFlink {
-    fn default() -> Self {
+impl RestFlink {
+    /// A client that fetches job jars under `jars`.
+    pub fn new(jars: JarPolicy) -> Self {
         Self {
             http: reqwest::Client::builder()
                 .timeout(CALL_TIMEOUT)
@@ -39,6 +44,7 @@ impl Default for RestFlink {
                 .build()
                 .unwrap_or_default(),
             unreachable: Arc::default(),
+            jars,
         }
     }
 }
@@ -142,33 +148,43 @@ impl RestFlink {
         read(response, &format!("{method} {path}")).await
     }
 
-    async fn fetch_jar(&self, uri: &str) -> Result<Vec<u8>, FlinkError> {
+    /// The jar's body as an upload part, streamed from the jar server, and
+    /// where its stream keeps why it stopped.
+    async fn fetch_jar(&self, uri: &str) -> Result<(Part, Stopped), FlinkError> {
+        let url = self.jars.admit_url(uri)?;
         let unavailable = |message: String| FlinkError::JarUnavailable {
             url: uri.to_string(),
             message,
         };
-        let response = self
-            .send(uri, self.http.get(uri))
-            .await
-            .map_err(unavailable)?;
+        let request = self.http.get(url).timeout(self.jars.timeout);
+        let response = self.send(uri, request).await.map_err(unavailable)?;
         if !response.status().is_success() {
             return Err(unavailable(response.status().to_string()));
         }
-        let bytes = response
-            .bytes()
-            .await
-            .map_err(|e| unavailable(error_chain(&e)))?;
-        Ok(bytes.to_vec())
+        let length = response.content_length();
+        self.jars.admit_length(uri, length)?;
+        let stopped = Stopped::default();
+        let body = Body::wrap_stream(self.jars.limited(
+            uri,
+            response.bytes_stream(),
+            stopped.clone(),
+        ));
+        let part = match length {
+            Some(length) => Part::stream_with_length(body, length),
+            None => Part::stream(body),
+        };
+        Ok((part, stopped))
     }
 
-    async fn upload(&self, url: &str, jar_uri: &str, jar: Vec<u8>) -> Result<String, FlinkError> {
+    async fn upload(&self, url: &str, jar_uri: &str) -> Result<String, FlinkError> {
+        let (part, stopped) = self.fetch_jar(jar_uri).await?;
         let name = jar_uri
             .rsplit('/')
             .next()
             .filter(|n| n.ends_with(".jar"))
             .unwrap_or("job.jar")
             .to_string();
-        let part = Part::bytes(jar)
+        let part = part
             .file_name(name)
             .mime_str("application/x-java-archive")
             .map_err(|e| FlinkError::Unexpected {
@@ -179,11 +195,14 @@ impl RestFlink {
         let request = self
             .http
             .post(&target)
+            .timeout(self.jars.timeout + CALL_TIMEOUT)
             .multipart(Form::new().part("jarfile", part));
-        let response = self
-            .send(&target, request)
-            .await
-            .map_err(|words| unreachable(url, words))?;
+        let sent = self.send(&target, request).await;
+        // A jar that stopped on its way failed the upload: say why it stopped.
+        if let Some(failure) = stopped.take() {
+            return Err(failure);
+        }
+        let response = sent.map_err(|words| unreachable(url, words))?;
         let uploaded: Uploaded = parse(
             read(response, "POST /jars/upload").await?,
             "POST /jars/upload",
@@ -197,8 +216,7 @@ impl RestFlink {
     }
 
     async fn submit_inner(&self, url: &str, submission: &Submission) -> Result<String, FlinkError> {
-        let jar = self.fetch_jar(&submission.jar_uri).await?;
-        let jar_id = self.upload(url, &submission.jar_uri, jar).await?;
+        let jar_id = self.upload(url, &submission.jar_uri).await?;
         let mut body = json!({
             "jobId": submission.job_id,
             "programArgsList": submission.args,
@@ -468,7 +486,8 @@ impl FlinkApi for RestFlink {
 }
 
 /// An error and its sources, as one line.
-fn error_chain(error: &dyn std::error::Error) -> String {
+/// An error with its causes, as one line.
+pub(super) fn error_chain(error: &dyn std::error::Error) -> String {
     let mut words = error.to_string();
     let mut source = error.source();
     while let Some(cause) = source {
@@ -552,7 +571,7 @@ mod tests {
         let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("a port");
         let url = format!("http://{}", listener.local_addr().expect("address"));
         drop(listener);
-        let flink = RestFlink::default();
+        let flink = RestFlink::new(JarPolicy::default());
         let first = flink.call(Method::GET, &url, "/jobs", None).await;
         let Err(FlinkError::Unreachable { message, .. }) = first else {
             panic!("refused: {first:?}");

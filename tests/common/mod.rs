@@ -254,10 +254,14 @@ pub struct Operator {
 }
 
 impl Operator {
-    /// Starts `kappa-operator run` with `args`, registered with the testbed so
-    /// that it stops with it.
+    /// Starts `kappa-operator run` with `args` as the ServiceAccount of the
+    /// shipped manifests, with exactly their RBAC (so every test is also a
+    /// test of the shipped roles, and its requests are evidence for
+    /// e2e/checks/rbac-usage), registered with the testbed so that it stops
+    /// with it.
     pub fn start(testbed: &Testbed, identity: &str, args: &[&str]) -> Operator {
-        Operator::start_as(testbed, &testbed.kubeconfig, identity, args)
+        let kubeconfig = service_account_kubeconfig(testbed);
+        Operator::start_as(testbed, &kubeconfig, identity, args)
     }
 
     /// Like [`Operator::start`], with the identity of another kubeconfig.
@@ -266,6 +270,27 @@ impl Operator {
         kubeconfig: &Path,
         identity: &str,
         args: &[&str],
+    ) -> Operator {
+        Operator::spawn(testbed, kubeconfig, identity, args, "info,kube=warn")
+    }
+
+    /// Like [`Operator::start`], logging at `levels` (a `RUST_LOG` value).
+    pub fn start_logging(
+        testbed: &Testbed,
+        identity: &str,
+        levels: &str,
+        args: &[&str],
+    ) -> Operator {
+        let kubeconfig = service_account_kubeconfig(testbed);
+        Operator::spawn(testbed, &kubeconfig, identity, args, levels)
+    }
+
+    fn spawn(
+        testbed: &Testbed,
+        kubeconfig: &Path,
+        identity: &str,
+        args: &[&str],
+        levels: &str,
     ) -> Operator {
         let http = free_address();
         let log = testbed
@@ -278,7 +303,7 @@ impl Operator {
             .args(["--http-address", &http.to_string(), "--identity", identity])
             .args(args)
             .env("KUBECONFIG", kubeconfig)
-            .env("RUST_LOG", "info,kube=warn")
+            .env("RUST_LOG", levels)
             .stdout(Stdio::null())
             .stderr(log_file)
             .spawn()
@@ -297,6 +322,11 @@ impl Operator {
             http,
             identity: identity.to_string(),
         }
+    }
+
+    /// The process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
     }
 
     /// Kills the process at once (SIGKILL), as a crashed node would.
@@ -489,24 +519,56 @@ pub fn refusal_in(log: &str) -> Option<&str> {
     refusal.find(log).map(|found| found.as_str())
 }
 
+/// Which testbeds have the shipped ServiceAccount and roles, by state folder.
+static SHIPPED_RBAC: std::sync::Mutex<Vec<PathBuf>> = std::sync::Mutex::new(Vec::new());
+
+/// The shipped manifests' objects of the kinds `keep` accepts, rendered by kustomize.
+fn shipped_objects(testbed: &Testbed, keep: impl Fn(&str) -> bool) -> PathBuf {
+    let rendered = testbed.kubectl(&["kustomize", &repo().join("manifests").to_string_lossy()]);
+    let documents: Vec<&str> = rendered
+        .split("\n---\n")
+        .filter(|doc| {
+            let kind = doc.lines().find_map(|line| line.strip_prefix("kind: "));
+            kind.is_some_and(|kind| keep(kind.trim()))
+        })
+        .collect();
+    let manifest = testbed.state.join("manifests.yaml");
+    std::fs::write(&manifest, documents.join("\n---\n")).expect("rendered manifests");
+    manifest
+}
+
 /// Applies `manifests/` without its ValidatingWebhookConfiguration: on a
 /// testbed without a node no pod of the operator would answer it
 /// (tests/in_cluster.rs tests it), and every object of the four kinds
 /// would be refused meanwhile.
 pub fn apply_manifests_without_webhook(testbed: &Testbed) {
-    let rendered = testbed.kubectl(&["kustomize", &repo().join("manifests").to_string_lossy()]);
-    let documents: Vec<&str> = rendered
-        .split("\n---\n")
-        .filter(|doc| !doc.contains("kind: ValidatingWebhookConfiguration"))
-        .collect();
-    let manifest = testbed.state.join("manifests.yaml");
-    std::fs::write(&manifest, documents.join("\n---\n")).expect("rendered manifests");
+    // Not at the same time as another apply of the same objects.
+    let _applying = SHIPPED_RBAC.lock().unwrap_or_else(|p| p.into_inner());
+    let manifest = shipped_objects(testbed, |kind| kind != "ValidatingWebhookConfiguration");
     testbed.kubectl(&["apply", "-f", &manifest.to_string_lossy()]);
 }
 
 /// A kubeconfig for the ServiceAccount the shipped manifests create, so the
-/// operator runs with exactly the shipped RBAC.
-pub async fn service_account_kubeconfig(testbed: &Testbed) -> std::path::PathBuf {
+/// operator runs with exactly the shipped RBAC; applies their namespace,
+/// ServiceAccount, roles and bindings (only those) the first time.
+pub fn service_account_kubeconfig(testbed: &Testbed) -> PathBuf {
+    let path = testbed.state.join("operator-sa.kubeconfig");
+    let mut applied = SHIPPED_RBAC.lock().unwrap_or_else(|p| p.into_inner());
+    if applied.contains(&testbed.state) {
+        return path;
+    }
+    let manifest = shipped_objects(testbed, |kind| {
+        matches!(
+            kind,
+            "Namespace"
+                | "ServiceAccount"
+                | "ClusterRole"
+                | "ClusterRoleBinding"
+                | "Role"
+                | "RoleBinding"
+        )
+    });
+    testbed.kubectl(&["apply", "-f", &manifest.to_string_lossy()]);
     let mut token = String::new();
     for _ in 0..100 {
         let secret = testbed.kubectl(&[
@@ -532,7 +594,7 @@ pub async fn service_account_kubeconfig(testbed: &Testbed) -> std::path::PathBuf
             token = String::from_utf8_lossy(&decoded.stdout).into_owned();
             break;
         }
-        tokio::time::sleep(Duration::from_millis(200)).await;
+        std::thread::sleep(Duration::from_millis(200));
     }
     assert!(
         !token.is_empty(),
@@ -543,8 +605,8 @@ pub async fn service_account_kubeconfig(testbed: &Testbed) -> std::path::PathBuf
         .lines()
         .find_map(|line| line.trim().strip_prefix("token: "))
         .expect("admin token");
-    let path = testbed.state.join("operator-sa.kubeconfig");
     std::fs::write(&path, admin.replace(admin_token, token.trim()))
         .expect("service account kubeconfig");
+    applied.push(testbed.state.clone());
     path
 }

@@ -245,11 +245,11 @@ pub fn wait_pod_ready(testbed: &Testbed, ns: &str, name: &str) {
     ]);
 }
 
-/// A PersistentVolumeClaim `claim` in `ns` bound to folder `path` of the
-/// host (a hostPath PersistentVolume of the testbed's, bound to that claim
-/// alone), so that pods mount a folder the test reads without a hostPath
-/// volume of their own; the folder is writable by every user.
-pub fn host_folder_claim(testbed: &Testbed, ns: &str, claim: &str, path: &std::path::Path) {
+/// A hostPath PersistentVolume of the testbed's for folder `path` of the
+/// host, bound to the claim `claim` in `ns` alone (storage class
+/// `host-folder`, 1Gi), whoever creates that claim; the folder is writable
+/// by every user.
+pub fn host_folder_volume(testbed: &Testbed, ns: &str, claim: &str, path: &std::path::Path) {
     use std::os::unix::fs::PermissionsExt;
     std::fs::create_dir_all(path).expect("host folder");
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o1777))
@@ -266,7 +266,19 @@ spec:
   storageClassName: host-folder
   claimRef: {{namespace: {ns}, name: {claim}}}
   hostPath: {{path: {path}, type: Directory}}
----
+"#,
+        path = path.display()
+    );
+    apply_manifest(testbed, ns, &format!("{ns}-{claim}-volume.yaml"), &manifest);
+}
+
+/// A PersistentVolumeClaim `claim` in `ns` bound to folder `path` of the
+/// host through [`host_folder_volume`], so that pods mount a folder the
+/// test reads without a hostPath volume of their own.
+pub fn host_folder_claim(testbed: &Testbed, ns: &str, claim: &str, path: &std::path::Path) {
+    host_folder_volume(testbed, ns, claim, path);
+    let manifest = format!(
+        r#"
 apiVersion: v1
 kind: PersistentVolumeClaim
 metadata: {{name: {claim}}}
@@ -275,8 +287,7 @@ spec:
   storageClassName: host-folder
   volumeName: {ns}-{claim}
   resources: {{requests: {{storage: 1Gi}}}}
-"#,
-        path = path.display()
+"#
     );
     apply_manifest(testbed, ns, &format!("{ns}-{claim}.yaml"), &manifest);
 }

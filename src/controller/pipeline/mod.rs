@@ -434,12 +434,13 @@ pub async fn run(shared: Arc<Shared>, shutdown: impl Future<Output = ()> + Send 
         .prometheus_url
         .as_deref()
         .map(|url| Arc::new(HttpPrometheus::new(url)) as Arc<dyn PrometheusApi>);
+    let flink = Arc::new(RestFlink::new(shared.jars.clone()));
     let ctx = Arc::new(Ctx {
         shared,
         stores: Stores {
             sets,
             savepoints,
-            flink: Arc::new(RestFlink::default()),
+            flink,
             admin: Arc::new(RdKafkaAdmin::default()),
             rule_maps,
             prometheus_rules: slo::PrometheusRuleKind::default(),

@@ -121,11 +121,12 @@ pub async fn run(shared: Arc<Shared>, shutdown: impl Future<Output = ()> + Send 
                 s.spec.pipeline_ref == name
             })
         });
+    let flink = Arc::new(RestFlink::new(shared.jars.clone()));
     let ctx = Arc::new(Ctx {
         shared,
         stores: Stores {
             pipelines,
-            flink: Arc::new(RestFlink::default()),
+            flink,
             admin: Arc::new(RdKafkaAdmin::default()),
         },
     });
