@@ -79,7 +79,7 @@ impl JarPolicy {
     }
 
     /// What a download error means to a user.
-    pub fn download_failed(&self, uri: &str, error: &reqwest::Error) -> FlinkError {
+    fn download_failed(&self, uri: &str, error: &reqwest::Error) -> FlinkError {
         let message = if error.is_timeout() {
             format!(
                 "the transfer took longer than {} s (--jar-timeout)",
