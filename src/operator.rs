@@ -138,13 +138,16 @@ pub async fn run(settings: Settings) -> Result<(), RunError> {
     ready.store(false, Ordering::Relaxed);
     trigger.trigger();
     signals.abort();
+    tracing::info!("controllers stopped");
     server
         .await
         .map_err(|e| std::io::Error::other(e.to_string()))??;
+    tracing::info!("health server stopped");
     if let Some(admission) = admission {
         admission
             .await
             .map_err(|e| std::io::Error::other(e.to_string()))??;
+        tracing::info!("webhook server stopped");
     }
     outcome
 }

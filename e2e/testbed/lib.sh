@@ -89,10 +89,29 @@ free_port() {
 
 # Runs a long-lived service in its own session, logging to logs/<name>.log and
 # recording its pid in pids/<name>.pid (which is how `down` finds it).
+# Its command line is kept in commands/<name>, for `restart`.
 start() {
   local name="$1"; shift
-  setsid "$@" >"$TESTBED_STATE/logs/$name.log" 2>&1 < /dev/null &
+  mkdir -p "$TESTBED_STATE/commands"
+  printf '%s\0' "$@" >"$TESTBED_STATE/commands/$name"
+  : >"$TESTBED_STATE/logs/$name.log"
+  launch "$name" "$@"
+}
+
+# launch NAME COMMAND...: runs COMMAND as service NAME, appending to its log.
+launch() {
+  local name="$1"; shift
+  setsid "$@" >>"$TESTBED_STATE/logs/$name.log" 2>&1 < /dev/null &
   echo $! >"$TESTBED_STATE/pids/$name.pid"
+}
+
+# stop_service PIDFILE: TERM, then KILL after 5 s.
+stop_service() {
+  local pid
+  pid="$(cat "$1" 2>/dev/null)" || return 0
+  kill -TERM "$pid" 2>/dev/null || return 0
+  for _ in $(seq 50); do kill -0 "$pid" 2>/dev/null || return 0; sleep 0.1; done
+  kill -KILL "$pid" 2>/dev/null || true
 }
 
 # wait_for WHAT SECONDS LOGFILE COMMAND...: retries COMMAND until it succeeds,

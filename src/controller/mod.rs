@@ -17,7 +17,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use futures::future::join_all;
-use futures::{Stream, StreamExt};
+use futures::{FutureExt, Stream, StreamExt};
 use kube::api::{Patch, PatchParams};
 use kube::core::{DeserializeGuard, NamespaceResourceScope};
 use kube::runtime::events::Recorder;
@@ -277,29 +277,52 @@ async fn drive<K, S, F, Fut>(
     controller: Controller<DeserializeGuard<K>>,
     ctx: Arc<Ctx<S>>,
     reconcile: F,
-    shutdown: impl Future<Output = ()> + Send + Sync + 'static,
+    shutdown: Shutdown,
 ) where
     K: Kind,
     S: Send + Sync + 'static,
     F: FnMut(Arc<DeserializeGuard<K>>, Arc<Ctx<S>>) -> Fut,
     Fut: Future<Output = Result<kube::runtime::controller::Action, Error>> + Send + 'static,
 {
+    let store = controller.store();
     let sweeper = tokio::spawn(forget_deleted::<K>(
         ctx.shared.metrics.clone(),
         ctx.shared.namespace.clone(),
-        controller.store(),
+        store.clone(),
     ));
-    controller
+    let running = controller
         .with_config(kube::runtime::controller::Config::default().concurrency(8))
-        .graceful_shutdown_on(shutdown)
+        .graceful_shutdown_on(shutdown.signalled())
         .run(reconcile, error_policy::<K, S>, ctx)
         .for_each(|result| async move {
             if let Err(error) = result {
                 tracing::debug!(controller = K::CONTROLLER, %error, "controller event");
             }
-        })
-        .await;
+        });
+    tokio::select! {
+        () = running => tracing::info!(controller = K::CONTROLLER, "controller stopped"),
+        () = stopped_before_listing(&store, &shutdown) => {
+            tracing::info!(controller = K::CONTROLLER, "controller stopped before its first list");
+        }
+    }
     sweeper.abort();
+}
+
+/// Completes when the shutdown finds `store` not yet listed, and never
+/// otherwise. kube-runtime starts no reconcile before its store has listed
+/// once, and still waits for that list after a graceful shutdown has stopped
+/// the watch that would make it: a shutdown in the first moments of a
+/// controller would wait forever. With no reconcile started, there is
+/// nothing to wait for.
+async fn stopped_before_listing<K>(store: &Store<K>, shutdown: &Shutdown)
+where
+    K: Resource + Clone + 'static,
+    K::DynamicType: Eq + std::hash::Hash + Clone,
+{
+    shutdown.signalled().await;
+    if store.wait_until_ready().now_or_never().is_some() {
+        std::future::pending::<()>().await;
+    }
 }
 
 /// How often the metric series of deleted objects are removed.
@@ -343,9 +366,38 @@ pub async fn run(scopes: Vec<Arc<Shared>>, shutdown: Shutdown) {
 /// Runs the four controllers of one scope until `shutdown` completes.
 async fn run_scope(shared: Arc<Shared>, shutdown: Shutdown) {
     tokio::join!(
-        kafka_cluster_set::run(shared.clone(), shutdown.signalled()),
-        pipeline::run(shared.clone(), shutdown.signalled()),
-        savepoint::run(shared.clone(), shutdown.signalled()),
-        backfill::run(shared, shutdown.signalled()),
+        kafka_cluster_set::run(shared.clone(), shutdown.clone()),
+        pipeline::run(shared.clone(), shutdown.clone()),
+        savepoint::run(shared.clone(), shutdown.clone()),
+        backfill::run(shared, shutdown),
     );
+}
+
+#[cfg(test)]
+mod tests {
+    use k8s_openapi::api::core::v1::ConfigMap;
+    use kube::runtime::watcher::Event;
+
+    use super::*;
+    use crate::shutdown;
+
+    #[tokio::test]
+    async fn a_shutdown_before_the_first_list_stops_at_once_and_after_it_waits() {
+        let (trigger, shutdown) = shutdown::channel();
+        let (store, mut writer) = reflector::store::<ConfigMap>();
+        trigger.trigger();
+        assert!(
+            stopped_before_listing(&store, &shutdown)
+                .now_or_never()
+                .is_some(),
+            "nothing listed, nothing to wait for"
+        );
+        writer.apply_watcher_event(&Event::InitDone);
+        assert!(
+            stopped_before_listing(&store, &shutdown)
+                .now_or_never()
+                .is_none(),
+            "a listed store leaves the wait to the controller"
+        );
+    }
 }

@@ -6,6 +6,7 @@
 pub mod flink;
 pub mod gitops;
 pub mod kafka;
+pub mod link;
 pub mod node;
 pub mod objects;
 pub mod prometheus;
@@ -51,13 +52,22 @@ impl Testbed {
     /// Starts the control plane on first use and installs the CRDs from `crds/`.
     pub fn get() -> &'static Testbed {
         static TESTBED: OnceLock<Testbed> = OnceLock::new();
-        TESTBED.get_or_init(|| Testbed::start(false, 0))
+        TESTBED.get_or_init(|| Testbed::start(false, 0, None))
     }
 
     /// Like [`Testbed::get`], with two Tansu brokers (two single-node Kafka clusters).
     pub fn with_brokers() -> &'static Testbed {
         static TESTBED: OnceLock<Testbed> = OnceLock::new();
-        TESTBED.get_or_init(|| Testbed::start(false, 2))
+        TESTBED.get_or_init(|| Testbed::start(false, 2, None))
+    }
+
+    /// Like [`Testbed::with_brokers`], for fault tests: etcd is compacted
+    /// every 5 s and watches are served from etcd, so a watch resumed from
+    /// a resourceVersion older than a few seconds expires (410 Gone); its
+    /// services can be restarted ([`Testbed::restart`]).
+    pub fn with_faults() -> &'static Testbed {
+        static TESTBED: OnceLock<Testbed> = OnceLock::new();
+        TESTBED.get_or_init(|| Testbed::start(false, 2, Some("5s")))
     }
 
     /// Like [`Testbed::get`], with a real node (kubelet, containerd, DNS) so
@@ -66,10 +76,10 @@ impl Testbed {
     /// own, so it runs beside the demo's testbed and other test binaries'.
     pub fn with_node() -> &'static Testbed {
         static TESTBED: OnceLock<Testbed> = OnceLock::new();
-        TESTBED.get_or_init(|| Testbed::start(true, 2))
+        TESTBED.get_or_init(|| Testbed::start(true, 2, None))
     }
 
-    fn start(node: bool, brokers: usize) -> Testbed {
+    fn start(node: bool, brokers: usize, compaction: Option<&str>) -> Testbed {
         let binary = std::env::current_exe()
             .ok()
             .and_then(|p| p.file_stem().map(|s| s.to_string_lossy().into_owned()))
@@ -81,6 +91,7 @@ impl Testbed {
             .env("KAPPA_TESTBED_NODE", if node { "1" } else { "0" })
             .env("KAPPA_TESTBED_OWNER_PID", std::process::id().to_string())
             .env("KAPPA_TESTBED_BROKERS", brokers.to_string())
+            .env("KAPPA_TESTBED_COMPACTION", compaction.unwrap_or_default())
             .stderr(Stdio::inherit())
             .output()
             .expect("e2e/testbed/up runs");
@@ -159,6 +170,42 @@ impl Testbed {
         while !port_free(&port) && Instant::now() < deadline {
             std::thread::sleep(Duration::from_millis(100));
         }
+    }
+
+    /// Stops `service` (etcd, kube-apiserver), keeps it down for `down`,
+    /// starts it again and returns once the API server is ready again.
+    pub fn restart(&self, service: &str, down: Duration) {
+        let status = Command::new(repo().join("e2e/testbed/restart"))
+            .arg(service)
+            .arg(down.as_secs().to_string())
+            .env("KAPPA_TESTBED_STATE", &self.state)
+            .status()
+            .expect("e2e/testbed/restart runs");
+        assert!(status.success(), "{service} did not come back");
+    }
+
+    /// A copy of `kubeconfig` that reaches the API server through `link`.
+    pub fn kubeconfig_through(&self, kubeconfig: &Path, link: &link::Link) -> PathBuf {
+        let text = std::fs::read_to_string(kubeconfig).expect("kubeconfig");
+        let server = self.api_address();
+        let path = self
+            .state
+            .join(format!("through-{}.kubeconfig", link.address.port()));
+        std::fs::write(
+            &path,
+            text.replace(&server.to_string(), &link.address.to_string()),
+        )
+        .expect("kubeconfig written");
+        path
+    }
+
+    /// The API server's address.
+    pub fn api_address(&self) -> SocketAddr {
+        let text = std::fs::read_to_string(&self.kubeconfig).expect("kubeconfig");
+        text.lines()
+            .find_map(|line| line.trim().strip_prefix("server: https://"))
+            .and_then(|address| address.parse().ok())
+            .expect("the kubeconfig names the API server by address")
     }
 
     /// Runs kubectl against the testbed; panics with its output on failure.
@@ -241,6 +288,10 @@ impl Testbed {
         name.to_string()
     }
 }
+
+/// How long a terminated operator may take to stop: the 30 s a pod is given
+/// by default.
+pub const STOP_GRACE: Duration = Duration::from_secs(30);
 
 /// The operator binary running against the testbed.
 pub struct Operator {
@@ -329,6 +380,11 @@ impl Operator {
         self.child.id()
     }
 
+    /// Whether the process has not exited.
+    pub fn is_running(&mut self) -> bool {
+        matches!(self.child.try_wait(), Ok(None))
+    }
+
     /// Kills the process at once (SIGKILL), as a crashed node would.
     pub fn kill(&mut self) {
         let _ = self.child.kill();
@@ -336,11 +392,21 @@ impl Operator {
     }
 
     /// Sends SIGTERM and waits for the process to exit; returns whether it exited cleanly.
+    /// One that has not exited within [`STOP_GRACE`] is killed and has not.
     pub fn terminate(&mut self) -> bool {
         let _ = Command::new("kill")
             .args(["-TERM", &self.child.id().to_string()])
             .status();
-        self.child.wait().map(|s| s.success()).unwrap_or(false)
+        let deadline = Instant::now() + STOP_GRACE;
+        while Instant::now() < deadline {
+            match self.child.try_wait() {
+                Ok(Some(status)) => return status.success(),
+                Ok(None) => std::thread::sleep(Duration::from_millis(100)),
+                Err(_) => return false,
+            }
+        }
+        self.kill();
+        false
     }
 
     /// The body of an HTTP GET on the operator's server, `None` when it does not answer.

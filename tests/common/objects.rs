@@ -432,3 +432,37 @@ pub async fn assert_semantic_verdicts(testbed: &Testbed, client: &kube::Client, 
         );
     }
 }
+
+/// The kinds an operator's object in a namespace can be, or be owned by.
+const NAMESPACED_KINDS: &str = "configmaps,services,pods,statefulsets,deployments,jobs,\
+poddisruptionbudgets,persistentvolumeclaims,leases,\
+kafkaclustersets.kappa.dev,pipelines.kappa.dev,savepoints.kappa.dev,backfills.kappa.dev";
+
+/// Fails naming every object in `ns` whose owner is gone, and every object
+/// the operator manages that has no owner (nothing would delete it).
+pub fn assert_no_orphans(testbed: &Testbed, ns: &str) {
+    let listed: Value =
+        serde_json::from_str(&testbed.kubectl(&["get", NAMESPACED_KINDS, "-n", ns, "-o", "json"]))
+            .expect("kubectl prints JSON");
+    let items = listed["items"].as_array().cloned().unwrap_or_default();
+    let present: std::collections::BTreeSet<&str> = items
+        .iter()
+        .filter_map(|item| item["metadata"]["uid"].as_str())
+        .collect();
+    let orphans: Vec<String> = items
+        .iter()
+        .filter(|item| {
+            let owners = item["metadata"]["ownerReferences"].as_array();
+            let managed =
+                item["metadata"]["labels"]["app.kubernetes.io/managed-by"] == "kappa-operator";
+            match owners {
+                Some(owners) => owners
+                    .iter()
+                    .any(|owner| !present.contains(owner["uid"].as_str().unwrap_or_default())),
+                None => managed,
+            }
+        })
+        .map(|item| format!("{} {}", item["kind"], item["metadata"]["name"]))
+        .collect();
+    assert!(orphans.is_empty(), "orphaned in {ns}: {orphans:?}");
+}

@@ -7,7 +7,6 @@ pub mod run;
 pub mod validate;
 pub mod view;
 
-use std::future::Future;
 use std::sync::Arc;
 
 use kube::core::DeserializeGuard;
@@ -29,6 +28,7 @@ use crate::api::savepoint::Savepoint;
 use crate::error::Error;
 use crate::kafka::rdkafka_admin::RdKafkaAdmin;
 use crate::metrics::{Metrics, Present};
+use crate::shutdown::Shutdown;
 use run::{BackfillDeps, RunBackfill};
 use validate::BackfillRefs;
 
@@ -93,7 +93,7 @@ async fn reconcile(
 }
 
 /// Runs the Backfill controller until `shutdown` completes.
-pub async fn run(shared: Arc<Shared>, shutdown: impl Future<Output = ()> + Send + Sync + 'static) {
+pub async fn run(shared: Arc<Shared>, shutdown: Shutdown) {
     let (reader, stream) = watch::<Backfill>(&shared);
     let (pipelines, pipelines_stream) = watch::<Pipeline>(&shared);
     let (savepoints, savepoints_stream) = watch::<Savepoint>(&shared);

@@ -11,7 +11,6 @@ pub mod retire;
 pub mod sync;
 pub mod validate;
 
-use std::future::Future;
 use std::sync::Arc;
 
 use k8s_openapi::api::apps::v1::StatefulSet;
@@ -30,6 +29,7 @@ use crate::api::kafka_cluster_set::KafkaClusterSet;
 use crate::discovery::acknowledgement::{CLIENT_LABEL, CLUSTER_SET_LABEL, PRODUCER};
 use crate::error::Error;
 use crate::kafka::rdkafka_admin::RdKafkaAdmin;
+use crate::shutdown::Shutdown;
 use provider::Providers;
 use sync::{SetDeps, SyncSet};
 
@@ -52,7 +52,7 @@ async fn reconcile(
 }
 
 /// Runs the KafkaClusterSet controller until `shutdown` completes.
-pub async fn run(shared: Arc<Shared>, shutdown: impl Future<Output = ()> + Send + Sync + 'static) {
+pub async fn run(shared: Arc<Shared>, shutdown: Shutdown) {
     let (reader, stream) = watch::<KafkaClusterSet>(&shared);
     let (backfills, backfills_stream) = watch::<Backfill>(&shared);
     let config_maps: Api<ConfigMap> = shared.api();

@@ -12,7 +12,6 @@ pub mod slo;
 pub mod snapshots;
 pub mod validate;
 
-use std::future::Future;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -40,6 +39,7 @@ use crate::flink::FlinkApi;
 use crate::kafka::rdkafka_admin::RdKafkaAdmin;
 use crate::kafka::KafkaAdmin;
 use crate::metrics::{label_values, Metrics, Present};
+use crate::shutdown::Shutdown;
 use crate::slo::budget::{Budgets, HttpPrometheus, PrometheusApi};
 use crate::slo::sli::{Observation, Observations, PipelineKey};
 use crate::slo::SloModel;
@@ -375,7 +375,7 @@ async fn reconcile(
 }
 
 /// Runs the Pipeline controller until `shutdown` completes.
-pub async fn run(shared: Arc<Shared>, shutdown: impl Future<Output = ()> + Send + Sync + 'static) {
+pub async fn run(shared: Arc<Shared>, shutdown: Shutdown) {
     let (reader, stream) = watch::<Pipeline>(&shared);
     let (sets, sets_stream) = watch::<KafkaClusterSet>(&shared);
     let (savepoints, savepoints_stream) = watch::<Savepoint>(&shared);

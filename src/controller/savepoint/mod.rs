@@ -9,7 +9,6 @@ pub mod lifecycle;
 pub mod offsets;
 pub mod validate;
 
-use std::future::Future;
 use std::sync::Arc;
 
 use futures::future::BoxFuture;
@@ -31,6 +30,7 @@ use crate::flink::rest::RestFlink;
 use crate::flink::FlinkApi;
 use crate::kafka::rdkafka_admin::RdKafkaAdmin;
 use crate::kafka::KafkaAdmin;
+use crate::shutdown::Shutdown;
 
 impl Kind for Savepoint {
     const CONTROLLER: &'static str = "savepoint";
@@ -111,7 +111,7 @@ async fn reconcile(
 }
 
 /// Runs the Savepoint controller until `shutdown` completes.
-pub async fn run(shared: Arc<Shared>, shutdown: impl Future<Output = ()> + Send + Sync + 'static) {
+pub async fn run(shared: Arc<Shared>, shutdown: Shutdown) {
     let (reader, stream) = watch::<Savepoint>(&shared);
     let (pipelines, pipelines_stream) = watch::<Pipeline>(&shared);
     let by_pipeline = reader.clone();
