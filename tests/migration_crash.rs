@@ -7,11 +7,11 @@ mod common;
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use common::kafka::{high_watermarks, produce, wait_for_document, ProducerLease};
-use common::{create, kappa_api, Operator, Testbed};
-use kappa_operator::discovery::{DiscoveryDocument, ReadSegment};
-use kube::api::{Patch, PatchParams};
-use serde_json::json;
+use common::kafka::{
+    announce_blue_to_green, high_watermarks, reads_after_blue_to_green, wait_for_document,
+};
+use common::{Operator, Testbed};
+use kappa_operator::discovery::DiscoveryDocument;
 
 const WITHIN: Duration = Duration::from_secs(60);
 
@@ -37,33 +37,8 @@ async fn migrate(kill: KillAt) -> (DiscoveryDocument, BTreeMap<String, i64>) {
     let label = format!("{kill:?}").to_lowercase();
     let ns = testbed.namespace(&format!("crash-{label}")).await;
     let topic = format!("orders-{label}");
-    let (blue, green) = (&testbed.brokers[0], &testbed.brokers[1]);
     let mut first = operator(testbed, &ns, &format!("{label}-first"));
-    let set = json!({
-        "apiVersion": "kappa.dev/v1alpha1",
-        "kind": "KafkaClusterSet",
-        "metadata": {"name": "events"},
-        "spec": {
-            "template": {"provider": "external"},
-            "clusters": [
-                {"name": "blue", "overrides": {"external": {"bootstrapServers": [blue]}}},
-                {"name": "green", "overrides": {"external": {"bootstrapServers": [green]}}}
-            ],
-            "streams": [{"name": "orders", "topic": topic, "partitions": 2}],
-            "routing": {"writeCluster": "blue"}
-        }
-    });
-    create(&client, &ns, set).await.expect("set created");
-    wait_for_document(&client, &ns, "events", WITHIN, |d| d.epoch == 1).await;
-    let lease = ProducerLease::create(&client, &ns, "events", "producer-a").await;
-    lease.acknowledge(1).await;
-    produce(blue, &topic, 30).await;
-    let patch = json!({"spec": {"routing": {"writeCluster": "green"}}});
-    kappa_api(&client, &ns, "KafkaClusterSet")
-        .patch("events", &PatchParams::default(), &Patch::Merge(&patch))
-        .await
-        .expect("write cluster moved");
-    wait_for_document(&client, &ns, "events", WITHIN, |d| d.epoch == 2).await;
+    let lease = announce_blue_to_green(testbed, &client, &ns, &topic, WITHIN).await;
 
     let second = match kill {
         KillAt::Announced => {
@@ -97,26 +72,7 @@ async fn migrate(kill: KillAt) -> (DiscoveryDocument, BTreeMap<String, i64>) {
     let mut second = second;
     second.assert_log_clean();
     second.kill();
-    (document, high_watermarks(blue, &topic))
-}
-
-/// The document every run must end with, whatever the kill.
-fn expected(run: &DiscoveryDocument, blue_ends: &BTreeMap<String, i64>) -> Vec<ReadSegment> {
-    let topic = run.streams[0].write.topic.clone();
-    vec![
-        ReadSegment {
-            cluster: "blue".into(),
-            topic: topic.clone(),
-            start_offsets: None,
-            end_offsets: Some(blue_ends.clone()),
-        },
-        ReadSegment {
-            cluster: "green".into(),
-            topic,
-            start_offsets: None,
-            end_offsets: None,
-        },
-    ]
+    (document, high_watermarks(&testbed.brokers[0], &topic))
 }
 
 #[tokio::test]
@@ -128,7 +84,7 @@ async fn a_killed_operator_resumes_a_migration_at_every_step() {
         assert_eq!(document.streams[0].write.cluster, "green", "{kill:?}");
         assert_eq!(
             document.streams[0].read,
-            expected(&document, &blue_ends),
+            reads_after_blue_to_green(&document.streams[0].write.topic, &blue_ends),
             "{kill:?}"
         );
     }

@@ -383,3 +383,74 @@ pub fn commit_offsets(bootstrap: &str, group: &str, topic: &str, offsets: &BTree
         .commit(&list, CommitMode::Sync)
         .expect("offsets committed");
 }
+
+/// A KafkaClusterSet `events` of the testbed's two brokers as external
+/// clusters blue and green, with one stream `orders` on `topic`, writing to
+/// `write`.
+pub fn blue_green_set(testbed: &super::Testbed, topic: &str, write: &str) -> serde_json::Value {
+    let (blue, green) = (&testbed.brokers[0], &testbed.brokers[1]);
+    serde_json::json!({
+        "apiVersion": "kappa.dev/v1alpha1",
+        "kind": "KafkaClusterSet",
+        "metadata": {"name": "events"},
+        "spec": {
+            "template": {"provider": "external"},
+            "clusters": [
+                {"name": "blue", "overrides": {"external": {"bootstrapServers": [blue]}}},
+                {"name": "green", "overrides": {"external": {"bootstrapServers": [green]}}}
+            ],
+            "streams": [{"name": "orders", "topic": topic, "partitions": 2}],
+            "routing": {"writeCluster": write}
+        }
+    })
+}
+
+/// What consumers of `topic` read once the write cluster moved from blue,
+/// which ended at `blue_ends`, to green.
+pub fn reads_after_blue_to_green(
+    topic: &str,
+    blue_ends: &BTreeMap<String, i64>,
+) -> Vec<kappa_operator::discovery::ReadSegment> {
+    use kappa_operator::discovery::ReadSegment;
+    vec![
+        ReadSegment {
+            cluster: "blue".into(),
+            topic: topic.into(),
+            start_offsets: None,
+            end_offsets: Some(blue_ends.clone()),
+        },
+        ReadSegment {
+            cluster: "green".into(),
+            topic: topic.into(),
+            start_offsets: None,
+            end_offsets: None,
+        },
+    ]
+}
+
+/// Starts a migration of [`blue_green_set`] in `ns`: the set is created
+/// writing to blue, a producer acknowledges epoch 1, 30 records go to blue,
+/// the write cluster moves to green, and epoch 2 is announced. The
+/// producer's lease, to acknowledge epoch 2 with.
+pub async fn announce_blue_to_green(
+    testbed: &super::Testbed,
+    client: &Client,
+    ns: &str,
+    topic: &str,
+    within: Duration,
+) -> ProducerLease {
+    super::create(client, ns, blue_green_set(testbed, topic, "blue"))
+        .await
+        .expect("set created");
+    wait_for_document(client, ns, "events", within, |d| d.epoch == 1).await;
+    let lease = ProducerLease::create(client, ns, "events", "producer-a").await;
+    lease.acknowledge(1).await;
+    produce(&testbed.brokers[0], topic, 30).await;
+    let patch = json!({"spec": {"routing": {"writeCluster": "green"}}});
+    super::kappa_api(client, ns, "KafkaClusterSet")
+        .patch("events", &PatchParams::default(), &Patch::Merge(&patch))
+        .await
+        .expect("write cluster moved");
+    wait_for_document(client, ns, "events", within, |d| d.epoch == 2).await;
+    lease
+}

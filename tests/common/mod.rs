@@ -438,11 +438,22 @@ impl Operator {
 
     /// Panics on any ERROR or panic line of the log not on the allow-list.
     pub fn assert_log_clean(&self) {
+        self.assert_log_clean_but(&[]);
+    }
+
+    /// Like [`Operator::assert_log_clean`], also allowing lines that contain
+    /// one of `expected` (the errors a fault test causes on purpose).
+    pub fn assert_log_clean_but(&self, expected: &[&str]) {
         let log = std::fs::read_to_string(&self.log).unwrap_or_default();
         let bad: Vec<&str> = log
             .lines()
             .filter(|line| line.contains("ERROR") || line.contains("panicked"))
-            .filter(|line| !LOG_ALLOW_LIST.iter().any(|allowed| line.contains(allowed)))
+            .filter(|line| {
+                !LOG_ALLOW_LIST
+                    .iter()
+                    .chain(expected)
+                    .any(|allowed| line.contains(allowed))
+            })
             .collect();
         assert!(
             bad.is_empty(),

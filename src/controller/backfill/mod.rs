@@ -17,9 +17,11 @@ use kube::runtime::Controller;
 use super::pipeline::referenced;
 use k8s_openapi::api::batch::v1::Job;
 use kube::runtime::watcher;
-use kube::{Api, ResourceExt};
+use kube::ResourceExt;
 
-use super::{cache_ready, drive, lookup, referrers, verdict, watch, Ctx, Kind, Shared};
+use super::{
+    cache_ready, drive, lookup, referrers, verdict, watch, watch_metadata, Ctx, Kind, Shared,
+};
 use crate::api::backfill::Backfill;
 use crate::api::common::CommonStatus;
 use crate::api::kafka_cluster_set::KafkaClusterSet;
@@ -98,15 +100,14 @@ pub async fn run(shared: Arc<Shared>, shutdown: Shutdown) {
     let (pipelines, pipelines_stream) = watch::<Pipeline>(&shared);
     let (savepoints, savepoints_stream) = watch::<Savepoint>(&shared);
     let (sets, sets_stream) = watch::<KafkaClusterSet>(&shared);
-    let jobs: Api<Job> = shared.api();
     let by_pipeline = reader.clone();
     let by_savepoint = reader.clone();
     let by_set = reader.clone();
     let controller = Controller::for_stream(stream, reader)
-        .owns(
-            jobs,
+        .owns_stream(watch_metadata::<Job>(
+            &shared,
             watcher::Config::default().labels("app.kubernetes.io/managed-by=kappa-operator"),
-        )
+        ))
         .watches_stream(pipelines_stream, move |pipeline| {
             referrers(&by_pipeline, &pipeline, |b: &Backfill, name| {
                 b.spec.pipeline_ref == name

@@ -20,9 +20,9 @@ use kube::core::DeserializeGuard;
 use kube::runtime::controller::Action;
 use kube::runtime::reflector::ObjectRef;
 use kube::runtime::{watcher, Controller};
-use kube::{Api, ResourceExt};
+use kube::ResourceExt;
 
-use super::{drive, verdict, watch, Ctx, Kind, Shared};
+use super::{drive, verdict, watch, watch_metadata, Ctx, Kind, Shared};
 use crate::api::backfill::Backfill;
 use crate::api::common::CommonStatus;
 use crate::api::kafka_cluster_set::KafkaClusterSet;
@@ -55,25 +55,24 @@ async fn reconcile(
 pub async fn run(shared: Arc<Shared>, shutdown: Shutdown) {
     let (reader, stream) = watch::<KafkaClusterSet>(&shared);
     let (backfills, backfills_stream) = watch::<Backfill>(&shared);
-    let config_maps: Api<ConfigMap> = shared.api();
-    let leases: Api<Lease> = shared.api();
-    let stateful_sets: Api<StatefulSet> = shared.api();
     let managed =
         || watcher::Config::default().labels("app.kubernetes.io/managed-by=kappa-operator");
     // A producer acknowledging an epoch moves a migration on.
     let controller = Controller::for_stream(stream, reader)
-        .owns(config_maps, managed())
-        .owns(stateful_sets, managed())
+        .owns_stream(watch_metadata::<ConfigMap>(&shared, managed()))
+        .owns_stream(watch_metadata::<StatefulSet>(&shared, managed()))
         // A Backfill taking or releasing clusters changes the set's members.
         .watches_stream(backfills_stream, |backfill| {
             let backfill = backfill.0.ok()?;
             let set = backfill.status.as_ref()?.cluster_set.clone()?;
             Some(ObjectRef::new(&set).within(&backfill.namespace()?))
         })
-        .watches(
-            leases,
-            watcher::Config::default().labels(&format!("{CLIENT_LABEL}={PRODUCER}")),
-            |lease: Lease| {
+        .watches_stream(
+            watch_metadata::<Lease>(
+                &shared,
+                watcher::Config::default().labels(&format!("{CLIENT_LABEL}={PRODUCER}")),
+            ),
+            |lease| {
                 let set = lease.labels().get(CLUSTER_SET_LABEL)?.clone();
                 Some(ObjectRef::new(&set).within(&lease.namespace()?))
             },

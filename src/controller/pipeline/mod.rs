@@ -28,7 +28,10 @@ use kube::runtime::{watcher, Controller, WatchStreamExt};
 use kube::{Api, ResourceExt};
 
 use super::verdict::{Act, Outcome, Requeue};
-use super::{cache_ready, drive, finalizer, lookup, referrers, verdict, watch, Ctx, Kind, Shared};
+use super::{
+    cache_ready, drive, finalizer, lookup, referrers, verdict, watch, watch_metadata, Ctx, Kind,
+    Shared,
+};
 use crate::api::common::CommonStatus;
 use crate::api::kafka_cluster_set::KafkaClusterSet;
 use crate::api::pipeline::{HistoryEntry, Pipeline, PipelineStatus, SavepointRecord, StreamLag};
@@ -381,8 +384,6 @@ pub async fn run(shared: Arc<Shared>, shutdown: Shutdown) {
     let (savepoints, savepoints_stream) = watch::<Savepoint>(&shared);
     let by_set = reader.clone();
     let by_savepoint = reader.clone();
-    let deployments: Api<Deployment> = shared.api();
-    let stateful_sets: Api<StatefulSet> = shared.api();
     let managed = watcher::Config::default().labels("app.kubernetes.io/managed-by=kappa-operator");
     let (rule_maps, rule_maps_writer) = reflector::store();
     let rule_maps_stream = watcher(
@@ -395,8 +396,8 @@ pub async fn run(shared: Arc<Shared>, shutdown: Shutdown) {
     .touched_objects();
     let sampled = reader.clone();
     let controller = Controller::for_stream(stream, reader)
-        .owns(deployments, managed.clone())
-        .owns(stateful_sets, managed)
+        .owns_stream(watch_metadata::<Deployment>(&shared, managed.clone()))
+        .owns_stream(watch_metadata::<StatefulSet>(&shared, managed))
         .owns_stream(rule_maps_stream)
         .watches_stream(sets_stream, move |set| {
             referrers(&by_set, &set, |p: &Pipeline, name| {

@@ -1,0 +1,199 @@
+//! The control plane failing under the operator: the API server restarted,
+//! and separately etcd restarted, in the middle of an ordered write-cluster
+//! migration; and a watch that expires (its resourceVersion compacted away)
+//! while the operator is cut off from the API server. Each run ends as an
+//! undisturbed one does, with nothing orphaned and no change missed.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::kafka::{
+    announce_blue_to_green, blue_green_set, high_watermarks, partitions_on,
+    reads_after_blue_to_green, wait_for_document,
+};
+use common::link::Link;
+use common::{create, kappa_api, service_account_kubeconfig, Operator, Testbed};
+use futures::{StreamExt, TryStreamExt};
+use kube::api::{DynamicObject, Patch, PatchParams, WatchEvent, WatchParams};
+use kube::Api;
+use serde_json::json;
+
+const WITHIN: Duration = Duration::from_secs(90);
+
+/// What the Kubernetes client logs, as an error, for each request it could
+/// not send while the API server was away.
+const OUTAGE: &str = "failed with error client error";
+
+/// An operator for `ns` as the shipped ServiceAccount, with leader
+/// election. Its lease outlives the outage: an operator that does lose it
+/// exits and is restarted (by its Deployment), which
+/// `tests/migration_crash.rs` covers at every step of a migration.
+fn operator(testbed: &Testbed, ns: &str) -> Operator {
+    let lease = format!("leader-{ns}");
+    Operator::start(
+        testbed,
+        ns,
+        &[
+            "--namespace",
+            ns,
+            "--lease-namespace",
+            "kappa-system",
+            "--lease-name",
+            &lease,
+            "--lease-duration",
+            "90s",
+        ],
+    )
+}
+
+/// One migration from blue to green with `service` restarted (down for
+/// 5 s) after the new write cluster is announced, before producers
+/// acknowledge it.
+async fn migrate_through_restart(service: &str) {
+    let testbed = Testbed::with_faults();
+    let client = testbed.client().await;
+    let ns = testbed.namespace(&format!("restart-{service}")).await;
+    let topic = format!("orders-{service}");
+    let mut operator = operator(testbed, &ns);
+    let lease = announce_blue_to_green(testbed, &client, &ns, &topic, WITHIN).await;
+
+    testbed.restart(service, Duration::from_secs(5));
+    let client = testbed.client().await;
+    let announced = wait_for_document(&client, &ns, "events", WITHIN, |_| true).await;
+    assert_eq!(announced.epoch, 2, "{service}: nothing announced twice");
+    lease.acknowledge(2).await;
+    let document = wait_for_document(&client, &ns, "events", WITHIN, |d| d.epoch == 3).await;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let settled = wait_for_document(&client, &ns, "events", WITHIN, |_| true).await;
+    assert_eq!(settled, document, "{service}: the document stays put");
+
+    let blue_ends = high_watermarks(&testbed.brokers[0], &topic);
+    assert_eq!(blue_ends.values().sum::<i64>(), 30, "{service}");
+    assert_eq!(document.streams[0].write.cluster, "green", "{service}");
+    assert_eq!(
+        document.streams[0].read,
+        reads_after_blue_to_green(&topic, &blue_ends),
+        "{service}: the same document as an undisturbed migration"
+    );
+    common::objects::assert_no_orphans(testbed, &ns);
+    assert!(
+        operator.is_running(),
+        "{service}: the operator kept running through the outage"
+    );
+    operator.assert_log_clean_but(&[OUTAGE]);
+    assert!(
+        operator.terminate(),
+        "{service}: the operator stops cleanly"
+    );
+}
+
+/// Restarts of one binary's testbed must not overlap: the tests take turns.
+static ONE_FAULT_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
+#[tokio::test]
+async fn a_migration_completes_through_an_api_server_restart() {
+    let _turn = ONE_FAULT_AT_A_TIME.lock().await;
+    migrate_through_restart("kube-apiserver").await;
+}
+
+#[tokio::test]
+async fn a_migration_completes_through_an_etcd_restart() {
+    let _turn = ONE_FAULT_AT_A_TIME.lock().await;
+    migrate_through_restart("etcd").await;
+}
+
+/// Whether a watch of `api` from `version` is refused as expired (410 Gone).
+async fn expired(api: &Api<DynamicObject>, version: &str) -> bool {
+    let params = WatchParams::default().timeout(1);
+    let Ok(stream) = api.watch(&params, version).await else {
+        return false;
+    };
+    let events: Vec<WatchEvent<DynamicObject>> =
+        stream.take(10).try_collect().await.unwrap_or_default();
+    events
+        .iter()
+        .any(|event| matches!(event, WatchEvent::Error(error) if error.code == 410))
+}
+
+#[tokio::test]
+async fn a_change_made_while_the_watch_was_gone_is_reconciled_after_it_expired() {
+    let _turn = ONE_FAULT_AT_A_TIME.lock().await;
+    let testbed = Testbed::with_faults();
+    let client = testbed.client().await;
+    let ns = testbed.namespace("watch-expiry").await;
+    let link = Link::to(testbed.api_address());
+    let kubeconfig = testbed.kubeconfig_through(&service_account_kubeconfig(testbed), &link);
+    let mut operator = Operator::start_as(
+        testbed,
+        &kubeconfig,
+        &ns,
+        &["--no-leader-election", "--namespace", &ns],
+    );
+    create(
+        &client,
+        &ns,
+        blue_green_set(testbed, "expiry-orders", "blue"),
+    )
+    .await
+    .expect("set created");
+    wait_for_document(&client, &ns, "events", WITHIN, |d| d.epoch == 1).await;
+    let sets = kappa_api(&client, &ns, "KafkaClusterSet");
+    let seen = settled_version(&sets).await;
+
+    link.cut();
+    let added = json!({"spec": {"streams": [
+        {"name": "orders", "topic": "expiry-orders", "partitions": 2},
+        {"name": "refunds", "topic": "expiry-refunds", "partitions": 3}
+    ]}});
+    sets.patch("events", &PatchParams::default(), &Patch::Merge(&added))
+        .await
+        .expect("stream added");
+    let deadline = Instant::now() + WITHIN;
+    while !expired(&sets, &seen).await {
+        assert!(
+            Instant::now() < deadline,
+            "resourceVersion {seen} was not compacted within {WITHIN:?}"
+        );
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+    link.restore();
+
+    let deadline = Instant::now() + WITHIN;
+    while partitions_on(&testbed.brokers[0], "expiry-refunds") != Some(3) {
+        assert!(
+            Instant::now() < deadline,
+            "the stream added while the operator's watch was gone was not created"
+        );
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+    let document = wait_for_document(&client, &ns, "events", WITHIN, |d| {
+        d.streams.iter().any(|s| s.name == "refunds")
+    })
+    .await;
+    assert!(
+        document.streams.iter().all(|s| s.write.cluster == "blue"),
+        "adding a stream moves no write cluster: {document:?}"
+    );
+    operator.assert_log_clean_but(&[OUTAGE]);
+    assert!(operator.terminate(), "the operator stops cleanly");
+}
+
+/// The set's resourceVersion once the operator has stopped writing to it.
+async fn settled_version(sets: &Api<DynamicObject>) -> String {
+    let mut last = String::new();
+    loop {
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        let now = sets
+            .get("events")
+            .await
+            .expect("set")
+            .metadata
+            .resource_version
+            .unwrap_or_default();
+        if now == last {
+            return now;
+        }
+        last = now;
+    }
+}
