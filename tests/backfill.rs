@@ -2,8 +2,10 @@
 //! in-cluster: extra builtin clusters as pods, replay workers as Job pods,
 //! the derived job running the demo app's per-key aggregation, whose output
 //! is compared with totals computed from the source; faults injected while
-//! one runs. Its own test binary (and node testbed), because it kills the
-//! operator's leader pod, which other in-cluster tests would feel.
+//! one runs (the operator's leader, a replay worker, a broker, the API
+//! server, etcd). Its own test binary (and node testbed), because it kills
+//! the operator's leader pod and restarts the control plane, which other
+//! in-cluster tests would feel.
 
 mod common;
 
@@ -38,8 +40,13 @@ async fn follow_backfill(
 ) -> (Vec<String>, serde_json::Value) {
     let started = Instant::now();
     let mut phases: Vec<String> = Vec::new();
+    let backfills = kappa_api(client, ns, "Backfill");
     loop {
-        let status = common::status(client, ns, "Backfill", name).await;
+        // The API server may be restarting: asked again.
+        let status = match backfills.get(name).await {
+            Ok(object) => object.data["status"].clone(),
+            Err(_) => serde_json::Value::Null,
+        };
         if let Some(phase) = status["phase"].as_str() {
             if phases.last().map(String::as_str) != Some(phase) {
                 println!(
@@ -396,6 +403,58 @@ async fn kill_worker_and_broker(testbed: &Testbed, ns: &str, name: &str, faults:
     );
 }
 
+/// Once replay worker 0 of Backfill `name` has run for 2 s, restarts
+/// `service` of the control plane (down for 5 s); whether it did before
+/// the Backfill left Replaying.
+async fn restart_mid_replay(
+    testbed: &'static Testbed,
+    ns: &str,
+    name: &str,
+    service: &'static str,
+) -> bool {
+    let job = format!("job-name={name}-replay-0");
+    let started = Instant::now();
+    while started.elapsed() < Duration::from_secs(600) {
+        let running = testbed.kubectl_output(&[
+            "-n",
+            ns,
+            "get",
+            "pods",
+            "-l",
+            &job,
+            "--field-selector=status.phase=Running",
+            "-o",
+            "name",
+        ]);
+        if !String::from_utf8_lossy(&running.stdout).trim().is_empty() {
+            tokio::time::sleep(Duration::from_secs(2)).await;
+            tokio::task::spawn_blocking(move || testbed.restart(service, Duration::from_secs(5)))
+                .await
+                .expect("restarted");
+            println!("{name}: {service} restarted while replay worker 0 ran");
+            return true;
+        }
+        let phase = testbed.kubectl_output(&[
+            "-n",
+            ns,
+            "get",
+            "backfill",
+            name,
+            "-o",
+            "jsonpath={.status.phase}",
+        ]);
+        let phase = String::from_utf8_lossy(&phase.stdout).to_string();
+        if !matches!(
+            phase.as_str(),
+            "" | "Pending" | "Provisioning" | "Replaying"
+        ) {
+            return false;
+        }
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    false
+}
+
 /// Creates Backfill `name`, deletes it once `kind` lists `object` (one of
 /// the things it creates in the phase it is to be deleted in), and waits
 /// until nothing of it is left, pods included.
@@ -624,6 +683,27 @@ async fn backfills_of_a_million_records_reach_the_reference_through_faults_and_l
     let copies = status["replay"]["reruns"].as_i64().unwrap_or(0);
     println!("doubled: records written by another producer mid-replay; the range was copied again {copies} time(s)");
     assert!(copies >= 1, "the foreign records went unnoticed: {status}");
+
+    // The control plane restarted while replay workers copy: the API server,
+    // then etcd, each down for 5 s. The operator's leader loses its 4 s
+    // lease and exits, its pod is restarted, and each run still reaches the
+    // reference and leaves nothing.
+    for service in ["kube-apiserver", "etcd"] {
+        let name = format!("restart-{}", service.trim_start_matches("kube-"));
+        let before = aggregated(&live, "totals");
+        create(&client, &ns, backfill(&name, &source, "outputOnly"))
+            .await
+            .expect("backfill");
+        let restarted = tokio::spawn({
+            let (ns, name) = (ns.clone(), name.clone());
+            async move { restart_mid_replay(testbed, &ns, &name, service).await }
+        });
+        check_run(testbed, &client, &ns, &name, (&source, &before)).await;
+        assert!(
+            restarted.await.expect("restart task"),
+            "{name}: {service} was not restarted while replaying"
+        );
+    }
 
     // The same run with faults, three times, the last one handing off to
     // the live job.

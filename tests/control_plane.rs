@@ -1,13 +1,17 @@
 //! The control plane failing under the operator: the API server restarted,
 //! and separately etcd restarted, in the middle of an ordered write-cluster
-//! migration; and a watch that expires (its resourceVersion compacted away)
-//! while the operator is cut off from the API server. Each run ends as an
-//! undisturbed one does, with nothing orphaned and no change missed.
+//! migration and of a Flink upgrade with savepoint; and a watch that
+//! expires (its resourceVersion compacted away) while the operator is cut
+//! off from the API server. Each run ends as an undisturbed one does, with
+//! nothing orphaned and no change missed.
 
 mod common;
 
 use std::time::{Duration, Instant};
 
+use common::flink::{
+    assert_upgraded_with, running_session_job, upgrade_until_savepoint_taken, Flink,
+};
 use common::kafka::{
     announce_blue_to_green, blue_green_set, high_watermarks, partitions_on,
     reads_after_blue_to_green, wait_for_document,
@@ -21,9 +25,13 @@ use serde_json::json;
 
 const WITHIN: Duration = Duration::from_secs(90);
 
-/// What the Kubernetes client logs, as an error, for each request it could
-/// not send while the API server was away.
-const OUTAGE: &str = "failed with error client error";
+/// A Flink job starting, or an upgrade finishing, on the testbed's session cluster.
+const FLINK_WITHIN: Duration = Duration::from_secs(240);
+
+/// Where the Kubernetes client logs, as errors, the requests that failed
+/// while the API server was away or starting (refused connections, 503,
+/// 403 before its RBAC caches are filled): the operator retries them.
+const OUTAGE: &str = "kube_client::client::builder";
 
 /// An operator for `ns` as the shipped ServiceAccount, with leader
 /// election. Its lease outlives the outage: an operator that does lose it
@@ -101,6 +109,49 @@ async fn a_migration_completes_through_an_api_server_restart() {
 async fn a_migration_completes_through_an_etcd_restart() {
     let _turn = ONE_FAULT_AT_A_TIME.lock().await;
     migrate_through_restart("etcd").await;
+}
+
+/// A session-mode upgrade with savepoint, with `service` restarted (down
+/// for 5 s) once Flink has taken the savepoint trigger: the new job starts
+/// from that savepoint, and no second one is taken.
+async fn upgrade_through_restart(flink: &Flink, service: &str) {
+    let testbed = Testbed::with_faults();
+    let client = testbed.client().await;
+    let ns = testbed.namespace(&format!("upgrade-{service}")).await;
+    let mut operator = operator(testbed, &ns);
+    running_session_job(&client, &ns, flink, FLINK_WITHIN).await;
+    let (old_job, trigger) = upgrade_until_savepoint_taken(&client, &ns, flink, WITHIN).await;
+
+    testbed.restart(service, Duration::from_secs(5));
+    let client = testbed.client().await;
+    assert_upgraded_with(
+        testbed,
+        &client,
+        &ns,
+        flink,
+        (&old_job, &trigger),
+        FLINK_WITHIN,
+    )
+    .await;
+    common::objects::assert_no_orphans(testbed, &ns);
+    assert!(
+        operator.is_running(),
+        "{service}: the operator kept running through the outage"
+    );
+    operator.assert_log_clean_but(&[OUTAGE]);
+    assert!(
+        operator.terminate(),
+        "{service}: the operator stops cleanly"
+    );
+}
+
+#[tokio::test]
+async fn a_flink_upgrade_completes_through_api_server_and_etcd_restarts() {
+    let _turn = ONE_FAULT_AT_A_TIME.lock().await;
+    let flink = Flink::start(Testbed::with_faults());
+    for service in ["kube-apiserver", "etcd"] {
+        upgrade_through_restart(&flink, service).await;
+    }
 }
 
 /// Whether a watch of `api` from `version` is refused as expired (410 Gone).

@@ -221,3 +221,108 @@ pub async fn running_session_job(client: &Client, ns: &str, flink: &Flink, withi
     })
     .await;
 }
+
+/// Starts a session-mode upgrade of pipeline `job` in `ns` (made by
+/// [`running_session_job`]: parallelism 1 to 2) and returns once its
+/// savepoint trigger is recorded in the status and Flink has taken it: the
+/// old job's id and the trigger.
+pub async fn upgrade_until_savepoint_taken(
+    client: &Client,
+    ns: &str,
+    flink: &Flink,
+    within: Duration,
+) -> (String, String) {
+    let api = kappa_api(client, ns, "Pipeline");
+    let status = || async { api.get("job").await.expect("pipeline").data["status"].clone() };
+    let old_job = status().await["job"]["id"]
+        .as_str()
+        .expect("a job id")
+        .to_string();
+    patch_spec(
+        client,
+        ns,
+        "job",
+        json!({"engine": {"flink": {"parallelism": 2}}}),
+    )
+    .await;
+    let started = std::time::Instant::now();
+    let trigger = loop {
+        let now = status().await;
+        if let Some(trigger) = now["transition"]["triggerId"].as_str() {
+            break trigger.to_string();
+        }
+        assert!(started.elapsed() < within, "no upgrade started: {now}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    while flink
+        .api()
+        .get(&format!("/jobs/{old_job}/savepoints/{trigger}"))
+        .await["status"]
+        .is_null()
+    {
+        assert!(
+            started.elapsed() < within,
+            "Flink never took trigger {trigger}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    (old_job, trigger)
+}
+
+/// Waits until the upgrade [`upgrade_until_savepoint_taken`] started has
+/// finished, and checks that the new job started from the savepoint of
+/// `trigger` and that the old job has that one savepoint only (none taken
+/// twice by an operator that lost track of the first).
+pub async fn assert_upgraded_with(
+    testbed: &Testbed,
+    client: &Client,
+    ns: &str,
+    flink: &Flink,
+    (old_job, trigger): (&str, &str),
+    within: Duration,
+) {
+    let api = kappa_api(client, ns, "Pipeline");
+    let started = std::time::Instant::now();
+    let new_job = loop {
+        let now = api.get("job").await.expect("pipeline").data["status"].clone();
+        let job = now["job"]["id"].as_str().unwrap_or_default().to_string();
+        if job != old_job
+            && now["history"][0]["event"] == "Upgraded"
+            && now["job"]["state"] == "RUNNING"
+        {
+            break job;
+        }
+        assert!(
+            started.elapsed() < within,
+            "the upgrade did not finish: {now}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    let taken = flink
+        .api()
+        .get(&format!("/jobs/{old_job}/savepoints/{trigger}"))
+        .await;
+    let location = taken["operation"]["location"]
+        .as_str()
+        .expect("the savepoint completed");
+    let restored = flink
+        .api()
+        .get(&format!("/jobs/{new_job}/checkpoints"))
+        .await;
+    assert_eq!(
+        restored["latest"]["restored"]["external_path"].as_str(),
+        Some(location),
+        "restored from the savepoint of trigger {trigger}: {restored}"
+    );
+    let savepoints = std::fs::read_dir(testbed.state.join("flink/state/savepoints"))
+        .expect("the savepoint folder")
+        .filter(|entry| {
+            entry.as_ref().is_ok_and(|e| {
+                e.file_name()
+                    .to_string_lossy()
+                    .starts_with(&format!("savepoint-{}", &old_job[..6]))
+            })
+        })
+        .count();
+    assert_eq!(savepoints, 1, "one savepoint of the old job");
+}

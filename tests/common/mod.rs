@@ -208,6 +208,29 @@ impl Testbed {
             .expect("the kubeconfig names the API server by address")
     }
 
+    /// Freezes broker `name` (SIGSTOP): its connections stay open and
+    /// nothing answers on them, as when its traffic is dropped; what it
+    /// holds stays (Tansu keeps records in memory, so a stopped broker
+    /// would lose them).
+    pub fn freeze_broker(&self, name: &str) {
+        self.signal_broker(name, "-STOP");
+    }
+
+    /// Lets a frozen broker answer again (SIGCONT).
+    pub fn thaw_broker(&self, name: &str) {
+        self.signal_broker(name, "-CONT");
+    }
+
+    fn signal_broker(&self, name: &str, signal: &str) {
+        let pidfile = self.state.join(format!("pids/broker-{name}.pid"));
+        let pid = std::fs::read_to_string(&pidfile).expect("the broker's pid file");
+        let status = Command::new("kill")
+            .args([signal, pid.trim()])
+            .status()
+            .expect("kill runs");
+        assert!(status.success(), "broker {name} was not running");
+    }
+
     /// Runs kubectl against the testbed; panics with its output on failure.
     pub fn kubectl(&self, args: &[&str]) -> String {
         let output = self.kubectl_output(args);

@@ -163,149 +163,191 @@ pub async fn flip_while_writing(
     flips: usize,
     view: ConsumerView,
 ) -> Flipped {
-    // The client's warnings (an unreachable or stalled cluster) in the test output.
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter("kappa_operator=warn")
-        .with_test_writer()
-        .try_init();
-    let stop = Arc::new(AtomicBool::new(false));
-    let mut producers = Vec::new();
-    for index in 0..PRODUCERS {
-        let settings = ProducerSettings {
-            id: format!("writer-{index}"),
-            acknowledge_through: Some(client.clone()),
-            credentials: Credentials::default(),
-            config: BTreeMap::new(),
-        };
-        let producer = RoutedProducer::start(from_api(client, ns), settings)
-            .await
-            .expect("producer started");
-        producers.push(tokio::spawn(write_until(producer, index, stop.clone())));
-    }
-    let discovery = match &view {
-        ConsumerView::Live => from_api(client, ns),
-        ConsumerView::Late(dir) => {
-            write_document(client, ns, dir).await;
-            Discovery::follow(DiscoverySource::Directory(dir.clone()))
-        }
-    };
-    let mut consumer =
-        RoutedConsumer::start(discovery, "orders", "checker", Credentials::default())
-            .await
-            .expect("consumer started");
-    let (records, mut read) = tokio::sync::mpsc::unbounded_channel();
-    let (stop_reading, mut reading_stopped) = tokio::sync::oneshot::channel::<()>();
-    let reader = tokio::spawn(async move {
-        loop {
-            let record = tokio::select! {
-                _ = &mut reading_stopped => return consumer,
-                record = consumer.next() => record.expect("a record"),
-            };
-            if records.send(record).is_err() {
-                return consumer;
-            }
-        }
-    });
-
-    let sets = kappa_api(client, ns, "KafkaClusterSet");
+    let writing = Writing::start(client, ns, view).await;
     for flip in 0..flips {
         let target = if flip % 2 == 0 { "green" } else { "blue" };
-        let patch = json!({"spec": {"routing": {"writeCluster": target}}});
-        sets.patch(SET, &PatchParams::default(), &Patch::Merge(&patch))
-            .await
-            .expect("write cluster moved");
+        move_write_cluster(client, ns, target).await;
         wait_for_document(client, ns, SET, Duration::from_secs(60), |d| {
             settled_on(d, target)
         })
         .await;
         tokio::time::sleep(Duration::from_millis(300)).await;
     }
-    stop.store(true, Ordering::Relaxed);
-    let mut written = BTreeMap::new();
-    for producer in producers {
-        written.extend(producer.await.expect("producer task"));
-    }
-    let expected: u64 = written.values().sum();
-    if let ConsumerView::Late(dir) = &view {
-        write_document(client, ns, dir).await;
+    writing.finish(client, ns, brokers, topic).await
+}
+
+/// Moves the set's write cluster to `target`.
+pub async fn move_write_cluster(client: &Client, ns: &str, target: &str) {
+    let patch = json!({"spec": {"routing": {"writeCluster": target}}});
+    kappa_api(client, ns, "KafkaClusterSet")
+        .patch(SET, &PatchParams::default(), &Patch::Merge(&patch))
+        .await
+        .expect("write cluster moved");
+}
+
+/// Producers writing numbered records and a consumer reading them, on the
+/// set made by [`create_set`], until [`Writing::finish`].
+pub struct Writing {
+    view: ConsumerView,
+    stop: Arc<AtomicBool>,
+    producers: Vec<tokio::task::JoinHandle<BTreeMap<String, u64>>>,
+    read: tokio::sync::mpsc::UnboundedReceiver<Record>,
+    stop_reading: tokio::sync::oneshot::Sender<()>,
+    reader: tokio::task::JoinHandle<RoutedConsumer>,
+}
+
+impl Writing {
+    /// Starts the producers and the consumer.
+    pub async fn start(client: &Client, ns: &str, view: ConsumerView) -> Writing {
+        // The client's warnings (an unreachable or stalled cluster) in the test output.
+        let _ = tracing_subscriber::fmt()
+            .with_env_filter("kappa_operator=warn")
+            .with_test_writer()
+            .try_init();
+        let stop = Arc::new(AtomicBool::new(false));
+        let mut producers = Vec::new();
+        for index in 0..PRODUCERS {
+            let settings = ProducerSettings {
+                id: format!("writer-{index}"),
+                acknowledge_through: Some(client.clone()),
+                credentials: Credentials::default(),
+                config: BTreeMap::new(),
+            };
+            let producer = RoutedProducer::start(from_api(client, ns), settings)
+                .await
+                .expect("producer started");
+            producers.push(tokio::spawn(write_until(producer, index, stop.clone())));
+        }
+        let discovery = match &view {
+            ConsumerView::Live => from_api(client, ns),
+            ConsumerView::Late(dir) => {
+                write_document(client, ns, dir).await;
+                Discovery::follow(DiscoverySource::Directory(dir.clone()))
+            }
+        };
+        let mut consumer =
+            RoutedConsumer::start(discovery, "orders", "checker", Credentials::default())
+                .await
+                .expect("consumer started");
+        let (records, read) = tokio::sync::mpsc::unbounded_channel();
+        let (stop_reading, mut reading_stopped) = tokio::sync::oneshot::channel::<()>();
+        let reader = tokio::spawn(async move {
+            loop {
+                let record = tokio::select! {
+                    _ = &mut reading_stopped => return consumer,
+                    record = consumer.next() => record.expect("a record"),
+                };
+                if records.send(record).is_err() {
+                    return consumer;
+                }
+            }
+        });
+        Writing {
+            view,
+            stop,
+            producers,
+            read,
+            stop_reading,
+            reader,
+        }
     }
 
-    // Until every record is read, then a little longer: anything beyond
-    // would be a repeat.
-    let mut check = Check::default();
-    let mut per_cluster: BTreeMap<String, u64> = BTreeMap::new();
-    let deadline = Instant::now() + Duration::from_secs(90);
-    let mut count = 0;
-    while Instant::now() < deadline {
-        let wait = if count < expected { 1 } else { 2 };
-        match tokio::time::timeout(Duration::from_secs(wait), read.recv()).await {
-            Ok(Some(record)) => {
-                *per_cluster.entry(record.cluster.clone()).or_default() += 1;
-                let (key, number) = numbered(record);
-                check.read(&key, number);
-                count += 1;
-            }
-            _ if count >= expected => break,
-            _ => {}
+    /// Stops the producers, reads until every record written was read (and
+    /// a little longer: anything beyond would be a repeat) and checks.
+    pub async fn finish(
+        mut self,
+        client: &Client,
+        ns: &str,
+        brokers: &[String],
+        topic: &str,
+    ) -> Flipped {
+        self.stop.store(true, Ordering::Relaxed);
+        let mut written = BTreeMap::new();
+        for producer in self.producers {
+            written.extend(producer.await.expect("producer task"));
         }
-    }
-    let _ = stop_reading.send(());
-    let consumer = reader.await.expect("reader task");
-    let report = check.report(&written);
-    if !report.clean() {
-        // Where the consumer stands against what the clusters hold.
-        let document = super::kafka::discovery(client, ns, SET).await;
-        eprintln!("consumer positions: {:?}", consumer.positions());
-        eprintln!(
-            "segments: {:?}",
-            document.map(|d| d.streams[0].read.clone())
-        );
-        let positions = consumer.positions();
-        for (cluster, bootstrap) in ["blue", "green"].iter().zip(brokers) {
-            let ends = super::kafka::high_watermarks(bootstrap, topic);
-            eprintln!("{cluster} ends: {ends:?}");
-            let behind: BTreeMap<i32, i64> = ends
-                .keys()
-                .map(|p| {
-                    let partition: i32 = p.parse().expect("a partition number");
-                    let at = positions.get(&(cluster.to_string(), partition));
-                    (partition, at.copied().unwrap_or(0))
-                })
-                .filter(|(p, at)| ends.get(&p.to_string()).is_some_and(|end| at < end))
-                .collect();
-            if behind.is_empty() {
-                continue;
+        let expected: u64 = written.values().sum();
+        if let ConsumerView::Late(dir) = &self.view {
+            write_document(client, ns, dir).await;
+        }
+
+        // Until every record is read, then a little longer: anything beyond
+        // would be a repeat.
+        let mut check = Check::default();
+        let mut per_cluster: BTreeMap<String, u64> = BTreeMap::new();
+        let deadline = Instant::now() + Duration::from_secs(90);
+        let mut count = 0;
+        while Instant::now() < deadline {
+            let wait = if count < expected { 1 } else { 2 };
+            match tokio::time::timeout(Duration::from_secs(wait), self.read.recv()).await {
+                Ok(Some(record)) => {
+                    *per_cluster.entry(record.cluster.clone()).or_default() += 1;
+                    let (key, number) = numbered(record);
+                    check.read(&key, number);
+                    count += 1;
+                }
+                _ if count >= expected => break,
+                _ => {}
             }
-            let count = |served: &BTreeMap<i32, Vec<i64>>| {
-                served
-                    .iter()
-                    .map(|(p, o)| (*p, o.len(), o.first().copied()))
-                    .collect::<Vec<_>>()
-            };
-            let together = super::kafka::offsets_served(bootstrap, "checker", topic, &behind);
+        }
+        let _ = self.stop_reading.send(());
+        let consumer = self.reader.await.expect("reader task");
+        let report = check.report(&written);
+        if !report.clean() {
+            // Where the consumer stands against what the clusters hold.
+            let document = super::kafka::discovery(client, ns, SET).await;
+            eprintln!("consumer positions: {:?}", consumer.positions());
             eprintln!(
-                "{cluster} from {behind:?} together, as the checker: {:?}",
-                count(&together)
+                "segments: {:?}",
+                document.map(|d| d.streams[0].read.clone())
             );
-            for (partition, from) in &behind {
-                let alone = super::kafka::offsets_served(
-                    bootstrap,
-                    "probe",
-                    topic,
-                    &BTreeMap::from([(*partition, *from)]),
-                );
+            let positions = consumer.positions();
+            for (cluster, bootstrap) in ["blue", "green"].iter().zip(brokers) {
+                let ends = super::kafka::high_watermarks(bootstrap, topic);
+                eprintln!("{cluster} ends: {ends:?}");
+                let behind: BTreeMap<i32, i64> = ends
+                    .keys()
+                    .map(|p| {
+                        let partition: i32 = p.parse().expect("a partition number");
+                        let at = positions.get(&(cluster.to_string(), partition));
+                        (partition, at.copied().unwrap_or(0))
+                    })
+                    .filter(|(p, at)| ends.get(&p.to_string()).is_some_and(|end| at < end))
+                    .collect();
+                if behind.is_empty() {
+                    continue;
+                }
+                let count = |served: &BTreeMap<i32, Vec<i64>>| {
+                    served
+                        .iter()
+                        .map(|(p, o)| (*p, o.len(), o.first().copied()))
+                        .collect::<Vec<_>>()
+                };
+                let together = super::kafka::offsets_served(bootstrap, "checker", topic, &behind);
                 eprintln!(
-                    "{cluster}[{partition}] from {from} alone: {:?}",
-                    count(&alone)
+                    "{cluster} from {behind:?} together, as the checker: {:?}",
+                    count(&together)
                 );
+                for (partition, from) in &behind {
+                    let alone = super::kafka::offsets_served(
+                        bootstrap,
+                        "probe",
+                        topic,
+                        &BTreeMap::from([(*partition, *from)]),
+                    );
+                    eprintln!(
+                        "{cluster}[{partition}] from {from} alone: {:?}",
+                        count(&alone)
+                    );
+                }
             }
         }
-    }
-    Flipped {
-        written: expected,
-        per_key: written.clone(),
-        per_cluster,
-        report,
-        consumer,
+        Flipped {
+            written: expected,
+            per_key: written.clone(),
+            per_cluster,
+            report,
+            consumer,
+        }
     }
 }

@@ -144,6 +144,7 @@ async fn sync(shared: &Shared, deps: &SetDeps, set: &KafkaClusterSet) -> Result<
             Err(error) => {
                 status.phase = Some("Unavailable".into());
                 status.message = Some(error.to_string());
+                status.streams = last_seen_streams(&current, name);
                 problems.push(Problem {
                     reason: error.reason(),
                     message: format!("cluster `{name}`: {error}"),
@@ -178,6 +179,7 @@ async fn sync(shared: &Shared, deps: &SetDeps, set: &KafkaClusterSet) -> Result<
             Err(error) => {
                 status.phase = Some("Unreachable".into());
                 status.message = Some(error.to_string());
+                status.streams = last_seen_streams(&current, &name);
                 problems.push(Problem {
                     reason: error.category(),
                     message: format!("cluster `{name}`: {error}"),
@@ -378,9 +380,12 @@ async fn sync(shared: &Shared, deps: &SetDeps, set: &KafkaClusterSet) -> Result<
     record_metrics(shared, &namespace, &set.name_any(), &next);
     let (progressing, step_requeue) = progress(&next, &step);
     if let Step::Blocked(error) = &step {
+        let from = next.migration.as_ref().map_or("", |m| m.from.as_str());
         problems.push(Problem {
             reason: error.category(),
-            message: format!("recording the end offsets of the old write cluster: {error}"),
+            message: format!(
+                "recording the end offsets of the old write cluster `{from}`: {error}"
+            ),
         });
     }
 
@@ -628,6 +633,19 @@ fn merge_recorded(
     merged.extend(std::mem::take(&mut statuses).into_values());
     merged.sort_by(|a, b| a.name.cmp(&b.name));
     merged
+}
+
+/// The topics last seen on `cluster`, kept while it cannot be looked at
+/// (its phase says why). Emptied, the list would be written as `null` by
+/// server-side apply, which the schema refuses, and the whole status write
+/// with it (kubernetes/kubernetes#104694).
+fn last_seen_streams(current: &KafkaClusterSetStatus, cluster: &str) -> Vec<TopicStatus> {
+    current
+        .clusters
+        .iter()
+        .find(|c| c.name == cluster)
+        .map(|c| c.streams.clone())
+        .unwrap_or_default()
 }
 
 fn joined(problems: &[Problem]) -> String {
