@@ -376,22 +376,28 @@ struct Faults {
     broker: bool,
 }
 
-/// Once replay worker 0 of Backfill `name` runs, kills its pod and restarts
-/// the broker pod of the Backfill's second extra cluster.
-async fn kill_worker_and_broker(testbed: &Testbed, ns: &str, name: &str, faults: &mut Faults) {
-    let job = format!("job-name={name}-replay-0");
-    let running = testbed.kubectl(&[
+/// Whether a pod of replay worker 0 of Backfill `name` runs (no when the
+/// API server does not answer).
+fn worker_running(testbed: &Testbed, ns: &str, name: &str) -> bool {
+    let running = testbed.kubectl_output(&[
         "-n",
         ns,
         "get",
         "pods",
         "-l",
-        &job,
+        &format!("job-name={name}-replay-0"),
         "--field-selector=status.phase=Running",
         "-o",
         "name",
     ]);
-    if running.trim().is_empty() {
+    !String::from_utf8_lossy(&running.stdout).trim().is_empty()
+}
+
+/// Once replay worker 0 of Backfill `name` runs, kills its pod and restarts
+/// the broker pod of the Backfill's second extra cluster.
+async fn kill_worker_and_broker(testbed: &Testbed, ns: &str, name: &str, faults: &mut Faults) {
+    let job = format!("job-name={name}-replay-0");
+    if !worker_running(testbed, ns, name) {
         return;
     }
     tokio::time::sleep(Duration::from_secs(2)).await;
@@ -412,21 +418,9 @@ async fn restart_mid_replay(
     name: &str,
     service: &'static str,
 ) -> bool {
-    let job = format!("job-name={name}-replay-0");
     let started = Instant::now();
     while started.elapsed() < Duration::from_secs(600) {
-        let running = testbed.kubectl_output(&[
-            "-n",
-            ns,
-            "get",
-            "pods",
-            "-l",
-            &job,
-            "--field-selector=status.phase=Running",
-            "-o",
-            "name",
-        ]);
-        if !String::from_utf8_lossy(&running.stdout).trim().is_empty() {
+        if worker_running(testbed, ns, name) {
             tokio::time::sleep(Duration::from_secs(2)).await;
             tokio::task::spawn_blocking(move || testbed.restart(service, Duration::from_secs(5)))
                 .await
