@@ -228,10 +228,16 @@ async fn a_change_made_while_the_watch_was_gone_is_reconciled_after_it_expired()
     assert!(operator.terminate(), "the operator stops cleanly");
 }
 
-/// The set's resourceVersion once the operator has stopped writing to it.
+/// The set's resourceVersion once the operator has stopped writing to it
+/// (the same for 2 s); fails after [`WITHIN`].
 async fn settled_version(sets: &Api<DynamicObject>) -> String {
     let mut last = String::new();
+    let started = Instant::now();
     loop {
+        assert!(
+            started.elapsed() < WITHIN,
+            "the operator kept writing the set for {WITHIN:?}"
+        );
         tokio::time::sleep(Duration::from_secs(2)).await;
         let now = sets
             .get("events")
