@@ -569,6 +569,11 @@ async fn the_shipped_manifests_apply_and_their_rbac_is_enough() {
     let testbed = Testbed::get();
     common::apply_manifests_without_webhook(testbed);
     let kubeconfig = common::service_account_kubeconfig(testbed);
+    let client = testbed.client().await;
+    let ns = testbed.namespace("rbac").await;
+    // Its own namespace only: an operator acting on the other tests'
+    // objects beside theirs would write their statuses too, and its checks
+    // below would judge objects it was not given.
     let mut operator = Operator::start_as(
         testbed,
         &kubeconfig,
@@ -578,11 +583,11 @@ async fn the_shipped_manifests_apply_and_their_rbac_is_enough() {
             "kappa-system",
             "--lease-name",
             "rbac-test",
+            "--namespace",
+            &ns,
         ],
     );
 
-    let client = testbed.client().await;
-    let ns = testbed.namespace("rbac").await;
     create(&client, &ns, kcs(valid_kcs_spec()))
         .await
         .expect("set");

@@ -267,25 +267,25 @@ async fn flink_and_jar_server_refusals_become_conditions_in_their_own_words() {
         (
             "no-jar",
             session_pipeline("no-jar", &engine(&flink.rest, &missing_jar, &[])),
-            "JarUnavailable",
+            &["JarUnavailable"][..],
             "404",
         ),
         (
             "file-jar",
             session_pipeline("file-jar", &engine(&flink.rest, file_jar, &[])),
-            "JarRefused",
+            &["JarRefused"][..],
             "the scheme file is not allowed; the operator fetches jars over http, https",
         ),
         (
             "too-large-jar",
             session_pipeline("too-large-jar", &engine(&flink.rest, &too_large, &[])),
-            "JarRefused",
+            &["JarRefused"][..],
             "67108865 bytes or more, over the limit of 67108864 bytes",
         ),
         (
             "slow-jar",
             session_pipeline("slow-jar", &engine(&flink.rest, &slow_jar, &[])),
-            "JarUnavailable",
+            &["JarUnavailable"][..],
             "the transfer took longer than 20 s",
         ),
         (
@@ -294,19 +294,21 @@ async fn flink_and_jar_server_refusals_become_conditions_in_their_own_words() {
                 "no-flink",
                 &engine("http://127.0.0.1:1", &flink.job_jar, &[]),
             ),
-            "FlinkUnreachable",
+            &["FlinkUnreachable"][..],
             "127.0.0.1:1",
         ),
         (
             "fails",
             session_pipeline("fails", &engine(&flink.rest, &flink.job_jar, &["fail"])),
-            "FlinkRefused",
+            &["FlinkRefused"][..],
             "asked to fail at start",
         ),
         (
             "no-state",
             missing_state,
-            "FlinkRefused",
+            // Flink 2.3 refuses the run, or accepts it and fails the job as
+            // its JobMaster starts, depending on which comes first.
+            &["FlinkRefused", "JobFailed"][..],
             "savepoint-missing",
         ),
     ];
@@ -315,15 +317,17 @@ async fn flink_and_jar_server_refusals_become_conditions_in_their_own_words() {
             .await
             .expect("pipeline");
     }
-    for (name, _, reason, words) in cases {
+    for (name, _, reasons, words) in cases {
         let ready = wait_for_ready(&client, &ns, "Pipeline", name, JOB_STARTS_WITHIN, |c| {
-            c.reason == reason
+            reasons.contains(&c.reason.as_str())
         })
         .await;
-        println!("{name}: {}", ready.message);
+        println!("{name}: {}: {}", ready.reason, ready.message);
         assert!(ready.message.contains(words), "{name}: {}", ready.message);
-        let job = status(&client, &ns, "Pipeline", name).await["job"].clone();
-        assert_eq!(job["submitted"], false, "{name} was not taken: {job}");
+        if ready.reason != "JobFailed" {
+            let job = status(&client, &ns, "Pipeline", name).await["job"].clone();
+            assert_eq!(job["submitted"], false, "{name} was not taken: {job}");
+        }
     }
     // A Savepoint of a pipeline without a running job waits and says why.
     create(

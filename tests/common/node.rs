@@ -102,13 +102,20 @@ pub fn assert_pods_logged_no_refusal(testbed: &Testbed) {
     }
 }
 
+/// The holder the operator's leader lease names; a read that fails (an API
+/// server slow under the tests' load) is tried again for up to 10 s.
 pub async fn lease_holder(leases: &Api<Lease>) -> Option<String> {
-    leases
-        .get_opt("kappa-operator-leader")
-        .await
-        .ok()
-        .flatten()
-        .and_then(|lease| lease.spec?.holder_identity)
+    let started = std::time::Instant::now();
+    loop {
+        match leases.get_opt("kappa-operator-leader").await {
+            Ok(lease) => return lease.and_then(|lease| lease.spec?.holder_identity),
+            Err(error) if started.elapsed() > Duration::from_secs(10) => {
+                println!("reading the leader lease: {error}");
+                return None;
+            }
+            Err(_) => tokio::time::sleep(Duration::from_millis(200)).await,
+        }
+    }
 }
 
 /// Applies YAML `manifest` (written under the testbed's state as `file`) in `ns`.
