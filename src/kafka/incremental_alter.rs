@@ -3,39 +3,13 @@
 //! configuration and which some brokers (Tansu among them) do not serve;
 //! librdkafka has the incremental call, so it is reached through its C API.
 
-use std::ffi::{CStr, CString};
-use std::ptr;
+use std::ffi::CString;
 use std::time::Duration;
 
 use rdkafka::client::{Client, ClientContext};
 use rdkafka_sys::bindings as rd;
 
-/// Frees a librdkafka object when dropped.
-struct Owned<T> {
-    pointer: *mut T,
-    destroy: unsafe extern "C" fn(*mut T),
-}
-
-impl<T> Drop for Owned<T> {
-    fn drop(&mut self) {
-        if !self.pointer.is_null() {
-            // SAFETY: `pointer` came from the matching librdkafka constructor
-            // and is destroyed exactly once, here.
-            unsafe { (self.destroy)(self.pointer) }
-        }
-    }
-}
-
-fn text(pointer: *const std::os::raw::c_char) -> String {
-    if pointer.is_null() {
-        return String::new();
-    }
-    // SAFETY: librdkafka returns NUL-terminated strings that live as long as
-    // the object they belong to, which outlives this call.
-    unsafe { CStr::from_ptr(pointer) }
-        .to_string_lossy()
-        .into_owned()
-}
+use super::native::{answer, text, Owned};
 
 /// Sets `entries` on `topic`, leaving its other settings alone. Blocks for
 /// up to `timeout`; returns the broker's or librdkafka's error text.
@@ -46,7 +20,6 @@ pub fn set_topic_config<C: ClientContext>(
     timeout: Duration,
 ) -> Result<(), String> {
     let name = CString::new(topic).map_err(|e| e.to_string())?;
-    let millis = i32::try_from(timeout.as_millis()).unwrap_or(i32::MAX);
     let rk = client.native_ptr();
     // SAFETY: every pointer passed below is either owned by an `Owned` guard
     // created right after its constructor, or borrowed from a live `CString`
@@ -74,38 +47,22 @@ pub fn set_topic_config<C: ClientContext>(
                 return Err(message);
             }
         }
-        let options = Owned {
-            pointer: rd::rd_kafka_AdminOptions_new(
-                rk,
-                rd::rd_kafka_admin_op_t::RD_KAFKA_ADMIN_OP_INCREMENTALALTERCONFIGS,
-            ),
-            destroy: rd::rd_kafka_AdminOptions_destroy,
-        };
-        rd::rd_kafka_AdminOptions_set_request_timeout(options.pointer, millis, ptr::null_mut(), 0);
-        let queue = Owned {
-            pointer: rd::rd_kafka_queue_new(rk),
-            destroy: rd::rd_kafka_queue_destroy,
-        };
         let mut resources = [resource.pointer];
-        rd::rd_kafka_IncrementalAlterConfigs(
-            rk,
-            resources.as_mut_ptr(),
-            resources.len(),
-            options.pointer,
-            queue.pointer,
-        );
-        let event = Owned {
-            pointer: rd::rd_kafka_queue_poll(queue.pointer, millis.saturating_add(1000)),
-            destroy: rd::rd_kafka_event_destroy,
-        };
-        if event.pointer.is_null() {
-            return Err(format!("no answer within {timeout:?}"));
-        }
-        if rd::rd_kafka_event_error(event.pointer)
-            != rd::rd_kafka_resp_err_t::RD_KAFKA_RESP_ERR_NO_ERROR
-        {
-            return Err(text(rd::rd_kafka_event_error_string(event.pointer)));
-        }
+        let event = answer(
+            client,
+            rd::rd_kafka_admin_op_t::RD_KAFKA_ADMIN_OP_INCREMENTALALTERCONFIGS,
+            timeout,
+            |options, queue| {
+                rd::rd_kafka_IncrementalAlterConfigs(
+                    rk,
+                    resources.as_mut_ptr(),
+                    resources.len(),
+                    options,
+                    queue,
+                )
+            },
+        )
+        .map_err(|failure| failure.to_string())?;
         let result = rd::rd_kafka_event_IncrementalAlterConfigs_result(event.pointer);
         if result.is_null() {
             return Err("the answer was not an IncrementalAlterConfigs result".into());

@@ -2,7 +2,9 @@
 //! ([`KafkaAdmin`]) with one real implementation over librdkafka
 //! ([`rdkafka_admin::RdKafkaAdmin`]).
 
+mod group_offsets;
 mod incremental_alter;
+mod native;
 pub mod rdkafka_admin;
 pub mod topic;
 

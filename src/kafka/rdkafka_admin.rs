@@ -1,6 +1,8 @@
-//! [`KafkaAdmin`] over librdkafka's admin client. One client per connection
-//! is kept and reused; a client whose cluster stopped answering is dropped so
-//! that the next attempt starts from the bootstrap servers again.
+//! [`KafkaAdmin`] over librdkafka. Per connection, one admin client and one
+//! reading consumer are kept and reused for every call, whatever pipeline or
+//! group it is about, so the connections opened do not grow with the
+//! pipelines measured; the clients of a cluster that stopped answering are
+//! dropped so that the next attempt starts from the bootstrap servers again.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
@@ -18,6 +20,7 @@ use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext};
 use rdkafka::error::RDKafkaErrorCode;
 use rdkafka::{ClientConfig, Message, Offset, TopicPartitionList};
 
+use super::native::Failure;
 use super::{
     ClusterConnection, ClusterView, DesiredTopic, GroupOffsets, KafkaAdmin, KafkaError,
     ObservedTopic, TopicOffsets,
@@ -47,7 +50,8 @@ impl ClientContext for QuietContext {
     }
 }
 
-/// The consumers that read committed offsets never join a group.
+/// The consumers never join a group: they read records of partitions
+/// assigned to them, and commit a restored snapshot's offsets.
 impl ConsumerContext for QuietContext {}
 
 /// How long one admin request may take before the cluster counts as unreachable.
@@ -56,11 +60,41 @@ const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
 /// The real admin client.
 #[derive(Default)]
 pub struct RdKafkaAdmin {
-    clients: Mutex<HashMap<ClusterConnection, Arc<Client>>>,
+    clients: Mutex<HashMap<ClusterConnection, Arc<Clients>>>,
+}
+
+/// The long-lived clients of one connection.
+struct Clients {
+    /// Asks for metadata, topics, configurations and committed offsets.
+    admin: Client,
+    /// Reads a record's timestamp and offsets by time; made on first use
+    /// (a set's cluster needs none), used by one call at a time.
+    reader: Mutex<Option<BaseConsumer<QuietContext>>>,
+}
+
+impl Clients {
+    /// Runs `work` with the reader, made first if there is none yet.
+    fn read<T>(
+        &self,
+        connection: &ClusterConnection,
+        work: impl FnOnce(&BaseConsumer<QuietContext>) -> Result<T, rdkafka::error::KafkaError>,
+    ) -> Result<T, rdkafka::error::KafkaError> {
+        let mut reader = self
+            .reader
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        let consumer = match reader.take() {
+            Some(consumer) => consumer,
+            None => reading_consumer(connection)?,
+        };
+        let result = work(&consumer);
+        *reader = Some(consumer);
+        result
+    }
 }
 
 impl RdKafkaAdmin {
-    fn client(&self, connection: &ClusterConnection) -> Result<Arc<Client>, KafkaError> {
+    fn client(&self, connection: &ClusterConnection) -> Result<Arc<Clients>, KafkaError> {
         let mut clients = self
             .clients
             .lock()
@@ -68,17 +102,14 @@ impl RdKafkaAdmin {
         if let Some(client) = clients.get(connection) {
             return Ok(client.clone());
         }
-        let mut config = ClientConfig::new();
-        config
-            .set("bootstrap.servers", &connection.bootstrap_servers)
-            .set("socket.timeout.ms", REQUEST_TIMEOUT.as_millis().to_string());
-        for (key, value) in &connection.properties {
-            config.set(key, value);
-        }
-        let client: Client = config
+        let admin: Client = client_config(connection)
+            .set("socket.timeout.ms", REQUEST_TIMEOUT.as_millis().to_string())
             .create_with_context(QuietContext)
             .map_err(|e| KafkaError::Configuration(e.to_string()))?;
-        let client = Arc::new(client);
+        let client = Arc::new(Clients {
+            admin,
+            reader: Mutex::new(None),
+        });
         clients.insert(connection.clone(), client.clone());
         Ok(client)
     }
@@ -113,6 +144,7 @@ impl RdKafkaAdmin {
         let metadata_client = client.clone();
         let metadata = tokio::task::spawn_blocking(move || {
             metadata_client
+                .admin
                 .inner()
                 .fetch_metadata(None, REQUEST_TIMEOUT)
         })
@@ -133,6 +165,7 @@ impl RdKafkaAdmin {
         let mut configs: BTreeMap<String, BTreeMap<String, String>> = BTreeMap::new();
         if !specifiers.is_empty() {
             let described = client
+                .admin
                 .describe_configs(&specifiers, &Self::options())
                 .await
                 .map_err(|e| self.unreachable(connection, e))?;
@@ -178,6 +211,7 @@ impl RdKafkaAdmin {
             new_topic = new_topic.set(key, value);
         }
         let results = client
+            .admin
             .create_topics([&new_topic], &Self::options())
             .await
             .map_err(|e| self.unreachable(connection, e))?;
@@ -192,6 +226,7 @@ impl RdKafkaAdmin {
         let client = self.client(connection)?;
         let names: Vec<&str> = topics.iter().map(String::as_str).collect();
         let results = client
+            .admin
             .delete_topics(&names, &Self::options())
             .await
             .map_err(|e| self.unreachable(connection, e))?;
@@ -211,6 +246,7 @@ impl RdKafkaAdmin {
         let client = self.client(connection)?;
         let count = usize::try_from(partitions).unwrap_or_default();
         let results = client
+            .admin
             .create_partitions([&NewPartitions::new(topic, count)], &Self::options())
             .await
             .map_err(|e| self.unreachable(connection, e))?;
@@ -227,7 +263,7 @@ impl RdKafkaAdmin {
         let name = topic.to_string();
         let result = tokio::task::spawn_blocking(move || {
             super::incremental_alter::set_topic_config(
-                client.inner(),
+                client.admin.inner(),
                 &name,
                 &entries,
                 REQUEST_TIMEOUT,
@@ -248,13 +284,10 @@ impl RdKafkaAdmin {
         topics: Vec<String>,
     ) -> Result<GroupOffsets, KafkaError> {
         let client = self.client(connection)?;
-        let connection_for_groups = connection.clone();
-        let result = tokio::task::spawn_blocking(move || {
-            committed_by_group(&client, &connection_for_groups, &topics)
+        self.blocking(connection, move || {
+            committed_by_group(&client.admin, &topics)
         })
         .await
-        .map_err(|e| self.unreachable(connection, e))?;
-        result.map_err(|e| self.unreachable(connection, e))
     }
 
     async fn group_offsets_inner(
@@ -264,14 +297,11 @@ impl RdKafkaAdmin {
         topics: Vec<String>,
     ) -> Result<TopicOffsets, KafkaError> {
         let client = self.client(connection)?;
-        let connection_for_group = connection.clone();
-        let result = tokio::task::spawn_blocking(move || {
-            let partitions = topic_partitions(&client, &topics)?;
-            committed_of(&connection_for_group, &group, &partitions)
+        self.blocking(connection, move || {
+            let partitions = topic_partitions(&client.admin, &topics)?;
+            committed_of(&client.admin, &group, &partitions)
         })
         .await
-        .map_err(|e| self.unreachable(connection, e))?;
-        result.map_err(|e| self.unreachable(connection, e))
     }
 
     async fn commit_inner(
@@ -300,18 +330,31 @@ impl RdKafkaAdmin {
         })
     }
 
-    /// Runs `work` with a connection on a blocking thread; its failure is
-    /// the cluster being unreachable.
-    async fn blocking<T: Send + 'static>(
+    /// Runs `work` on a blocking thread; its failure is the cluster of
+    /// `connection` being unreachable.
+    async fn blocking<T: Send + 'static, E: ToString + Send + 'static>(
         &self,
         connection: &ClusterConnection,
-        work: impl FnOnce(&ClusterConnection) -> Result<T, rdkafka::error::KafkaError> + Send + 'static,
+        work: impl FnOnce() -> Result<T, E> + Send + 'static,
     ) -> Result<T, KafkaError> {
-        let probe = connection.clone();
-        let result = tokio::task::spawn_blocking(move || work(&probe))
+        let result = tokio::task::spawn_blocking(work)
             .await
             .map_err(|e| self.unreachable(connection, e))?;
         result.map_err(|e| self.unreachable(connection, e))
+    }
+
+    /// Runs `work` with the reader of `connection` on a blocking thread.
+    async fn reading<T: Send + 'static>(
+        &self,
+        connection: &ClusterConnection,
+        work: impl FnOnce(&BaseConsumer<QuietContext>) -> Result<T, rdkafka::error::KafkaError>
+            + Send
+            + 'static,
+    ) -> Result<T, KafkaError> {
+        let client = self.client(connection)?;
+        let target = connection.clone();
+        self.blocking(connection, move || client.read(&target, work))
+            .await
     }
 
     async fn end_offsets_inner(
@@ -321,7 +364,8 @@ impl RdKafkaAdmin {
     ) -> Result<BTreeMap<i32, i64>, KafkaError> {
         let client = self.client(connection)?;
         let name = topic.to_string();
-        let result = tokio::task::spawn_blocking(move || {
+        self.blocking(connection, move || {
+            let client = &client.admin;
             let metadata = client
                 .inner()
                 .fetch_metadata(Some(&name), REQUEST_TIMEOUT)?;
@@ -341,54 +385,61 @@ impl RdKafkaAdmin {
                 .collect::<Result<BTreeMap<_, _>, _>>()
         })
         .await
-        .map_err(|e| self.unreachable(connection, e))?;
-        result.map_err(|e| self.unreachable(connection, e))
     }
 }
 
 /// How long reading one record's timestamp may wait for the broker.
 const RECORD_WAIT: Duration = Duration::from_secs(2);
 
-/// The timestamp of the first record at or after `offset`, read by a consumer
-/// that is assigned the partition and never joins or commits.
+/// The timestamp of the first record at or after `offset`, read by
+/// `reader`, which is assigned the partition for the read alone.
 fn first_record_time(
-    connection: &ClusterConnection,
+    reader: &BaseConsumer<QuietContext>,
     topic: &str,
     partition: i32,
     offset: i64,
 ) -> Result<Option<i64>, rdkafka::error::KafkaError> {
-    let consumer = group_member(connection, "kappa-operator-record-time")?;
     let mut list = TopicPartitionList::new();
     list.add_partition_offset(topic, partition, Offset::Offset(offset))?;
-    consumer.assign(&list)?;
+    reader.assign(&list)?;
     let deadline = Instant::now() + RECORD_WAIT;
+    let mut found = Ok(None);
     while Instant::now() < deadline {
-        match consumer.poll(Duration::from_millis(100)) {
-            Some(Ok(record)) if record.offset() >= offset => {
-                return Ok(record.timestamp().to_millis());
+        match reader.poll(Duration::from_millis(100)) {
+            Some(Ok(record))
+                if record.topic() == topic
+                    && record.partition() == partition
+                    && record.offset() >= offset =>
+            {
+                found = Ok(record.timestamp().to_millis());
+                break;
             }
-            Some(Err(error)) => return Err(error),
+            Some(Err(error)) => {
+                found = Err(error);
+                break;
+            }
             Some(Ok(_)) | None => {}
         }
     }
-    Ok(None)
+    // Fetches nothing more until the next read.
+    reader.unassign()?;
+    found
 }
 
 /// Per partition, the first offset at or after `timestamp` (ListOffsets by time).
 fn offsets_at_time(
-    connection: &ClusterConnection,
+    reader: &BaseConsumer<QuietContext>,
     topic: &str,
     timestamp: i64,
 ) -> Result<BTreeMap<i32, Option<i64>>, rdkafka::error::KafkaError> {
-    let consumer = group_member(connection, "kappa-operator-offsets-at")?;
-    let metadata = consumer.fetch_metadata(Some(topic), REQUEST_TIMEOUT)?;
+    let metadata = reader.fetch_metadata(Some(topic), REQUEST_TIMEOUT)?;
     let mut query = TopicPartitionList::new();
     for found in metadata.topics().iter().filter(|t| t.name() == topic) {
         for partition in found.partitions() {
             query.add_partition_offset(topic, partition.id(), Offset::Offset(timestamp))?;
         }
     }
-    let answer = consumer.offsets_for_times(query, REQUEST_TIMEOUT)?;
+    let answer = reader.offsets_for_times(query, REQUEST_TIMEOUT)?;
     Ok(answer
         .elements()
         .iter()
@@ -418,55 +469,62 @@ fn topic_partitions(
     Ok(partitions)
 }
 
-/// A consumer of `group` that never joins it: it reads and commits offsets
-/// (OffsetFetch, OffsetCommit) and fetches nothing.
+/// A client configuration for `connection`: its bootstrap servers and
+/// properties (security protocol, credentials).
+fn client_config(connection: &ClusterConnection) -> ClientConfig {
+    let mut config = ClientConfig::new();
+    config.set("bootstrap.servers", &connection.bootstrap_servers);
+    for (key, value) in &connection.properties {
+        config.set(key, value);
+    }
+    config
+}
+
+/// The reader of a connection: a consumer that is assigned one partition
+/// at a time, never subscribes or commits, and prefetches little (it reads
+/// one record per assignment).
+fn reading_consumer(
+    connection: &ClusterConnection,
+) -> Result<BaseConsumer<QuietContext>, rdkafka::error::KafkaError> {
+    client_config(connection)
+        .set("group.id", "kappa-operator-reader")
+        .set("enable.auto.commit", "false")
+        .set("enable.auto.offset.store", "false")
+        .set("queued.min.messages", "1")
+        .set("queued.max.messages.kbytes", "1024")
+        .set("fetch.wait.max.ms", "100")
+        .create_with_context(QuietContext)
+}
+
+/// A consumer of `group` that never joins it: it commits a restored
+/// snapshot's offsets (OffsetCommit) and fetches nothing.
 fn group_member(
     connection: &ClusterConnection,
     group: &str,
 ) -> Result<BaseConsumer<QuietContext>, rdkafka::error::KafkaError> {
-    let mut config = ClientConfig::new();
-    config
-        .set("bootstrap.servers", &connection.bootstrap_servers)
+    client_config(connection)
         .set("group.id", group)
-        .set("enable.auto.commit", "false");
-    for (key, value) in &connection.properties {
-        config.set(key, value);
-    }
-    config.create_with_context(QuietContext)
+        .set("enable.auto.commit", "false")
+        .create_with_context(QuietContext)
 }
 
 /// `group`'s committed offsets on `partitions`: topic -> partition -> offset.
 fn committed_of(
-    connection: &ClusterConnection,
+    client: &Client,
     group: &str,
     partitions: &TopicPartitionList,
-) -> Result<TopicOffsets, rdkafka::error::KafkaError> {
-    let consumer = group_member(connection, group)?;
-    let committed = consumer.committed_offsets(partitions.clone(), REQUEST_TIMEOUT)?;
-    let mut offsets: TopicOffsets = BTreeMap::new();
-    for element in committed.elements() {
-        if let Offset::Offset(offset) = element.offset() {
-            offsets
-                .entry(element.topic().to_string())
-                .or_default()
-                .insert(element.partition(), offset);
-        }
-    }
-    Ok(offsets)
+) -> Result<TopicOffsets, Failure> {
+    super::group_offsets::committed(client.inner(), group, partitions, REQUEST_TIMEOUT)
 }
 
 /// Lists the cluster's consumer groups and reads each one's committed
 /// offsets on `topics`.
-fn committed_by_group(
-    client: &Client,
-    connection: &ClusterConnection,
-    topics: &[String],
-) -> Result<GroupOffsets, rdkafka::error::KafkaError> {
+fn committed_by_group(client: &Client, topics: &[String]) -> Result<GroupOffsets, Failure> {
     let partitions = topic_partitions(client, topics)?;
     let mut offsets = GroupOffsets::new();
     let groups = client.inner().fetch_group_list(None, REQUEST_TIMEOUT)?;
     for group in groups.groups() {
-        let committed = committed_of(connection, group.name(), &partitions)?;
+        let committed = committed_of(client, group.name(), &partitions)?;
         if !committed.is_empty() {
             offsets.insert(group.name().to_string(), committed);
         }
@@ -565,8 +623,10 @@ impl KafkaAdmin for RdKafkaAdmin {
     ) -> BoxFuture<'_, Result<BTreeMap<i32, Option<i64>>, KafkaError>> {
         let (connection, topic) = (connection.clone(), topic.to_string());
         async move {
-            self.blocking(&connection, move |c| offsets_at_time(c, &topic, timestamp))
-                .await
+            self.reading(&connection, move |reader| {
+                offsets_at_time(reader, &topic, timestamp)
+            })
+            .await
         }
         .boxed()
     }
@@ -580,8 +640,8 @@ impl KafkaAdmin for RdKafkaAdmin {
     ) -> BoxFuture<'_, Result<Option<i64>, KafkaError>> {
         let (connection, topic) = (connection.clone(), topic.to_string());
         async move {
-            self.blocking(&connection, move |c| {
-                first_record_time(c, &topic, partition, offset)
+            self.reading(&connection, move |reader| {
+                first_record_time(reader, &topic, partition, offset)
             })
             .await
         }

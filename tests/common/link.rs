@@ -1,11 +1,12 @@
 //! A TCP link a test can cut: a client given its address reaches the target
 //! through it, until the test cuts it (every connection is closed, new ones
 //! are closed as they arrive) and after it restores it, as a network
-//! partition between that client alone and the target would.
+//! partition between that client alone and the target would. It counts the
+//! connections it accepted.
 
 use std::io::copy;
 use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
 /// A forwarder from a free loopback port to a target.
@@ -14,6 +15,7 @@ pub struct Link {
     pub address: SocketAddr,
     cut: Arc<AtomicBool>,
     open: Arc<Mutex<Vec<TcpStream>>>,
+    accepted: Arc<AtomicUsize>,
 }
 
 impl Link {
@@ -23,9 +25,12 @@ impl Link {
         let address = listener.local_addr().expect("bound address");
         let cut = Arc::new(AtomicBool::new(false));
         let open = Arc::new(Mutex::new(Vec::new()));
-        let (accepting_cut, accepting_open) = (cut.clone(), open.clone());
+        let accepted = Arc::new(AtomicUsize::new(0));
+        let (accepting_cut, accepting_open, counting) =
+            (cut.clone(), open.clone(), accepted.clone());
         std::thread::spawn(move || {
             for incoming in listener.incoming().flatten() {
+                counting.fetch_add(1, Ordering::SeqCst);
                 if accepting_cut.load(Ordering::SeqCst) {
                     continue;
                 }
@@ -34,7 +39,17 @@ impl Link {
                 }
             }
         });
-        Link { address, cut, open }
+        Link {
+            address,
+            cut,
+            open,
+            accepted,
+        }
+    }
+
+    /// Connections accepted so far, refused ones included.
+    pub fn accepted(&self) -> usize {
+        self.accepted.load(Ordering::SeqCst)
     }
 
     /// Closes every connection and refuses new ones until [`Link::restore`].
