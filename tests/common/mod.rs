@@ -84,8 +84,17 @@ impl Testbed {
             .ok()
             .and_then(|p| p.file_stem().map(|s| s.to_string_lossy().into_owned()))
             .unwrap_or_else(|| "tests".into());
-        let state =
-            std::env::temp_dir().join(format!("kappa-testbed-{binary}-{}", std::process::id()));
+        // A binary may start more than one kind of testbed: each gets a
+        // state folder of its own, or `up` would find the other one running.
+        let kind = match (node, compaction) {
+            (true, _) => "node",
+            (false, Some(_)) => "faults",
+            (false, None) => "brokers",
+        };
+        let state = std::env::temp_dir().join(format!(
+            "kappa-testbed-{binary}-{}-{kind}",
+            std::process::id()
+        ));
         let output = Command::new(repo().join("e2e/testbed/up"))
             .env("KAPPA_TESTBED_STATE", &state)
             .env("KAPPA_TESTBED_NODE", if node { "1" } else { "0" })
@@ -468,16 +477,7 @@ impl Operator {
     /// one of `expected` (the errors a fault test causes on purpose).
     pub fn assert_log_clean_but(&self, expected: &[&str]) {
         let log = std::fs::read_to_string(&self.log).unwrap_or_default();
-        let bad: Vec<&str> = log
-            .lines()
-            .filter(|line| line.contains("ERROR") || line.contains("panicked"))
-            .filter(|line| {
-                !LOG_ALLOW_LIST
-                    .iter()
-                    .chain(expected)
-                    .any(|allowed| line.contains(allowed))
-            })
-            .collect();
+        let bad = errors_in(&log, expected);
         assert!(
             bad.is_empty(),
             "operator {} logged errors:\n{}",
@@ -485,6 +485,20 @@ impl Operator {
             bad.join("\n")
         );
     }
+}
+
+/// The lines of an operator's `log` that report an error or a panic, but
+/// for those the tests expect and those that contain one of `expected`.
+pub fn errors_in<'a>(log: &'a str, expected: &[&str]) -> Vec<&'a str> {
+    log.lines()
+        .filter(|line| line.contains("ERROR") || line.contains("panicked"))
+        .filter(|line| {
+            !LOG_ALLOW_LIST
+                .iter()
+                .chain(expected)
+                .any(|allowed| line.contains(allowed))
+        })
+        .collect()
 }
 
 /// A port nothing listens on now.

@@ -102,6 +102,20 @@ pub fn assert_pods_logged_no_refusal(testbed: &Testbed) {
     }
 }
 
+/// Fails if a running replica of the operator logged an error, but for
+/// lines that contain one of `expected`.
+pub fn assert_pods_logged_no_error_but(testbed: &Testbed, expected: &[&str]) {
+    for pod in operator_pods(testbed) {
+        let log = testbed.kubectl(&["-n", "kappa-system", "logs", &pod]);
+        let bad = super::errors_in(&log, expected);
+        assert!(
+            bad.is_empty(),
+            "pod {pod} logged errors:\n{}",
+            bad.join("\n")
+        );
+    }
+}
+
 /// The holder the operator's leader lease names; a read that fails (an API
 /// server slow under the tests' load) is tried again for up to 10 s.
 pub async fn lease_holder(leases: &Api<Lease>) -> Option<String> {
