@@ -4,7 +4,7 @@
 //! pipelines measured; the clients of a cluster that stopped answering are
 //! dropped so that the next attempt starts from the bootstrap servers again.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -456,7 +456,9 @@ fn topic_partitions(
     topics: &[String],
 ) -> Result<TopicPartitionList, rdkafka::error::KafkaError> {
     let mut partitions = TopicPartitionList::new();
-    for topic in topics {
+    // A topic may be named more than once (a set's drained segments name it
+    // once per move); librdkafka refuses a list with a partition twice.
+    for topic in topics.iter().collect::<BTreeSet<_>>() {
         let metadata = client
             .inner()
             .fetch_metadata(Some(topic), REQUEST_TIMEOUT)?;

@@ -75,6 +75,7 @@ fn wait_for_admission(testbed: &Testbed) {
     }
 }
 
+/// The operator's replicas that run and are not being deleted.
 pub fn operator_pods(testbed: &Testbed) -> Vec<String> {
     testbed
         .kubectl(&[
@@ -86,16 +87,38 @@ pub fn operator_pods(testbed: &Testbed) -> Vec<String> {
             "app.kubernetes.io/name=kappa-operator",
             "--field-selector=status.phase=Running",
             "-o",
-            "jsonpath={.items[*].metadata.name}",
+            "jsonpath={range .items[*]}{.metadata.name} {.metadata.deletionTimestamp}{\"\\n\"}{end}",
         ])
-        .split_whitespace()
-        .map(str::to_string)
+        .lines()
+        .filter_map(|line| match line.split_whitespace().collect::<Vec<_>>()[..] {
+            [name] => Some(name.to_string()),
+            _ => None,
+        })
+        .collect()
+}
+
+/// The log of every replica `operator_pods` lists; a replica whose deletion
+/// began after it was listed (its log can no longer be read) is left out.
+fn operator_logs(testbed: &Testbed) -> Vec<(String, String)> {
+    operator_pods(testbed)
+        .into_iter()
+        .filter_map(|pod| {
+            let output = testbed.kubectl_output(&["-n", "kappa-system", "logs", &pod]);
+            if output.status.success() {
+                return Some((pod, String::from_utf8_lossy(&output.stdout).into_owned()));
+            }
+            assert!(
+                !operator_pods(testbed).contains(&pod),
+                "the log of running replica {pod} cannot be read: {}",
+                String::from_utf8_lossy(&output.stderr)
+            );
+            None
+        })
         .collect()
 }
 
 pub fn assert_pods_logged_no_refusal(testbed: &Testbed) {
-    for pod in operator_pods(testbed) {
-        let log = testbed.kubectl(&["-n", "kappa-system", "logs", &pod]);
+    for (pod, log) in operator_logs(testbed) {
         if let Some(found) = super::refusal_in(&log) {
             panic!("pod {pod} logged `{found}`:\n{log}");
         }
@@ -105,8 +128,7 @@ pub fn assert_pods_logged_no_refusal(testbed: &Testbed) {
 /// Fails if a running replica of the operator logged an error, but for
 /// lines that contain one of `expected`.
 pub fn assert_pods_logged_no_error_but(testbed: &Testbed, expected: &[&str]) {
-    for pod in operator_pods(testbed) {
-        let log = testbed.kubectl(&["-n", "kappa-system", "logs", &pod]);
+    for (pod, log) in operator_logs(testbed) {
         let bad = super::errors_in(&log, expected);
         assert!(
             bad.is_empty(),
