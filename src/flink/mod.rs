@@ -3,6 +3,7 @@
 //! error keeps Flink's (or the jar server's) own words, so that a condition
 //! can show them.
 
+mod hosts;
 pub mod jar;
 pub mod rest;
 

@@ -1,8 +1,6 @@
 //! [`FlinkApi`] over Flink's REST API (the JobManager's `rest.port`).
 
-use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use futures::future::BoxFuture;
 use futures::FutureExt;
@@ -11,6 +9,7 @@ use reqwest::{Body, Method, StatusCode};
 use serde::Deserialize;
 use serde_json::{json, Value};
 
+use super::hosts::Hosts;
 use super::jar::{JarPolicy, Stopped};
 use super::{failure_words, Checkpoints, FlinkApi, FlinkError, JobOverview, Operation, Submission};
 
@@ -18,18 +17,12 @@ use super::{failure_words, Checkpoints, FlinkApi, FlinkError, JobOverview, Opera
 /// policy's timeout more.
 const CALL_TIMEOUT: Duration = Duration::from_secs(60);
 
-/// How long a host that could not be connected to (or not resolved) is
-/// answered with that failure at once instead of being asked again: many
-/// pipelines on one dead endpoint must not each wait for it (a resolver or
-/// a connect can take seconds, and reconciles run a few at a time).
-const REMEMBER_UNREACHABLE: Duration = Duration::from_secs(10);
-
 /// The real Flink client.
 #[derive(Clone)]
 pub struct RestFlink {
     http: reqwest::Client,
-    /// Hosts that recently could not be reached: when, and why.
-    unreachable: Arc<Mutex<HashMap<String, (Instant, String)>>>,
+    /// Calls on their way to each host, and hosts that gave no answer.
+    hosts: Hosts,
     /// What job jars may be.
     jars: JarPolicy,
 }
@@ -43,7 +36,7 @@ impl RestFlink {
                 .connect_timeout(Duration::from_secs(5))
                 .build()
                 .unwrap_or_default(),
-            unreachable: Arc::default(),
+            hosts: Hosts::default(),
             jars,
         }
     }
@@ -96,35 +89,13 @@ struct Triggered {
 }
 
 impl RestFlink {
-    /// Sends `request` to `target`, unless its host failed to connect within
-    /// [`REMEMBER_UNREACHABLE`]: then that failure's words come back at once.
+    /// Sends `request` to `target` through what is known of its host.
     async fn send(
         &self,
         target: &str,
         request: reqwest::RequestBuilder,
     ) -> Result<reqwest::Response, String> {
-        let host = host_of(target);
-        let remembered = {
-            let mut hosts = self
-                .unreachable
-                .lock()
-                .unwrap_or_else(|poisoned| poisoned.into_inner());
-            hosts.retain(|_, (at, _)| at.elapsed() < REMEMBER_UNREACHABLE);
-            hosts.get(&host).map(|(_, words)| words.clone())
-        };
-        if let Some(words) = remembered {
-            return Err(words);
-        }
-        request.send().await.map_err(|error| {
-            let words = error_chain(&error);
-            if error.is_connect() || error.is_timeout() {
-                self.unreachable
-                    .lock()
-                    .unwrap_or_else(|poisoned| poisoned.into_inner())
-                    .insert(host, (Instant::now(), words.clone()));
-            }
-            words
-        })
+        self.hosts.send(&host_of(target), request).await
     }
 
     /// Calls `method path` on `url` with an optional JSON body; the answer's
