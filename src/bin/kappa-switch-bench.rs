@@ -4,7 +4,8 @@
 //! operator's part of the migration), against what a user does without it
 //! (restart producer and consumer with the new bootstrap servers). Reports,
 //! over many moves, the time from the decision to the first record written
-//! on the new cluster and to the consumer reading it, p50 and p99.
+//! on the new cluster and to the consumer reading it, p50 and p99, and the
+//! routed move's steps before those.
 //!
 //!   kappa-switch-bench --blue HOST:PORT --green HOST:PORT [--flips 40]
 
@@ -190,7 +191,16 @@ struct Measured {
     caught_up: Vec<Duration>,
 }
 
-async fn routed(cli: &Cli, dir: &Path) -> Result<Measured> {
+/// When each step of a routed move ended, from the decision.
+#[derive(Default)]
+struct Steps {
+    /// The producer acknowledged the new epoch (it read the document).
+    acknowledged: Vec<Duration>,
+    /// The old cluster's end offsets were read and published.
+    ends_published: Vec<Duration>,
+}
+
+async fn routed(cli: &Cli, dir: &Path) -> Result<(Measured, Steps)> {
     let mut map = Map::new(dir, &cli.blue, &cli.green);
     map.publish()?;
     let source = || Discovery::follow(DiscoverySource::Directory(dir.to_path_buf()));
@@ -236,6 +246,7 @@ async fn routed(cli: &Cli, dir: &Path) -> Result<Measured> {
         written: Vec::new(),
         caught_up: Vec::new(),
     };
+    let mut steps = Steps::default();
     let (mut from, mut to) = ("blue", "green");
     tokio::time::sleep(Duration::from_millis(500)).await;
     for _ in 0..cli.flips {
@@ -246,12 +257,14 @@ async fn routed(cli: &Cli, dir: &Path) -> Result<Measured> {
         while producer.epoch().await < epoch {
             tokio::time::sleep(Duration::from_millis(1)).await;
         }
+        steps.acknowledged.push(decided.elapsed());
         let ends = high_watermarks(if from == "blue" {
             &cli.blue
         } else {
             &cli.green
         })?;
         map.drained(ends)?;
+        steps.ends_published.push(decided.elapsed());
         measured
             .written
             .push(writes.reached(to, decided).await? - decided);
@@ -264,7 +277,7 @@ async fn routed(cli: &Cli, dir: &Path) -> Result<Measured> {
     stop.store(true, Ordering::Relaxed);
     writer.await?;
     reader.abort();
-    Ok(measured)
+    Ok((measured, steps))
 }
 
 /// Without routing: on each move the producer and the consumer are
@@ -346,7 +359,7 @@ async fn main() -> Result<()> {
     create_topics(&cli).await?;
     let dir = std::env::temp_dir().join(format!("kappa-switch-bench-{}", std::process::id()));
     std::fs::create_dir_all(&dir)?;
-    let mut routed = routed(&cli, &dir).await?;
+    let (mut routed, mut steps) = routed(&cli, &dir).await?;
     std::fs::remove_dir_all(&dir)?;
     let mut restarted = restarted(&cli).await?;
     let row = |name: &str, samples: &mut Vec<Duration>, peer: &mut Vec<Duration>| {
@@ -371,5 +384,26 @@ async fn main() -> Result<()> {
         &mut routed.caught_up,
         &mut restarted.caught_up,
     );
+    println!("\nThe routed move's steps, p50 / p99 from the decision:\n");
+    println!("| the step ended | routed client |");
+    println!("|---|---|");
+    for (name, samples) in [
+        (
+            "the producer acknowledged the new epoch",
+            &mut steps.acknowledged,
+        ),
+        (
+            "the old cluster's end offsets read and published",
+            &mut steps.ends_published,
+        ),
+        (
+            "the first record written on the new cluster",
+            &mut routed.written,
+        ),
+        ("the consumer read it", &mut routed.caught_up),
+    ] {
+        let (p50, p99) = (percentile(samples, 0.5), percentile(samples, 0.99));
+        println!("| {name} | {p50:.1} / {p99:.1} ms |");
+    }
     Ok(())
 }
