@@ -29,7 +29,7 @@ use crate::discovery::acknowledgement::{
     WrittenOffsets, ACKNOWLEDGED_EPOCH_ANNOTATION, CLIENT_LABEL, CLUSTER_SET_LABEL, PRODUCER,
     WRITTEN_OFFSETS_ANNOTATION,
 };
-use crate::discovery::{DiscoveryDocument, EPOCH_HEADER};
+use crate::discovery::{ClusterState, DiscoveryDocument, EPOCH_HEADER};
 
 /// How long the Lease counts as live without renewal.
 const LEASE_SECONDS: i32 = 15;
@@ -169,6 +169,26 @@ impl Shared {
         producers.insert(name.to_string(), producer.clone());
         Ok(producer)
     }
+
+    /// Keeps a producer for every active cluster of `document`, so that the
+    /// first record after a move does not wait for connecting to the new
+    /// write cluster and initialising an idempotent producer there; the
+    /// producers of clusters that left the document go.
+    fn prepare(&self, document: &DiscoveryDocument) {
+        self.producers
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .retain(|name, _| document.clusters.iter().any(|c| &c.name == name));
+        for active in document
+            .clusters
+            .iter()
+            .filter(|c| c.state == ClusterState::Active)
+        {
+            if let Err(error) = self.producer(document, &active.name) {
+                tracing::warn!(cluster = active.name, %error, "no producer for an active cluster");
+            }
+        }
+    }
 }
 
 /// Writes records of the streams of one KafkaClusterSet.
@@ -202,6 +222,7 @@ impl RoutedProducer {
             written: Mutex::new(WrittenOffsets::new()),
             settings,
         });
+        shared.prepare(&shared.routing.read().await.document);
         let follower = tokio::spawn(follow(discovery, shared.clone(), lease.clone()));
         Ok(Self {
             shared,
@@ -280,6 +301,7 @@ async fn flush_all(shared: &Shared) {
         .lock()
         .unwrap_or_else(std::sync::PoisonError::into_inner)
         .values()
+        .filter(|producer| producer.in_flight_count() > 0)
         .cloned()
         .collect();
     for producer in producers {
@@ -306,6 +328,7 @@ async fn follow(mut discovery: Discovery, shared: Arc<Shared>, lease: Option<Pro
                     let epoch = document.epoch;
                     tracing::info!(epoch, "switching to a new discovery document");
                     *current = current.next(document);
+                    shared.prepare(&current.document);
                     epoch
                 }
                 Err(error) => {
