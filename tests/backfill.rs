@@ -37,15 +37,19 @@ async fn follow_backfill(
     ns: &str,
     name: &str,
     within: Duration,
-) -> (Vec<String>, serde_json::Value) {
+) -> (Vec<String>, serde_json::Value, bool) {
     let started = Instant::now();
     let mut phases: Vec<String> = Vec::new();
+    let mut unread = false;
     let backfills = kappa_api(client, ns, "Backfill");
     loop {
         // The API server may be restarting: asked again.
         let status = match backfills.get(name).await {
             Ok(object) => object.data["status"].clone(),
-            Err(_) => serde_json::Value::Null,
+            Err(_) => {
+                unread = true;
+                serde_json::Value::Null
+            }
         };
         if let Some(phase) = status["phase"].as_str() {
             if phases.last().map(String::as_str) != Some(phase) {
@@ -57,7 +61,7 @@ async fn follow_backfill(
                 phases.push(phase.to_string());
             }
             if phase == "Completed" || phase == "Failed" {
-                return (phases, status);
+                return (phases, status, unread);
             }
         }
         assert!(
@@ -206,7 +210,8 @@ async fn check_run(
     name: &str,
     (source, before): (&Source<'_>, &Totals),
 ) -> serde_json::Value {
-    let (phases, status) = follow_backfill(client, ns, name, Duration::from_secs(1200)).await;
+    let (phases, status, unread) =
+        follow_backfill(client, ns, name, Duration::from_secs(1200)).await;
     // Phases come in order; a short one may pass between two polls.
     let order = [
         "Provisioning",
@@ -226,7 +231,15 @@ async fn check_run(
         })
         .collect();
     assert!(positions.windows(2).all(|w| w[0] < w[1]), "{phases:?}");
-    for seen in ["Replaying", "Processing", "Completed"] {
+    // While the API server restarts, a short Processing phase can pass
+    // unread; the job's output, checked below against the reference,
+    // shows it ran.
+    let expected: &[&str] = if unread {
+        &["Replaying", "Completed"]
+    } else {
+        &["Replaying", "Processing", "Completed"]
+    };
+    for seen in expected {
         assert!(
             phases.iter().any(|p| p == seen),
             "{seen} not seen: {phases:?}"
