@@ -153,14 +153,20 @@ mod tests {
         }
     }
 
-    #[tokio::test]
-    async fn a_host_closing_connections_is_asked_a_bounded_number_of_times() {
-        let (url, accepted) = dead_host(Duration::ZERO);
+    /// Connections a dead host holding each for `hold` accepted from
+    /// `rounds` of 100 concurrent callers.
+    async fn connections_opened(hold: Duration, rounds: usize) -> usize {
+        let (url, accepted) = dead_host(hold);
         let hosts = Hosts::default();
-        for _ in 0..5 {
+        for _ in 0..rounds {
             call_at_once(&hosts, &url, 100).await;
         }
-        let asked = accepted.load(Ordering::SeqCst);
+        accepted.load(Ordering::SeqCst)
+    }
+
+    #[tokio::test]
+    async fn a_host_closing_connections_is_asked_a_bounded_number_of_times() {
+        let asked = connections_opened(Duration::ZERO, 5).await;
         assert!(
             (1..=CALLS_PER_HOST).contains(&asked),
             "500 calls of 100 pipelines asked the host {asked} times"
@@ -169,10 +175,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_host_that_accepts_and_stays_silent_holds_a_bounded_number_of_calls() {
-        let (url, accepted) = dead_host(Duration::from_secs(2));
-        let hosts = Hosts::default();
-        call_at_once(&hosts, &url, 100).await;
-        let asked = accepted.load(Ordering::SeqCst);
+        let asked = connections_opened(Duration::from_secs(2), 1).await;
         assert!(
             (1..=CALLS_PER_HOST).contains(&asked),
             "100 pipelines' calls opened {asked} connections"
