@@ -70,6 +70,13 @@ as_root() {
   if [ "$(id -u)" = 0 ]; then "$@"; else sudo "$@"; fi
 }
 
+# apt-get as root, one at a time: dpkg refuses a second run while one holds
+# its lock, and e2e/testbed/prepare runs the install scripts side by side.
+apt_get() {
+  mkdir -p "$TESTBED_CACHE"
+  (flock 8 && as_root env DEBIAN_FRONTEND=noninteractive apt-get "$@") 8>"$TESTBED_CACHE/apt.lock"
+}
+
 apt_updated=
 apt_install() {
   local missing=()
@@ -77,9 +84,9 @@ apt_install() {
     dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")
   done
   [ ${#missing[@]} -eq 0 ] && return 0
-  if [ -z "$apt_updated" ]; then as_root apt-get update -qq; apt_updated=1; fi
+  if [ -z "$apt_updated" ]; then apt_get update -qq; apt_updated=1; fi
   log "installing ${missing[*]}"
-  as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
+  apt_get install -y -qq "${missing[@]}" >/dev/null
 }
 
 # A TCP port nobody listens on right now.
