@@ -12,7 +12,8 @@ use rdkafka::client::{Client, ClientContext};
 use rdkafka::TopicPartitionList;
 use rdkafka_sys::bindings as rd;
 
-use super::native::{answer, text, Failure, Owned};
+use super::failure::Failure;
+use super::native::{answer, text, Owned};
 use super::TopicOffsets;
 
 /// `group`'s committed offsets on `partitions`: topic -> partition ->
@@ -68,7 +69,10 @@ pub fn committed<C: ClientContext>(
             let answered = *groups.add(index);
             let error = rd::rd_kafka_group_result_error(answered);
             if !error.is_null() {
-                return Err(Failure::Refused(text(rd::rd_kafka_error_string(error))));
+                return Err(Failure::of(
+                    rd::rd_kafka_error_code(error).into(),
+                    text(rd::rd_kafka_error_string(error)),
+                ));
             }
             let list = rd::rd_kafka_group_result_partitions(answered);
             if list.is_null() {

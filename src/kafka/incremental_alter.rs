@@ -9,17 +9,19 @@ use std::time::Duration;
 use rdkafka::client::{Client, ClientContext};
 use rdkafka_sys::bindings as rd;
 
+use super::failure::Failure;
 use super::native::{answer, text, Owned};
 
 /// Sets `entries` on `topic`, leaving its other settings alone. Blocks for
-/// up to `timeout`; returns the broker's or librdkafka's error text.
+/// up to `timeout`.
 pub fn set_topic_config<C: ClientContext>(
     client: &Client<C>,
     topic: &str,
     entries: &[(String, String)],
     timeout: Duration,
-) -> Result<(), String> {
-    let name = CString::new(topic).map_err(|e| e.to_string())?;
+) -> Result<(), Failure> {
+    let refused = |e: std::ffi::NulError| Failure::Refused(e.to_string());
+    let name = CString::new(topic).map_err(refused)?;
     let rk = client.native_ptr();
     // SAFETY: every pointer passed below is either owned by an `Owned` guard
     // created right after its constructor, or borrowed from a live `CString`
@@ -33,8 +35,8 @@ pub fn set_topic_config<C: ClientContext>(
             destroy: rd::rd_kafka_ConfigResource_destroy,
         };
         for (key, value) in entries {
-            let key = CString::new(key.as_str()).map_err(|e| e.to_string())?;
-            let value = CString::new(value.as_str()).map_err(|e| e.to_string())?;
+            let key = CString::new(key.as_str()).map_err(refused)?;
+            let value = CString::new(value.as_str()).map_err(refused)?;
             let error = rd::rd_kafka_ConfigResource_add_incremental_config(
                 resource.pointer,
                 key.as_ptr(),
@@ -44,7 +46,7 @@ pub fn set_topic_config<C: ClientContext>(
             if !error.is_null() {
                 let message = text(rd::rd_kafka_error_string(error));
                 rd::rd_kafka_error_destroy(error);
-                return Err(message);
+                return Err(Failure::Refused(message));
             }
         }
         let mut resources = [resource.pointer];
@@ -61,20 +63,23 @@ pub fn set_topic_config<C: ClientContext>(
                     queue,
                 )
             },
-        )
-        .map_err(|failure| failure.to_string())?;
+        )?;
         let result = rd::rd_kafka_event_IncrementalAlterConfigs_result(event.pointer);
         if result.is_null() {
-            return Err("the answer was not an IncrementalAlterConfigs result".into());
+            return Err(Failure::Refused(
+                "the answer was not an IncrementalAlterConfigs result".into(),
+            ));
         }
         let mut count = 0usize;
         let answered = rd::rd_kafka_IncrementalAlterConfigs_result_resources(result, &mut count);
         for index in 0..count {
             let resource = *answered.add(index);
-            if rd::rd_kafka_ConfigResource_error(resource)
-                != rd::rd_kafka_resp_err_t::RD_KAFKA_RESP_ERR_NO_ERROR
-            {
-                return Err(text(rd::rd_kafka_ConfigResource_error_string(resource)));
+            let error = rd::rd_kafka_ConfigResource_error(resource);
+            if error != rd::rd_kafka_resp_err_t::RD_KAFKA_RESP_ERR_NO_ERROR {
+                return Err(Failure::of(
+                    error.into(),
+                    text(rd::rd_kafka_ConfigResource_error_string(resource)),
+                ));
             }
         }
         Ok(())

@@ -2,6 +2,7 @@
 //! ([`KafkaAdmin`]) with one real implementation over librdkafka
 //! ([`rdkafka_admin::RdKafkaAdmin`]).
 
+mod failure;
 mod group_offsets;
 mod incremental_alter;
 mod native;

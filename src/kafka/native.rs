@@ -10,6 +10,8 @@ use std::time::Duration;
 use rdkafka::client::{Client, ClientContext};
 use rdkafka_sys::bindings as rd;
 
+use super::failure::Failure;
+
 /// Frees a librdkafka object when dropped.
 pub struct Owned<T> {
     pub pointer: *mut T,
@@ -36,30 +38,6 @@ pub fn text(pointer: *const c_char) -> String {
     unsafe { CStr::from_ptr(pointer) }
         .to_string_lossy()
         .into_owned()
-}
-
-/// Why an admin call made through the C API failed.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Failure {
-    /// No answer within the timeout.
-    Timeout(Duration),
-    /// librdkafka or the broker refused it, in their words.
-    Refused(String),
-}
-
-impl std::fmt::Display for Failure {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            Failure::Timeout(timeout) => write!(f, "no answer within {timeout:?}"),
-            Failure::Refused(message) => f.write_str(message),
-        }
-    }
-}
-
-impl From<rdkafka::error::KafkaError> for Failure {
-    fn from(error: rdkafka::error::KafkaError) -> Self {
-        Failure::Refused(error.to_string())
-    }
 }
 
 /// Sends one admin request of kind `operation` on `client` through `send`
@@ -94,14 +72,14 @@ pub fn answer<C: ClientContext>(
             destroy: rd::rd_kafka_event_destroy,
         };
         if event.pointer.is_null() {
-            return Err(Failure::Timeout(timeout));
+            return Err(Failure::timed_out(timeout));
         }
-        if rd::rd_kafka_event_error(event.pointer)
-            != rd::rd_kafka_resp_err_t::RD_KAFKA_RESP_ERR_NO_ERROR
-        {
-            return Err(Failure::Refused(text(rd::rd_kafka_event_error_string(
-                event.pointer,
-            ))));
+        let error = rd::rd_kafka_event_error(event.pointer);
+        if error != rd::rd_kafka_resp_err_t::RD_KAFKA_RESP_ERR_NO_ERROR {
+            return Err(Failure::of(
+                error.into(),
+                text(rd::rd_kafka_event_error_string(event.pointer)),
+            ));
         }
         Ok(event)
     }

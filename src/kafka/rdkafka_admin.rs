@@ -20,7 +20,7 @@ use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext};
 use rdkafka::error::RDKafkaErrorCode;
 use rdkafka::{ClientConfig, Message, Offset, TopicPartitionList};
 
-use super::native::Failure;
+use super::failure::Failure;
 use super::{
     ClusterConnection, ClusterView, DesiredTopic, GroupOffsets, KafkaAdmin, KafkaError,
     ObservedTopic, TopicOffsets,
@@ -56,6 +56,21 @@ impl ConsumerContext for QuietContext {}
 
 /// How long one admin request may take before the cluster counts as unreachable.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// What a blocking call asked, to name in a refusal.
+struct Asked {
+    operation: &'static str,
+    topic: String,
+}
+
+impl Asked {
+    fn new(operation: &'static str, topic: &str) -> Self {
+        Self {
+            operation,
+            topic: topic.to_string(),
+        }
+    }
+}
 
 /// The real admin client.
 #[derive(Default)]
@@ -261,7 +276,8 @@ impl RdKafkaAdmin {
     ) -> Result<(), KafkaError> {
         let client = self.client(connection)?;
         let name = topic.to_string();
-        let result = tokio::task::spawn_blocking(move || {
+        let asked = Asked::new("IncrementalAlterConfigs", topic);
+        self.blocking(connection, asked, move || {
             super::incremental_alter::set_topic_config(
                 client.admin.inner(),
                 &name,
@@ -270,12 +286,6 @@ impl RdKafkaAdmin {
             )
         })
         .await
-        .map_err(|e| self.unreachable(connection, e))?;
-        result.map_err(|message| KafkaError::Refused {
-            operation: "IncrementalAlterConfigs",
-            topic: topic.to_string(),
-            message,
-        })
     }
 
     async fn committed_inner(
@@ -284,7 +294,8 @@ impl RdKafkaAdmin {
         topics: Vec<String>,
     ) -> Result<GroupOffsets, KafkaError> {
         let client = self.client(connection)?;
-        self.blocking(connection, move || {
+        let asked = Asked::new("OffsetFetch", &topics.join(", "));
+        self.blocking(connection, asked, move || {
             committed_by_group(&client.admin, &topics)
         })
         .await
@@ -297,7 +308,8 @@ impl RdKafkaAdmin {
         topics: Vec<String>,
     ) -> Result<TopicOffsets, KafkaError> {
         let client = self.client(connection)?;
-        self.blocking(connection, move || {
+        let asked = Asked::new("OffsetFetch", &topics.join(", "));
+        self.blocking(connection, asked, move || {
             let partitions = topic_partitions(&client.admin, &topics)?;
             committed_of(&client.admin, &group, &partitions)
         })
@@ -312,48 +324,52 @@ impl RdKafkaAdmin {
         offsets: BTreeMap<i32, i64>,
     ) -> Result<(), KafkaError> {
         let connection_for_group = connection.clone();
-        let name = topic.clone();
-        let result = tokio::task::spawn_blocking(move || {
+        let asked = Asked::new("OffsetCommit", &topic);
+        self.blocking(connection, asked, move || {
             let consumer = group_member(&connection_for_group, &group)?;
             let mut list = TopicPartitionList::new();
             for (partition, offset) in offsets {
-                list.add_partition_offset(&name, partition, Offset::Offset(offset))?;
+                list.add_partition_offset(&topic, partition, Offset::Offset(offset))?;
             }
-            consumer.commit(&list, CommitMode::Sync)
+            Ok(consumer.commit(&list, CommitMode::Sync)?)
         })
         .await
-        .map_err(|e| self.unreachable(connection, e))?;
-        result.map_err(|e| KafkaError::Refused {
-            operation: "OffsetCommit",
-            topic,
-            message: e.to_string(),
-        })
     }
 
-    /// Runs `work` on a blocking thread; its failure is the cluster of
-    /// `connection` being unreachable.
-    async fn blocking<T: Send + 'static, E: ToString + Send + 'static>(
+    /// Runs `work` on a blocking thread. When no broker answered, the
+    /// cluster of `connection` is unreachable (and its clients are made
+    /// again next time); a refusal names what was `asked`.
+    async fn blocking<T: Send + 'static>(
         &self,
         connection: &ClusterConnection,
-        work: impl FnOnce() -> Result<T, E> + Send + 'static,
+        asked: Asked,
+        work: impl FnOnce() -> Result<T, Failure> + Send + 'static,
     ) -> Result<T, KafkaError> {
         let result = tokio::task::spawn_blocking(work)
             .await
             .map_err(|e| self.unreachable(connection, e))?;
-        result.map_err(|e| self.unreachable(connection, e))
+        result.map_err(|failure| match failure {
+            Failure::NoAnswer(message) => self.unreachable(connection, message),
+            Failure::Refused(message) => KafkaError::Refused {
+                operation: asked.operation,
+                topic: asked.topic,
+                message,
+            },
+        })
     }
 
     /// Runs `work` with the reader of `connection` on a blocking thread.
     async fn reading<T: Send + 'static>(
         &self,
         connection: &ClusterConnection,
+        asked: Asked,
         work: impl FnOnce(&BaseConsumer<QuietContext>) -> Result<T, rdkafka::error::KafkaError>
             + Send
             + 'static,
     ) -> Result<T, KafkaError> {
         let client = self.client(connection)?;
         let target = connection.clone();
-        self.blocking(connection, move || client.read(&target, work))
+        self.blocking(connection, asked, move || Ok(client.read(&target, work)?))
             .await
     }
 
@@ -364,7 +380,7 @@ impl RdKafkaAdmin {
     ) -> Result<BTreeMap<i32, i64>, KafkaError> {
         let client = self.client(connection)?;
         let name = topic.to_string();
-        self.blocking(connection, move || {
+        self.blocking(connection, Asked::new("ListOffsets", topic), move || {
             let client = &client.admin;
             let metadata = client
                 .inner()
@@ -383,6 +399,7 @@ impl RdKafkaAdmin {
                         .map(|(_, high)| (partition, high))
                 })
                 .collect::<Result<BTreeMap<_, _>, _>>()
+                .map_err(Failure::from)
         })
         .await
     }
@@ -625,7 +642,8 @@ impl KafkaAdmin for RdKafkaAdmin {
     ) -> BoxFuture<'_, Result<BTreeMap<i32, Option<i64>>, KafkaError>> {
         let (connection, topic) = (connection.clone(), topic.to_string());
         async move {
-            self.reading(&connection, move |reader| {
+            let asked = Asked::new("ListOffsets", &topic);
+            self.reading(&connection, asked, move |reader| {
                 offsets_at_time(reader, &topic, timestamp)
             })
             .await
@@ -642,7 +660,8 @@ impl KafkaAdmin for RdKafkaAdmin {
     ) -> BoxFuture<'_, Result<Option<i64>, KafkaError>> {
         let (connection, topic) = (connection.clone(), topic.to_string());
         async move {
-            self.reading(&connection, move |reader| {
+            let asked = Asked::new("Fetch", &topic);
+            self.reading(&connection, asked, move |reader| {
                 first_record_time(reader, &topic, partition, offset)
             })
             .await
