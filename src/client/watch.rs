@@ -3,12 +3,13 @@
 //! version with a greater epoch replaces the current one; anything else is
 //! logged and counted, and the last good document stays in force.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use futures::TryStreamExt;
+use futures::{StreamExt, TryStreamExt};
+use inotify::{EventStream, Inotify, WatchMask};
 use k8s_openapi::api::core::v1::ConfigMap;
 use kube::runtime::watcher;
 use kube::{Api, Client};
@@ -18,10 +19,16 @@ use tokio::task::JoinHandle;
 use super::ClientError;
 use crate::discovery::{config_map_name, DiscoveryDocument, DOCUMENT_KEY, FORMAT_VERSION};
 
-/// How often the mounted file is read. Kubernetes updates a mounted
-/// ConfigMap by swapping the `..data` symlink of its directory, so a read
-/// sees the old document or the new one, never a mix.
+/// How often the mounted file is read when its directory cannot be watched
+/// for changes (inotify refused: no such facility, or the watch limit
+/// reached). Kubernetes updates a mounted ConfigMap by swapping the `..data`
+/// symlink of its directory, so a read sees the old document or the new
+/// one, never a mix.
 const FILE_POLL: Duration = Duration::from_millis(100);
+
+/// How often the file is read while its directory is watched: a safety
+/// net for a change the watch cannot see (the directory itself replaced).
+const WATCHED_FILE_POLL: Duration = Duration::from_secs(1);
 
 /// Where the document comes from.
 #[derive(Clone)]
@@ -65,7 +72,7 @@ impl Discovery {
             rejected: rejected.clone(),
         };
         let task = match source {
-            DiscoverySource::Directory(dir) => tokio::spawn(poll_directory(dir, accept)),
+            DiscoverySource::Directory(dir) => tokio::spawn(follow_directory(dir, accept)),
             DiscoverySource::ConfigMap {
                 client,
                 namespace,
@@ -139,8 +146,42 @@ pub fn parse(text: &str) -> Result<DiscoveryDocument, ClientError> {
     Ok(document)
 }
 
-async fn poll_directory(dir: PathBuf, accept: Acceptor) {
+/// Changes in `dir` that may have put a new document in place: a file
+/// written and closed, or an entry moved in (the `..data` symlink swap of a
+/// mounted ConfigMap, or a document renamed into place). A file being
+/// written is not a change until it is closed, so no half-written document
+/// is read on its account.
+fn directory_changes(dir: &Path) -> std::io::Result<EventStream<[u8; 1024]>> {
+    let inotify = Inotify::init()?;
+    inotify
+        .watches()
+        .add(dir, WatchMask::CLOSE_WRITE | WatchMask::MOVED_TO)?;
+    inotify.into_event_stream([0; 1024])
+}
+
+/// Waits for the next change of `changes`, or `WATCHED_FILE_POLL`; without
+/// a watch, `FILE_POLL`.
+async fn next_change(changes: &mut Option<EventStream<[u8; 1024]>>) {
+    match changes {
+        Some(events) => {
+            if let Ok(Some(Err(error))) =
+                tokio::time::timeout(WATCHED_FILE_POLL, events.next()).await
+            {
+                tracing::debug!(%error, "watching the discovery directory failed; polling it");
+                *changes = None;
+            }
+        }
+        None => tokio::time::sleep(FILE_POLL).await,
+    }
+}
+
+async fn follow_directory(dir: PathBuf, accept: Acceptor) {
     let path = dir.join(DOCUMENT_KEY);
+    let mut changes = directory_changes(&dir)
+        .inspect_err(|error| {
+            tracing::debug!(dir = %dir.display(), %error, "discovery directory not watched; polling it");
+        })
+        .ok();
     let mut last: Option<String> = None;
     loop {
         match std::fs::read_to_string(&path) {
@@ -154,7 +195,7 @@ async fn poll_directory(dir: PathBuf, accept: Acceptor) {
             }
             Err(_) => {}
         }
-        tokio::time::sleep(FILE_POLL).await;
+        next_change(&mut changes).await;
     }
 }
 
