@@ -85,14 +85,35 @@ mod tests {
     #[test]
     fn transport_and_timeout_codes_are_no_answer_and_refusals_are_refused() {
         let cases = [
-            (RdKafkaError::MetadataFetch(RDKafkaErrorCode::BrokerTransportFailure), true),
-            (RdKafkaError::MetadataFetch(RDKafkaErrorCode::OperationTimedOut), true),
-            (RdKafkaError::GroupListFetch(RDKafkaErrorCode::AllBrokersDown), true),
-            (RdKafkaError::AdminOp(RDKafkaErrorCode::CoordinatorNotAvailable), true),
+            (
+                RdKafkaError::MetadataFetch(RDKafkaErrorCode::BrokerTransportFailure),
+                true,
+            ),
+            (
+                RdKafkaError::MetadataFetch(RDKafkaErrorCode::OperationTimedOut),
+                true,
+            ),
+            (
+                RdKafkaError::GroupListFetch(RDKafkaErrorCode::AllBrokersDown),
+                true,
+            ),
+            (
+                RdKafkaError::AdminOp(RDKafkaErrorCode::CoordinatorNotAvailable),
+                true,
+            ),
             (RdKafkaError::Canceled, true),
-            (RdKafkaError::AdminOp(RDKafkaErrorCode::InvalidArgument), false),
-            (RdKafkaError::OffsetFetch(RDKafkaErrorCode::UnknownTopicOrPartition), false),
-            (RdKafkaError::ConsumerCommit(RDKafkaErrorCode::GroupAuthorizationFailed), false),
+            (
+                RdKafkaError::AdminOp(RDKafkaErrorCode::InvalidArgument),
+                false,
+            ),
+            (
+                RdKafkaError::OffsetFetch(RDKafkaErrorCode::UnknownTopicOrPartition),
+                false,
+            ),
+            (
+                RdKafkaError::ConsumerCommit(RDKafkaErrorCode::GroupAuthorizationFailed),
+                false,
+            ),
         ];
         for (error, no_answer) in cases {
             let words = error.to_string();
