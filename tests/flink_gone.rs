@@ -57,16 +57,22 @@ async fn a_pipeline_whose_flink_is_gone_is_deleted_after_the_annotation() {
         message.contains("kubectl annotate pipeline job kappa.dev/skip-cleanup=true"),
         "{message}"
     );
+    // The Event is published right after the condition is written.
     let events: Api<Event> = Api::namespaced(client.clone(), &ns);
-    let listed = events.list(&ListParams::default()).await.expect("Events");
-    assert!(
-        listed
-            .items
-            .iter()
-            .any(|e| e.reason.as_deref() == Some("CleanupFailing")
-                && e.type_.as_deref() == Some("Warning")),
-        "a Warning Event says why the deletion waits"
-    );
+    let started = Instant::now();
+    loop {
+        let listed = events.list(&ListParams::default()).await.expect("Events");
+        if listed.items.iter().any(|e| {
+            e.reason.as_deref() == Some("CleanupFailing") && e.type_.as_deref() == Some("Warning")
+        }) {
+            break;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "a Warning Event says why the deletion waits"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
     assert!(
         pipelines.get_opt("job").await.expect("read").is_some(),
         "the finalizer holds the pipeline while its job cannot be cancelled"
