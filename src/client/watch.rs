@@ -163,14 +163,15 @@ fn directory_changes(dir: &Path) -> std::io::Result<EventStream<[u8; 1024]>> {
 /// a watch, `FILE_POLL`.
 async fn next_change(changes: &mut Option<EventStream<[u8; 1024]>>) {
     match changes {
-        Some(events) => {
-            if let Ok(Some(Err(error))) =
-                tokio::time::timeout(WATCHED_FILE_POLL, events.next()).await
-            {
+        Some(events) => match tokio::time::timeout(WATCHED_FILE_POLL, events.next()).await {
+            Ok(Some(Ok(_))) | Err(_) => {}
+            // A watch that failed or ended would answer at once, forever.
+            Ok(Some(Err(error))) => {
                 tracing::debug!(%error, "watching the discovery directory failed; polling it");
                 *changes = None;
             }
-        }
+            Ok(None) => *changes = None,
+        },
         None => tokio::time::sleep(FILE_POLL).await,
     }
 }

@@ -84,43 +84,29 @@ mod tests {
 
     #[test]
     fn transport_and_timeout_codes_are_no_answer_and_refusals_are_refused() {
-        let cases = [
-            (
-                RdKafkaError::MetadataFetch(RDKafkaErrorCode::BrokerTransportFailure),
-                true,
-            ),
-            (
-                RdKafkaError::MetadataFetch(RDKafkaErrorCode::OperationTimedOut),
-                true,
-            ),
-            (
-                RdKafkaError::GroupListFetch(RDKafkaErrorCode::AllBrokersDown),
-                true,
-            ),
-            (
-                RdKafkaError::AdminOp(RDKafkaErrorCode::CoordinatorNotAvailable),
-                true,
-            ),
-            (RdKafkaError::Canceled, true),
-            (
-                RdKafkaError::AdminOp(RDKafkaErrorCode::InvalidArgument),
-                false,
-            ),
-            (
-                RdKafkaError::OffsetFetch(RDKafkaErrorCode::UnknownTopicOrPartition),
-                false,
-            ),
-            (
-                RdKafkaError::ConsumerCommit(RDKafkaErrorCode::GroupAuthorizationFailed),
-                false,
-            ),
+        use RDKafkaErrorCode::*;
+        let no_answer = [
+            RdKafkaError::MetadataFetch(BrokerTransportFailure),
+            RdKafkaError::MetadataFetch(OperationTimedOut),
+            RdKafkaError::GroupListFetch(AllBrokersDown),
+            RdKafkaError::AdminOp(CoordinatorNotAvailable),
+            RdKafkaError::Canceled,
         ];
-        for (error, no_answer) in cases {
+        let refused = [
+            RdKafkaError::AdminOp(InvalidArgument),
+            RdKafkaError::OffsetFetch(UnknownTopicOrPartition),
+            RdKafkaError::ConsumerCommit(GroupAuthorizationFailed),
+        ];
+        let cases = no_answer
+            .into_iter()
+            .map(|e| (e, true))
+            .chain(refused.into_iter().map(|e| (e, false)));
+        for (error, unanswered) in cases {
             let words = error.to_string();
             let failure = Failure::from(error);
             assert_eq!(
                 matches!(failure, Failure::NoAnswer(_)),
-                no_answer,
+                unanswered,
                 "{words}: {failure:?}"
             );
             assert_eq!(failure.to_string(), words);

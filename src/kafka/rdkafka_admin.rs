@@ -157,15 +157,18 @@ impl RdKafkaAdmin {
     ) -> Result<ClusterView, KafkaError> {
         let client = self.client(connection)?;
         let metadata_client = client.clone();
-        let metadata = tokio::task::spawn_blocking(move || {
-            metadata_client
-                .admin
-                .inner()
-                .fetch_metadata(None, REQUEST_TIMEOUT)
-        })
-        .await
-        .map_err(|e| self.unreachable(connection, e))?
-        .map_err(|e| self.unreachable(connection, e))?;
+        let metadata = self
+            .blocking(
+                connection,
+                Asked::new("Metadata", &topics.join(", ")),
+                move || {
+                    Ok(metadata_client
+                        .admin
+                        .inner()
+                        .fetch_metadata(None, REQUEST_TIMEOUT)?)
+                },
+            )
+            .await?;
         let brokers = metadata.brokers().len();
         let mut partitions = BTreeMap::new();
         for topic in metadata.topics() {
@@ -183,7 +186,10 @@ impl RdKafkaAdmin {
                 .admin
                 .describe_configs(&specifiers, &Self::options())
                 .await
-                .map_err(|e| self.unreachable(connection, e))?;
+                .map_err(|e| {
+                    let names = partitions.keys().cloned().collect::<Vec<_>>().join(", ");
+                    self.failed(connection, Asked::new("DescribeConfigs", &names), e)
+                })?;
             for result in described {
                 let resource = result.map_err(|code| KafkaError::Refused {
                     operation: "DescribeConfigs",
@@ -229,7 +235,7 @@ impl RdKafkaAdmin {
             .admin
             .create_topics([&new_topic], &Self::options())
             .await
-            .map_err(|e| self.unreachable(connection, e))?;
+            .map_err(|e| self.failed(connection, Asked::new("CreateTopics", &topic.name), e))?;
         topic_results("CreateTopics", results)
     }
 
@@ -244,7 +250,9 @@ impl RdKafkaAdmin {
             .admin
             .delete_topics(&names, &Self::options())
             .await
-            .map_err(|e| self.unreachable(connection, e))?;
+            .map_err(|e| {
+                self.failed(connection, Asked::new("DeleteTopics", &names.join(", ")), e)
+            })?;
         let kept = results
             .into_iter()
             .filter(|r| !matches!(r, Err((_, RDKafkaErrorCode::UnknownTopicOrPartition))))
@@ -264,7 +272,7 @@ impl RdKafkaAdmin {
             .admin
             .create_partitions([&NewPartitions::new(topic, count)], &Self::options())
             .await
-            .map_err(|e| self.unreachable(connection, e))?;
+            .map_err(|e| self.failed(connection, Asked::new("CreatePartitions", topic), e))?;
         topic_results("CreatePartitions", results)
     }
 
@@ -336,9 +344,26 @@ impl RdKafkaAdmin {
         .await
     }
 
-    /// Runs `work` on a blocking thread. When no broker answered, the
-    /// cluster of `connection` is unreachable (and its clients are made
-    /// again next time); a refusal names what was `asked`.
+    /// What a failure of the call `asked` on `connection` is to the caller:
+    /// when no broker answered, the cluster is unreachable (and its clients
+    /// are made again next time); a refusal names what was asked.
+    fn failed(
+        &self,
+        connection: &ClusterConnection,
+        asked: Asked,
+        failure: impl Into<Failure>,
+    ) -> KafkaError {
+        match failure.into() {
+            Failure::NoAnswer(message) => self.unreachable(connection, message),
+            Failure::Refused(message) => KafkaError::Refused {
+                operation: asked.operation,
+                topic: asked.topic,
+                message,
+            },
+        }
+    }
+
+    /// Runs `work` on a blocking thread; a failure is [`Self::failed`].
     async fn blocking<T: Send + 'static>(
         &self,
         connection: &ClusterConnection,
@@ -348,14 +373,7 @@ impl RdKafkaAdmin {
         let result = tokio::task::spawn_blocking(work)
             .await
             .map_err(|e| self.unreachable(connection, e))?;
-        result.map_err(|failure| match failure {
-            Failure::NoAnswer(message) => self.unreachable(connection, message),
-            Failure::Refused(message) => KafkaError::Refused {
-                operation: asked.operation,
-                topic: asked.topic,
-                message,
-            },
-        })
+        result.map_err(|failure| self.failed(connection, asked, failure))
     }
 
     /// Runs `work` with the reader of `connection` on a blocking thread.
