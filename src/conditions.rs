@@ -15,6 +15,43 @@ pub const RECONCILING: &str = "Reconciling";
 /// the spec changes.
 pub const STALLED: &str = "Stalled";
 
+/// The status of a condition: the three values the API allows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ConditionStatus {
+    /// The condition holds.
+    True,
+    /// The condition does not hold.
+    False,
+    /// Not known (yet).
+    Unknown,
+}
+
+impl ConditionStatus {
+    /// The value as the API writes it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::True => "True",
+            Self::False => "False",
+            Self::Unknown => "Unknown",
+        }
+    }
+
+    /// The status of a stored condition; anything but `True` or `False`
+    /// reads as `Unknown`.
+    pub fn of(condition: &Condition) -> Self {
+        match condition.status.as_str() {
+            "True" => Self::True,
+            "False" => Self::False,
+            _ => Self::Unknown,
+        }
+    }
+}
+
+/// Whether `condition` holds (its status is `True`).
+pub fn holds(condition: &Condition) -> bool {
+    ConditionStatus::of(condition) == ConditionStatus::True
+}
+
 /// Sets `new` in `conditions`, replacing the condition of the same type. The
 /// `lastTransitionTime` of the existing one is kept unless the status flips,
 /// so a reconcile that changes nothing writes nothing.
@@ -38,7 +75,7 @@ pub fn find<'a>(conditions: &'a [Condition], type_: &str) -> Option<&'a Conditio
 /// A condition stamped with `now` as its transition time.
 pub fn condition(
     type_: &str,
-    status: &str,
+    status: ConditionStatus,
     reason: &str,
     message: String,
     generation: Option<i64>,
@@ -46,7 +83,7 @@ pub fn condition(
 ) -> Condition {
     Condition {
         type_: type_.to_string(),
-        status: status.to_string(),
+        status: status.as_str().to_string(),
         reason: reason.to_string(),
         message,
         observed_generation: generation,
@@ -68,18 +105,39 @@ mod tests {
         let mut conditions = vec![];
         upsert(
             &mut conditions,
-            condition(READY, "False", "InvalidSpec", "a".into(), Some(1), at(10)),
+            condition(
+                READY,
+                ConditionStatus::False,
+                "InvalidSpec",
+                "a".into(),
+                Some(1),
+                at(10),
+            ),
         );
         upsert(
             &mut conditions,
-            condition(READY, "False", "InvalidSpec", "b".into(), Some(2), at(20)),
+            condition(
+                READY,
+                ConditionStatus::False,
+                "InvalidSpec",
+                "b".into(),
+                Some(2),
+                at(20),
+            ),
         );
         assert_eq!(conditions.len(), 1);
         assert_eq!(conditions[0].last_transition_time, at(10));
         assert_eq!(conditions[0].message, "b");
         upsert(
             &mut conditions,
-            condition(READY, "Unknown", "SpecValid", "c".into(), Some(3), at(30)),
+            condition(
+                READY,
+                ConditionStatus::Unknown,
+                "SpecValid",
+                "c".into(),
+                Some(3),
+                at(30),
+            ),
         );
         assert_eq!(conditions[0].last_transition_time, at(30));
         assert_eq!(

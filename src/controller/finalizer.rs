@@ -10,9 +10,10 @@ use kube::runtime::events::{Event, EventType};
 use kube::{Api, Resource, ResourceExt};
 use serde_json::json;
 
-use super::verdict::{truncate, EVENT_NOTE_LIMIT, FIELD_MANAGER};
+use super::events::{truncate, EVENT_NOTE_LIMIT};
+use super::reconcile::FIELD_MANAGER;
 use super::{Kind, Shared};
-use crate::conditions::{self, STALLED};
+use crate::conditions::{self, ConditionStatus, STALLED};
 use crate::error::Error;
 
 /// The annotation that lets an object being deleted go without the
@@ -119,7 +120,7 @@ pub async fn reported<K: Kind>(
         &mut conditions,
         conditions::condition(
             STALLED,
-            "True",
+            ConditionStatus::True,
             CLEANUP_FAILING,
             message.clone(),
             object.meta().generation,

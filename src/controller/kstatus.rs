@@ -8,8 +8,10 @@
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
 
-use super::verdict::Wanted;
-use crate::conditions::{self, DEGRADED, PROGRESSING, READY, RECONCILING, STALLED};
+use super::status::Wanted;
+use crate::conditions::{
+    self, ConditionStatus, DEGRADED, PROGRESSING, READY, RECONCILING, STALLED,
+};
 
 /// Reasons of a `Ready` condition that is not `True`, or of a
 /// `Degraded=True` one, after which the operator cannot go on without a
@@ -35,46 +37,51 @@ const NEEDS_USER: &[&str] = &[
 /// `conditions`.
 pub fn kstatus_conditions(conditions: &[Condition]) -> [Wanted; 2] {
     let stuck = conditions.iter().find(|c| {
-        let problem =
-            (c.type_ == READY && c.status != "True") || (c.type_ == DEGRADED && c.status == "True");
+        let problem = (c.type_ == READY && !conditions::holds(c))
+            || (c.type_ == DEGRADED && conditions::holds(c));
         problem && NEEDS_USER.contains(&c.reason.as_str())
     });
     if let Some(stuck) = stuck {
         return [
             Wanted::new(
                 RECONCILING,
-                "False",
+                ConditionStatus::False,
                 "Stalled",
                 "nothing moves until the spec changes (see Stalled)",
             ),
-            Wanted::new(STALLED, "True", stuck.reason.clone(), stuck.message.clone()),
+            Wanted::new(
+                STALLED,
+                ConditionStatus::True,
+                stuck.reason.clone(),
+                stuck.message.clone(),
+            ),
         ];
     }
     let not_stalled = Wanted::new(
         STALLED,
-        "False",
+        ConditionStatus::False,
         "NotStalled",
         "nothing waits for a change from the user",
     );
-    let progressing = conditions::find(conditions, PROGRESSING).filter(|c| c.status == "True");
+    let progressing = conditions::find(conditions, PROGRESSING).filter(|c| conditions::holds(c));
     let ready = conditions::find(conditions, READY);
-    let on_the_way = progressing.or(ready.filter(|c| c.status != "True"));
+    let on_the_way = progressing.or(ready.filter(|c| !conditions::holds(c)));
     let reconciling = match (on_the_way, ready) {
         (Some(step), _) => Wanted::new(
             RECONCILING,
-            "True",
+            ConditionStatus::True,
             step.reason.clone(),
             step.message.clone(),
         ),
         (None, Some(_)) => Wanted::new(
             RECONCILING,
-            "False",
+            ConditionStatus::False,
             "Reconciled",
             "the object is as its spec asks",
         ),
         (None, None) => Wanted::new(
             RECONCILING,
-            "True",
+            ConditionStatus::True,
             "NotObserved",
             "the operator has not acted on this object yet",
         ),
@@ -88,7 +95,7 @@ mod tests {
     use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
     use k8s_openapi::jiff::Timestamp;
 
-    fn condition(type_: &str, status: &str, reason: &str) -> Condition {
+    fn condition(type_: &str, status: ConditionStatus, reason: &str) -> Condition {
         conditions::condition(
             type_,
             status,
@@ -100,7 +107,7 @@ mod tests {
     }
 
     /// (Reconciling, Stalled) statuses and reasons for `conditions`.
-    fn concluded(conditions: &[Condition]) -> [(&'static str, String); 2] {
+    fn concluded(conditions: &[Condition]) -> [(ConditionStatus, String); 2] {
         kstatus_conditions(conditions).map(|w| (w.status, w.reason))
     }
 
@@ -109,7 +116,7 @@ mod tests {
     type Case = (
         &'static str,
         Vec<Condition>,
-        [(&'static str, &'static str); 2],
+        [(ConditionStatus, &'static str); 2],
     );
 
     #[test]
@@ -117,70 +124,107 @@ mod tests {
         let cases: &[Case] = &[
             (
                 "ready",
-                vec![condition(READY, "True", "ReplicasReady")],
-                [("False", "Reconciled"), ("False", "NotStalled")],
+                vec![condition(READY, ConditionStatus::True, "ReplicasReady")],
+                [
+                    (ConditionStatus::False, "Reconciled"),
+                    (ConditionStatus::False, "NotStalled"),
+                ],
             ),
             (
                 "suspended",
-                vec![condition(READY, "True", "Suspended")],
-                [("False", "Reconciled"), ("False", "NotStalled")],
+                vec![condition(READY, ConditionStatus::True, "Suspended")],
+                [
+                    (ConditionStatus::False, "Reconciled"),
+                    (ConditionStatus::False, "NotStalled"),
+                ],
             ),
             (
                 "invalid",
-                vec![condition(READY, "False", "InvalidSpec")],
-                [("False", "Stalled"), ("True", "InvalidSpec")],
+                vec![condition(READY, ConditionStatus::False, "InvalidSpec")],
+                [
+                    (ConditionStatus::False, "Stalled"),
+                    (ConditionStatus::True, "InvalidSpec"),
+                ],
             ),
             (
                 "missing reference",
-                vec![condition(READY, "False", "PipelineNotFound")],
-                [("False", "Stalled"), ("True", "PipelineNotFound")],
+                vec![condition(READY, ConditionStatus::False, "PipelineNotFound")],
+                [
+                    (ConditionStatus::False, "Stalled"),
+                    (ConditionStatus::True, "PipelineNotFound"),
+                ],
             ),
             (
                 "immutable change",
                 vec![
-                    condition(READY, "True", "ClustersReady"),
-                    condition(DEGRADED, "True", "ImmutableClusterChanged"),
+                    condition(READY, ConditionStatus::True, "ClustersReady"),
+                    condition(DEGRADED, ConditionStatus::True, "ImmutableClusterChanged"),
                 ],
-                [("False", "Stalled"), ("True", "ImmutableClusterChanged")],
+                [
+                    (ConditionStatus::False, "Stalled"),
+                    (ConditionStatus::True, "ImmutableClusterChanged"),
+                ],
             ),
             (
                 "failed backfill",
                 vec![
-                    condition(READY, "False", "Failed"),
-                    condition(DEGRADED, "True", "RunFailed"),
+                    condition(READY, ConditionStatus::False, "Failed"),
+                    condition(DEGRADED, ConditionStatus::True, "RunFailed"),
                 ],
-                [("False", "Stalled"), ("True", "Failed")],
+                [
+                    (ConditionStatus::False, "Stalled"),
+                    (ConditionStatus::True, "Failed"),
+                ],
             ),
             (
                 "starting",
-                vec![condition(READY, "Unknown", "JobStarting")],
-                [("True", "JobStarting"), ("False", "NotStalled")],
+                vec![condition(READY, ConditionStatus::Unknown, "JobStarting")],
+                [
+                    (ConditionStatus::True, "JobStarting"),
+                    (ConditionStatus::False, "NotStalled"),
+                ],
             ),
             (
                 "retrying",
-                vec![condition(READY, "False", "ClusterUnreachable")],
-                [("True", "ClusterUnreachable"), ("False", "NotStalled")],
+                vec![condition(
+                    READY,
+                    ConditionStatus::False,
+                    "ClusterUnreachable",
+                )],
+                [
+                    (ConditionStatus::True, "ClusterUnreachable"),
+                    (ConditionStatus::False, "NotStalled"),
+                ],
             ),
             (
                 "moving",
                 vec![
-                    condition(READY, "True", "ClustersReady"),
-                    condition(PROGRESSING, "True", "AwaitingProducers"),
+                    condition(READY, ConditionStatus::True, "ClustersReady"),
+                    condition(PROGRESSING, ConditionStatus::True, "AwaitingProducers"),
                 ],
-                [("True", "AwaitingProducers"), ("False", "NotStalled")],
+                [
+                    (ConditionStatus::True, "AwaitingProducers"),
+                    (ConditionStatus::False, "NotStalled"),
+                ],
             ),
             (
                 "transient failure",
                 vec![
-                    condition(READY, "True", "ClustersReady"),
-                    condition(DEGRADED, "True", "KubeApiError"),
+                    condition(READY, ConditionStatus::True, "ClustersReady"),
+                    condition(DEGRADED, ConditionStatus::True, "KubeApiError"),
                 ],
-                [("False", "Reconciled"), ("False", "NotStalled")],
+                [
+                    (ConditionStatus::False, "Reconciled"),
+                    (ConditionStatus::False, "NotStalled"),
+                ],
             ),
             (
                 "new",
                 vec![],
-                [("True", "NotObserved"), ("False", "NotStalled")],
+                [
+                    (ConditionStatus::True, "NotObserved"),
+                    (ConditionStatus::False, "NotStalled"),
+                ],
             ),
         ];
         for (case, conditions, expected) in cases {

@@ -2,13 +2,15 @@
 //! writer, the error policy and the wiring.
 
 pub mod backfill;
+mod events;
 mod finalizer;
 pub mod kafka_cluster_set;
 mod kstatus;
 pub mod pipeline;
 mod pod_security;
+mod reconcile;
 pub mod savepoint;
-mod verdict;
+mod status;
 
 use std::collections::HashMap;
 use std::fmt::Debug;
@@ -265,7 +267,7 @@ where
             return Ok(existing.clone());
         }
     }
-    let params = PatchParams::apply(verdict::FIELD_MANAGER).force();
+    let params = PatchParams::apply(reconcile::FIELD_MANAGER).force();
     let name = desired.name_any();
     Ok(api.patch(&name, &params, &Patch::Apply(&desired)).await?)
 }

@@ -7,6 +7,7 @@ mod group_offsets;
 mod incremental_alter;
 mod native;
 pub mod rdkafka_admin;
+mod rdkafka_reads;
 pub mod topic;
 
 use std::collections::BTreeMap;

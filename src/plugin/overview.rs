@@ -10,7 +10,7 @@ use crate::api::common::CommonStatus;
 use crate::api::kafka_cluster_set::KafkaClusterSet;
 use crate::api::pipeline::Pipeline;
 use crate::api::savepoint::{Savepoint, SavepointPhase};
-use crate::conditions::{find, DEGRADED, READY, STALLED};
+use crate::conditions::{find, holds, ConditionStatus, DEGRADED, READY, STALLED};
 
 /// Everything of one namespace.
 #[derive(Debug, Default, Serialize)]
@@ -49,13 +49,13 @@ fn attention_of(
 ) -> Option<Attention> {
     let conditions = status.map(|s| s.conditions.as_slice()).unwrap_or_default();
     let ready = find(conditions, READY);
-    let degraded = find(conditions, DEGRADED).filter(|c| c.status == "True");
-    let stalled = find(conditions, STALLED).filter(|c| c.status == "True");
+    let degraded = find(conditions, DEGRADED).filter(|c| holds(c));
+    let stalled = find(conditions, STALLED).filter(|c| holds(c));
     let (rank, condition): (u8, Option<&Condition>) = if failed {
         (0, ready.or(degraded))
     } else if let Some(stalled) = stalled {
         (0, Some(stalled))
-    } else if let Some(ready) = ready.filter(|c| c.status == "False") {
+    } else if let Some(ready) = ready.filter(|c| ConditionStatus::of(c) == ConditionStatus::False) {
         (1, Some(ready))
     } else if let Some(degraded) = degraded {
         (2, Some(degraded))

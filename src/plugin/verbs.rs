@@ -19,7 +19,7 @@ use crate::api::common::CommonStatus;
 use crate::api::kafka_cluster_set::KafkaClusterSet;
 use crate::api::pipeline::{EngineType, JobState, Pipeline};
 use crate::api::savepoint::{Savepoint, SavepointPhase, SavepointSpec, SavepointType};
-use crate::conditions::{find, READY};
+use crate::conditions::{find, ConditionStatus, READY};
 
 /// What a verb did: the object as it left it, and a line saying so.
 pub struct Done<K> {
@@ -62,7 +62,7 @@ pub async fn overview(session: &Session) -> Result<Overview, PluginError> {
 /// The Ready condition's `reason: message`, when it is False.
 fn not_ready(common: &CommonStatus) -> Option<String> {
     find(&common.conditions, READY)
-        .filter(|c| c.status == "False")
+        .filter(|c| ConditionStatus::of(c) == ConditionStatus::False)
         .map(|c| format!("{}: {}", c.reason, c.message))
 }
 

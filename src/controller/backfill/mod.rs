@@ -2,7 +2,12 @@
 //! its run goes through its phases ([`run`]); a change to its Pipeline, start
 //! Savepoint, set or replay Jobs wakes it.
 
+mod derived;
+mod extra;
+mod metrics;
 pub mod objects;
+mod phase;
+mod progress;
 pub mod run;
 pub mod validate;
 pub mod view;
@@ -20,7 +25,7 @@ use kube::runtime::watcher;
 use kube::ResourceExt;
 
 use super::{
-    cache_ready, drive, lookup, referrers, verdict, watch, watch_metadata, Ctx, Kind, Shared,
+    cache_ready, drive, lookup, reconcile, referrers, watch, watch_metadata, Ctx, Kind, Shared,
 };
 use crate::api::backfill::Backfill;
 use crate::api::common::CommonStatus;
@@ -40,7 +45,7 @@ impl Kind for Backfill {
         self.status.as_ref().map(|s| &s.common)
     }
     fn forget_metrics(metrics: &Metrics, present: &Present) {
-        run::forget_metrics(metrics, present);
+        metrics::forget_metrics(metrics, present);
     }
 }
 
@@ -72,7 +77,7 @@ async fn reconcile(
         shared: &ctx.shared,
         deps: &ctx.stores.deps,
     };
-    verdict::reconcile(
+    reconcile::reconcile(
         &ctx.shared,
         &backfill,
         |b| {

@@ -1,6 +1,6 @@
 //! Rules for a Backfill that its schema cannot express, including its references.
 
-use super::run::derived_name_of;
+use super::derived::derived_name_of;
 use crate::api::backfill::{BackfillPhase, BackfillSpec, BackfillStatus, StartStateType};
 use crate::api::pipeline::Pipeline;
 use crate::api::savepoint::Savepoint;

@@ -22,7 +22,7 @@ use kube::runtime::reflector::ObjectRef;
 use kube::runtime::{watcher, Controller};
 use kube::ResourceExt;
 
-use super::{drive, verdict, watch, watch_metadata, Ctx, Kind, Shared};
+use super::{drive, reconcile, watch, watch_metadata, Ctx, Kind, Shared};
 use crate::api::backfill::Backfill;
 use crate::api::common::CommonStatus;
 use crate::api::kafka_cluster_set::KafkaClusterSet;
@@ -48,7 +48,7 @@ async fn reconcile(
         shared: &ctx.shared,
         deps: &ctx.stores,
     };
-    verdict::reconcile(&ctx.shared, &set, |set| validate::validate(&set.spec), act).await
+    reconcile::reconcile(&ctx.shared, &set, |set| validate::validate(&set.spec), act).await
 }
 
 /// Runs the KafkaClusterSet controller until `shutdown` completes.

@@ -20,7 +20,7 @@ use crate::api::kafka_cluster_set::{
     BuiltinCluster, ClusterEntry, ClusterSettings, ExternalCluster, KafkaClusterSet,
     KafkaClusterSetSpec, Provider, SaslMechanism,
 };
-use crate::controller::verdict::FIELD_MANAGER;
+use crate::controller::reconcile::FIELD_MANAGER;
 use crate::discovery::{ClientSecurity, DiscoveredCluster, SecretKey};
 use crate::kafka::ClusterConnection;
 

@@ -8,7 +8,7 @@ use kube::{Api, Client, Resource, ResourceExt};
 
 use super::provider::Endpoint;
 use crate::api::kafka_cluster_set::{KafkaClusterSet, KafkaClusterSetStatus};
-use crate::controller::verdict::FIELD_MANAGER;
+use crate::controller::reconcile::FIELD_MANAGER;
 use crate::discovery::{
     config_map_name, ClusterState, DiscoveredCluster, DiscoveredStream, DiscoveryDocument,
     ReadSegment, Segment, DOCUMENT_KEY, FORMAT_VERSION,

@@ -22,8 +22,9 @@ use crate::api::kafka_cluster_set::{
     ClusterRole, ClusterSettings, ClusterStatus, KafkaClusterSet, KafkaClusterSetStatus,
     TopicStatus,
 };
-use crate::conditions::{DEGRADED, PROGRESSING, READY};
-use crate::controller::verdict::{own_fields, Act, Outcome, Requeue, Wanted};
+use crate::conditions::{ConditionStatus, DEGRADED, PROGRESSING, READY};
+use crate::controller::reconcile::Act;
+use crate::controller::status::{own_fields, Outcome, Requeue, Wanted};
 use crate::controller::{cache_ready, Shared};
 use crate::error::Error;
 use crate::kafka::topic::{config_drift, desired_topic, plan, TopicPlan};
@@ -108,7 +109,7 @@ async fn sync(shared: &Shared, deps: &SetDeps, set: &KafkaClusterSet) -> Result<
         return Ok(Outcome {
             conditions: vec![Wanted::new(
                 DEGRADED,
-                "True",
+                ConditionStatus::True,
                 "ImmutableClusterChanged",
                 message,
             )],
@@ -231,10 +232,10 @@ async fn sync(shared: &Shared, deps: &SetDeps, set: &KafkaClusterSet) -> Result<
         let message = joined(&refusals);
         return Ok(Outcome {
             conditions: vec![
-                Wanted::new(READY, "False", reason, message.clone()),
+                Wanted::new(READY, ConditionStatus::False, reason, message.clone()),
                 Wanted::new(
                     DEGRADED,
-                    "True",
+                    ConditionStatus::True,
                     reason,
                     format!("{message}; nothing was changed"),
                 ),
@@ -391,13 +392,18 @@ async fn sync(shared: &Shared, deps: &SetDeps, set: &KafkaClusterSet) -> Result<
 
     let (progressing, step_requeue) = match (&next.migration, starting.is_empty()) {
         (None, false) => (
-            Wanted::new(PROGRESSING, "True", STARTING, starting.join("; ")),
+            Wanted::new(
+                PROGRESSING,
+                ConditionStatus::True,
+                STARTING,
+                starting.join("; "),
+            ),
             step_requeue,
         ),
         (None, true) if !retiring_waits.is_empty() => (
             Wanted::new(
                 PROGRESSING,
-                "True",
+                ConditionStatus::True,
                 "RetiringCluster",
                 retiring_waits.join("; "),
             ),
@@ -409,18 +415,23 @@ async fn sync(shared: &Shared, deps: &SetDeps, set: &KafkaClusterSet) -> Result<
     let requeue = if let Some(problem) = problems.first() {
         conditions.push(Wanted::new(
             READY,
-            "False",
+            ConditionStatus::False,
             problem.reason,
             joined(&problems),
         ));
         Requeue::Backoff
     } else if !starting.is_empty() {
-        conditions.push(Wanted::new(READY, "False", STARTING, starting.join("; ")));
+        conditions.push(Wanted::new(
+            READY,
+            ConditionStatus::False,
+            STARTING,
+            starting.join("; "),
+        ));
         Requeue::After(STARTING_RECHECK)
     } else {
         conditions.push(Wanted::new(
             READY,
-            "True",
+            ConditionStatus::True,
             "ClustersReady",
             format!(
                 "{} cluster(s) reachable, {} stream(s) on each, discovery epoch {}",
@@ -432,10 +443,15 @@ async fn sync(shared: &Shared, deps: &SetDeps, set: &KafkaClusterSet) -> Result<
         step_requeue.unwrap_or(Requeue::After(RESYNC))
     };
     conditions.push(match problems.first() {
-        Some(problem) => Wanted::new(DEGRADED, "True", problem.reason, joined(&problems)),
+        Some(problem) => Wanted::new(
+            DEGRADED,
+            ConditionStatus::True,
+            problem.reason,
+            joined(&problems),
+        ),
         None => Wanted::new(
             DEGRADED,
-            "False",
+            ConditionStatus::False,
             "AsDeclared",
             "every cluster carries every stream as declared",
         ),
@@ -455,7 +471,7 @@ fn progress(next: &KafkaClusterSetStatus, step: &Step) -> (Wanted, Option<Requeu
         return (
             Wanted::new(
                 PROGRESSING,
-                "False",
+                ConditionStatus::False,
                 "Settled",
                 format!("producers write to `{write}`"),
             ),
@@ -470,7 +486,7 @@ fn progress(next: &KafkaClusterSetStatus, step: &Step) -> (Wanted, Option<Requeu
         Step::AwaitingProducers(recheck) => (
             Wanted::new(
                 PROGRESSING,
-                "True",
+                ConditionStatus::True,
                 "AwaitingProducers",
                 format!(
                     "{moving}: waiting for producer(s) {} to acknowledge",
@@ -482,7 +498,7 @@ fn progress(next: &KafkaClusterSetStatus, step: &Step) -> (Wanted, Option<Requeu
         _ => (
             Wanted::new(
                 PROGRESSING,
-                "True",
+                ConditionStatus::True,
                 "MigrationAnnounced",
                 format!("{moving}: announced"),
             ),

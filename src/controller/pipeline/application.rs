@@ -31,7 +31,7 @@ use crate::api::common::Resources;
 use crate::api::pipeline::{FlinkEngine, Pipeline};
 use crate::controller::apply_if_changed;
 use crate::controller::pod_security::restrict;
-use crate::controller::verdict::FIELD_MANAGER;
+use crate::controller::reconcile::FIELD_MANAGER;
 use crate::error::Error;
 
 /// The container of `podTemplate` that the Flink container is built on.

@@ -28,9 +28,9 @@ use crate::api::pipeline::{
     ConsumerEngine, JobState, JobStatus, Pipeline, PipelineSpec, PipelineStatus,
 };
 use crate::api::savepoint::{Savepoint, SavepointPhase};
-use crate::conditions::READY;
+use crate::conditions::{ConditionStatus, READY};
 use crate::controller::pod_security::restrict;
-use crate::controller::verdict::{own_fields, Outcome, Requeue, Wanted};
+use crate::controller::status::{own_fields, Outcome, Requeue, Wanted};
 use crate::controller::{apply_if_changed, lookup};
 use crate::discovery::config_map_name;
 use crate::error::Error;
@@ -338,7 +338,7 @@ async fn restore(
     let Some(snapshot) = snapshot else {
         let ready = Wanted::new(
             READY,
-            "Unknown",
+            ConditionStatus::Unknown,
             "RestoreSavepointNotReady",
             format!("waiting for Savepoint `{name}` to complete before restoring from it"),
         );
@@ -349,7 +349,7 @@ async fn restore(
     if left > 0 {
         let ready = Wanted::new(
             READY,
-            "Unknown",
+            ConditionStatus::Unknown,
             "Restoring",
             format!("scaled to zero; waiting for {left} pod(s) to stop before committing the offsets of Savepoint `{name}`"),
         );
@@ -363,7 +363,7 @@ async fn restore(
     if let Err(error) = restored {
         let ready = Wanted::new(
             READY,
-            "False",
+            ConditionStatus::False,
             error.reason(),
             format!("restoring the offsets of Savepoint `{name}`: {error}"),
         );
@@ -433,7 +433,7 @@ async fn reshard(
     status.phase = Some("Resharding".into());
     let ready = Wanted::new(
         READY,
-        "Unknown",
+        ConditionStatus::Unknown,
         "Resharding",
         format!(
             "{mismatched} pod(s) read a share of the partitions for another replica count; waiting for them to stop before {} replica(s) split them",
@@ -538,22 +538,22 @@ pub async fn run(
     let (phase, ready_condition, requeue) = match (pipeline.spec.state, rolled_out) {
         (JobState::Suspended, true) => (
             "Suspended",
-            Wanted::new(READY, "True", "Suspended", format!("StatefulSet {name} is scaled to zero; its state is its groups' committed offsets")),
+            Wanted::new(READY, ConditionStatus::True, "Suspended", format!("StatefulSet {name} is scaled to zero; its state is its groups' committed offsets")),
             Requeue::After(MEASURE_EVERY),
         ),
         (JobState::Running, true) => (
             "Running",
-            Wanted::new(READY, "True", "ReplicasReady", format!("StatefulSet {name}: {ready}/{wanted} replicas ready")),
+            Wanted::new(READY, ConditionStatus::True, "ReplicasReady", format!("StatefulSet {name}: {ready}/{wanted} replicas ready")),
             Requeue::After(MEASURE_EVERY),
         ),
         (JobState::Suspended, false) if stopping > 0 => (
             "Suspending",
-            Wanted::new(READY, "Unknown", "PodsStopping", format!("StatefulSet {name} is scaled to zero; waiting for {stopping} pod(s) to stop")),
+            Wanted::new(READY, ConditionStatus::Unknown, "PodsStopping", format!("StatefulSet {name} is scaled to zero; waiting for {stopping} pod(s) to stop")),
             Requeue::After(STOPPING_RECHECK),
         ),
         (_, false) => (
             "Deploying",
-            Wanted::new(READY, "Unknown", "RollingOut", format!("StatefulSet {name}: {ready}/{wanted} replicas ready, {updated} updated")),
+            Wanted::new(READY, ConditionStatus::Unknown, "RollingOut", format!("StatefulSet {name}: {ready}/{wanted} replicas ready, {updated} updated")),
             Requeue::After(ROLLING_RECHECK),
         ),
     };

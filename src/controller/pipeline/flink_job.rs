@@ -20,8 +20,8 @@ use crate::api::pipeline::{
     UpgradeMode,
 };
 use crate::api::savepoint::{Savepoint, SavepointPhase};
-use crate::conditions::READY;
-use crate::controller::verdict::{own_fields, Outcome, Requeue, Wanted};
+use crate::conditions::{ConditionStatus, READY};
+use crate::controller::status::{own_fields, Outcome, Requeue, Wanted};
 use crate::controller::{finalizer, lookup};
 use crate::error::Error;
 use crate::flink::{flink_id, FlinkApi, FlinkError, JobOverview, Operation, Submission};
@@ -90,7 +90,12 @@ pub async fn run(
             None => match restore_path(pipeline, savepoints) {
                 Ok(restore) => restore,
                 Err(message) => {
-                    let ready = Wanted::new(READY, "False", "RestoreStateNotReady", message);
+                    let ready = Wanted::new(
+                        READY,
+                        ConditionStatus::False,
+                        "RestoreStateNotReady",
+                        message,
+                    );
                     return outcome(&flink_job.status, ready, Requeue::Backoff);
                 }
             },
@@ -138,7 +143,7 @@ pub async fn run(
                 flink_job.status.phase = Some(what.into());
                 let ready = Wanted::new(
                     READY,
-                    "Unknown",
+                    ConditionStatus::Unknown,
                     what,
                     format!("job {id} is being stopped ({} mode)", mode_name(mode)),
                 );
@@ -182,7 +187,7 @@ impl FlinkJob<'_> {
             Some(_) => format!("job {id} is being launched on a Flink cluster of its own"),
             None => format!("job {id} is being submitted to {}", self.url),
         };
-        let ready = Wanted::new(READY, "Unknown", "Deploying", message);
+        let ready = Wanted::new(READY, ConditionStatus::Unknown, "Deploying", message);
         outcome(&self.status, ready, Requeue::After(Duration::from_secs(1)))
     }
 
@@ -307,7 +312,7 @@ impl FlinkJob<'_> {
         self.status.phase = Some(what.into());
         outcome(
             &self.status,
-            Wanted::new(READY, "Unknown", what, message),
+            Wanted::new(READY, ConditionStatus::Unknown, what, message),
             waiting,
         )
     }
@@ -406,7 +411,7 @@ impl FlinkJob<'_> {
         }
         let ready = Wanted::new(
             READY,
-            "True",
+            ConditionStatus::True,
             "Suspended",
             format!("the job is stopped; it resumes from {state} when `state` is running"),
         );
@@ -452,7 +457,7 @@ impl FlinkJob<'_> {
             Err(error @ FlinkError::Unreachable { .. }) if self.cluster.is_some() => {
                 self.status.phase = Some("Deploying".into());
                 let why = format!("job {id}: its JobManager Service does not answer yet: {error}");
-                let ready = Wanted::new(READY, "Unknown", "JobStarting", why);
+                let ready = Wanted::new(READY, ConditionStatus::Unknown, "JobStarting", why);
                 return outcome(&self.status, ready, Requeue::Backoff);
             }
             Err(error) => return refused(&self.status, &error),
@@ -460,7 +465,7 @@ impl FlinkJob<'_> {
         if let Some(error) = stopped_change {
             ready = Wanted::new(
                 READY,
-                "False",
+                ConditionStatus::False,
                 "UpgradeFailed",
                 format!("{error}; {}", ready.message),
             );
@@ -472,7 +477,12 @@ impl FlinkJob<'_> {
     /// Reports an application-mode job whose cluster is not serving it yet.
     fn starting(&mut self, id: &str, why: &str) -> Result<Outcome, Error> {
         self.status.phase = Some("Deploying".into());
-        let ready = Wanted::new(READY, "Unknown", "JobStarting", format!("job {id}: {why}"));
+        let ready = Wanted::new(
+            READY,
+            ConditionStatus::Unknown,
+            "JobStarting",
+            format!("job {id}: {why}"),
+        );
         outcome(&self.status, ready, Requeue::After(STARTING_RECHECK))
     }
 }
@@ -498,7 +508,7 @@ async fn follow(
             "Running",
             Wanted::new(
                 READY,
-                "True",
+                ConditionStatus::True,
                 "JobRunning",
                 format!("job {id} is RUNNING on {url}"),
             ),
@@ -514,7 +524,7 @@ async fn follow(
                 "Failed",
                 Wanted::new(
                     READY,
-                    "False",
+                    ConditionStatus::False,
                     "JobFailed",
                     format!("job {id} is {state} on {url}: {why}"),
                 ),
@@ -525,7 +535,7 @@ async fn follow(
             "Stopped",
             Wanted::new(
                 READY,
-                "False",
+                ConditionStatus::False,
                 "JobStopped",
                 format!("job {id} is {state} on {url}, stopped outside this Pipeline; change `restartNonce` to run it again"),
             ),
@@ -535,7 +545,7 @@ async fn follow(
             "Deploying",
             Wanted::new(
                 READY,
-                "Unknown",
+                ConditionStatus::Unknown,
                 "JobStarting",
                 format!("job {id} is {state} on {url}; its tasks are being deployed"),
             ),
@@ -582,7 +592,12 @@ pub fn engine_hash(flink: &FlinkEngine, restart_nonce: Option<i64>) -> Result<St
 }
 
 fn refused(status: &PipelineStatus, error: &FlinkError) -> Result<Outcome, Error> {
-    let ready = Wanted::new(READY, "False", error.reason(), error.to_string());
+    let ready = Wanted::new(
+        READY,
+        ConditionStatus::False,
+        error.reason(),
+        error.to_string(),
+    );
     outcome(status, ready, Requeue::Backoff)
 }
 

@@ -27,9 +27,10 @@ use kube::runtime::reflector::{self, ObjectRef, Store};
 use kube::runtime::{watcher, Controller, WatchStreamExt};
 use kube::{Api, ResourceExt};
 
-use super::verdict::{Act, Outcome, Requeue};
+use super::reconcile::Act;
+use super::status::{Outcome, Requeue};
 use super::{
-    cache_ready, drive, finalizer, lookup, referrers, verdict, watch, watch_metadata, Ctx, Kind,
+    cache_ready, drive, finalizer, lookup, reconcile, referrers, watch, watch_metadata, Ctx, Kind,
     Shared,
 };
 use crate::api::common::CommonStatus;
@@ -352,7 +353,7 @@ async fn reconcile(
             return Ok(action);
         }
     }
-    verdict::reconcile(
+    reconcile::reconcile(
         &ctx.shared,
         &pipeline,
         |p| {

@@ -11,8 +11,8 @@ use k8s_openapi::jiff::Timestamp;
 use super::lifecycle::{done, ended, failed_attempt, outcome};
 use crate::api::pipeline::Pipeline;
 use crate::api::savepoint::{Savepoint, SavepointPhase, SavepointStatus};
-use crate::conditions::READY;
-use crate::controller::verdict::{Outcome, Requeue, Wanted};
+use crate::conditions::{ConditionStatus, READY};
+use crate::controller::status::{Outcome, Requeue, Wanted};
 use crate::duration::parse_duration;
 use crate::error::Error;
 use crate::flink::{flink_id, FlinkApi, Operation};
@@ -53,7 +53,7 @@ pub async fn take(
                 Some(_) => registered(&status, &location),
                 None => done(
                     &status,
-                    "True",
+                    ConditionStatus::True,
                     "SavepointCompleted",
                     format!("the savepoint is at {location}"),
                 ),
@@ -73,7 +73,7 @@ pub async fn take(
         status.phase = Some(SavepointPhase::Abandoned);
         status.completion_time = Some(Time(Timestamp::now()));
         status.error = Some(error.clone());
-        return done(&status, "False", "SavepointAbandoned", error);
+        return done(&status, ConditionStatus::False, "SavepointAbandoned", error);
     }
     if let Some(path) = &savepoint.spec.path {
         status.phase = Some(SavepointPhase::Completed);
@@ -85,7 +85,7 @@ pub async fn take(
         Ok(target) => target,
         Err(message) => {
             status.phase = Some(SavepointPhase::Pending);
-            let ready = Wanted::new(READY, "False", "PipelineNotRunning", message);
+            let ready = Wanted::new(READY, ConditionStatus::False, "PipelineNotRunning", message);
             return outcome(&status, ready, Requeue::After(WAITING_RECHECK));
         }
     };
@@ -120,7 +120,7 @@ pub async fn take(
             status.trigger_time = Some(Time(Timestamp::now()));
             let ready = Wanted::new(
                 READY,
-                "Unknown",
+                ConditionStatus::Unknown,
                 "SavepointInProgress",
                 format!("Flink took trigger {trigger} for job {}", target.job),
             );
@@ -188,7 +188,7 @@ async fn follow(
             }
             let ready = Wanted::new(
                 READY,
-                "Unknown",
+                ConditionStatus::Unknown,
                 "SavepointInProgress",
                 format!(
                     "Flink is taking the savepoint of job {} (trigger {trigger})",
@@ -205,14 +205,19 @@ async fn follow(
             let location = location.unwrap_or_default();
             done(
                 &status,
-                "True",
+                ConditionStatus::True,
                 "SavepointCompleted",
                 format!("the savepoint is at {location}"),
             )
         }
         Ok(Operation::Failed(words)) => failed_attempt(savepoint, status, words),
         Err(error) => {
-            let ready = Wanted::new(READY, "Unknown", error.reason(), error.to_string());
+            let ready = Wanted::new(
+                READY,
+                ConditionStatus::Unknown,
+                error.reason(),
+                error.to_string(),
+            );
             outcome(&status, ready, Requeue::Backoff)
         }
     }
@@ -257,7 +262,7 @@ fn target(savepoint: &Savepoint, pipeline: Option<&Pipeline>) -> Result<Target, 
 fn registered(status: &SavepointStatus, path: &str) -> Result<Outcome, Error> {
     done(
         status,
-        "True",
+        ConditionStatus::True,
         "SavepointRegistered",
         format!("an existing savepoint at {path}"),
     )

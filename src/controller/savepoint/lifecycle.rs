@@ -2,8 +2,8 @@
 //! attempts counted against `backoffLimit`, the outcome to record.
 
 use crate::api::savepoint::{Savepoint, SavepointPhase, SavepointStatus};
-use crate::conditions::READY;
-use crate::controller::verdict::{own_fields, Outcome, Requeue, Wanted};
+use crate::conditions::{ConditionStatus, READY};
+use crate::controller::status::{own_fields, Outcome, Requeue, Wanted};
 use crate::error::Error;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use k8s_openapi::jiff::Timestamp;
@@ -17,7 +17,7 @@ pub fn ended(status: &SavepointStatus) -> Option<Result<Outcome, Error>> {
         _ => return None,
     };
     let error = status.error.clone().unwrap_or_default();
-    Some(done(status, "False", reason, error))
+    Some(done(status, ConditionStatus::False, reason, error))
 }
 
 /// Counts a failed attempt: tried again until `backoffLimit` is used up.
@@ -32,12 +32,12 @@ pub fn failed_attempt(
     if status.failures > savepoint.spec.backoff_limit {
         status.phase = Some(SavepointPhase::Failed);
         status.completion_time = Some(Time(Timestamp::now()));
-        return done(&status, "False", "SavepointFailed", error);
+        return done(&status, ConditionStatus::False, "SavepointFailed", error);
     }
     status.phase = Some(SavepointPhase::Pending);
     let ready = Wanted::new(
         READY,
-        "False",
+        ConditionStatus::False,
         "SavepointRetrying",
         format!(
             "attempt {} of {} failed: {error}",
@@ -51,7 +51,7 @@ pub fn failed_attempt(
 /// A final phase: nothing more to do until the spec changes.
 pub fn done(
     status: &SavepointStatus,
-    ready: &'static str,
+    ready: ConditionStatus,
     reason: &str,
     message: String,
 ) -> Result<Outcome, Error> {

@@ -20,8 +20,9 @@ use kube::runtime::Controller;
 use kube::{Api, ResourceExt};
 
 use super::pipeline::referenced;
-use super::verdict::{Act, Outcome};
-use super::{drive, finalizer, lookup, referrers, verdict, watch, Ctx, Kind, Shared};
+use super::reconcile::Act;
+use super::status::Outcome;
+use super::{drive, finalizer, lookup, reconcile, referrers, watch, Ctx, Kind, Shared};
 use crate::api::common::CommonStatus;
 use crate::api::pipeline::Pipeline;
 use crate::api::savepoint::{Savepoint, SavepointType};
@@ -95,7 +96,7 @@ async fn reconcile(
             return Ok(action);
         }
     }
-    verdict::reconcile(
+    reconcile::reconcile(
         &ctx.shared,
         &savepoint,
         |s| {

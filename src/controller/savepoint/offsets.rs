@@ -13,10 +13,10 @@ use kube::{Client, ResourceExt};
 use super::lifecycle::{done, ended, failed_attempt, outcome};
 use crate::api::pipeline::{EngineType, Pipeline};
 use crate::api::savepoint::{Savepoint, SavepointPhase};
-use crate::conditions::READY;
+use crate::conditions::{ConditionStatus, READY};
 use crate::controller::pipeline::consumer::groups;
 use crate::controller::pipeline::offsets::ReadView;
-use crate::controller::verdict::{Outcome, Requeue, Wanted};
+use crate::controller::status::{Outcome, Requeue, Wanted};
 use crate::error::Error;
 use crate::kafka::KafkaAdmin;
 
@@ -33,7 +33,12 @@ pub async fn take(
     let mut status = savepoint.status.clone().unwrap_or_default();
     if status.phase == Some(SavepointPhase::Completed) {
         let message = status.location.clone().unwrap_or_default();
-        return done(&status, "True", "SavepointCompleted", message);
+        return done(
+            &status,
+            ConditionStatus::True,
+            "SavepointCompleted",
+            message,
+        );
     }
     if let Some(ended) = ended(&status) {
         return ended;
@@ -50,14 +55,19 @@ pub async fn take(
         status.trigger_time = Some(now.clone());
         status.completion_time = Some(now);
         status.error = None;
-        return done(&status, "True", "SavepointCompleted", location);
+        return done(
+            &status,
+            ConditionStatus::True,
+            "SavepointCompleted",
+            location,
+        );
     }
     let name = &savepoint.spec.pipeline_ref;
     let Some(pipeline) = pipeline.filter(|p| p.spec.engine.type_ == EngineType::Consumer) else {
         status.phase = Some(SavepointPhase::Pending);
         let ready = Wanted::new(
             READY,
-            "False",
+            ConditionStatus::False,
             "PipelineNotRunning",
             format!("Pipeline `{name}` is not there, or is not a consumer pipeline"),
         );
@@ -86,7 +96,12 @@ pub async fn take(
             status.trigger_time = Some(now.clone());
             status.completion_time = Some(now);
             status.error = None;
-            done(&status, "True", "SavepointCompleted", location)
+            done(
+                &status,
+                ConditionStatus::True,
+                "SavepointCompleted",
+                location,
+            )
         }
         Err(error) => failed_attempt(savepoint, status, format!("{}: {error}", error.reason())),
     }
