@@ -524,7 +524,16 @@ async fn delete_midway(
 /// creates the destination topics before the worker Jobs, so the write
 /// waits for the first Job. (Tansu's `perf produce` was used here first:
 /// it exits 0 also when nothing was written.)
-async fn write_foreign_records(testbed: &Testbed, client: &kube::Client, ns: &str, name: &str) {
+/// Returns whether the broker kept them until the copy was checked: its
+/// records live in memory, so a broker restarted before the workers wrote
+/// (under load, by its liveness probe) loses them, and there is then
+/// nothing foreign to find.
+async fn write_foreign_records(
+    testbed: &Testbed,
+    client: &kube::Client,
+    ns: &str,
+    name: &str,
+) -> bool {
     let pods: Api<Pod> = Api::namespaced(client.clone(), ns);
     let placed = |pod: Option<Pod>| pod.and_then(|p| p.spec?.node_name);
     let brokers = [format!("events-{name}-0-0"), format!("events-{name}-1-0")];
@@ -597,6 +606,24 @@ async fn write_foreign_records(testbed: &Testbed, client: &kube::Client, ns: &st
         brokers[0],
         String::from_utf8_lossy(&output.stderr)
     );
+    // The broker's life after the write, until the copy has been checked.
+    let life = |pod: &Pod| {
+        let restarts = pod
+            .status
+            .as_ref()
+            .and_then(|s| s.container_statuses.as_ref())
+            .map(|all| all.iter().map(|c| c.restart_count).sum::<i32>());
+        (pod.metadata.uid.clone(), restarts)
+    };
+    let written = life(&pods.get(&brokers[0]).await.expect("broker pod"));
+    while phase_of(client, ns, name).await == "Replaying" {
+        match pods.get_opt(&brokers[0]).await.expect("broker pod") {
+            Some(pod) if life(&pod) == written => {}
+            _ => return false,
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    true
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -686,10 +713,14 @@ async fn backfills_of_a_million_records_reach_the_reference_through_faults_and_l
         async move { write_foreign_records(testbed, &client, &ns, "doubled").await }
     });
     let status = check_run(testbed, &client, &ns, "doubled", (&source, &before)).await;
-    written.await.expect("foreign records written");
+    let kept = written.await.expect("foreign records written");
     let copies = status["replay"]["reruns"].as_i64().unwrap_or(0);
     println!("doubled: records written by another producer mid-replay; the range was copied again {copies} time(s)");
-    assert!(copies >= 1, "the foreign records went unnoticed: {status}");
+    if kept {
+        assert!(copies >= 1, "the foreign records went unnoticed: {status}");
+    } else {
+        println!("doubled: the broker holding the foreign records restarted before the copy was checked, taking them with it; only the output was checked");
+    }
 
     // The control plane restarted while replay workers copy: the API server,
     // then etcd, each down for 5 s. The operator's leader loses its 4 s
