@@ -2,6 +2,7 @@
 //! writer, the error policy and the wiring.
 
 pub mod backfill;
+pub mod common;
 mod events;
 mod finalizer;
 pub mod kafka_cluster_set;

@@ -9,7 +9,7 @@ use kube::{Api, ResourceExt};
 use super::objects;
 use crate::api::backfill::Backfill;
 use crate::api::pipeline::{JobState as PipelineState, Pipeline, PipelineSpec};
-use crate::controller::pipeline::snapshots;
+use crate::controller::common::snapshots;
 use crate::discovery::{config_map_name, DiscoveryDocument, DOCUMENT_KEY};
 use crate::error::Error;
 

@@ -4,7 +4,7 @@ use super::derived::derived_name_of;
 use crate::api::backfill::{BackfillPhase, BackfillSpec, BackfillStatus, StartStateType};
 use crate::api::pipeline::Pipeline;
 use crate::api::savepoint::Savepoint;
-use crate::controller::pipeline::consumer::MAX_CONSUMER_NAME;
+use crate::controller::common::pipelines::MAX_CONSUMER_NAME;
 use crate::validation::{check_duration, unchangeable, ProblemReason, Referenced, SpecProblem};
 
 /// The objects a Backfill names.

@@ -13,11 +13,11 @@ use k8s_openapi::jiff::Timestamp;
 use kube::api::ListParams;
 use kube::{Api, ResourceExt};
 
-use super::provider::Endpoint;
 use super::publish::last_end;
 use crate::api::kafka_cluster_set::{
     DrainedSegment, KafkaClusterSet, KafkaClusterSetStatus, MigrationStatus,
 };
+use crate::controller::common::provider::Endpoint;
 use crate::controller::Shared;
 use crate::discovery::acknowledgement::{acknowledgements, producer_selector, written_ends};
 use crate::error::Error;

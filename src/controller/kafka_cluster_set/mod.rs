@@ -2,10 +2,8 @@
 //! clusters are reached, its streams put on every cluster and its discovery
 //! document published.
 
-pub mod builtin;
 pub mod ephemeral;
 pub mod migration;
-pub mod provider;
 pub mod publish;
 pub mod retire;
 pub mod sync;
@@ -26,11 +24,11 @@ use super::{drive, reconcile, watch, watch_metadata, Ctx, Kind, Shared};
 use crate::api::backfill::Backfill;
 use crate::api::common::CommonStatus;
 use crate::api::kafka_cluster_set::KafkaClusterSet;
+use crate::controller::common::provider::Providers;
 use crate::discovery::acknowledgement::{CLIENT_LABEL, CLUSTER_SET_LABEL, PRODUCER};
 use crate::error::Error;
 use crate::kafka::rdkafka_admin::RdKafkaAdmin;
 use crate::shutdown::Shutdown;
-use provider::Providers;
 use sync::{SetDeps, SyncSet};
 
 impl Kind for KafkaClusterSet {

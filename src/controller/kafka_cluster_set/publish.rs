@@ -6,8 +6,8 @@ use k8s_openapi::api::core::v1::ConfigMap;
 use kube::api::{ObjectMeta, Patch, PatchParams};
 use kube::{Api, Client, Resource, ResourceExt};
 
-use super::provider::Endpoint;
 use crate::api::kafka_cluster_set::{KafkaClusterSet, KafkaClusterSetStatus};
+use crate::controller::common::provider::Endpoint;
 use crate::controller::reconcile::FIELD_MANAGER;
 use crate::discovery::{
     config_map_name, ClusterState, DiscoveredCluster, DiscoveredStream, DiscoveryDocument,

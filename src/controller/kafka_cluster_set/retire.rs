@@ -5,8 +5,8 @@
 
 use std::collections::BTreeMap;
 
-use super::provider::{ClusterProvider, Endpoint};
 use crate::api::kafka_cluster_set::{DrainedSegment, KafkaClusterSet, KafkaClusterSetStatus};
+use crate::controller::common::provider::{ClusterProvider, Endpoint};
 use crate::kafka::{GroupOffsets, KafkaAdmin};
 
 /// Where the retirement of one cluster stands.

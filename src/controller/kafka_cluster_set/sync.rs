@@ -13,7 +13,6 @@ use kube::runtime::reflector::Store;
 use kube::ResourceExt;
 
 use super::migration::{self, Step};
-use super::provider::{ClusterProvider, ProviderError};
 use super::publish;
 use super::retire::{self, Retirement};
 use super::{ephemeral, validate};
@@ -23,6 +22,7 @@ use crate::api::kafka_cluster_set::{
     TopicStatus,
 };
 use crate::conditions::{ConditionStatus, DEGRADED, PROGRESSING, READY};
+use crate::controller::common::provider::{ClusterProvider, ProviderError};
 use crate::controller::reconcile::Act;
 use crate::controller::status::{own_fields, Outcome, Requeue, Wanted};
 use crate::controller::{cache_ready, Shared};

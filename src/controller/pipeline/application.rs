@@ -25,11 +25,11 @@ use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use kube::api::{Patch, PatchParams};
 use kube::{Api, Client, ResourceExt};
 
-use super::consumer::{mount_discovery, PIPELINE_LABEL};
-use super::snapshots;
+use super::consumer::mount_discovery;
 use crate::api::common::Resources;
 use crate::api::pipeline::{FlinkEngine, Pipeline};
 use crate::controller::apply_if_changed;
+use crate::controller::common::pipelines::{owner, PIPELINE_LABEL};
 use crate::controller::pod_security::restrict;
 use crate::controller::reconcile::FIELD_MANAGER;
 use crate::error::Error;
@@ -171,7 +171,7 @@ fn metadata(
         name: Some(name),
         namespace: pipeline.namespace(),
         labels: Some(labels(pipeline, component)),
-        owner_references: Some(vec![snapshots::owner(pipeline)?]),
+        owner_references: Some(vec![owner(pipeline)?]),
         ..ObjectMeta::default()
     })
 }

@@ -16,19 +16,18 @@ use k8s_openapi::api::core::v1::{
     VolumeMount,
 };
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
-use kube::api::{DeleteParams, ListParams};
+use kube::api::DeleteParams;
 use kube::core::DeserializeGuard;
 use kube::runtime::reflector::Store;
 use kube::{Api, Client, ResourceExt};
 
 use super::lag_book::{LagBook, MEASURE_EVERY};
-use super::offsets::ReadView;
-use super::snapshots;
-use crate::api::pipeline::{
-    ConsumerEngine, JobState, JobStatus, Pipeline, PipelineSpec, PipelineStatus,
-};
+use crate::api::pipeline::{ConsumerEngine, JobState, JobStatus, Pipeline, PipelineStatus};
 use crate::api::savepoint::{Savepoint, SavepointPhase};
 use crate::conditions::{ConditionStatus, READY};
+use crate::controller::common::offsets::ReadView;
+use crate::controller::common::pipelines::{groups, owner, pods_of, PIPELINE_LABEL};
+use crate::controller::common::snapshots::HANDOFF_ANNOTATION;
 use crate::controller::pod_security::restrict;
 use crate::controller::status::{own_fields, Outcome, Requeue, Wanted};
 use crate::controller::{apply_if_changed, lookup};
@@ -42,8 +41,6 @@ pub const DISCOVERY_DIR: &str = "/etc/kappa/discovery";
 const RESTART_ANNOTATION: &str = "kappa.dev/restart-nonce";
 /// The volume that mounts it.
 const DISCOVERY_VOLUME: &str = "kappa-discovery";
-/// Label naming the pipeline a StatefulSet or Deployment runs.
-pub const PIPELINE_LABEL: &str = "kappa.dev/pipeline";
 /// How often a StatefulSet that is rolling out is looked at (its changes also wake the pipeline).
 const ROLLING_RECHECK: Duration = Duration::from_secs(10);
 /// How often a restore waiting for its Savepoint, or a pipeline waiting for
@@ -51,24 +48,6 @@ const ROLLING_RECHECK: Duration = Duration::from_secs(10);
 const STOPPING_RECHECK: Duration = Duration::from_secs(2);
 /// The replica count every container is told.
 const REPLICAS_ENV: &str = "KAPPA_REPLICAS";
-/// The longest name of a consumer pipeline: its StatefulSet labels each
-/// revision `<name>-<10 characters>`, and a label value has at most 63.
-pub const MAX_CONSUMER_NAME: usize = 63 - 11;
-
-/// The consumer group of each input, `<pipeline>-<stream>` unless set.
-pub fn groups(name: &str, spec: &PipelineSpec) -> Vec<(String, String)> {
-    spec.inputs
-        .iter()
-        .map(|input| {
-            let group = input
-                .consumer_group
-                .clone()
-                .unwrap_or_else(|| format!("{name}-{}", input.stream));
-            (input.stream.clone(), group)
-        })
-        .collect()
-}
-
 /// An environment variable set to `value`.
 fn value(name: &str, value: String) -> EnvVar {
     EnvVar {
@@ -179,7 +158,7 @@ pub fn stateful_set(
             name: Some(name.clone()),
             namespace: pipeline.namespace(),
             labels: Some(labels.clone()),
-            owner_references: Some(vec![snapshots::owner(pipeline)?]),
+            owner_references: Some(vec![owner(pipeline)?]),
             ..ObjectMeta::default()
         },
         spec: StatefulSetSpec {
@@ -262,10 +241,7 @@ fn pending_restore(pipeline: &Pipeline) -> Option<(&str, RestoreFor)> {
     if let Some(wanted) = spec {
         return Some((wanted, RestoreFor::Spec));
     }
-    let handoff = pipeline
-        .annotations()
-        .get(snapshots::HANDOFF_ANNOTATION)?
-        .as_str();
+    let handoff = pipeline.annotations().get(HANDOFF_ANNOTATION)?.as_str();
     (status.and_then(|s| s.handed_off_from.as_deref()) != Some(handoff))
         .then_some((handoff, RestoreFor::Handoff))
 }
@@ -289,17 +265,6 @@ async fn apply(
 async fn pods(client: &Client, pipeline: &Pipeline) -> Result<Vec<Pod>, Error> {
     let namespace = pipeline.namespace().unwrap_or_default();
     pods_of(client, &namespace, &pipeline.name_any()).await
-}
-
-/// The pods of Pipeline `name` in `namespace` that still exist, terminating
-/// ones included, also once the Pipeline itself is gone.
-pub async fn pods_of(client: &Client, namespace: &str, name: &str) -> Result<Vec<Pod>, Error> {
-    let pods: Api<Pod> = Api::namespaced(client.clone(), namespace);
-    let selector = format!("{PIPELINE_LABEL}={name}");
-    Ok(pods
-        .list(&ListParams::default().labels(&selector))
-        .await?
-        .items)
 }
 
 /// Container restarts over `pods`.
@@ -590,7 +555,7 @@ mod tests {
         }));
         pipeline
             .annotations_mut()
-            .insert(snapshots::HANDOFF_ANNOTATION.into(), "bf-handoff-1".into());
+            .insert(HANDOFF_ANNOTATION.into(), "bf-handoff-1".into());
         assert_eq!(pending_restore(&pipeline), Some(("snap", RestoreFor::Spec)));
         let status = pipeline.status.get_or_insert_with(Default::default);
         status.restored_from = Some("snap".into());

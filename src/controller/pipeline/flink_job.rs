@@ -247,7 +247,7 @@ impl FlinkJob<'_> {
                 let deployment = self.status.job.as_ref().and_then(|j| j.deployment);
                 let deployment = deployment.unwrap_or_default();
                 let (client, savepoints) = (self.client, self.savepoints);
-                super::snapshots::record_stop(
+                crate::controller::common::snapshots::record_stop(
                     client,
                     savepoints,
                     self.pipeline,

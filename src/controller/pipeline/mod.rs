@@ -7,7 +7,6 @@ pub mod application;
 pub mod consumer;
 pub mod flink_job;
 pub mod lag_book;
-pub mod offsets;
 pub mod slo;
 pub mod snapshots;
 pub mod validate;

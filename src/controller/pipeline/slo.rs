@@ -15,9 +15,8 @@ use kube::runtime::reflector::{ObjectRef, Store};
 use kube::{Api, Client, ResourceExt};
 use sha2::{Digest, Sha256};
 
-use super::consumer::PIPELINE_LABEL;
-use super::snapshots::owner;
 use crate::api::pipeline::{ObjectiveStatus, Pipeline, PipelineStatus, SloStatus};
+use crate::controller::common::pipelines::{owner, PIPELINE_LABEL};
 use crate::controller::{apply_unless_current, cache_ready, gone};
 use crate::error::Error;
 use crate::slo::budget::Budget;

@@ -1,10 +1,10 @@
 //! Rules for a Pipeline that its schema cannot express, including its references.
 
 use super::application::{flink_memory, MAX_NAME};
-use super::consumer::MAX_CONSUMER_NAME;
 use crate::api::kafka_cluster_set::KafkaClusterSet;
 use crate::api::pipeline::{EngineType, FlinkEngine, FlinkMode, PipelineSpec};
 use crate::api::savepoint::{Savepoint, SavepointType};
+use crate::controller::common::pipelines::MAX_CONSUMER_NAME;
 use crate::slo::SloModel;
 use crate::validation::{check_duration, ProblemReason, Referenced, SpecProblem};
 

@@ -7,7 +7,7 @@ use super::super::objects;
 use super::super::run::{RunBackfill, Step, RECHECK};
 use crate::api::backfill::{Backfill, BackfillPhase, BackfillStatus};
 use crate::api::pipeline::Pipeline;
-use crate::controller::pipeline::snapshots;
+use crate::controller::common::snapshots;
 use crate::controller::status::Requeue;
 use crate::error::Error;
 

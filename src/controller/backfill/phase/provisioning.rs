@@ -13,7 +13,7 @@ use super::super::progress::progress;
 use super::super::run::{RunBackfill, Step, RANGE_RECHECK, RECHECK};
 use super::replaying::stored_plan;
 use crate::api::backfill::{Backfill, BackfillPhase, BackfillStatus, ReplayStatus, StreamOffsets};
-use crate::controller::kafka_cluster_set::provider::{ClusterProvider, ProviderError, Providers};
+use crate::controller::common::provider::{ClusterProvider, ProviderError, Providers};
 use crate::controller::status::Requeue;
 use crate::error::Error;
 use crate::replay::plan::{locate, LocateError, ReplayPlan};

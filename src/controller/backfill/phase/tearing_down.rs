@@ -14,8 +14,8 @@ use super::super::objects;
 use super::super::run::{now, since, RunBackfill, Step, RECHECK};
 use crate::api::backfill::{Backfill, BackfillPhase, BackfillStatus};
 use crate::api::pipeline::Pipeline;
+use crate::controller::common::pipelines;
 use crate::controller::gone;
-use crate::controller::pipeline::consumer;
 use crate::controller::status::Requeue;
 use crate::error::Error;
 
@@ -34,7 +34,7 @@ impl RunBackfill<'_> {
         // Pipeline while the garbage collector removes its StatefulSet.
         let stopping = match gone(pipelines.delete(&job, &params).await)? {
             false => Some(format!("stopping the backfill job `{job}`")),
-            true => match consumer::pods_of(&self.shared.client, &namespace, &job)
+            true => match pipelines::pods_of(&self.shared.client, &namespace, &job)
                 .await?
                 .len()
             {

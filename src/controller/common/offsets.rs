@@ -8,11 +8,11 @@ use std::collections::{BTreeMap, BTreeSet};
 use k8s_openapi::api::core::v1::ConfigMap;
 use kube::{Api, Client, ResourceExt};
 
-use super::consumer::groups;
+use super::pipelines::groups;
+use super::provider::{discovered_connection, ProviderError};
 use crate::api::pipeline::{Pipeline, StreamLag};
 use crate::api::savepoint::PartitionOffset;
 use crate::client::segments::{oldest_unread, unread, Positions, Unread};
-use crate::controller::kafka_cluster_set::provider::{discovered_connection, ProviderError};
 use crate::discovery::{config_map_name, DiscoveredStream, DiscoveryDocument, DOCUMENT_KEY};
 use crate::kafka::{ClusterConnection, KafkaAdmin, KafkaError};
 
