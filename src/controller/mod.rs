@@ -12,6 +12,7 @@ mod pod_security;
 mod reconcile;
 pub mod savepoint;
 mod status;
+mod watches;
 
 use std::collections::HashMap;
 use std::fmt::Debug;
@@ -25,7 +26,7 @@ use kube::api::{Patch, PatchParams};
 use kube::core::PartialObjectMeta;
 use kube::core::{DeserializeGuard, NamespaceResourceScope};
 use kube::runtime::events::Recorder;
-use kube::runtime::reflector::{self, ObjectRef, Store};
+use kube::runtime::reflector::{ObjectRef, Store};
 use kube::runtime::utils::Backoff;
 use kube::runtime::{watcher, Controller, WatchStreamExt};
 use kube::{Api, Client, Resource, ResourceExt};
@@ -39,6 +40,7 @@ use crate::flink::jar::JarPolicy;
 use crate::metrics::{Metrics, Present};
 use crate::shutdown::Shutdown;
 use crate::slo::SloSettings;
+use watches::Watches;
 
 /// What every controller shares.
 pub struct Shared {
@@ -141,27 +143,6 @@ pub struct Ctx<S> {
     pub shared: Arc<Shared>,
     /// Caches of referenced kinds.
     pub stores: S,
-}
-
-/// A watched kind: its cache, and a stream that yields each changed or
-/// deleted object after the cache has taken it in.
-type Watched<K> = (
-    Store<DeserializeGuard<K>>,
-    std::pin::Pin<Box<dyn Stream<Item = Result<DeserializeGuard<K>, watcher::Error>> + Send>>,
-);
-
-fn watch<K: Kind>(shared: &Shared) -> Watched<K> {
-    let (reader, writer) = reflector::store();
-    let stream = watcher(
-        shared.api::<DeserializeGuard<K>>(),
-        watcher::Config::default(),
-    )
-    .default_backoff()
-    .modify(|object: &mut DeserializeGuard<K>| object.managed_fields_mut().clear())
-    .reflect(writer)
-    .touched_objects()
-    .boxed();
-    (reader, stream)
 }
 
 /// The objects of kind `K` that `config` selects, by their metadata, as a
@@ -410,17 +391,24 @@ pub async fn run(scopes: Vec<Arc<Shared>>, shutdown: Shutdown) {
 
 /// Runs the four controllers of one scope until `shutdown` completes.
 async fn run_scope(shared: Arc<Shared>, shutdown: Shutdown) {
+    let mut watches = Watches::new();
+    let sets = kafka_cluster_set::run(shared.clone(), &mut watches, shutdown.clone());
+    let pipelines = pipeline::run(shared.clone(), &mut watches, shutdown.clone());
+    let savepoints = savepoint::run(shared.clone(), &mut watches, shutdown.clone());
+    let backfills = backfill::run(shared.clone(), &mut watches, shutdown.clone());
     tokio::join!(
-        kafka_cluster_set::run(shared.clone(), shutdown.clone()),
-        pipeline::run(shared.clone(), shutdown.clone()),
-        savepoint::run(shared.clone(), shutdown.clone()),
-        backfill::run(shared, shutdown),
+        sets,
+        pipelines,
+        savepoints,
+        backfills,
+        watches.run(&shared, shutdown)
     );
 }
 
 #[cfg(test)]
 mod tests {
     use k8s_openapi::api::core::v1::ConfigMap;
+    use kube::runtime::reflector;
     use kube::runtime::watcher::Event;
 
     use super::*;

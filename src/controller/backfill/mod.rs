@@ -12,6 +12,7 @@ pub mod run;
 pub mod validate;
 pub mod view;
 
+use std::future::Future;
 use std::sync::Arc;
 
 use kube::core::DeserializeGuard;
@@ -24,13 +25,10 @@ use k8s_openapi::api::batch::v1::Job;
 use kube::runtime::watcher;
 use kube::ResourceExt;
 
-use super::{
-    cache_ready, drive, lookup, reconcile, referrers, watch, watch_metadata, Ctx, Kind, Shared,
-};
+use super::watches::Watches;
+use super::{cache_ready, drive, lookup, reconcile, referrers, watch_metadata, Ctx, Kind, Shared};
 use crate::api::backfill::Backfill;
 use crate::api::common::CommonStatus;
-use crate::api::kafka_cluster_set::KafkaClusterSet;
-use crate::api::pipeline::Pipeline;
 use crate::api::savepoint::Savepoint;
 use crate::error::Error;
 use crate::kafka::rdkafka_admin::RdKafkaAdmin;
@@ -100,11 +98,16 @@ async fn reconcile(
 }
 
 /// Runs the Backfill controller until `shutdown` completes.
-pub async fn run(shared: Arc<Shared>, shutdown: Shutdown) {
-    let (reader, stream) = watch::<Backfill>(&shared);
-    let (pipelines, pipelines_stream) = watch::<Pipeline>(&shared);
-    let (savepoints, savepoints_stream) = watch::<Savepoint>(&shared);
-    let (sets, sets_stream) = watch::<KafkaClusterSet>(&shared);
+pub fn run(
+    shared: Arc<Shared>,
+    watches: &mut Watches,
+    shutdown: Shutdown,
+) -> impl Future<Output = ()> {
+    let (reader, stream) = (watches.backfills.store(), watches.backfills.subscribe());
+    let (pipelines, pipelines_stream) = (watches.pipelines.store(), watches.pipelines.subscribe());
+    let (savepoints, savepoints_stream) =
+        (watches.savepoints.store(), watches.savepoints.subscribe());
+    let (sets, sets_stream) = (watches.sets.store(), watches.sets.subscribe());
     let by_pipeline = reader.clone();
     let by_savepoint = reader.clone();
     let by_set = reader.clone();
@@ -141,5 +144,5 @@ pub async fn run(shared: Arc<Shared>, shutdown: Shutdown) {
             },
         },
     });
-    drive(controller, ctx, reconcile, shutdown).await;
+    drive(controller, ctx, reconcile, shutdown)
 }

@@ -9,6 +9,7 @@ pub mod retire;
 pub mod sync;
 pub mod validate;
 
+use std::future::Future;
 use std::sync::Arc;
 
 use k8s_openapi::api::apps::v1::StatefulSet;
@@ -20,8 +21,8 @@ use kube::runtime::reflector::ObjectRef;
 use kube::runtime::{watcher, Controller};
 use kube::ResourceExt;
 
-use super::{drive, reconcile, watch, watch_metadata, Ctx, Kind, Shared};
-use crate::api::backfill::Backfill;
+use super::watches::Watches;
+use super::{drive, reconcile, watch_metadata, Ctx, Kind, Shared};
 use crate::api::common::CommonStatus;
 use crate::api::kafka_cluster_set::KafkaClusterSet;
 use crate::controller::common::provider::Providers;
@@ -50,9 +51,13 @@ async fn reconcile(
 }
 
 /// Runs the KafkaClusterSet controller until `shutdown` completes.
-pub async fn run(shared: Arc<Shared>, shutdown: Shutdown) {
-    let (reader, stream) = watch::<KafkaClusterSet>(&shared);
-    let (backfills, backfills_stream) = watch::<Backfill>(&shared);
+pub fn run(
+    shared: Arc<Shared>,
+    watches: &mut Watches,
+    shutdown: Shutdown,
+) -> impl Future<Output = ()> {
+    let (reader, stream) = (watches.sets.store(), watches.sets.subscribe());
+    let (backfills, backfills_stream) = (watches.backfills.store(), watches.backfills.subscribe());
     let managed =
         || watcher::Config::default().labels("app.kubernetes.io/managed-by=kappa-operator");
     // A producer acknowledging an epoch moves a migration on.
@@ -89,5 +94,4 @@ pub async fn run(shared: Arc<Shared>, shutdown: Shutdown) {
         reconcile,
         shutdown,
     )
-    .await;
 }

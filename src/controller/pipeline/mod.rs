@@ -11,6 +11,7 @@ pub mod slo;
 pub mod snapshots;
 pub mod validate;
 
+use std::future::Future;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -28,9 +29,9 @@ use kube::{Api, ResourceExt};
 
 use super::reconcile::Act;
 use super::status::{Outcome, Requeue};
+use super::watches::Watches;
 use super::{
-    cache_ready, drive, finalizer, lookup, reconcile, referrers, watch, watch_metadata, Ctx, Kind,
-    Shared,
+    cache_ready, drive, finalizer, lookup, reconcile, referrers, watch_metadata, Ctx, Kind, Shared,
 };
 use crate::api::common::CommonStatus;
 use crate::api::kafka_cluster_set::KafkaClusterSet;
@@ -378,10 +379,15 @@ async fn reconcile(
 }
 
 /// Runs the Pipeline controller until `shutdown` completes.
-pub async fn run(shared: Arc<Shared>, shutdown: Shutdown) {
-    let (reader, stream) = watch::<Pipeline>(&shared);
-    let (sets, sets_stream) = watch::<KafkaClusterSet>(&shared);
-    let (savepoints, savepoints_stream) = watch::<Savepoint>(&shared);
+pub fn run(
+    shared: Arc<Shared>,
+    watches: &mut Watches,
+    shutdown: Shutdown,
+) -> impl Future<Output = ()> {
+    let (reader, stream) = (watches.pipelines.store(), watches.pipelines.subscribe());
+    let (sets, sets_stream) = (watches.sets.store(), watches.sets.subscribe());
+    let (savepoints, savepoints_stream) =
+        (watches.savepoints.store(), watches.savepoints.subscribe());
     let by_set = reader.clone();
     let by_savepoint = reader.clone();
     let managed = watcher::Config::default().labels("app.kubernetes.io/managed-by=kappa-operator");
@@ -424,12 +430,12 @@ pub async fn run(shared: Arc<Shared>, shutdown: Shutdown) {
         });
     let observations = Arc::new(Observations::default());
     let budgets = Arc::new(Budgets::default());
-    let sampler = tokio::spawn(sample_slos(
+    let sampling = sample_slos(
         shared.clone(),
         sampled,
         observations.clone(),
         budgets.clone(),
-    ));
+    );
     let prometheus = shared
         .slo
         .prometheus_url
@@ -451,8 +457,11 @@ pub async fn run(shared: Arc<Shared>, shutdown: Shutdown) {
             lag: LagBook::default(),
         },
     });
-    drive(controller, ctx, reconcile, shutdown).await;
-    sampler.abort();
+    async move {
+        let sampler = tokio::spawn(sampling);
+        drive(controller, ctx, reconcile, shutdown).await;
+        sampler.abort();
+    }
 }
 
 /// Samples every objective of every pipeline SLO every

@@ -9,6 +9,7 @@ pub mod lifecycle;
 pub mod offsets;
 pub mod validate;
 
+use std::future::Future;
 use std::sync::Arc;
 
 use futures::future::BoxFuture;
@@ -22,7 +23,8 @@ use kube::{Api, ResourceExt};
 use super::pipeline::referenced;
 use super::reconcile::Act;
 use super::status::Outcome;
-use super::{drive, finalizer, lookup, reconcile, referrers, watch, Ctx, Kind, Shared};
+use super::watches::Watches;
+use super::{drive, finalizer, lookup, reconcile, referrers, Ctx, Kind, Shared};
 use crate::api::common::CommonStatus;
 use crate::api::pipeline::Pipeline;
 use crate::api::savepoint::{Savepoint, SavepointType};
@@ -112,9 +114,13 @@ async fn reconcile(
 }
 
 /// Runs the Savepoint controller until `shutdown` completes.
-pub async fn run(shared: Arc<Shared>, shutdown: Shutdown) {
-    let (reader, stream) = watch::<Savepoint>(&shared);
-    let (pipelines, pipelines_stream) = watch::<Pipeline>(&shared);
+pub fn run(
+    shared: Arc<Shared>,
+    watches: &mut Watches,
+    shutdown: Shutdown,
+) -> impl Future<Output = ()> {
+    let (reader, stream) = (watches.savepoints.store(), watches.savepoints.subscribe());
+    let (pipelines, pipelines_stream) = (watches.pipelines.store(), watches.pipelines.subscribe());
     let by_pipeline = reader.clone();
     let controller =
         Controller::for_stream(stream, reader).watches_stream(pipelines_stream, move |pipeline| {
@@ -131,5 +137,5 @@ pub async fn run(shared: Arc<Shared>, shutdown: Shutdown) {
             admin: Arc::new(RdKafkaAdmin::default()),
         },
     });
-    drive(controller, ctx, reconcile, shutdown).await;
+    drive(controller, ctx, reconcile, shutdown)
 }
