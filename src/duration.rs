@@ -64,6 +64,80 @@ pub fn parse_duration(text: &str) -> Result<Duration, DurationError> {
     Ok(Duration::from_millis(total_ms))
 }
 
+/// A duration field of a spec, read once when the object is read: the text
+/// as the user wrote it (written back unchanged) and what it stands for.
+/// The schema admits only well-formed text (`DURATION_PATTERN`), so the
+/// one error it can hold is a value too long for 64 bits of milliseconds,
+/// which validation reports under the field's name.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SpecDuration {
+    text: String,
+    read: Result<Duration, DurationError>,
+}
+
+impl SpecDuration {
+    /// What the user wrote.
+    pub fn as_str(&self) -> &str {
+        &self.text
+    }
+
+    /// The duration it stands for.
+    pub fn get(&self) -> Result<Duration, &DurationError> {
+        self.read.as_ref().copied()
+    }
+
+    /// The duration, or none when it cannot be read (validation has then
+    /// refused the object already).
+    pub fn ok(&self) -> Option<Duration> {
+        self.get().ok()
+    }
+}
+
+impl From<&str> for SpecDuration {
+    fn from(text: &str) -> Self {
+        Self {
+            text: text.to_string(),
+            read: parse_duration(text),
+        }
+    }
+}
+
+impl std::fmt::Display for SpecDuration {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.text)
+    }
+}
+
+impl serde::Serialize for SpecDuration {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(&self.text)
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for SpecDuration {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let text = String::deserialize(deserializer)?;
+        Ok(Self::from(text.as_str()))
+    }
+}
+
+impl schemars::JsonSchema for SpecDuration {
+    fn inline_schema() -> bool {
+        true
+    }
+
+    fn schema_name() -> std::borrow::Cow<'static, str> {
+        "SpecDuration".into()
+    }
+
+    fn json_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+        schemars::json_schema!({
+            "type": "string",
+            "pattern": crate::api::common::DURATION_PATTERN,
+        })
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -97,6 +171,22 @@ mod tests {
             parse_duration("99999999999999999999d"),
             Err(DurationError::Overflow(_))
         ));
+    }
+
+    #[test]
+    fn a_spec_duration_keeps_its_text_and_reads_once() {
+        let read: SpecDuration = serde_json::from_str("\"1h30m\"").expect("a string");
+        assert_eq!(read.get(), Ok(Duration::from_secs(5400)));
+        assert_eq!(
+            serde_json::to_string(&read).expect("serializes"),
+            "\"1h30m\""
+        );
+        let too_long = SpecDuration::from("99999999999999999999d");
+        assert_eq!(
+            too_long.get(),
+            Err(&DurationError::Overflow("99999999999999999999d".into()))
+        );
+        assert_eq!(too_long.ok(), None);
     }
 
     proptest::proptest! {

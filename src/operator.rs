@@ -9,7 +9,11 @@ use kube::runtime::events::{Recorder, Reporter};
 
 use crate::controller::{self, Shared};
 use crate::flink::jar::JarPolicy;
+use crate::flink::rest::RestFlink;
+use crate::flink::FlinkApi;
 use crate::http::{self, Health};
+use crate::kafka::rdkafka_admin::RdKafkaAdmin;
+use crate::kafka::KafkaAdmin;
 use crate::kube_client;
 use crate::leader::{LeaderElector, LeaseSettings};
 use crate::metrics::Metrics;
@@ -103,6 +107,10 @@ pub async fn run(settings: Settings) -> Result<(), RunError> {
     } else {
         settings.namespaces.into_iter().map(Some).collect()
     };
+    // One client each for every scope: a Kafka cluster or a Flink cluster
+    // is connected to once, whichever controller asks.
+    let flink: Arc<dyn FlinkApi> = Arc::new(RestFlink::new(settings.jars.clone()));
+    let kafka: Arc<dyn KafkaAdmin> = Arc::new(RdKafkaAdmin::default());
     let shared: Vec<Arc<Shared>> = scopes
         .into_iter()
         .map(|scope| {
@@ -112,7 +120,8 @@ pub async fn run(settings: Settings) -> Result<(), RunError> {
                 metrics.clone(),
                 scope,
                 settings.slo.clone(),
-                settings.jars.clone(),
+                flink.clone(),
+                kafka.clone(),
             ))
         })
         .collect();

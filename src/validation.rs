@@ -3,6 +3,8 @@
 use std::collections::BTreeSet;
 use std::fmt;
 
+use crate::duration::SpecDuration;
+
 /// The condition reason a problem is reported under. These strings are an
 /// API: users and alerts match on them.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
@@ -186,10 +188,11 @@ pub fn duplicates<'a>(
         .collect()
 }
 
-/// A problem when a duration field does not parse (the schema pattern lets
+/// A problem when a duration field cannot be read (the schema pattern lets
 /// through only well-formed strings, but an overflow can still slip by).
-pub fn check_duration(field: &str, value: &str) -> Option<SpecProblem> {
-    crate::duration::parse_duration(value)
+pub fn check_duration(field: &str, value: &SpecDuration) -> Option<SpecProblem> {
+    value
+        .get()
         .err()
         .map(|e| SpecProblem::invalid(field, e.to_string()))
 }

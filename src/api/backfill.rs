@@ -5,7 +5,8 @@ use kube::CustomResource;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-use super::common::{CommonStatus, DURATION_PATTERN, NAME_PATTERN};
+use super::common::{CommonStatus, NAME_PATTERN};
+use crate::duration::SpecDuration;
 
 /// A reprocessing run: extra clusters are added, the time range is replayed
 /// into them, a backfill job runs, its state is handed to the live pipeline,
@@ -59,11 +60,10 @@ pub struct BackfillSpec {
     pub completion: Completion,
     /// Keep the extra clusters this long after completion before tearing them down.
     #[serde(default = "default_teardown_after")]
-    #[schemars(regex(pattern = DURATION_PATTERN))]
-    pub teardown_after: String,
+    pub teardown_after: SpecDuration,
 }
 
-fn default_teardown_after() -> String {
+fn default_teardown_after() -> SpecDuration {
     "0s".into()
 }
 

@@ -7,9 +7,9 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use super::common::{
-    CommonStatus, Resources, SecretKeyRef, DURATION_PATTERN, NAME_PATTERN, QUANTITY_PATTERN,
-    TOPIC_PATTERN,
+    CommonStatus, Resources, SecretKeyRef, NAME_PATTERN, QUANTITY_PATTERN, TOPIC_PATTERN,
 };
+use crate::duration::SpecDuration;
 
 /// A set of immutable Kafka clusters that carry the same logical streams, and
 /// how producers and consumers are routed among them.
@@ -311,8 +311,7 @@ pub struct StreamSpec {
     pub cleanup_policy: CleanupPolicy,
     /// How long records are kept (`retention.ms`); forever when unset.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(regex(pattern = DURATION_PATTERN))]
-    pub retention: Option<String>,
+    pub retention: Option<SpecDuration>,
     /// Move closed segments to remote storage (`remote.storage.enable`).
     #[serde(default)]
     pub tiered_storage: bool,

@@ -8,7 +8,8 @@ use kube::CustomResource;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-use super::common::{CommonStatus, Resources, DURATION_PATTERN, NAME_PATTERN};
+use super::common::{CommonStatus, Resources, NAME_PATTERN};
+use crate::duration::SpecDuration;
 
 /// One streaming job (Flink, or a plain consumer app) with its input and
 /// output streams, upgrade mode, savepoint policy and SLOs.
@@ -339,22 +340,20 @@ pub struct RestoreFrom {
 pub struct SavepointPolicy {
     /// Take a savepoint this often; none periodically when unset.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(regex(pattern = DURATION_PATTERN))]
-    pub interval: Option<String>,
+    pub interval: Option<SpecDuration>,
     /// Where savepoints are written (Flink), e.g. `s3://bucket/savepoints`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(min = 1))]
     pub target_directory: Option<String>,
     /// Give up on a savepoint after this long.
     #[serde(default = "default_savepoint_timeout")]
-    #[schemars(regex(pattern = DURATION_PATTERN))]
-    pub timeout: String,
+    pub timeout: SpecDuration,
     /// Which periodic savepoints are kept.
     #[serde(default)]
     pub retention: SavepointRetention,
 }
 
-fn default_savepoint_timeout() -> String {
+fn default_savepoint_timeout() -> SpecDuration {
     "10m".into()
 }
 
@@ -368,8 +367,7 @@ pub struct SavepointRetention {
     pub max_count: i32,
     /// Delete those older than this.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(regex(pattern = DURATION_PATTERN))]
-    pub max_age: Option<String>,
+    pub max_age: Option<SpecDuration>,
 }
 
 impl Default for SavepointRetention {
@@ -394,8 +392,7 @@ pub struct Slo {
     /// Maximum acceptable age of the oldest unread record, e.g. `30s`; at
     /// least the 15 s at which lag is measured.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(regex(pattern = DURATION_PATTERN))]
-    pub freshness: Option<String>,
+    pub freshness: Option<SpecDuration>,
     /// Maximum acceptable lag in records, over all inputs.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 0))]
@@ -410,8 +407,7 @@ pub struct Slo {
     /// alert windows scale with it, so it must be at least `6d` for the
     /// shortest of them to span a minute.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(regex(pattern = DURATION_PATTERN))]
-    pub window: Option<String>,
+    pub window: Option<SpecDuration>,
     /// Runbook linked from the alerts; the `docs/alerts.md` section of the
     /// alert when unset.
     #[serde(default, skip_serializing_if = "Option::is_none")]

@@ -236,7 +236,7 @@ fn backfill(args: &StartArgs) -> Result<Backfill, PluginError> {
             CompletionArg::Handoff => Completion::Handoff,
             CompletionArg::OutputOnly => Completion::OutputOnly,
         },
-        teardown_after: args.teardown_after.clone(),
+        teardown_after: args.teardown_after.as_str().into(),
     };
     Ok(Backfill::new(&args.name, spec))
 }

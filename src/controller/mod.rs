@@ -36,7 +36,8 @@ use sha2::{Digest, Sha256};
 
 use crate::api::common::CommonStatus;
 use crate::error::Error;
-use crate::flink::jar::JarPolicy;
+use crate::flink::FlinkApi;
+use crate::kafka::KafkaAdmin;
 use crate::metrics::{Metrics, Present};
 use crate::shutdown::Shutdown;
 use crate::slo::SloSettings;
@@ -56,8 +57,11 @@ pub struct Shared {
     namespace: Option<String>,
     /// Where SLO rules go and where budgets are read from.
     pub slo: SloSettings,
-    /// What job jars may be.
-    pub jars: JarPolicy,
+    /// Flink's REST API, one client for every controller.
+    pub flink: Arc<dyn FlinkApi>,
+    /// Kafka's admin API, one long-lived client per cluster for every
+    /// controller.
+    pub kafka: Arc<dyn KafkaAdmin>,
 }
 
 impl Shared {
@@ -68,7 +72,8 @@ impl Shared {
         metrics: Arc<Metrics>,
         namespace: Option<String>,
         slo: SloSettings,
-        jars: JarPolicy,
+        flink: Arc<dyn FlinkApi>,
+        kafka: Arc<dyn KafkaAdmin>,
     ) -> Self {
         Self {
             client,
@@ -77,7 +82,8 @@ impl Shared {
             failures: Mutex::new(HashMap::new()),
             namespace,
             slo,
-            jars,
+            flink,
+            kafka,
         }
     }
 

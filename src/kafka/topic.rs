@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 
 use super::{DesiredTopic, ObservedTopic};
 use crate::api::kafka_cluster_set::{CleanupPolicy, StreamSpec};
-use crate::duration::parse_duration;
+use crate::duration::SpecDuration;
 
 /// The topic of a stream on every cluster: its name, size and configuration
 /// (the typed fields turned into Kafka's keys, then the raw `config`).
@@ -17,11 +17,7 @@ pub fn desired_topic(stream: &StreamSpec) -> DesiredTopic {
         CleanupPolicy::CompactDelete => "compact,delete",
     };
     config.insert("cleanup.policy".to_string(), policy.to_string());
-    if let Some(retention) = stream
-        .retention
-        .as_deref()
-        .and_then(|r| parse_duration(r).ok())
-    {
+    if let Some(retention) = stream.retention.as_ref().and_then(SpecDuration::ok) {
         config.insert(
             "retention.ms".to_string(),
             retention.as_millis().to_string(),

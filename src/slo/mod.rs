@@ -11,7 +11,7 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use crate::api::pipeline::Slo;
-use crate::duration::{format_duration, parse_duration};
+use crate::duration::{format_duration, SpecDuration};
 use crate::validation::SpecProblem;
 
 /// The window the SRE workbook's burn-rate table is written for; the alert
@@ -144,7 +144,7 @@ impl SloModel {
                 ),
             ));
         }
-        let freshness = match slo.freshness.as_deref().map(parse_duration) {
+        let freshness = match slo.freshness.as_ref().map(SpecDuration::get) {
             None => None,
             Some(Err(error)) => {
                 problems.push(SpecProblem::invalid(
@@ -167,7 +167,7 @@ impl SloModel {
             }
             Some(Ok(freshness)) => Some(freshness),
         };
-        let window = match slo.window.as_deref().map(parse_duration) {
+        let window = match slo.window.as_ref().map(SpecDuration::get) {
             None => DEFAULT_WINDOW,
             Some(Err(error)) => {
                 problems.push(SpecProblem::invalid("spec.slo.window", error.to_string()));

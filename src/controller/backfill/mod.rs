@@ -31,7 +31,6 @@ use crate::api::backfill::Backfill;
 use crate::api::common::CommonStatus;
 use crate::api::savepoint::Savepoint;
 use crate::error::Error;
-use crate::kafka::rdkafka_admin::RdKafkaAdmin;
 use crate::metrics::{Metrics, Present};
 use crate::shutdown::Shutdown;
 use run::{BackfillDeps, RunBackfill};
@@ -132,6 +131,7 @@ pub fn run(
                 b.status.as_ref().and_then(|s| s.cluster_set.as_deref()) == Some(name)
             })
         });
+    let admin = shared.kafka.clone();
     let ctx = Arc::new(Ctx {
         shared,
         stores: Stores {
@@ -139,7 +139,7 @@ pub fn run(
             deps: BackfillDeps {
                 pipelines,
                 sets,
-                admin: Arc::new(RdKafkaAdmin::default()),
+                admin,
                 image: operator_image(),
             },
         },

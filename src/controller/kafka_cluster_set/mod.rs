@@ -28,7 +28,6 @@ use crate::api::kafka_cluster_set::KafkaClusterSet;
 use crate::controller::common::provider::Providers;
 use crate::discovery::acknowledgement::{CLIENT_LABEL, CLUSTER_SET_LABEL, PRODUCER};
 use crate::error::Error;
-use crate::kafka::rdkafka_admin::RdKafkaAdmin;
 use crate::shutdown::Shutdown;
 use sync::{SetDeps, SyncSet};
 
@@ -81,7 +80,7 @@ pub fn run(
             },
         );
     let deps = SetDeps {
-        admin: Arc::new(RdKafkaAdmin::default()),
+        admin: shared.kafka.clone(),
         providers: Arc::new(Providers::new(shared.client.clone())),
         backfills,
     };

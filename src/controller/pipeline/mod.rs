@@ -38,9 +38,7 @@ use crate::api::kafka_cluster_set::KafkaClusterSet;
 use crate::api::pipeline::{HistoryEntry, Pipeline, PipelineStatus, SavepointRecord, StreamLag};
 use crate::api::savepoint::Savepoint;
 use crate::error::Error;
-use crate::flink::rest::RestFlink;
 use crate::flink::FlinkApi;
-use crate::kafka::rdkafka_admin::RdKafkaAdmin;
 use crate::kafka::KafkaAdmin;
 use crate::metrics::{label_values, Metrics, Present};
 use crate::shutdown::Shutdown;
@@ -288,8 +286,8 @@ fn record_metrics(shared: &Shared, pipeline: &Pipeline, found: &Found) {
         .spec
         .savepoints
         .as_ref()
-        .and_then(|policy| policy.interval.as_deref())
-        .and_then(|interval| crate::duration::parse_duration(interval).ok());
+        .and_then(|policy| policy.interval.as_ref())
+        .and_then(crate::duration::SpecDuration::ok);
     match interval {
         Some(interval) => metrics
             .savepoint_interval
@@ -441,14 +439,15 @@ pub fn run(
         .prometheus_url
         .as_deref()
         .map(|url| Arc::new(HttpPrometheus::new(url)) as Arc<dyn PrometheusApi>);
-    let flink = Arc::new(RestFlink::new(shared.jars.clone()));
+    let flink = shared.flink.clone();
+    let admin = shared.kafka.clone();
     let ctx = Arc::new(Ctx {
         shared,
         stores: Stores {
             sets,
             savepoints,
             flink,
-            admin: Arc::new(RdKafkaAdmin::default()),
+            admin,
             rule_maps,
             prometheus_rules: slo::PrometheusRuleKind::default(),
             observations,

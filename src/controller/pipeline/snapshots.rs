@@ -14,7 +14,7 @@ use kube::{Api, Client, ResourceExt};
 use crate::api::pipeline::{EngineType, Pipeline, SavepointPolicy, SavepointRecord};
 use crate::api::savepoint::{Savepoint, SavepointPhase, SavepointSpec, SavepointType};
 use crate::controller::common::snapshots::{create_owned, PERIODIC_LABEL};
-use crate::duration::parse_duration;
+use crate::duration::SpecDuration;
 use crate::error::Error;
 
 /// The periodic Savepoints of `pipeline`, oldest first.
@@ -67,11 +67,7 @@ pub fn expired<'a>(
 ) -> Vec<&'a Savepoint> {
     let keep = usize::try_from(policy.retention.max_count).unwrap_or(1);
     let surplus = oldest_first.len().saturating_sub(keep);
-    let max_age = policy
-        .retention
-        .max_age
-        .as_deref()
-        .and_then(|age| parse_duration(age).ok());
+    let max_age = policy.retention.max_age.as_ref().and_then(SpecDuration::ok);
     oldest_first
         .iter()
         .enumerate()
@@ -115,11 +111,7 @@ pub async fn schedule(
             Err(error) => return Err(error.into()),
         }
     }
-    let Some(interval) = policy
-        .interval
-        .as_deref()
-        .and_then(|i| parse_duration(i).ok())
-    else {
+    let Some(interval) = policy.interval.as_ref().and_then(SpecDuration::ok) else {
         return Ok(None);
     };
     let since_last = taken
@@ -187,7 +179,7 @@ mod tests {
             timeout: "10m".into(),
             retention: SavepointRetention {
                 max_count,
-                max_age: max_age.map(String::from),
+                max_age: max_age.map(SpecDuration::from),
             },
         };
         let now = Timestamp::from_second(450).expect("time");

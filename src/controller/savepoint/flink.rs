@@ -13,7 +13,6 @@ use crate::api::pipeline::Pipeline;
 use crate::api::savepoint::{Savepoint, SavepointPhase, SavepointStatus};
 use crate::conditions::{ConditionStatus, READY};
 use crate::controller::status::{Outcome, Requeue, Wanted};
-use crate::duration::parse_duration;
 use crate::error::Error;
 use crate::flink::{flink_id, FlinkApi, Operation};
 use crate::metrics::Metrics;
@@ -249,7 +248,7 @@ fn target(savepoint: &Savepoint, pipeline: Option<&Pipeline>) -> Result<Target, 
         .spec
         .savepoints
         .as_ref()
-        .and_then(|p| parse_duration(&p.timeout).ok())
+        .and_then(|p| p.timeout.ok())
         .unwrap_or(DEFAULT_TIMEOUT);
     Ok(Target {
         url,

@@ -29,9 +29,7 @@ use crate::api::common::CommonStatus;
 use crate::api::pipeline::Pipeline;
 use crate::api::savepoint::{Savepoint, SavepointType};
 use crate::error::Error;
-use crate::flink::rest::RestFlink;
 use crate::flink::FlinkApi;
-use crate::kafka::rdkafka_admin::RdKafkaAdmin;
 use crate::kafka::KafkaAdmin;
 use crate::shutdown::Shutdown;
 
@@ -128,13 +126,14 @@ pub fn run(
                 s.spec.pipeline_ref == name
             })
         });
-    let flink = Arc::new(RestFlink::new(shared.jars.clone()));
+    let flink = shared.flink.clone();
+    let admin = shared.kafka.clone();
     let ctx = Arc::new(Ctx {
         shared,
         stores: Stores {
             pipelines,
             flink,
-            admin: Arc::new(RdKafkaAdmin::default()),
+            admin,
         },
     });
     drive(controller, ctx, reconcile, shutdown)

@@ -52,8 +52,7 @@ impl RunBackfill<'_> {
                 Requeue::After(RECHECK),
             ));
         }
-        let keep =
-            crate::duration::parse_duration(&backfill.spec.teardown_after).unwrap_or_default();
+        let keep = backfill.spec.teardown_after.ok().unwrap_or_default();
         let kept = since(status.phase_time.as_ref());
         let set_name = status.cluster_set.clone().unwrap_or_default();
         let lingering: Vec<String> = self
