@@ -419,6 +419,52 @@ fn default_availability() -> f64 {
     99.0
 }
 
+/// Where a pipeline's job is.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, JsonSchema)]
+pub enum PipelinePhase {
+    /// Its workload is being created or rolled out, or its job's tasks deployed.
+    Deploying,
+    /// It runs, every replica or task ready.
+    Running,
+    /// Its job is being stopped to start again changed.
+    Upgrading,
+    /// Its job is being stopped to be suspended.
+    Suspending,
+    /// It is suspended; its state is kept.
+    Suspended,
+    /// Its job was stopped outside the Pipeline.
+    Stopped,
+    /// Its job failed; the reason is in the conditions.
+    Failed,
+    /// A consumer pipeline commits the offsets it restores from.
+    Restoring,
+    /// A consumer pipeline's replicas stop to be started with a new count.
+    Resharding,
+}
+
+impl PipelinePhase {
+    /// The phase as the status shows it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Deploying => "Deploying",
+            Self::Running => "Running",
+            Self::Upgrading => "Upgrading",
+            Self::Suspending => "Suspending",
+            Self::Suspended => "Suspended",
+            Self::Stopped => "Stopped",
+            Self::Failed => "Failed",
+            Self::Restoring => "Restoring",
+            Self::Resharding => "Resharding",
+        }
+    }
+}
+
+impl std::fmt::Display for PipelinePhase {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
 /// Observed state of a Pipeline.
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
@@ -426,9 +472,9 @@ pub struct PipelineStatus {
     /// Generation and conditions.
     #[serde(flatten)]
     pub common: CommonStatus,
-    /// Lifecycle phase: Pending, Deploying, Running, Upgrading, Suspended, Failed.
+    /// Where the job is; none before the operator first acted.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub phase: Option<String>,
+    pub phase: Option<PipelinePhase>,
     /// The job as the engine reports it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub job: Option<JobStatus>,

@@ -8,7 +8,7 @@ use serde::Serialize;
 use crate::api::backfill::{Backfill, BackfillPhase};
 use crate::api::common::CommonStatus;
 use crate::api::kafka_cluster_set::KafkaClusterSet;
-use crate::api::pipeline::Pipeline;
+use crate::api::pipeline::{Pipeline, PipelinePhase};
 use crate::api::savepoint::{Savepoint, SavepointPhase};
 use crate::conditions::{find, holds, ConditionStatus, DEGRADED, READY, STALLED};
 
@@ -92,7 +92,7 @@ impl Overview {
             })
             .chain(pipelines.iter().filter_map(|p| {
                 let status = p.status.as_ref();
-                let failed = status.and_then(|s| s.phase.as_deref()) == Some("Failed");
+                let failed = status.and_then(|s| s.phase) == Some(PipelinePhase::Failed);
                 attention_of("Pipeline", p.name_any(), status.map(|s| &s.common), failed)
             }))
             .chain(savepoints.iter().filter_map(|s| {
@@ -179,7 +179,7 @@ impl Overview {
             vec![
                 p.name_any(),
                 format!("{:?}", p.spec.engine.type_).to_lowercase(),
-                status.phase.unwrap_or_else(|| "-".into()),
+                status.phase.map_or_else(|| "-".into(), |p| p.to_string()),
                 status
                     .job
                     .and_then(|j| j.state)
@@ -300,7 +300,9 @@ mod tests {
                "lastTransitionTime": "2026-12-01T00:00:00Z"})
     }
 
-    fn pipeline(name: &str, phase: &str, conditions: Vec<serde_json::Value>) -> Pipeline {
+    /// A pipeline with `conditions`, in `phase` (none: the operator refused
+    /// it before acting).
+    fn pipeline(name: &str, phase: Option<&str>, conditions: Vec<serde_json::Value>) -> Pipeline {
         serde_json::from_value(json!({
             "apiVersion": "kappa.dev/v1alpha1", "kind": "Pipeline", "metadata": {"name": name},
             "spec": {"clusterSet": "events", "inputs": [{"stream": "orders"}],
@@ -315,12 +317,12 @@ mod tests {
         let pipelines = vec![
             pipeline(
                 "fine",
-                "Running",
+                Some("Running"),
                 vec![condition(READY, "True", "ReplicasReady")],
             ),
             pipeline(
                 "degraded",
-                "Running",
+                Some("Running"),
                 vec![
                     condition(READY, "True", "ReplicasReady"),
                     condition(DEGRADED, "True", "LagUnknown"),
@@ -328,22 +330,22 @@ mod tests {
             ),
             pipeline(
                 "refused",
-                "Pending",
+                None,
                 vec![condition(READY, "False", "InvalidSpec")],
             ),
             pipeline(
                 "broken",
-                "Failed",
+                Some("Failed"),
                 vec![condition(READY, "False", "JobFailed")],
             ),
             pipeline(
                 "starting",
-                "Deploying",
+                Some("Deploying"),
                 vec![condition(READY, "Unknown", "Deploying")],
             ),
             pipeline(
                 "unsupported",
-                "Pending",
+                None,
                 vec![
                     condition(READY, "Unknown", "EngineNotSupported"),
                     condition(STALLED, "True", "EngineNotSupported"),

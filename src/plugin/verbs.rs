@@ -17,7 +17,7 @@ use super::{follow, Look, PluginError, Session};
 use crate::api::backfill::Backfill;
 use crate::api::common::CommonStatus;
 use crate::api::kafka_cluster_set::KafkaClusterSet;
-use crate::api::pipeline::{EngineType, JobState, Pipeline};
+use crate::api::pipeline::{EngineType, JobState, Pipeline, PipelinePhase};
 use crate::api::savepoint::{Savepoint, SavepointPhase, SavepointSpec, SavepointType};
 use crate::conditions::{find, ConditionStatus, READY};
 
@@ -204,13 +204,13 @@ pub async fn change_pipeline(
         PipelineChange::Suspend => (
             (pipeline.spec.state != JobState::Suspended)
                 .then(|| json!({"spec": {"state": "suspended"}})),
-            "Suspended",
+            PipelinePhase::Suspended,
             "suspended",
         ),
         PipelineChange::Resume => (
             (pipeline.spec.state != JobState::Running)
                 .then(|| json!({"spec": {"state": "running"}})),
-            "Running",
+            PipelinePhase::Running,
             "resumed",
         ),
         PipelineChange::Restart => {
@@ -222,7 +222,7 @@ pub async fn change_pipeline(
             let nonce = pipeline.spec.restart_nonce.unwrap_or_default() + 1;
             (
                 Some(json!({"spec": {"restartNonce": nonce}})),
-                "Running",
+                PipelinePhase::Running,
                 "restarted",
             )
         }
@@ -245,22 +245,23 @@ pub async fn change_pipeline(
 fn phase_reached(
     p: &Pipeline,
     generation: i64,
-    wanted: &str,
+    wanted: PipelinePhase,
     also: impl Fn(&Pipeline) -> bool,
 ) -> Look {
     let status = p.status.clone().unwrap_or_default();
-    let phase = status.phase.clone().unwrap_or_else(|| "-".into());
+    let phase = status.phase;
+    let shown = phase.map_or_else(|| "-".into(), |p| p.to_string());
     let ready = find(&status.common.conditions, READY)
         .map(|c| format!("{} {}: {}", c.status, c.reason, c.message))
         .unwrap_or_default();
-    let screen = format!("Pipeline {}: {phase}\n  Ready={ready}", p.name_any());
+    let screen = format!("Pipeline {}: {shown}\n  Ready={ready}", p.name_any());
     let acted = status.common.observed_generation >= Some(generation);
-    let verdict = if acted && phase == "Failed" {
+    let verdict = if acted && phase == Some(PipelinePhase::Failed) {
         Some(Err(
             not_ready(&status.common).unwrap_or_else(|| "the job failed".into())
         ))
     } else {
-        (acted && phase == wanted && also(p)).then_some(Ok(()))
+        (acted && phase == Some(wanted) && also(p)).then_some(Ok(()))
     };
     (screen, verdict)
 }
@@ -275,22 +276,22 @@ pub async fn take_savepoint(
     display: &mut Display,
 ) -> Result<Done<Savepoint>, PluginError> {
     let pipeline: Pipeline = session.get("Pipeline", name).await?;
-    let phase = pipeline
-        .status
-        .as_ref()
-        .and_then(|s| s.phase.clone())
-        .unwrap_or_else(|| "Pending".into());
+    let phase = pipeline.status.as_ref().and_then(|s| s.phase);
     let type_ = match pipeline.spec.engine.type_ {
         EngineType::Flink => SavepointType::Flink,
         EngineType::Consumer => SavepointType::Offsets,
     };
     let takes = match type_ {
-        SavepointType::Flink => phase == "Running",
-        SavepointType::Offsets => phase == "Running" || phase == "Suspended",
+        SavepointType::Flink => phase == Some(PipelinePhase::Running),
+        SavepointType::Offsets => matches!(
+            phase,
+            Some(PipelinePhase::Running | PipelinePhase::Suspended)
+        ),
     };
     if !takes {
         return Err(PluginError::WrongState(format!(
-            "Pipeline {name} is {phase}: a savepoint is taken of a Running job{}",
+            "Pipeline {name} is {}: a savepoint is taken of a Running job{}",
+            phase.map_or_else(|| "Pending".into(), |p| p.to_string()),
             if type_ == SavepointType::Offsets {
                 " or a Suspended consumer pipeline"
             } else {
@@ -389,8 +390,8 @@ pub async fn restore(
     let pipeline = patch::<Pipeline>(session, name, patched).await?;
     let generation = pipeline.metadata.generation.unwrap_or_default();
     let wanted = match pipeline.spec.state {
-        JobState::Running => "Running",
-        JobState::Suspended => "Suspended",
+        JobState::Running => PipelinePhase::Running,
+        JobState::Suspended => PipelinePhase::Suspended,
     };
     let restored = savepoint.to_string();
     let look = move |p: &Pipeline| {

@@ -9,7 +9,9 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use super::{Objective, SloModel};
-use crate::api::pipeline::{EngineType, JobState, Pipeline, PipelineStatus, StreamLag};
+use crate::api::pipeline::{
+    EngineType, JobState, Pipeline, PipelinePhase, PipelineStatus, StreamLag,
+};
 use crate::metrics::Metrics;
 
 /// How often every objective is sampled.
@@ -61,7 +63,7 @@ impl Observation {
         lag: Option<&[StreamLag]>,
         at: Instant,
     ) -> Self {
-        let running = status.phase.as_deref() == Some("Running");
+        let running = status.phase == Some(PipelinePhase::Running);
         let lag = match (pipeline.spec.engine.type_, lag) {
             (EngineType::Flink, _) => Lag::NotMeasured,
             (EngineType::Consumer, None) => Lag::Unknown,

@@ -22,7 +22,9 @@ use kube::runtime::reflector::Store;
 use kube::{Api, Client, ResourceExt};
 
 use super::lag_book::{LagBook, MEASURE_EVERY};
-use crate::api::pipeline::{ConsumerEngine, JobState, JobStatus, Pipeline, PipelineStatus};
+use crate::api::pipeline::{
+    ConsumerEngine, JobState, JobStatus, Pipeline, PipelinePhase, PipelineStatus,
+};
 use crate::api::savepoint::{Savepoint, SavepointPhase};
 use crate::conditions::{ConditionStatus, READY};
 use crate::controller::common::offsets::ReadView;
@@ -287,7 +289,7 @@ async fn restore(
     status: &mut PipelineStatus,
 ) -> Result<Option<Outcome>, Error> {
     let waiting = |status: &mut PipelineStatus, ready: Wanted, requeue| {
-        status.phase = Some("Restoring".into());
+        status.phase = Some(PipelinePhase::Restoring);
         Ok(Some(Outcome {
             conditions: vec![ready],
             fields: own_fields(serde_json::to_value(&*status)?),
@@ -395,7 +397,7 @@ async fn reshard(
         }
     }
     apply(deps.client, pipeline, engine, 0).await?;
-    status.phase = Some("Resharding".into());
+    status.phase = Some(PipelinePhase::Resharding);
     let ready = Wanted::new(
         READY,
         ConditionStatus::Unknown,
@@ -502,27 +504,27 @@ pub async fn run(
     }
     let (phase, ready_condition, requeue) = match (pipeline.spec.state, rolled_out) {
         (JobState::Suspended, true) => (
-            "Suspended",
+            PipelinePhase::Suspended,
             Wanted::new(READY, ConditionStatus::True, "Suspended", format!("StatefulSet {name} is scaled to zero; its state is its groups' committed offsets")),
             Requeue::After(MEASURE_EVERY),
         ),
         (JobState::Running, true) => (
-            "Running",
+            PipelinePhase::Running,
             Wanted::new(READY, ConditionStatus::True, "ReplicasReady", format!("StatefulSet {name}: {ready}/{wanted} replicas ready")),
             Requeue::After(MEASURE_EVERY),
         ),
         (JobState::Suspended, false) if stopping > 0 => (
-            "Suspending",
+            PipelinePhase::Suspending,
             Wanted::new(READY, ConditionStatus::Unknown, "PodsStopping", format!("StatefulSet {name} is scaled to zero; waiting for {stopping} pod(s) to stop")),
             Requeue::After(STOPPING_RECHECK),
         ),
         (_, false) => (
-            "Deploying",
+            PipelinePhase::Deploying,
             Wanted::new(READY, ConditionStatus::Unknown, "RollingOut", format!("StatefulSet {name}: {ready}/{wanted} replicas ready, {updated} updated")),
             Requeue::After(ROLLING_RECHECK),
         ),
     };
-    pipeline_status.phase = Some(phase.into());
+    pipeline_status.phase = Some(phase);
     Ok(Outcome {
         conditions: vec![ready_condition],
         fields: own_fields(serde_json::to_value(&pipeline_status)?),

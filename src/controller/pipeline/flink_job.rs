@@ -16,8 +16,8 @@ use sha2::{Digest, Sha256};
 
 use super::application::{self, Launch, Observed};
 use crate::api::pipeline::{
-    FlinkEngine, FlinkMode, JobState, JobStatus, Pipeline, PipelineStatus, RestoreFrom, Transition,
-    UpgradeMode,
+    FlinkEngine, FlinkMode, JobState, JobStatus, Pipeline, PipelinePhase, PipelineStatus,
+    RestoreFrom, Transition, UpgradeMode,
 };
 use crate::api::savepoint::{Savepoint, SavepointPhase};
 use crate::conditions::{ConditionStatus, READY};
@@ -139,12 +139,12 @@ pub async fn run(
                     restore_from: None,
                     error: None,
                 });
-                let what = if suspend { "Suspending" } else { "Upgrading" };
-                flink_job.status.phase = Some(what.into());
+                let phase = stopping_phase(suspend);
+                flink_job.status.phase = Some(phase);
                 let ready = Wanted::new(
                     READY,
                     ConditionStatus::Unknown,
-                    what,
+                    phase.as_str(),
                     format!("job {id} is being stopped ({} mode)", mode_name(mode)),
                 );
                 return outcome(
@@ -182,7 +182,7 @@ impl FlinkJob<'_> {
             restarts: None,
             rest_url: (!self.url.is_empty()).then(|| self.url.clone()),
         });
-        self.status.phase = Some("Deploying".into());
+        self.status.phase = Some(PipelinePhase::Deploying);
         let message = match self.cluster {
             Some(_) => format!("job {id} is being launched on a Flink cluster of its own"),
             None => format!("job {id} is being submitted to {}", self.url),
@@ -303,16 +303,16 @@ impl FlinkJob<'_> {
                 return self.follow_job(id, Some(error)).await;
             }
         };
-        let what = if suspend { "Suspending" } else { "Upgrading" };
+        let phase = stopping_phase(suspend);
         let message = match &transition.restore_from {
             Some(state) => format!("job {id} is stopping; the next job starts from {state}"),
             None => format!("job {id} is stopping ({} mode)", mode_name(transition.mode)),
         };
         self.status.transition = Some(transition);
-        self.status.phase = Some(what.into());
+        self.status.phase = Some(phase);
         outcome(
             &self.status,
-            Wanted::new(READY, ConditionStatus::Unknown, what, message),
+            Wanted::new(READY, ConditionStatus::Unknown, phase.as_str(), message),
             waiting,
         )
     }
@@ -399,7 +399,7 @@ impl FlinkJob<'_> {
             // The JobManager stays, so that savepoints can still be disposed through it.
             application::stop_task_managers(self.client, self.pipeline).await?;
         }
-        self.status.phase = Some("Suspended".into());
+        self.status.phase = Some(PipelinePhase::Suspended);
         let state = self
             .status
             .transition
@@ -455,7 +455,7 @@ impl FlinkJob<'_> {
             }
             // A JobManager just ready may not be behind its Service yet.
             Err(error @ FlinkError::Unreachable { .. }) if self.cluster.is_some() => {
-                self.status.phase = Some("Deploying".into());
+                self.status.phase = Some(PipelinePhase::Deploying);
                 let why = format!("job {id}: its JobManager Service does not answer yet: {error}");
                 let ready = Wanted::new(READY, ConditionStatus::Unknown, "JobStarting", why);
                 return outcome(&self.status, ready, Requeue::Backoff);
@@ -470,13 +470,13 @@ impl FlinkJob<'_> {
                 format!("{error}; {}", ready.message),
             );
         }
-        self.status.phase = Some(phase.into());
+        self.status.phase = Some(phase);
         outcome(&self.status, ready, requeue)
     }
 
     /// Reports an application-mode job whose cluster is not serving it yet.
     fn starting(&mut self, id: &str, why: &str) -> Result<Outcome, Error> {
-        self.status.phase = Some("Deploying".into());
+        self.status.phase = Some(PipelinePhase::Deploying);
         let ready = Wanted::new(
             READY,
             ConditionStatus::Unknown,
@@ -501,11 +501,11 @@ async fn follow(
     url: &str,
     id: &str,
     overview: &JobOverview,
-) -> (&'static str, Wanted, Requeue) {
+) -> (PipelinePhase, Wanted, Requeue) {
     let state = overview.state.as_str();
     match state {
         "RUNNING" if overview.all_tasks_running => (
-            "Running",
+            PipelinePhase::Running,
             Wanted::new(
                 READY,
                 ConditionStatus::True,
@@ -521,7 +521,7 @@ async fn follow(
                 Err(error) => format!("its exceptions could not be read: {error}"),
             };
             (
-                "Failed",
+                PipelinePhase::Failed,
                 Wanted::new(
                     READY,
                     ConditionStatus::False,
@@ -532,7 +532,7 @@ async fn follow(
             )
         }
         "CANCELED" | "CANCELLING" | "FINISHED" | "SUSPENDED" => (
-            "Stopped",
+            PipelinePhase::Stopped,
             Wanted::new(
                 READY,
                 ConditionStatus::False,
@@ -542,7 +542,7 @@ async fn follow(
             Requeue::After(FOLLOW_EVERY),
         ),
         _ => (
-            "Deploying",
+            PipelinePhase::Deploying,
             Wanted::new(
                 READY,
                 ConditionStatus::Unknown,
@@ -551,6 +551,15 @@ async fn follow(
             ),
             Requeue::After(STARTING_RECHECK),
         ),
+    }
+}
+
+/// The phase of a job being stopped: to be suspended, or to start again.
+fn stopping_phase(suspend: bool) -> PipelinePhase {
+    if suspend {
+        PipelinePhase::Suspending
+    } else {
+        PipelinePhase::Upgrading
     }
 }
 

@@ -35,7 +35,9 @@ use super::{
 };
 use crate::api::common::CommonStatus;
 use crate::api::kafka_cluster_set::KafkaClusterSet;
-use crate::api::pipeline::{HistoryEntry, Pipeline, PipelineStatus, SavepointRecord, StreamLag};
+use crate::api::pipeline::{
+    HistoryEntry, Pipeline, PipelinePhase, PipelineStatus, SavepointRecord, StreamLag,
+};
 use crate::api::savepoint::Savepoint;
 use crate::error::Error;
 use crate::flink::FlinkApi;
@@ -131,7 +133,8 @@ impl Act<Pipeline> for RunPipeline<'_> {
                 // Validation lets no such pipeline through.
                 (None, None) => return Ok(Outcome::validated_only("engine-less Pipeline")),
             };
-            let running = outcome.fields.get("phase") == Some(&"Running".into());
+            let running =
+                outcome.fields.get("phase") == Some(&PipelinePhase::Running.as_str().into());
             let last = snapshots::newest_completed(pipeline, &stores.savepoints);
             let lag = stores.lag.latest(&pipeline_key(pipeline)).flatten();
             let found = Found {

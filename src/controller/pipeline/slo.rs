@@ -15,7 +15,7 @@ use kube::runtime::reflector::{ObjectRef, Store};
 use kube::{Api, Client, ResourceExt};
 use sha2::{Digest, Sha256};
 
-use crate::api::pipeline::{ObjectiveStatus, Pipeline, PipelineStatus, SloStatus};
+use crate::api::pipeline::{ObjectiveStatus, Pipeline, PipelinePhase, PipelineStatus, SloStatus};
 use crate::controller::common::pipelines::{owner, PIPELINE_LABEL};
 use crate::controller::{apply_unless_current, cache_ready, gone};
 use crate::error::Error;
@@ -230,7 +230,7 @@ pub async fn deliver(
     } else if had_rule {
         delete(&rules, &prometheus_rule_name(&name)).await?;
     }
-    let running = status.phase.as_deref() == Some("Running");
+    let running = status.phase == Some(PipelinePhase::Running);
     let sampled_since = previous
         .and_then(|s| s.sampled_since.clone())
         .or_else(|| running.then(|| Time(Timestamp::now())));

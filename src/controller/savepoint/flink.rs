@@ -9,7 +9,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use k8s_openapi::jiff::Timestamp;
 
 use super::lifecycle::{done, ended, failed_attempt, outcome};
-use crate::api::pipeline::Pipeline;
+use crate::api::pipeline::{Pipeline, PipelinePhase};
 use crate::api::savepoint::{Savepoint, SavepointPhase, SavepointStatus};
 use crate::conditions::{ConditionStatus, READY};
 use crate::controller::status::{Outcome, Requeue, Wanted};
@@ -232,7 +232,7 @@ fn target(savepoint: &Savepoint, pipeline: Option<&Pipeline>) -> Result<Target, 
     let (job, url) = pipeline
         .status
         .as_ref()
-        .filter(|s| s.phase.as_deref() == Some("Running"))
+        .filter(|s| s.phase == Some(PipelinePhase::Running))
         .and_then(|s| s.job.as_ref())
         .filter(|j| j.submitted)
         .and_then(|j| j.id.clone().zip(j.rest_url.clone()))
