@@ -428,9 +428,9 @@ pub struct ClusterStatus {
     /// Cluster role.
     #[serde(default)]
     pub role: ClusterRole,
-    /// Lifecycle phase (Pending, Creating, Ready, Draining, Retired).
+    /// Where the cluster is.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub phase: Option<String>,
+    pub phase: Option<ClusterPhase>,
     /// Hash of the spec the cluster was created with; a later change is refused.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub spec_hash: Option<String>,
@@ -453,6 +453,65 @@ pub struct ClusterStatus {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["stream"]))]
     pub streams: Vec<TopicStatus>,
+}
+
+/// Where a cluster of a set is.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, JsonSchema)]
+pub enum ClusterPhase {
+    /// Its provider is still starting it.
+    Starting,
+    /// Its provider cannot give its address (a Secret missing, its objects refused).
+    Unavailable,
+    /// It does not answer Kafka's admin requests.
+    Unreachable,
+    /// A change of a stream's topics was refused (such as fewer partitions).
+    Refused,
+    /// Every stream's topic is on it as declared.
+    Ready,
+    /// A stream's topic could not be created or changed.
+    Failed,
+    /// It is leaving the set; the message says what it waits for.
+    Retiring,
+}
+
+impl ClusterPhase {
+    /// Every phase, in the order the metrics list them.
+    pub const ALL: [Self; 7] = [
+        Self::Ready,
+        Self::Starting,
+        Self::Unavailable,
+        Self::Unreachable,
+        Self::Refused,
+        Self::Failed,
+        Self::Retiring,
+    ];
+
+    /// The phase as the status and the metrics name it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Starting => "Starting",
+            Self::Unavailable => "Unavailable",
+            Self::Unreachable => "Unreachable",
+            Self::Refused => "Refused",
+            Self::Ready => "Ready",
+            Self::Failed => "Failed",
+            Self::Retiring => "Retiring",
+        }
+    }
+}
+
+/// Whether a stream's topic on a cluster is as declared.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq, JsonSchema)]
+pub enum TopicState {
+    /// Not looked at yet, because another topic's change was refused.
+    #[default]
+    Pending,
+    /// As declared.
+    Ready,
+    /// The change it needs is refused (such as fewer partitions).
+    Refused,
+    /// Creating or changing it failed; the message says why.
+    Failed,
 }
 
 /// A cluster's settings after its overrides over the template, as recorded
@@ -482,8 +541,8 @@ pub struct TopicStatus {
     /// Partitions the cluster reports.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub partitions: Option<i32>,
-    /// `Ready`, `Refused` or `Failed`.
-    pub state: String,
+    /// Whether the topic is as the stream declares it.
+    pub state: TopicState,
     /// Why it is not Ready, when it is not.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub message: Option<String>,

@@ -7,7 +7,7 @@ use kube::ResourceExt;
 
 use super::run::RunBackfill;
 use crate::api::backfill::Backfill;
-use crate::api::kafka_cluster_set::{ClusterStatus, KafkaClusterSet};
+use crate::api::kafka_cluster_set::{ClusterPhase, ClusterStatus, KafkaClusterSet};
 use crate::kafka::topic::desired_topic;
 use crate::kafka::{ClusterConnection, DesiredTopic, TopicOffsets};
 use crate::replay::plan::ReplayPlan;
@@ -32,12 +32,14 @@ impl RunBackfill<'_> {
                 .iter()
                 .find(|c| &c.name == name && c.owner.as_deref() == Some(&backfill.name_any()))
             {
-                Some(c) if c.phase.as_deref() == Some("Ready") && c.bootstrap_servers.is_some() => {
+                Some(c)
+                    if c.phase == Some(ClusterPhase::Ready) && c.bootstrap_servers.is_some() =>
+                {
                     ready.push(c)
                 }
                 Some(c) => waiting.push(format!(
                     "`{name}` is {}{}",
-                    c.phase.as_deref().unwrap_or("starting"),
+                    c.phase.map_or("starting", ClusterPhase::as_str),
                     c.message
                         .as_deref()
                         .map(|m| format!(" ({m})"))

@@ -18,8 +18,8 @@ use super::retire::{self, Retirement};
 use super::{ephemeral, validate};
 use crate::api::backfill::Backfill;
 use crate::api::kafka_cluster_set::{
-    ClusterRole, ClusterSettings, ClusterStatus, KafkaClusterSet, KafkaClusterSetStatus,
-    TopicStatus,
+    ClusterPhase, ClusterRole, ClusterSettings, ClusterStatus, KafkaClusterSet,
+    KafkaClusterSetStatus, TopicState, TopicStatus,
 };
 use crate::conditions::{ConditionStatus, DEGRADED, PROGRESSING, READY};
 use crate::controller::common::provider::{ClusterProvider, ProviderError};
@@ -138,12 +138,12 @@ async fn sync(shared: &Shared, deps: &SetDeps, set: &KafkaClusterSet) -> Result<
                 endpoints.insert(name.clone(), endpoint);
             }
             Err(ProviderError::Starting(message)) => {
-                status.phase = Some("Starting".into());
+                status.phase = Some(ClusterPhase::Starting);
                 starting.push(format!("cluster `{name}`: {message}"));
                 status.message = Some(message);
             }
             Err(error) => {
-                status.phase = Some("Unavailable".into());
+                status.phase = Some(ClusterPhase::Unavailable);
                 status.message = Some(error.to_string());
                 status.streams = last_seen_streams(&current, name);
                 problems.push(Problem {
@@ -178,7 +178,7 @@ async fn sync(shared: &Shared, deps: &SetDeps, set: &KafkaClusterSet) -> Result<
                 reachable.insert(name, view);
             }
             Err(error) => {
-                status.phase = Some("Unreachable".into());
+                status.phase = Some(ClusterPhase::Unreachable);
                 status.message = Some(error.to_string());
                 status.streams = last_seen_streams(&current, &name);
                 problems.push(Problem {
@@ -223,7 +223,7 @@ async fn sync(shared: &Shared, deps: &SetDeps, set: &KafkaClusterSet) -> Result<
     if !refusals.is_empty() {
         for (name, view) in &reachable {
             let status = statuses.entry(name.clone()).or_default();
-            status.phase = Some("Refused".into());
+            status.phase = Some(ClusterPhase::Refused);
             status.streams = observed_topics(set, &topics_on(name), view);
         }
         let mut refused = current.clone();
@@ -255,13 +255,13 @@ async fn sync(shared: &Shared, deps: &SetDeps, set: &KafkaClusterSet) -> Result<
                 stream: stream.name.clone(),
                 topic: topic.name.clone(),
                 partitions: Some(topic.partitions),
-                state: "Ready".into(),
+                state: TopicState::Ready,
                 message: None,
             };
             if let Err(error) =
                 apply_topic(shared, deps.admin.as_ref(), connection, topic, observed).await
             {
-                status.state = "Failed".into();
+                status.state = TopicState::Failed;
                 status.partitions = observed.map(|o| o.partitions);
                 status.message = Some(error.to_string());
                 problems.push(Problem {
@@ -273,10 +273,10 @@ async fn sync(shared: &Shared, deps: &SetDeps, set: &KafkaClusterSet) -> Result<
         }
         let status = statuses.entry(name.clone()).or_default();
         status.streams = streams;
-        if status.streams.iter().all(|s| s.state == "Ready") {
-            status.phase = Some("Ready".into());
+        if status.streams.iter().all(|s| s.state == TopicState::Ready) {
+            status.phase = Some(ClusterPhase::Ready);
         } else {
-            status.phase = Some("Failed".into());
+            status.phase = Some(ClusterPhase::Failed);
         }
     }
 
@@ -341,7 +341,7 @@ async fn sync(shared: &Shared, deps: &SetDeps, set: &KafkaClusterSet) -> Result<
             }
             Retirement::Waiting(why) => {
                 if let Some(status) = next.clusters.iter_mut().find(|c| &c.name == name) {
-                    status.phase = Some("Retiring".into());
+                    status.phase = Some(ClusterPhase::Retiring);
                     status.message = Some(why.clone());
                 }
                 retiring_waits.push(why);
@@ -507,16 +507,6 @@ fn progress(next: &KafkaClusterSetStatus, step: &Step) -> (Wanted, Option<Requeu
     }
 }
 
-/// Phases a cluster of a set can be in, as the status and metrics name them.
-const PHASES: [&str; 6] = [
-    "Ready",
-    "Starting",
-    "Unavailable",
-    "Unreachable",
-    "Refused",
-    "Failed",
-];
-
 /// The set's gauges: discovery epoch, clusters by role and phase (every
 /// combination, so a cluster that changes phase leaves no stale series),
 /// and whether a migration is under way.
@@ -535,15 +525,15 @@ fn record_metrics(shared: &Shared, namespace: &str, set: &str, status: &KafkaClu
             .ok()
             .and_then(|v| v.as_str().map(String::from))
             .unwrap_or_default();
-        for phase in PHASES {
+        for phase in ClusterPhase::ALL {
             let count = status
                 .clusters
                 .iter()
-                .filter(|c| c.role == role && c.phase.as_deref() == Some(phase))
+                .filter(|c| c.role == role && c.phase == Some(phase))
                 .count();
             metrics
                 .clusters
-                .with_label_values(&[namespace, set, &role_name, phase])
+                .with_label_values(&[namespace, set, &role_name, phase.as_str()])
                 .set(i64::try_from(count).unwrap_or(i64::MAX));
         }
     }
@@ -627,7 +617,11 @@ fn observed_topics(
                 stream: stream.name.clone(),
                 topic: topic.name.clone(),
                 partitions: observed.map(|o| o.partitions),
-                state: if refused { "Refused" } else { "Pending" }.into(),
+                state: if refused {
+                    TopicState::Refused
+                } else {
+                    TopicState::Pending
+                },
                 message: None,
             }
         })
