@@ -1,5 +1,6 @@
 //! kappa-operator: runs the Kappa architecture on Kubernetes.
 
+pub mod allocator;
 pub mod api;
 pub mod client;
 pub mod conditions;

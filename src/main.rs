@@ -278,6 +278,7 @@ fn write_crds(out: Option<PathBuf>) -> Result<(), Box<dyn std::error::Error>> {
 
 #[tokio::main]
 async fn main() -> ExitCode {
+    kappa_operator::allocator::limit_arenas();
     match Cli::parse().command {
         Command::Crds { out } => match write_crds(out) {
             Ok(()) => ExitCode::SUCCESS,

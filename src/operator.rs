@@ -7,6 +7,7 @@ use std::time::{Duration, Instant};
 
 use kube::runtime::events::{Recorder, Reporter};
 
+use crate::allocator;
 use crate::controller::{self, Shared};
 use crate::flink::jar::JarPolicy;
 use crate::flink::rest::RestFlink;
@@ -89,6 +90,7 @@ pub async fn run(settings: Settings) -> Result<(), RunError> {
         webhook: served,
     };
     let server = tokio::spawn(http::serve(settings.http_address, health, shutdown.clone()));
+    tokio::spawn(allocator::release_free_pages(shutdown.clone()));
     let signals = tokio::spawn({
         let trigger_on_signal = trigger.clone();
         async move {
