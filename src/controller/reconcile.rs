@@ -2,7 +2,7 @@
 //! the status when it changed, publish Events for problems that start or
 //! end, and choose when to look again.
 
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use futures::future::BoxFuture;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
@@ -24,6 +24,10 @@ use crate::validation::{SpecProblem, Verdict};
 
 /// The field manager of everything this operator writes.
 pub const FIELD_MANAGER: &str = "kappa-operator";
+
+/// When an object whose status could not be written, because it changed
+/// since it was read, is looked at again if no change of it arrives first.
+const READ_AGAIN: Duration = Duration::from_secs(1);
 
 /// How a kind acts on a valid spec.
 pub trait Act<K>: Send {
@@ -161,9 +165,14 @@ async fn reconcile_inner<K: Kind>(
             .with_label_values(&[K::CONTROLLER, reason.as_str()])
             .inc();
     }
+    // The status is written only over the version it was derived from: an
+    // object changed since (by a user, or by this operator's previous write
+    // that the cache has not caught up with) is read again, never
+    // overwritten from a stale copy.
     let patch = json!({
         "apiVersion": K::api_version(&()),
         "kind": K::kind(&()),
+        "metadata": {"resourceVersion": guard.resource_version()},
         "status": desired,
     });
     let written = api
@@ -172,16 +181,30 @@ async fn reconcile_inner<K: Kind>(
             &PatchParams::apply(FIELD_MANAGER).force(),
             &Patch::Apply(&patch),
         )
-        .await;
-    if let Some(error) = failure {
-        if let Err(unwritten) = written {
-            tracing::debug!(error = %unwritten, "the failure could not be recorded in status");
-        } else {
-            publish_events(shared, guard, current.as_ref(), &common).await;
+        .await
+        .map(drop);
+    match (StatusWrite::of(written), failure) {
+        (StatusWrite::Stale, failure) => {
+            tracing::debug!(
+                generation,
+                "the object changed since it was read; reading it again"
+            );
+            return match failure {
+                Some(error) => Err(error),
+                None => Ok(Action::requeue(READ_AGAIN)),
+            };
         }
-        return Err(error);
+        (StatusWrite::Failed(unwritten), Some(error)) => {
+            tracing::debug!(error = %unwritten, "the failure could not be recorded in status");
+            return Err(error);
+        }
+        (StatusWrite::Failed(unwritten), None) => return Err(unwritten.into()),
+        (StatusWrite::Done, Some(error)) => {
+            publish_events(shared, guard, current.as_ref(), &common).await;
+            return Err(error);
+        }
+        (StatusWrite::Done, None) => {}
     }
-    written?;
     shared
         .metrics
         .status_writes
@@ -191,6 +214,28 @@ async fn reconcile_inner<K: Kind>(
     tracing::info!(generation, reason = ready, "status updated");
     publish_events(shared, guard, current.as_ref(), &common).await;
     Ok(next_action(shared, guard, outcome.requeue))
+}
+
+/// What the answer to a status write means for the reconcile.
+#[derive(Debug)]
+enum StatusWrite {
+    /// Recorded.
+    Done,
+    /// Not recorded: the object changed since this reconcile read it, and
+    /// what it derived may no longer hold. It is read again.
+    Stale,
+    /// Not recorded for another reason.
+    Failed(kube::Error),
+}
+
+impl StatusWrite {
+    fn of(answer: Result<(), kube::Error>) -> Self {
+        match answer {
+            Ok(()) => Self::Done,
+            Err(kube::Error::Api(status)) if status.code == 409 => Self::Stale,
+            Err(error) => Self::Failed(error),
+        }
+    }
 }
 
 /// The action after a reconcile that finished; only then does the error
@@ -235,4 +280,40 @@ async fn unreadable<K: Kind>(
         Err(error) => SpecProblem::invalid(error.path().to_string(), error.inner().to_string()),
     };
     Ok((Verdict::from_problems(vec![problem]), current))
+}
+
+#[cfg(test)]
+mod tests {
+    use kube::core::Status;
+
+    use super::*;
+
+    fn refused(code: u16, reason: &str) -> kube::Error {
+        kube::Error::Api(
+            Status {
+                code,
+                reason: reason.into(),
+                ..Status::default()
+            }
+            .boxed(),
+        )
+    }
+
+    #[test]
+    fn a_conflict_means_read_again_and_anything_else_refused_is_a_failure() {
+        assert!(matches!(StatusWrite::of(Ok(())), StatusWrite::Done));
+        assert!(matches!(
+            StatusWrite::of(Err(refused(409, "Conflict"))),
+            StatusWrite::Stale
+        ));
+        for (code, reason) in [(422, "Invalid"), (403, "Forbidden"), (500, "InternalError")] {
+            assert!(
+                matches!(
+                    StatusWrite::of(Err(refused(code, reason))),
+                    StatusWrite::Failed(_)
+                ),
+                "{code} {reason}"
+            );
+        }
+    }
 }
