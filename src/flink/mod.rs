@@ -5,9 +5,12 @@
 
 mod hosts;
 pub mod jar;
+mod job_state;
 pub mod rest;
 
 use futures::future::BoxFuture;
+
+pub use job_state::FlinkJobState;
 
 /// A Flink call that failed.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -106,8 +109,8 @@ pub struct Submission {
 /// A job as Flink reports it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct JobOverview {
-    /// Flink's job state (`RUNNING`, `FAILED`, …).
-    pub state: String,
+    /// Flink's job state.
+    pub state: FlinkJobState,
     /// Whether every task of the job is running: a job is `RUNNING` before
     /// its tasks are deployed, and cannot take a savepoint until they are.
     pub all_tasks_running: bool,

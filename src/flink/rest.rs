@@ -11,7 +11,10 @@ use serde_json::{json, Value};
 
 use super::hosts::Hosts;
 use super::jar::{JarPolicy, Stopped};
-use super::{failure_words, Checkpoints, FlinkApi, FlinkError, JobOverview, Operation, Submission};
+use super::{
+    failure_words, Checkpoints, FlinkApi, FlinkError, FlinkJobState, JobOverview, Operation,
+    Submission,
+};
 
 /// How long one REST call may take; a jar's upload may take the jar
 /// policy's timeout more.
@@ -227,7 +230,7 @@ impl RestFlink {
         let job: Job = parse(answer, "GET /jobs/{id}")?;
         Ok(JobOverview {
             all_tasks_running: job.vertices.iter().all(|v| v.status == "RUNNING"),
-            state: job.state,
+            state: FlinkJobState::parse(&job.state),
         })
     }
 

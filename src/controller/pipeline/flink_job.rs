@@ -24,7 +24,9 @@ use crate::conditions::{ConditionStatus, READY};
 use crate::controller::status::{own_fields, Outcome, Requeue, Wanted};
 use crate::controller::{finalizer, lookup};
 use crate::error::Error;
-use crate::flink::{flink_id, FlinkApi, FlinkError, JobOverview, Operation, Submission};
+use crate::flink::{
+    flink_id, FlinkApi, FlinkError, FlinkJobState, JobOverview, Operation, Submission,
+};
 
 /// How often a running job's state is read again.
 const FOLLOW_EVERY: Duration = Duration::from_secs(15);
@@ -357,10 +359,7 @@ impl FlinkJob<'_> {
     /// Whether the job has reached a final state.
     async fn stopped(&self, id: &str) -> Result<bool, String> {
         match self.flink_api.job(&self.url, id).await {
-            Ok(job) => Ok(matches!(
-                job.state.as_str(),
-                "CANCELED" | "FAILED" | "FINISHED"
-            )),
+            Ok(job) => Ok(job.state.has_ended()),
             Err(FlinkError::JobNotFound(_)) => Ok(true),
             Err(error) => Err(error.to_string()),
         }
@@ -369,9 +368,9 @@ impl FlinkJob<'_> {
     /// Cancels the job; whether it has stopped.
     async fn cancel(&self, id: &str) -> Result<bool, String> {
         match self.flink_api.job(&self.url, id).await {
-            Ok(job) if matches!(job.state.as_str(), "CANCELED" | "FAILED" | "FINISHED") => Ok(true),
+            Ok(job) if job.state.has_ended() => Ok(true),
             Err(FlinkError::JobNotFound(_)) => Ok(true),
-            Ok(job) if job.state == "CANCELLING" => Ok(false),
+            Ok(job) if job.state == FlinkJobState::Cancelling => Ok(false),
             Ok(_) => self
                 .flink_api
                 .cancel(&self.url, id)
@@ -407,7 +406,7 @@ impl FlinkJob<'_> {
             .and_then(|t| t.restore_from.clone())
             .unwrap_or_default();
         if let Some(job) = self.status.job.as_mut() {
-            job.state = Some("FINISHED".into());
+            job.state = Some(FlinkJobState::Finished.to_string());
         }
         let ready = Wanted::new(
             READY,
@@ -445,7 +444,7 @@ impl FlinkJob<'_> {
                     }
                 };
                 if let Some(job) = self.status.job.as_mut() {
-                    job.state = Some(overview.state.clone());
+                    job.state = Some(overview.state.to_string());
                     job.restarts = restarts.or(job.restarts);
                 }
                 follow(self.flink_api, &self.url, id, &overview).await
@@ -502,9 +501,9 @@ async fn follow(
     id: &str,
     overview: &JobOverview,
 ) -> (PipelinePhase, Wanted, Requeue) {
-    let state = overview.state.as_str();
+    let state = &overview.state;
     match state {
-        "RUNNING" if overview.all_tasks_running => (
+        FlinkJobState::Running if overview.all_tasks_running => (
             PipelinePhase::Running,
             Wanted::new(
                 READY,
@@ -514,7 +513,7 @@ async fn follow(
             ),
             Requeue::After(FOLLOW_EVERY),
         ),
-        "FAILED" | "FAILING" => {
+        FlinkJobState::Failed | FlinkJobState::Failing => {
             let why = match flink_api.failure(url, id).await {
                 Ok(Some(words)) => words,
                 Ok(None) => "Flink recorded no exception".into(),
@@ -531,7 +530,10 @@ async fn follow(
                 Requeue::After(FOLLOW_EVERY),
             )
         }
-        "CANCELED" | "CANCELLING" | "FINISHED" | "SUSPENDED" => (
+        FlinkJobState::Canceled
+        | FlinkJobState::Cancelling
+        | FlinkJobState::Finished
+        | FlinkJobState::Suspended => (
             PipelinePhase::Stopped,
             Wanted::new(
                 READY,
@@ -657,12 +659,12 @@ pub async fn on_delete(
     if let (Some(flink), Some(job)) = (session, job) {
         let url = flink.session_url.clone().unwrap_or_default();
         let state = match flink_api.job(&url, &job).await {
-            Ok(overview) => overview.state,
-            Err(FlinkError::JobNotFound(_)) => "gone".to_string(),
+            Ok(overview) => Some(overview.state),
+            Err(FlinkError::JobNotFound(_)) => None,
             Err(error) => return Err(Error::Flink(error)),
         };
-        if !matches!(state.as_str(), "CANCELED" | "FAILED" | "FINISHED" | "gone") {
-            if state != "CANCELLING" {
+        if let Some(state) = state.filter(|state| !state.has_ended()) {
+            if state != FlinkJobState::Cancelling {
                 flink_api.cancel(&url, &job).await?;
                 tracing::info!(%job, %url, "cancelling the job of a deleted pipeline");
             }
