@@ -9,25 +9,39 @@ use super::run::RunBackfill;
 use crate::api::backfill::Backfill;
 use crate::api::kafka_cluster_set::{ClusterPhase, ClusterStatus, KafkaClusterSet};
 use crate::kafka::topic::desired_topic;
-use crate::kafka::{ClusterConnection, DesiredTopic, TopicOffsets};
+use crate::kafka::{ClusterConnection, DesiredTopic, KafkaAdmin, TopicOffsets};
 use crate::replay::plan::ReplayPlan;
 
+/// The extra clusters of one run: their names, as the run's status keeps
+/// them, and the set whose status records where they are.
+pub(crate) struct ExtraClusters<'r> {
+    set: &'r KafkaClusterSet,
+    names: Vec<String>,
+    admin: &'r dyn KafkaAdmin,
+}
+
 impl RunBackfill<'_> {
-    /// Our clusters as the set's status shows them, once all are Ready.
-    pub(crate) fn ready_clusters<'s>(
-        &self,
-        backfill: &Backfill,
-        set: &'s KafkaClusterSet,
+    /// The extra clusters `names` of `set`, reached through this run's admin.
+    pub(crate) fn extra<'r>(
+        &'r self,
+        set: &'r KafkaClusterSet,
         names: &[String],
-    ) -> Result<Vec<&'s ClusterStatus>, String> {
-        let recorded = set
-            .status
-            .as_ref()
-            .map(|s| s.clusters.as_slice())
-            .unwrap_or_default();
+    ) -> ExtraClusters<'r> {
+        ExtraClusters {
+            set,
+            names: names.to_vec(),
+            admin: self.deps.admin.as_ref(),
+        }
+    }
+}
+
+impl<'r> ExtraClusters<'r> {
+    /// Our clusters as the set's status shows them, once all are Ready.
+    pub(crate) fn ready(&self, backfill: &Backfill) -> Result<Vec<&'r ClusterStatus>, String> {
+        let recorded = self.recorded();
         let mut ready = Vec::new();
         let mut waiting = Vec::new();
-        for name in names {
+        for name in &self.names {
             match recorded
                 .iter()
                 .find(|c| &c.name == name && c.owner.as_deref() == Some(&backfill.name_any()))
@@ -58,15 +72,12 @@ impl RunBackfill<'_> {
     /// Per extra cluster, the committed offsets of `group` on `topics`.
     pub(crate) async fn committed(
         &self,
-        set: &KafkaClusterSet,
-        names: &[String],
         group: &str,
         topics: &[String],
     ) -> Result<BTreeMap<String, BTreeMap<String, BTreeMap<i32, i64>>>, String> {
         let mut all = BTreeMap::new();
-        for (name, connection) in extra_connections(set, names)? {
+        for (name, connection) in self.connections()? {
             let offsets = self
-                .deps
                 .admin
                 .group_offsets(&connection, group, topics)
                 .await
@@ -80,15 +91,16 @@ impl RunBackfill<'_> {
     /// lacks, with the plan's layout: a broker restarted without its data,
     /// or a copy started again, leaves them missing, and the set creates
     /// them only at its next resync.
-    pub(crate) async fn ensure_topics(
-        &self,
-        set: &KafkaClusterSet,
-        names: &[String],
-        plan: &ReplayPlan,
-    ) -> Result<(), String> {
+    pub(crate) async fn ensure_topics(&self, plan: &ReplayPlan) -> Result<(), String> {
         let mut wanted = Vec::new();
         for stream in &plan.streams {
-            let Some(spec) = set.spec.streams.iter().find(|s| s.name == stream.stream) else {
+            let Some(spec) = self
+                .set
+                .spec
+                .streams
+                .iter()
+                .find(|s| s.name == stream.stream)
+            else {
                 return Err(format!(
                     "stream `{}` is no longer declared in the set",
                     stream.stream
@@ -101,8 +113,8 @@ impl RunBackfill<'_> {
             });
         }
         let topics: Vec<String> = wanted.iter().map(|t| t.name.clone()).collect();
-        for (name, connection) in extra_connections(set, names)? {
-            let admin = self.deps.admin.as_ref();
+        for (name, connection) in self.connections()? {
+            let admin = self.admin;
             let view = admin
                 .describe(&connection, &topics)
                 .await
@@ -123,16 +135,13 @@ impl RunBackfill<'_> {
     /// start of the last batch as the end (Tansu) are never beyond.
     pub(crate) async fn written_by_others(
         &self,
-        set: &KafkaClusterSet,
-        names: &[String],
         written: &BTreeMap<String, TopicOffsets>,
         topics: &[String],
     ) -> Result<Vec<String>, String> {
         let mut foreign = Vec::new();
-        for (name, connection) in extra_connections(set, names)? {
+        for (name, connection) in self.connections()? {
             for topic in topics {
                 let ends = self
-                    .deps
                     .admin
                     .end_offsets(&connection, topic)
                     .await
@@ -150,45 +159,41 @@ impl RunBackfill<'_> {
         Ok(foreign)
     }
 
-    /// Deletes `topics` on the extra clusters `names`, with what was
+    /// Deletes `topics` on the extra clusters, with what was
     /// committed on them.
-    pub(crate) async fn empty_topics(
-        &self,
-        set: &KafkaClusterSet,
-        names: &[String],
-        topics: &[String],
-    ) -> Result<(), String> {
-        for (name, connection) in extra_connections(set, names)? {
-            self.deps
-                .admin
+    pub(crate) async fn empty_topics(&self, topics: &[String]) -> Result<(), String> {
+        for (name, connection) in self.connections()? {
+            self.admin
                 .delete_topics(&connection, topics)
                 .await
                 .map_err(|e| format!("cluster `{name}`: {e}"))?;
         }
         Ok(())
     }
-}
 
-/// The extra clusters `names` as the set's status records them, each with
-/// a connection to it.
-fn extra_connections(
-    set: &KafkaClusterSet,
-    names: &[String],
-) -> Result<Vec<(String, ClusterConnection)>, String> {
-    let recorded = set
-        .status
-        .as_ref()
-        .map(|s| s.clusters.as_slice())
-        .unwrap_or_default();
-    names
-        .iter()
-        .map(|name| {
-            recorded
-                .iter()
-                .find(|c| &c.name == name)
-                .and_then(|c| c.bootstrap_servers.as_deref())
-                .map(|bootstrap| (name.clone(), ClusterConnection::plaintext(bootstrap)))
-                .ok_or_else(|| format!("cluster `{name}` has no address in the set's status"))
-        })
-        .collect()
+    /// Every cluster the set's status records.
+    fn recorded(&self) -> &'r [ClusterStatus] {
+        self.set
+            .status
+            .as_ref()
+            .map(|s| s.clusters.as_slice())
+            .unwrap_or_default()
+    }
+
+    /// Each extra cluster with a connection to it, as the set's status
+    /// records it.
+    fn connections(&self) -> Result<Vec<(String, ClusterConnection)>, String> {
+        let recorded = self.recorded();
+        self.names
+            .iter()
+            .map(|name| {
+                recorded
+                    .iter()
+                    .find(|c| &c.name == name)
+                    .and_then(|c| c.bootstrap_servers.as_deref())
+                    .map(|bootstrap| (name.clone(), ClusterConnection::plaintext(bootstrap)))
+                    .ok_or_else(|| format!("cluster `{name}` has no address in the set's status"))
+            })
+            .collect()
+    }
 }

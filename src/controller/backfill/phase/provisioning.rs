@@ -13,6 +13,7 @@ use super::super::progress::progress;
 use super::super::run::{RunBackfill, Step, RANGE_RECHECK, RECHECK};
 use super::replaying::stored_plan;
 use crate::api::backfill::{Backfill, BackfillPhase, BackfillStatus, ReplayStatus, StreamOffsets};
+use crate::api::kafka_cluster_set::ClusterStatus;
 use crate::controller::common::provider::{ClusterProvider, ProviderError, Providers};
 use crate::controller::status::Requeue;
 use crate::error::Error;
@@ -29,29 +30,17 @@ impl RunBackfill<'_> {
             Ok(found) => found,
             Err(message) => return Ok(Step::fail(status, "ReferenceGone", message)),
         };
-        let clusters = match self.ready_clusters(backfill, &set, &status.clusters) {
-            Ok(clusters) => clusters,
-            Err(waiting) => {
-                return Ok(Step::wait(
-                    status,
-                    "ClustersStarting",
-                    format!("waiting for the extra clusters: {waiting}"),
-                    Requeue::After(RECHECK),
-                ))
-            }
-        };
         let set_status = set.status.clone().unwrap_or_default();
         let write = set_status
             .write_cluster
             .clone()
             .unwrap_or_else(|| set.spec.routing.write_cluster.clone());
-        let Some(source) = set_status.clusters.iter().find(|c| c.name == write) else {
-            return Ok(Step::wait(
-                status,
-                "SourceNotReady",
-                format!("the write cluster `{write}` is not in the set's status yet"),
-                Requeue::After(RECHECK),
-            ));
+        let ready = self.extra(&set, &status.clusters).ready(backfill);
+        let (clusters, source) = match decide(ready, &write, &set_status.clusters) {
+            Next::Wait(reason, message) => {
+                return Ok(Step::wait(status, reason, message, Requeue::After(RECHECK)))
+            }
+            Next::Locate { clusters, source } => (clusters, source),
         };
         // Reached as the set reaches it: a secured source's Secrets are
         // read for the operator's calls and named for the workers.
@@ -146,35 +135,196 @@ impl RunBackfill<'_> {
             }
         };
         let mut next = status;
-        let total = plan.total_records();
-        next.replay = Some(ReplayStatus {
-            plan: objects::plan_name(backfill),
-            jobs: (0..plan.workers)
-                .map(|i| objects::job_name(backfill, i))
-                .collect(),
-            records_total: total,
-            handoff_offsets: plan
-                .streams
-                .iter()
-                .map(|s| StreamOffsets {
-                    cluster: Some(write.clone()),
-                    stream: s.stream.clone(),
-                    topic: s.source_topic.clone(),
-                    offsets: s
-                        .partitions
-                        .iter()
-                        .map(|r| (r.partition.to_string(), r.end))
-                        .collect(),
-                })
-                .collect(),
-            written: Vec::new(),
-            reruns: 0,
-        });
+        let replay = replay_status(backfill, &plan, &write);
+        let total = replay.records_total;
+        next.replay = Some(replay);
         next.progress = Some(progress(0, total, None, None));
         let message = format!(
             "replaying {total} record(s) from `{write}` with {} worker(s)",
             plan.workers
         );
         Ok(Step::advance(next, BackfillPhase::Replaying, message))
+    }
+}
+
+/// The extra clusters once all are ready, or what they wait for.
+type Ready<'s> = Result<Vec<&'s ClusterStatus>, String>;
+
+/// What provisioning does next, from what the set's status shows.
+#[derive(Debug, PartialEq)]
+enum Next<'s> {
+    /// Something to wait for: the reason and what.
+    Wait(&'static str, String),
+    /// Every extra cluster is ready: the range is located on `source`.
+    Locate {
+        clusters: Vec<&'s ClusterStatus>,
+        source: &'s ClusterStatus,
+    },
+}
+
+/// `ready`: the extra clusters once all are ready, or what they wait for;
+/// `recorded`: the set's clusters, among which the write cluster `write`.
+fn decide<'s>(ready: Ready<'s>, write: &str, recorded: &'s [ClusterStatus]) -> Next<'s> {
+    match (ready, recorded.iter().find(|c| c.name == write)) {
+        (Err(waiting), _) => Next::Wait(
+            "ClustersStarting",
+            format!("waiting for the extra clusters: {waiting}"),
+        ),
+        (Ok(_), None) => Next::Wait(
+            "SourceNotReady",
+            format!("the write cluster `{write}` is not in the set's status yet"),
+        ),
+        (Ok(clusters), Some(source)) => Next::Locate { clusters, source },
+    }
+}
+
+/// The replay of `plan` as the status records it: its workers' Jobs, the
+/// records to copy and, per stream, the source offsets the live job is
+/// handed at the end (the range's ends on the write cluster `write`).
+fn replay_status(backfill: &Backfill, plan: &ReplayPlan, write: &str) -> ReplayStatus {
+    ReplayStatus {
+        plan: objects::plan_name(backfill),
+        jobs: (0..plan.workers)
+            .map(|i| objects::job_name(backfill, i))
+            .collect(),
+        records_total: plan.total_records(),
+        handoff_offsets: plan
+            .streams
+            .iter()
+            .map(|s| StreamOffsets {
+                cluster: Some(write.to_string()),
+                stream: s.stream.clone(),
+                topic: s.source_topic.clone(),
+                offsets: s
+                    .partitions
+                    .iter()
+                    .map(|r| (r.partition.to_string(), r.end))
+                    .collect(),
+            })
+            .collect(),
+        written: Vec::new(),
+        reruns: 0,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::api::kafka_cluster_set::ClusterPhase;
+    use crate::replay::plan::{PartitionRange, StreamRange};
+
+    fn cluster(name: &str) -> ClusterStatus {
+        ClusterStatus {
+            name: name.into(),
+            phase: Some(ClusterPhase::Ready),
+            ..ClusterStatus::default()
+        }
+    }
+
+    #[test]
+    fn the_range_is_located_once_the_extra_clusters_are_ready_and_the_source_is_known() {
+        let recorded = [cluster("blue"), cluster("bf-0")];
+        let extra = vec![&recorded[1]];
+        let cases: Vec<(&str, Ready, &str, Next)> = vec![
+            (
+                "an extra cluster still starting",
+                Err("`bf-0` is Starting".into()),
+                "blue",
+                Next::Wait(
+                    "ClustersStarting",
+                    "waiting for the extra clusters: `bf-0` is Starting".into(),
+                ),
+            ),
+            (
+                "the write cluster not recorded yet",
+                Ok(extra.clone()),
+                "green",
+                Next::Wait(
+                    "SourceNotReady",
+                    "the write cluster `green` is not in the set's status yet".into(),
+                ),
+            ),
+            (
+                "the clusters wait first, whatever the source",
+                Err("`bf-0` is not in the set's status yet".into()),
+                "green",
+                Next::Wait(
+                    "ClustersStarting",
+                    "waiting for the extra clusters: `bf-0` is not in the set's status yet".into(),
+                ),
+            ),
+            (
+                "ready, and the source known",
+                Ok(extra.clone()),
+                "blue",
+                Next::Locate {
+                    clusters: extra.clone(),
+                    source: &recorded[0],
+                },
+            ),
+        ];
+        for (case, ready, write, expected) in cases {
+            assert_eq!(decide(ready, write, &recorded), expected, "{case}");
+        }
+    }
+
+    #[test]
+    fn the_handoff_offsets_are_the_ends_of_the_range_on_the_write_cluster() {
+        let backfill = Backfill::new(
+            "reprocess",
+            serde_json::from_value(serde_json::json!({
+                "pipelineRef": "orders",
+                "from": "2026-01-01T00:00:00Z",
+                "to": "2026-01-02T00:00:00Z",
+            }))
+            .unwrap(),
+        );
+        let plan = ReplayPlan {
+            source: "blue:9092".into(),
+            source_security: None,
+            destinations: vec!["bf-0:9092".into()],
+            multiplier: 1,
+            workers: 2,
+            progress_group: "progress".into(),
+            streams: vec![StreamRange {
+                stream: "orders".into(),
+                source_topic: "orders-v1".into(),
+                destination_topic: "orders-v1".into(),
+                source_partitions: 2,
+                partitions: vec![
+                    PartitionRange {
+                        partition: 0,
+                        start: 5,
+                        end: 15,
+                    },
+                    PartitionRange {
+                        partition: 1,
+                        start: 0,
+                        end: 7,
+                    },
+                ],
+            }],
+        };
+        let replay = replay_status(&backfill, &plan, "blue");
+        assert_eq!(replay.records_total, 17);
+        assert_eq!(
+            replay.jobs,
+            [
+                objects::job_name(&backfill, 0),
+                objects::job_name(&backfill, 1)
+            ]
+        );
+        assert_eq!(replay.plan, objects::plan_name(&backfill));
+        assert_eq!(
+            replay.handoff_offsets,
+            [StreamOffsets {
+                cluster: Some("blue".into()),
+                stream: "orders".into(),
+                topic: "orders-v1".into(),
+                offsets: [("0".to_string(), 15), ("1".to_string(), 7)].into(),
+            }]
+        );
+        assert!(replay.written.is_empty());
+        assert_eq!(replay.reruns, 0);
     }
 }

@@ -60,7 +60,11 @@ impl RunBackfill<'_> {
             let config_maps: Api<ConfigMap> =
                 Api::namespaced(self.shared.client.clone(), &namespace);
             let plan = stored_plan(&config_maps.get(&replay.plan).await?)?;
-            if let Err(why) = self.ensure_topics(&set, &status.clusters, &plan).await {
+            if let Err(why) = self
+                .extra(&set, &status.clusters)
+                .ensure_topics(&plan)
+                .await
+            {
                 let message = format!("creating the topics the workers write: {why}");
                 return Ok(Step::wait(
                     status,
@@ -98,21 +102,12 @@ impl RunBackfill<'_> {
             .iter()
             .map(|s| s.topic.clone())
             .collect();
-        let committed = self
-            .committed(
-                &set,
-                &status.clusters,
-                &objects::progress_group(backfill),
-                &topics,
-            )
+        let extra = self.extra(&set, &status.clusters);
+        let committed = extra
+            .committed(&objects::progress_group(backfill), &topics)
             .await;
-        let bytes = self
-            .committed(
-                &set,
-                &status.clusters,
-                &bytes_group(&objects::progress_group(backfill)),
-                &topics,
-            )
+        let bytes = extra
+            .committed(&bytes_group(&objects::progress_group(backfill)), &topics)
             .await
             .ok()
             .map(|all| sum(&all))
@@ -131,8 +126,8 @@ impl RunBackfill<'_> {
         // A finished copy is checked before it is used.
         let checked = match (committed, failed.clone()) {
             (Ok(all), Some(why)) if finished => Ok((all, Some(("ReplayFailed", why)))),
-            (Ok(all), None) if finished => self
-                .written_by_others(&set, &next.clusters, &all, &topics)
+            (Ok(all), None) if finished => extra
+                .written_by_others(&all, &topics)
                 .await
                 .map(|foreign| {
                     let flaw = flaw(replayed, replay.records_total, &foreign).map(|(reason, what)| {
@@ -156,7 +151,7 @@ impl RunBackfill<'_> {
                 // last one copied can be mended in place: the copy starts
                 // again on emptied topics. The workers have all finished (or
                 // their Jobs gave up), so nothing writes them meanwhile.
-                if let Err(why) = self.empty_topics(&set, &next.clusters, &topics).await {
+                if let Err(why) = extra.empty_topics(&topics).await {
                     let message = format!("{wrong}; emptying them to copy again: {why}");
                     return Ok(Step::wait(next, reason, message, Requeue::After(RECHECK)));
                 }
