@@ -1,12 +1,13 @@
 //! kappa-operator: runs the Kappa architecture on Kubernetes.
 
+pub use kappa_api as api;
+pub use kappa_api::duration;
+pub use kappa_client as client;
+pub use kappa_client::discovery;
+
 pub mod allocator;
-pub mod api;
-pub mod client;
 pub mod conditions;
 pub mod controller;
-pub mod discovery;
-pub mod duration;
 pub mod error;
 pub mod flink;
 pub mod http;

@@ -13,12 +13,10 @@ use kube::api::{
     ApiResource, DeleteParams, DynamicObject, GroupVersionKind, ListParams, Patch, PatchParams,
 };
 use kube::{Api, Client, Resource, ResourceExt};
-use sha2::{Digest, Sha256};
 
 use super::builtin;
 use crate::api::kafka_cluster_set::{
-    BuiltinCluster, ClusterEntry, ClusterSettings, ExternalCluster, KafkaClusterSet,
-    KafkaClusterSetSpec, Provider, SaslMechanism,
+    BuiltinCluster, ClusterSettings, ExternalCluster, KafkaClusterSet, Provider, SaslMechanism,
 };
 use crate::controller::reconcile::FIELD_MANAGER;
 use crate::discovery::{ClientSecurity, DiscoveredCluster, SecretKey};
@@ -54,43 +52,6 @@ impl ProviderError {
             Self::Starting(_) => "ClusterStarting",
             Self::Gone(_) => "ClusterGone",
         }
-    }
-}
-
-impl ClusterSettings {
-    /// The settings of `cluster`: its overrides over the set's template.
-    pub fn of(spec: &KafkaClusterSetSpec, cluster: &ClusterEntry) -> Self {
-        let overrides = cluster.overrides.clone().unwrap_or_default();
-        let provider = overrides.provider.unwrap_or(spec.template.provider);
-        match provider {
-            Provider::Builtin => Self {
-                provider,
-                builtin: Some(
-                    overrides
-                        .builtin
-                        .or_else(|| spec.template.builtin.clone())
-                        .unwrap_or_default(),
-                ),
-                external: None,
-            },
-            Provider::External => Self {
-                provider,
-                builtin: None,
-                external: overrides
-                    .external
-                    .or_else(|| spec.template.external.clone()),
-            },
-        }
-    }
-
-    /// A digest of the settings; a recorded cluster whose digest changes has
-    /// had its spec edited.
-    pub fn hash(&self) -> String {
-        let bytes = serde_json::to_vec(self).unwrap_or_default();
-        Sha256::digest(bytes)[..8]
-            .iter()
-            .map(|b| format!("{b:02x}"))
-            .collect()
     }
 }
 

@@ -8,10 +8,10 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use futures::{StreamExt, TryStreamExt};
+use futures::StreamExt;
 use inotify::{EventStream, Inotify, WatchMask};
 use k8s_openapi::api::core::v1::ConfigMap;
-use kube::runtime::watcher;
+use kube::api::{ListParams, WatchEvent, WatchParams};
 use kube::{Api, Client};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
@@ -200,23 +200,57 @@ async fn follow_directory(dir: PathBuf, accept: Acceptor) {
     }
 }
 
+/// How long one watch of the ConfigMap lasts before the server ends it and
+/// it is listed again (under the API server's five-minute limit).
+const WATCH_SECONDS: u32 = 290;
+
+/// Follows the set's ConfigMap through the API server: a list gives the
+/// document as it is and the version to watch from; a watch that ends,
+/// fails or expires (410 Gone) is followed by a list again. A document
+/// seen twice is offered twice and kept once (its epoch is not newer).
 async fn watch_config_map(client: Client, namespace: String, set: String, accept: Acceptor) {
     let api: Api<ConfigMap> = Api::namespaced(client, &namespace);
-    let config =
-        watcher::Config::default().fields(&format!("metadata.name={}", config_map_name(&set)));
-    let mut events = std::pin::pin!(watcher(api, config));
+    let only = format!("metadata.name={}", config_map_name(&set));
+    let offer = |map: &ConfigMap| {
+        if let Some(text) = map.data.as_ref().and_then(|d| d.get(DOCUMENT_KEY)) {
+            accept.offer(text);
+        }
+    };
     loop {
-        match events.try_next().await {
-            Ok(Some(watcher::Event::Apply(map) | watcher::Event::InitApply(map))) => {
-                if let Some(text) = map.data.as_ref().and_then(|d| d.get(DOCUMENT_KEY)) {
-                    accept.offer(text);
-                }
+        let version = match api.list(&ListParams::default().fields(&only)).await {
+            Ok(list) => {
+                list.items.iter().for_each(offer);
+                list.metadata.resource_version.unwrap_or_default()
             }
-            Ok(Some(_)) => {}
-            Ok(None) => return,
+            Err(error) => {
+                tracing::warn!(%error, "listing the discovery ConfigMap failed; retrying");
+                tokio::time::sleep(Duration::from_secs(1)).await;
+                continue;
+            }
+        };
+        let params = WatchParams::default().fields(&only).timeout(WATCH_SECONDS);
+        let events = match api.watch(&params, &version).await {
+            Ok(events) => events,
             Err(error) => {
                 tracing::warn!(%error, "watching the discovery ConfigMap failed; retrying");
                 tokio::time::sleep(Duration::from_secs(1)).await;
+                continue;
+            }
+        };
+        let mut events = std::pin::pin!(events);
+        while let Some(event) = events.next().await {
+            match event {
+                Ok(WatchEvent::Added(map) | WatchEvent::Modified(map)) => offer(&map),
+                Ok(WatchEvent::Deleted(_) | WatchEvent::Bookmark(_)) => {}
+                Ok(WatchEvent::Error(status)) => {
+                    tracing::debug!(code = status.code, message = %status.message, "the discovery ConfigMap's watch ended; listing again");
+                    break;
+                }
+                Err(error) => {
+                    tracing::warn!(%error, "the discovery ConfigMap's watch failed; listing again");
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                    break;
+                }
             }
         }
     }

@@ -1,4 +1,5 @@
-//! The `kappa.dev/v1alpha1` API: one module per kind.
+//! The `kappa.dev/v1alpha1` API of kappa-operator: one module per kind, the
+//! duration grammar its specs share, and the CRDs generated from them.
 
 // Printer columns repeat `type_ = "string"` inside `#[kube(...)]`, which this
 // lint mistakes for duplicated attributes.
@@ -6,6 +7,7 @@
 
 pub mod backfill;
 pub mod common;
+pub mod duration;
 pub mod kafka_cluster_set;
 pub mod pipeline;
 pub mod savepoint;

@@ -11,7 +11,7 @@ use sha2::{Digest, Sha256};
 
 pub mod acknowledgement;
 
-use crate::api::kafka_cluster_set::ClusterRole;
+use kappa_api::kafka_cluster_set::ClusterRole;
 
 /// Version of the document format; a client refuses a version it does not know.
 pub const FORMAT_VERSION: u32 = 1;

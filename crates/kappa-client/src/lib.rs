@@ -11,6 +11,7 @@ use rdkafka::ClientConfig;
 
 pub mod check;
 pub mod consumer;
+pub mod discovery;
 pub mod member;
 pub mod producer;
 pub mod segments;

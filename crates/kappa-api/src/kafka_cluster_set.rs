@@ -5,6 +5,7 @@ use std::collections::BTreeMap;
 use kube::CustomResource;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
 
 use super::common::{
     CommonStatus, Resources, SecretKeyRef, NAME_PATTERN, QUANTITY_PATTERN, TOPIC_PATTERN,
@@ -546,4 +547,41 @@ pub struct TopicStatus {
     /// Why it is not Ready, when it is not.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub message: Option<String>,
+}
+
+impl ClusterSettings {
+    /// The settings of `cluster`: its overrides over the set's template.
+    pub fn of(spec: &KafkaClusterSetSpec, cluster: &ClusterEntry) -> Self {
+        let overrides = cluster.overrides.clone().unwrap_or_default();
+        let provider = overrides.provider.unwrap_or(spec.template.provider);
+        match provider {
+            Provider::Builtin => Self {
+                provider,
+                builtin: Some(
+                    overrides
+                        .builtin
+                        .or_else(|| spec.template.builtin.clone())
+                        .unwrap_or_default(),
+                ),
+                external: None,
+            },
+            Provider::External => Self {
+                provider,
+                builtin: None,
+                external: overrides
+                    .external
+                    .or_else(|| spec.template.external.clone()),
+            },
+        }
+    }
+
+    /// A digest of the settings; a recorded cluster whose digest changes has
+    /// had its spec edited.
+    pub fn hash(&self) -> String {
+        let bytes = serde_json::to_vec(self).unwrap_or_default();
+        Sha256::digest(bytes)[..8]
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect()
+    }
 }

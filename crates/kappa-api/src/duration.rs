@@ -133,7 +133,7 @@ impl schemars::JsonSchema for SpecDuration {
     fn json_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
         schemars::json_schema!({
             "type": "string",
-            "pattern": crate::api::common::DURATION_PATTERN,
+            "pattern": crate::common::DURATION_PATTERN,
         })
     }
 }
@@ -199,7 +199,7 @@ mod tests {
         /// And it reads nothing the pattern refuses.
         #[test]
         fn refuses_whatever_the_schema_pattern_refuses(text in "[0-9a-z ]{0,8}") {
-            let pattern = regex::Regex::new(crate::api::common::DURATION_PATTERN).expect("pattern compiles");
+            let pattern = regex::Regex::new(crate::common::DURATION_PATTERN).expect("pattern compiles");
             proptest::prop_assert_eq!(parse_duration(&text).is_ok(), pattern.is_match(&text));
         }
     }
