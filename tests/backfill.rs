@@ -359,14 +359,18 @@ async fn inject_faults(
             }
         };
         // The lease may still name a leader killed before: a random kill
-        // counts once; at a boundary that leader is gone either way.
-        if let Some(leader) = lease_holder(&leases).await {
-            let killed = kill_pods(testbed, "kappa-system", &[&leader]);
-            if boundary {
-                faults.at_boundaries += 1;
-            } else {
-                faults.at_random += killed;
-            }
+        // counts once; at a boundary that leader is gone either way. A
+        // lease that names no one (a killed leader released it on its way
+        // out, and no other has taken it yet) leaves no leader to kill: the
+        // boundary counts, the random instant does not.
+        let killed = match lease_holder(&leases).await {
+            Some(leader) => kill_pods(testbed, "kappa-system", &[&leader]),
+            None => 0,
+        };
+        if boundary {
+            faults.at_boundaries += 1;
+        } else {
+            faults.at_random += killed;
         }
         if !boundary {
             next_kill = tokio::time::Instant::now() + pause();
