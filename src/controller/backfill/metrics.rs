@@ -6,7 +6,7 @@ use std::collections::BTreeSet;
 use k8s_openapi::jiff::Timestamp;
 use kube::ResourceExt;
 
-use super::run::phase_reason;
+use super::reason::Reason;
 use crate::api::backfill::{Backfill, BackfillPhase, BackfillStatus};
 use crate::metrics::{Metrics, Present};
 
@@ -52,7 +52,7 @@ pub(crate) fn record_metrics(metrics: &Metrics, backfill: &Backfill, status: &Ba
     for phase in ALL_PHASES {
         metrics
             .backfill_phase
-            .with_label_values(&[&namespace, &name, phase_reason(phase)])
+            .with_label_values(&[&namespace, &name, Reason::Phase(phase).as_str()])
             .set(i64::from(phase == current));
     }
 }
@@ -68,10 +68,11 @@ pub fn forget_metrics(metrics: &Metrics, present: &Present) {
     for (namespace, name) in recorded.iter().filter(|(ns, name)| present.gone(ns, name)) {
         // A series that was never set is simply not there to remove.
         for phase in ALL_PHASES {
-            let _ =
-                metrics
-                    .backfill_phase
-                    .remove_label_values(&[namespace, name, phase_reason(phase)]);
+            let _ = metrics.backfill_phase.remove_label_values(&[
+                namespace,
+                name,
+                Reason::Phase(phase).as_str(),
+            ]);
         }
         for kind in ["range", "replayed", "lag"] {
             let _ = metrics

@@ -8,6 +8,7 @@ mod metrics;
 pub mod objects;
 mod phase;
 mod progress;
+mod reason;
 pub mod run;
 pub mod validate;
 pub mod view;

@@ -25,6 +25,7 @@ use kube::core::DeserializeGuard;
 use kube::runtime::reflector::Store;
 
 use super::metrics::record_metrics;
+use super::reason::Reason;
 use crate::api::backfill::{Backfill, BackfillPhase, BackfillStatus};
 use crate::api::kafka_cluster_set::KafkaClusterSet;
 use crate::api::pipeline::Pipeline;
@@ -76,7 +77,7 @@ impl Act<Backfill> for RunBackfill<'_> {
 /// Where one reconcile leaves the run.
 pub(crate) struct Step {
     pub(crate) status: BackfillStatus,
-    reason: &'static str,
+    reason: Reason,
     message: String,
     requeue: Requeue,
 }
@@ -84,7 +85,7 @@ pub(crate) struct Step {
 impl Step {
     pub(crate) fn wait(
         status: BackfillStatus,
-        reason: &'static str,
+        reason: Reason,
         message: impl Into<String>,
         requeue: Requeue,
     ) -> Self {
@@ -106,14 +107,14 @@ impl Step {
         status.phase_time = Some(now());
         Self::wait(
             status,
-            phase_reason(phase),
+            Reason::Phase(phase),
             message,
             Requeue::After(Duration::from_millis(200)),
         )
     }
 
     /// The run cannot go on: it tears down what it created and ends Failed.
-    pub(crate) fn fail(mut status: BackfillStatus, reason: &'static str, message: String) -> Self {
+    pub(crate) fn fail(mut status: BackfillStatus, reason: Reason, message: String) -> Self {
         status.failure = Some(format!("{reason}: {message}"));
         Self::advance(status, BackfillPhase::TearingDown, message)
     }
@@ -124,19 +125,19 @@ impl Step {
             BackfillPhase::Completed => Wanted::new(
                 READY,
                 ConditionStatus::True,
-                "Completed",
+                Reason::Phase(phase).as_str(),
                 self.message.clone(),
             ),
             BackfillPhase::Failed => Wanted::new(
                 READY,
                 ConditionStatus::False,
-                "Failed",
+                Reason::Phase(phase).as_str(),
                 self.message.clone(),
             ),
             _ => Wanted::new(
                 READY,
                 ConditionStatus::Unknown,
-                self.reason,
+                self.reason.as_str(),
                 self.message.clone(),
             ),
         }];
@@ -145,14 +146,14 @@ impl Step {
             Wanted::new(
                 PROGRESSING,
                 ConditionStatus::False,
-                phase_reason(phase),
+                Reason::Phase(phase).as_str(),
                 self.message.clone(),
             )
         } else {
             Wanted::new(
                 PROGRESSING,
                 ConditionStatus::True,
-                self.reason,
+                self.reason.as_str(),
                 self.message.clone(),
             )
         });
@@ -160,13 +161,13 @@ impl Step {
             Some(failure) => Wanted::new(
                 DEGRADED,
                 ConditionStatus::True,
-                "RunFailed",
+                Reason::RunFailed.as_str(),
                 failure.clone(),
             ),
             None => Wanted::new(
                 DEGRADED,
                 ConditionStatus::False,
-                "NoFailure",
+                Reason::NoFailure.as_str(),
                 "nothing has failed",
             ),
         });
@@ -175,19 +176,6 @@ impl Step {
             fields: own_fields(serde_json::to_value(&self.status)?),
             requeue: self.requeue,
         })
-    }
-}
-
-pub(crate) fn phase_reason(phase: BackfillPhase) -> &'static str {
-    match phase {
-        BackfillPhase::Pending => "Pending",
-        BackfillPhase::Provisioning => "Provisioning",
-        BackfillPhase::Replaying => "Replaying",
-        BackfillPhase::Processing => "Processing",
-        BackfillPhase::HandingOff => "HandingOff",
-        BackfillPhase::TearingDown => "TearingDown",
-        BackfillPhase::Completed => "Completed",
-        BackfillPhase::Failed => "Failed",
     }
 }
 
@@ -216,10 +204,10 @@ impl RunBackfill<'_> {
                 let message = status.failure.clone().unwrap_or_else(|| {
                     format!(
                         "{}: the extra clusters, Jobs and plan are gone",
-                        phase_reason(phase)
+                        Reason::Phase(phase)
                     )
                 });
-                Step::wait(status, phase_reason(phase), message, Requeue::OnChange)
+                Step::wait(status, Reason::Phase(phase), message, Requeue::OnChange)
             }
         };
         record_metrics(&self.shared.metrics, backfill, &step.status);

@@ -4,6 +4,7 @@ use kube::{Api, ResourceExt};
 
 use super::super::derived::request_handoff;
 use super::super::objects;
+use super::super::reason::Reason;
 use super::super::run::{RunBackfill, Step, RECHECK};
 use crate::api::backfill::{Backfill, BackfillPhase, BackfillStatus};
 use crate::api::pipeline::Pipeline;
@@ -23,7 +24,7 @@ impl RunBackfill<'_> {
     ) -> Result<Step, Error> {
         let Some(live) = self.pipeline(backfill) else {
             let message = format!("Pipeline `{}` is gone", backfill.spec.pipeline_ref);
-            return Ok(Step::fail(status, "ReferenceGone", message));
+            return Ok(Step::fail(status, Reason::ReferenceGone, message));
         };
         let name = objects::handoff_name(backfill);
         let restarted = live
@@ -57,7 +58,7 @@ impl RunBackfill<'_> {
             Next::NothingToHandOff => {
                 let message =
                     "the replay recorded no hand-off offsets on the source cluster".into();
-                return Ok(Step::fail(status, "NoHandoffOffsets", message));
+                return Ok(Step::fail(status, Reason::NoHandoffOffsets, message));
             }
             Next::Request => {
                 // The annotation is set only once the Savepoint is recorded.
@@ -68,7 +69,7 @@ impl RunBackfill<'_> {
         }
         Ok(Step::wait(
             status,
-            "HandingOff",
+            Reason::Phase(BackfillPhase::HandingOff),
             format!(
                 "waiting for Pipeline `{}` to restart from Savepoint `{name}` at the offsets where the replay ended",
                 live.name_any()

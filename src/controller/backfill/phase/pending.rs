@@ -4,6 +4,7 @@
 use kube::ResourceExt;
 
 use super::super::objects;
+use super::super::reason::Reason;
 use super::super::run::{now, RunBackfill, Step};
 use crate::api::backfill::{Backfill, BackfillPhase, BackfillStatus, StartStateType};
 use crate::api::kafka_cluster_set::{KafkaClusterSet, Provider};
@@ -41,27 +42,27 @@ fn decide(
     backfill: &Backfill,
     pipeline: Option<&Pipeline>,
     set: Option<&KafkaClusterSet>,
-) -> Result<String, (&'static str, String)> {
+) -> Result<String, (Reason, String)> {
     let Some(pipeline) = pipeline else {
         let message = format!("Pipeline `{}` does not exist", backfill.spec.pipeline_ref);
-        return Err(("PipelineNotFound", message));
+        return Err((Reason::PipelineNotFound, message));
     };
     if pipeline.spec.engine.type_ != EngineType::Consumer {
         return Err((
-            "EngineNotSupported",
+            Reason::EngineNotSupported,
             format!("Pipeline `{}` runs on Flink; this operator version backfills consumer-engine pipelines only", pipeline.name_any()),
         ));
     }
     if backfill.spec.start_state.type_ == StartStateType::Savepoint {
         return Err((
-            "StartStateNotSupported",
+            Reason::StartStateNotSupported,
             "spec.startState: a consumer pipeline's state is its committed offsets on the live cluster, which mean nothing on the extra clusters; start empty (type: empty)".into(),
         ));
     }
     let set_name = pipeline.spec.cluster_set.clone();
     let Some(set) = set else {
         return Err((
-            "ClusterSetNotFound",
+            Reason::ClusterSetNotFound,
             format!(
                 "KafkaClusterSet `{set_name}` of Pipeline `{}` does not exist",
                 pipeline.name_any()
@@ -70,7 +71,7 @@ fn decide(
     };
     if set.spec.template.provider != Provider::Builtin {
         return Err((
-            "CapacityUnavailable",
+            Reason::CapacityUnavailable,
             format!("KafkaClusterSet `{set_name}` has an external template: extra clusters can only be run from a builtin template"),
         ));
     }
@@ -124,35 +125,35 @@ mod tests {
                 &empty,
                 None,
                 Some(&builtin),
-                Err("PipelineNotFound"),
+                Err(Reason::PipelineNotFound),
             ),
             (
                 "a Flink pipeline",
                 &empty,
                 Some(&flink),
                 Some(&builtin),
-                Err("EngineNotSupported"),
+                Err(Reason::EngineNotSupported),
             ),
             (
                 "from a savepoint",
                 &savepoint,
                 Some(&consumer),
                 Some(&builtin),
-                Err("StartStateNotSupported"),
+                Err(Reason::StartStateNotSupported),
             ),
             (
                 "no set",
                 &empty,
                 Some(&consumer),
                 None,
-                Err("ClusterSetNotFound"),
+                Err(Reason::ClusterSetNotFound),
             ),
             (
                 "an external set",
                 &empty,
                 Some(&consumer),
                 Some(&external),
-                Err("CapacityUnavailable"),
+                Err(Reason::CapacityUnavailable),
             ),
             (
                 "all there",

@@ -10,6 +10,7 @@ use kube::{Api, ResourceExt};
 use super::super::derived::{derive, live_document, view_name};
 use super::super::objects;
 use super::super::progress::progress;
+use super::super::reason::Reason;
 use super::super::run::{RunBackfill, Step, RECHECK};
 use super::super::view;
 use crate::api::backfill::{Backfill, BackfillPhase, BackfillStatus, Completion, StreamOffsets};
@@ -28,7 +29,7 @@ impl RunBackfill<'_> {
         let set_name = status.cluster_set.clone().unwrap_or_default();
         let (live, set) = match self.references(backfill, &set_name) {
             Ok(found) => found,
-            Err(message) => return Ok(Step::fail(status, "ReferenceGone", message)),
+            Err(message) => return Ok(Step::fail(status, Reason::ReferenceGone, message)),
         };
         let written = status
             .replay
@@ -40,7 +41,7 @@ impl RunBackfill<'_> {
         let Some(document) = live_document(&config_maps, &set_name).await? else {
             return Ok(Step::wait(
                 status,
-                "DiscoveryMissing",
+                Reason::DiscoveryMissing,
                 format!("KafkaClusterSet `{set_name}` has not published its discovery document"),
                 Requeue::After(RECHECK),
             ));
@@ -77,7 +78,7 @@ impl RunBackfill<'_> {
                 Err(why) => {
                     return Ok(Step::wait(
                         status,
-                        "ProgressUnreadable",
+                        Reason::ProgressUnreadable,
                         format!("backfill job running; progress unreadable: {why}"),
                         Requeue::After(RECHECK),
                     ))
@@ -116,7 +117,7 @@ impl RunBackfill<'_> {
         }
         Ok(Step::wait(
             next,
-            "Processing",
+            Reason::Phase(BackfillPhase::Processing),
             format!(
                 "backfill job `{}` has consumed {consumed} of {total} record(s)",
                 derived.name_any()

@@ -10,6 +10,7 @@ use kube::{Api, ResourceExt};
 
 use super::super::objects;
 use super::super::progress::progress;
+use super::super::reason::Reason;
 use super::super::run::{RunBackfill, Step, RANGE_RECHECK, RECHECK};
 use super::replaying::stored_plan;
 use crate::api::backfill::{Backfill, BackfillPhase, BackfillStatus, ReplayStatus, StreamOffsets};
@@ -28,7 +29,7 @@ impl RunBackfill<'_> {
         let set_name = status.cluster_set.clone().unwrap_or_default();
         let (pipeline, set) = match self.references(backfill, &set_name) {
             Ok(found) => found,
-            Err(message) => return Ok(Step::fail(status, "ReferenceGone", message)),
+            Err(message) => return Ok(Step::fail(status, Reason::ReferenceGone, message)),
         };
         let set_status = set.status.clone().unwrap_or_default();
         let write = set_status
@@ -59,7 +60,7 @@ impl RunBackfill<'_> {
             Err(why) => {
                 return Ok(Step::wait(
                     status,
-                    why.reason(),
+                    Reason::Cluster(why.reason()),
                     format!("the write cluster `{write}` cannot be reached yet: {why}"),
                     Requeue::After(RECHECK),
                 ))
@@ -95,12 +96,12 @@ impl RunBackfill<'_> {
                     {
                         Ok(stream) => streams.push(stream),
                         Err(error @ LocateError::Open { .. }) => {
-                            return Ok(Step::wait(status, "RangeOpen", format!("{error}: the replay starts once every partition has passed spec.to"), Requeue::After(RANGE_RECHECK)));
+                            return Ok(Step::wait(status, Reason::RangeOpen, format!("{error}: the replay starts once every partition has passed spec.to"), Requeue::After(RANGE_RECHECK)));
                         }
                         Err(LocateError::Kafka(error)) => {
                             return Ok(Step::wait(
                                 status,
-                                error.category(),
+                                Reason::Cluster(error.category()),
                                 format!("locating the range on `{write}`: {error}"),
                                 Requeue::Backoff,
                             ));
@@ -125,7 +126,7 @@ impl RunBackfill<'_> {
                     Err(kube::Error::Api(e)) if e.code == 409 => {
                         return Ok(Step::wait(
                             status,
-                            "Provisioning",
+                            Reason::Phase(BackfillPhase::Provisioning),
                             "the plan was stored meanwhile",
                             Requeue::After(Duration::from_millis(200)),
                         ));
@@ -154,7 +155,7 @@ type Ready<'s> = Result<Vec<&'s ClusterStatus>, String>;
 #[derive(Debug, PartialEq)]
 enum Next<'s> {
     /// Something to wait for: the reason and what.
-    Wait(&'static str, String),
+    Wait(Reason, String),
     /// Every extra cluster is ready: the range is located on `source`.
     Locate {
         clusters: Vec<&'s ClusterStatus>,
@@ -167,11 +168,11 @@ enum Next<'s> {
 fn decide<'s>(ready: Ready<'s>, write: &str, recorded: &'s [ClusterStatus]) -> Next<'s> {
     match (ready, recorded.iter().find(|c| c.name == write)) {
         (Err(waiting), _) => Next::Wait(
-            "ClustersStarting",
+            Reason::ClustersStarting,
             format!("waiting for the extra clusters: {waiting}"),
         ),
         (Ok(_), None) => Next::Wait(
-            "SourceNotReady",
+            Reason::SourceNotReady,
             format!("the write cluster `{write}` is not in the set's status yet"),
         ),
         (Ok(clusters), Some(source)) => Next::Locate { clusters, source },
@@ -231,7 +232,7 @@ mod tests {
                 Err("`bf-0` is Starting".into()),
                 "blue",
                 Next::Wait(
-                    "ClustersStarting",
+                    Reason::ClustersStarting,
                     "waiting for the extra clusters: `bf-0` is Starting".into(),
                 ),
             ),
@@ -240,7 +241,7 @@ mod tests {
                 Ok(extra.clone()),
                 "green",
                 Next::Wait(
-                    "SourceNotReady",
+                    Reason::SourceNotReady,
                     "the write cluster `green` is not in the set's status yet".into(),
                 ),
             ),
@@ -249,7 +250,7 @@ mod tests {
                 Err("`bf-0` is not in the set's status yet".into()),
                 "green",
                 Next::Wait(
-                    "ClustersStarting",
+                    Reason::ClustersStarting,
                     "waiting for the extra clusters: `bf-0` is not in the set's status yet".into(),
                 ),
             ),

@@ -13,6 +13,7 @@ use kube::{Api, ResourceExt};
 use super::super::derived::derived_name;
 use super::super::objects::{self, JobState};
 use super::super::progress::{progress, sum, with_bytes};
+use super::super::reason::Reason;
 use super::super::run::{RunBackfill, Step, MAX_RERUNS, RECHECK};
 use crate::api::backfill::{Backfill, BackfillPhase, BackfillStatus, StreamOffsets};
 use crate::controller::gone;
@@ -30,7 +31,7 @@ impl RunBackfill<'_> {
         let Some(replay) = status.replay.clone() else {
             return Ok(Step::fail(
                 status,
-                "PlanLost",
+                Reason::PlanLost,
                 "the replay's plan is not recorded".into(),
             ));
         };
@@ -38,7 +39,7 @@ impl RunBackfill<'_> {
         let Some(set) = self.set(backfill, &set_name) else {
             return Ok(Step::fail(
                 status,
-                "ReferenceGone",
+                Reason::ReferenceGone,
                 format!("KafkaClusterSet `{set_name}` is gone"),
             ));
         };
@@ -68,7 +69,7 @@ impl RunBackfill<'_> {
                 let message = format!("creating the topics the workers write: {why}");
                 return Ok(Step::wait(
                     status,
-                    "TopicsMissing",
+                    Reason::TopicsMissing,
                     message,
                     Requeue::After(RECHECK),
                 ));
@@ -125,7 +126,7 @@ impl RunBackfill<'_> {
             && states.iter().all(|(_, s)| *s != JobState::Running);
         // A finished copy is checked before it is used.
         let checked = match (committed, failed.clone()) {
-            (Ok(all), Some(why)) if finished => Ok((all, Some(("ReplayFailed", why)))),
+            (Ok(all), Some(why)) if finished => Ok((all, Some((Reason::ReplayFailed, why)))),
             (Ok(all), None) if finished => extra
                 .written_by_others(&all, &topics)
                 .await
@@ -197,7 +198,7 @@ impl RunBackfill<'_> {
             }
             Next::Unreadable(why) => Ok(Step::wait(
                 next,
-                "ProgressUnreadable",
+                Reason::ProgressUnreadable,
                 format!("replay Jobs running; progress unreadable: {why}"),
                 Requeue::After(RECHECK),
             )),
@@ -217,7 +218,7 @@ impl RunBackfill<'_> {
                 }
                 Ok(Step::wait(
                     next,
-                    "Replaying",
+                    Reason::Phase(BackfillPhase::Replaying),
                     message,
                     Requeue::After(RECHECK),
                 ))
@@ -227,7 +228,7 @@ impl RunBackfill<'_> {
 }
 
 /// Why a copy cannot be used: a condition reason and what is wrong.
-type Flaw = (&'static str, String);
+type Flaw = (Reason, String);
 
 /// What the replaying phase does once it has read its workers and their copy.
 #[derive(Debug, PartialEq, Eq)]
@@ -260,11 +261,7 @@ fn decide<T>(finished: bool, copy: Result<(T, Option<Flaw>), String>, reruns: i3
 /// Why a finished copy of `total` records cannot be used, if it cannot: the
 /// workers recorded `replayed` records, and `foreign` partitions hold
 /// records after theirs. A condition reason and what is wrong.
-pub(crate) fn flaw(
-    replayed: i64,
-    total: i64,
-    foreign: &[String],
-) -> Option<(&'static str, String)> {
+pub(crate) fn flaw(replayed: i64, total: i64, foreign: &[String]) -> Option<(Reason, String)> {
     if !foreign.is_empty() {
         let shown = foreign.iter().take(3).cloned().collect::<Vec<_>>();
         let what = format!(
@@ -272,13 +269,13 @@ pub(crate) fn flaw(
             foreign.len(),
             shown.join(", ")
         );
-        Some(("ReplayDuplicated", what))
+        Some((Reason::ReplayDuplicated, what))
     } else if replayed > total {
         let what = "records were written more than once".to_string();
-        Some(("ReplayDuplicated", what))
+        Some((Reason::ReplayDuplicated, what))
     } else if replayed < total {
         let what = "records are missing (a broker lost them)".to_string();
-        Some(("ReplayIncomplete", what))
+        Some((Reason::ReplayIncomplete, what))
     } else {
         None
     }
@@ -309,7 +306,7 @@ mod tests {
 
     #[test]
     fn what_follows_a_read_of_the_copy() {
-        let flawed = || ("ReplayDuplicated", "twice".to_string());
+        let flawed = || (Reason::ReplayDuplicated, "twice".to_string());
         let cases: [Case; 7] = [
             ("workers running", false, Ok(((), None)), 0, Next::Copying),
             (
@@ -358,13 +355,16 @@ mod tests {
     fn a_copy_is_used_only_when_it_holds_exactly_the_range_and_nothing_else() {
         assert_eq!(flaw(1000, 1000, &[]), None);
         let (reason, what) = flaw(999, 1000, &[]).expect("missing");
-        assert_eq!(reason, "ReplayIncomplete");
+        assert_eq!(reason, Reason::ReplayIncomplete);
         assert!(what.contains("missing"), "{what}");
-        assert_eq!(flaw(1001, 1000, &[]).map(|f| f.0), Some("ReplayDuplicated"));
+        assert_eq!(
+            flaw(1001, 1000, &[]).map(|f| f.0),
+            Some(Reason::ReplayDuplicated)
+        );
         // The workers' count can be right while another writer added records.
         let foreign: Vec<String> = (0..5).map(|p| format!("b-0/orders/{p}")).collect();
         let (reason, what) = flaw(1000, 1000, &foreign).expect("foreign");
-        assert_eq!(reason, "ReplayDuplicated");
+        assert_eq!(reason, Reason::ReplayDuplicated);
         assert!(what.starts_with("5 partition(s)"), "{what}");
         assert!(
             what.contains("b-0/orders/2") && !what.contains("b-0/orders/3"),

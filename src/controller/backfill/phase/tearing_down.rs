@@ -11,6 +11,7 @@ use kube::{Api, ResourceExt};
 
 use super::super::derived::{derived_name, view_name};
 use super::super::objects;
+use super::super::reason::Reason;
 use super::super::run::{now, since, RunBackfill, Step, RECHECK};
 use crate::api::backfill::{Backfill, BackfillPhase, BackfillStatus};
 use crate::api::pipeline::Pipeline;
@@ -47,7 +48,7 @@ impl RunBackfill<'_> {
         if let Some(message) = stopping {
             return Ok(Step::wait(
                 status,
-                "TearingDown",
+                Reason::Phase(BackfillPhase::TearingDown),
                 message,
                 Requeue::After(RECHECK),
             ));
@@ -75,7 +76,7 @@ impl RunBackfill<'_> {
                 );
                 return Ok(Step::wait(
                     next,
-                    "TearingDown",
+                    Reason::Phase(BackfillPhase::TearingDown),
                     message,
                     Requeue::After(left),
                 ));
@@ -87,7 +88,7 @@ impl RunBackfill<'_> {
                     format!("released cluster(s) {released}; waiting for the set to retire them");
                 return Ok(Step::wait(
                     next,
-                    "TearingDown",
+                    Reason::Phase(BackfillPhase::TearingDown),
                     message,
                     Requeue::After(RECHECK),
                 ));
@@ -99,7 +100,7 @@ impl RunBackfill<'_> {
                 );
                 return Ok(Step::wait(
                     next,
-                    "TearingDown",
+                    Reason::Phase(BackfillPhase::TearingDown),
                     message,
                     Requeue::After(RECHECK),
                 ));
