@@ -46,13 +46,16 @@ impl Hosts {
             .map_err(|closed| closed.to_string())?;
         // The calls ahead may have found the host dead meanwhile.
         self.calls_to(host)?;
-        request.send().await.map_err(|error| {
-            let words = super::rest::error_chain(&error);
-            if gave_no_answer(&error) {
-                self.remember(host, &words);
-            }
-            words
-        })
+        request
+            .send()
+            .await
+            .map_err(|error| match no_answer(&error) {
+                Some(words) => {
+                    self.remember(host, &words);
+                    words
+                }
+                None => super::rest::error_chain(&error),
+            })
     }
 
     /// The calls' gate of `host`, or the failure it is remembered by.
@@ -89,33 +92,41 @@ impl Hosts {
     }
 }
 
-/// Whether a call failed without the host answering: not connected, timed
-/// out, or the connection closed or reset before an answer began. A request
-/// body that failed on its way (a jar stream that stopped) is not the
-/// host's doing.
-fn gave_no_answer(error: &reqwest::Error) -> bool {
+/// What a host that closes or resets a connection before answering is
+/// said to have done, whichever of the two it did this time: a dead host
+/// that does one or the other keeps one description, so a condition
+/// showing it does not change (a status write and an Event) at every call.
+const CLOSED_BEFORE_ANSWER: &str = "the connection was closed or reset before an answer";
+
+/// How a call failed without the host answering, if it did: not connected
+/// or timed out (the client's words, which stay the same for a host that
+/// keeps failing so), or the connection closed or reset before an answer
+/// began ([`CLOSED_BEFORE_ANSWER`]). A request body that failed on its way
+/// (a jar stream that stopped) is not the host's doing.
+fn no_answer(error: &reqwest::Error) -> Option<String> {
     if error.is_connect() || error.is_timeout() {
-        return true;
+        return Some(super::rest::error_chain(error));
     }
     let mut source = error.source();
     while let Some(cause) = source {
         if let Some(hyper) = cause.downcast_ref::<hyper::Error>() {
             if hyper.is_user() {
-                return false;
+                return None;
             }
             if hyper.is_incomplete_message() {
-                return true;
+                return Some(CLOSED_BEFORE_ANSWER.into());
             }
         }
         if let Some(io) = cause.downcast_ref::<std::io::Error>() {
             return matches!(
                 io.kind(),
                 ErrorKind::ConnectionReset | ErrorKind::ConnectionAborted | ErrorKind::BrokenPipe
-            );
+            )
+            .then(|| CLOSED_BEFORE_ANSWER.into());
         }
         source = cause.source();
     }
-    false
+    None
 }
 
 #[cfg(test)]
@@ -162,6 +173,67 @@ mod tests {
             call_at_once(&hosts, &url, 100).await;
         }
         accepted.load(Ordering::SeqCst)
+    }
+
+    /// A real listener that reads each request, then closes the connection
+    /// without an answer: cleanly for even connections, with a reset (no
+    /// lingering) for odd ones.
+    fn closing_or_resetting_host() -> String {
+        let listener = TcpListener::bind("127.0.0.1:0").expect("a port");
+        let url = format!("http://{}", listener.local_addr().expect("address"));
+        std::thread::spawn(move || {
+            for (n, stream) in listener.incoming().flatten().enumerate() {
+                let mut stream = stream;
+                let mut request = [0u8; 1024];
+                let _ = std::io::Read::read(&mut stream, &mut request);
+                if n % 2 == 1 {
+                    let linger = libc::linger {
+                        l_onoff: 1,
+                        l_linger: 0,
+                    };
+                    // SAFETY: sets SO_LINGER on a socket this thread owns,
+                    // from a value that outlives the call.
+                    unsafe {
+                        libc::setsockopt(
+                            std::os::fd::AsRawFd::as_raw_fd(&stream),
+                            libc::SOL_SOCKET,
+                            libc::SO_LINGER,
+                            std::ptr::from_ref(&linger).cast(),
+                            std::mem::size_of::<libc::linger>() as libc::socklen_t,
+                        );
+                    }
+                }
+                drop(stream);
+            }
+        });
+        url
+    }
+
+    #[tokio::test]
+    async fn a_host_that_closes_or_resets_before_answering_is_described_one_way() {
+        let url = closing_or_resetting_host();
+        let http = reqwest::Client::builder()
+            .pool_max_idle_per_host(0)
+            .build()
+            .expect("client");
+        let mut client_words = std::collections::BTreeSet::new();
+        for _ in 0..4 {
+            let error = http
+                .get(format!("{url}/jobs"))
+                .send()
+                .await
+                .expect_err("the host never answers");
+            client_words.insert(super::super::rest::error_chain(&error));
+            assert_eq!(
+                no_answer(&error).as_deref(),
+                Some(CLOSED_BEFORE_ANSWER),
+                "{error:?}"
+            );
+        }
+        assert!(
+            client_words.len() > 1,
+            "the host failed one way only, so the test shows nothing: {client_words:?}"
+        );
     }
 
     #[tokio::test]

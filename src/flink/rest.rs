@@ -459,7 +459,6 @@ impl FlinkApi for RestFlink {
     }
 }
 
-/// An error and its sources, as one line.
 /// An error with its causes, as one line.
 pub(super) fn error_chain(error: &dyn std::error::Error) -> String {
     let mut words = error.to_string();
