@@ -208,6 +208,25 @@ pub(super) fn as_wanted(condition: &Condition) -> Wanted {
     )
 }
 
+/// Fails naming each of `reasons` that the user guide `guide` (its text,
+/// read from `path`) has no table row for: a row starting with the reason
+/// in backquotes.
+#[cfg(test)]
+pub(crate) fn assert_documented<'a>(
+    reasons: impl IntoIterator<Item = &'a str>,
+    path: &str,
+    guide: &str,
+) {
+    let missing: Vec<&str> = reasons
+        .into_iter()
+        .filter(|reason| !guide.contains(&format!("| `{reason}` |")))
+        .collect();
+    assert!(
+        missing.is_empty(),
+        "{path}'s table of reasons lacks {missing:?}"
+    );
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

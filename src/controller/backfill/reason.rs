@@ -134,18 +134,15 @@ impl fmt::Display for Reason {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::controller::status::assert_documented;
 
     #[test]
     fn every_reason_is_documented_for_users() {
         let guide = include_str!("../../../docs/backfill.md");
-        let undocumented: Vec<&str> = Reason::ALL
-            .iter()
-            .map(|reason| reason.as_str())
-            .filter(|reason| !guide.contains(&format!("| `{reason}` |")))
-            .collect();
-        assert!(
-            undocumented.is_empty(),
-            "docs/backfill.md's table of reasons lacks {undocumented:?}"
+        assert_documented(
+            Reason::ALL.iter().map(|r| r.as_str()),
+            "docs/backfill.md",
+            guide,
         );
     }
 }

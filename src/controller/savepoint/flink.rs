@@ -9,6 +9,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use k8s_openapi::jiff::Timestamp;
 
 use super::lifecycle::{done, ended, failed_attempt, outcome};
+use super::reason::Reason;
 use crate::api::pipeline::{Pipeline, PipelinePhase};
 use crate::api::savepoint::{Savepoint, SavepointPhase, SavepointStatus};
 use crate::conditions::{ConditionStatus, READY};
@@ -53,7 +54,7 @@ pub async fn take(
                 None => done(
                     &status,
                     ConditionStatus::True,
-                    "SavepointCompleted",
+                    Reason::SavepointCompleted,
                     format!("the savepoint is at {location}"),
                 ),
             };
@@ -72,7 +73,12 @@ pub async fn take(
         status.phase = Some(SavepointPhase::Abandoned);
         status.completion_time = Some(Time(Timestamp::now()));
         status.error = Some(error.clone());
-        return done(&status, ConditionStatus::False, "SavepointAbandoned", error);
+        return done(
+            &status,
+            ConditionStatus::False,
+            Reason::SavepointAbandoned,
+            error,
+        );
     }
     if let Some(path) = &savepoint.spec.path {
         status.phase = Some(SavepointPhase::Completed);
@@ -84,7 +90,12 @@ pub async fn take(
         Ok(target) => target,
         Err(message) => {
             status.phase = Some(SavepointPhase::Pending);
-            let ready = Wanted::new(READY, ConditionStatus::False, "PipelineNotRunning", message);
+            let ready = Wanted::new(
+                READY,
+                ConditionStatus::False,
+                Reason::PipelineNotRunning,
+                message,
+            );
             return outcome(&status, ready, Requeue::After(WAITING_RECHECK));
         }
     };
@@ -120,7 +131,7 @@ pub async fn take(
             let ready = Wanted::new(
                 READY,
                 ConditionStatus::Unknown,
-                "SavepointInProgress",
+                Reason::SavepointInProgress,
                 format!("Flink took trigger {trigger} for job {}", target.job),
             );
             outcome(&status, ready, Requeue::After(IN_PROGRESS_RECHECK))
@@ -188,7 +199,7 @@ async fn follow(
             let ready = Wanted::new(
                 READY,
                 ConditionStatus::Unknown,
-                "SavepointInProgress",
+                Reason::SavepointInProgress,
                 format!(
                     "Flink is taking the savepoint of job {} (trigger {trigger})",
                     target.job
@@ -205,7 +216,7 @@ async fn follow(
             done(
                 &status,
                 ConditionStatus::True,
-                "SavepointCompleted",
+                Reason::SavepointCompleted,
                 format!("the savepoint is at {location}"),
             )
         }
@@ -262,7 +273,7 @@ fn registered(status: &SavepointStatus, path: &str) -> Result<Outcome, Error> {
     done(
         status,
         ConditionStatus::True,
-        "SavepointRegistered",
+        Reason::SavepointRegistered,
         format!("an existing savepoint at {path}"),
     )
 }

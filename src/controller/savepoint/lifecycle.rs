@@ -1,6 +1,7 @@
 //! The lifecycle every kind of Savepoint shares: final phases, failed
 //! attempts counted against `backoffLimit`, the outcome to record.
 
+use super::reason::Reason;
 use crate::api::savepoint::{Savepoint, SavepointPhase, SavepointStatus};
 use crate::conditions::{ConditionStatus, READY};
 use crate::controller::status::{own_fields, Outcome, Requeue, Wanted};
@@ -12,8 +13,8 @@ use k8s_openapi::jiff::Timestamp;
 /// Abandoned): it stays so until it is deleted.
 pub fn ended(status: &SavepointStatus) -> Option<Result<Outcome, Error>> {
     let reason = match status.phase? {
-        SavepointPhase::Failed => "SavepointFailed",
-        SavepointPhase::Abandoned => "SavepointAbandoned",
+        SavepointPhase::Failed => Reason::SavepointFailed,
+        SavepointPhase::Abandoned => Reason::SavepointAbandoned,
         _ => return None,
     };
     let error = status.error.clone().unwrap_or_default();
@@ -32,13 +33,18 @@ pub fn failed_attempt(
     if status.failures > savepoint.spec.backoff_limit {
         status.phase = Some(SavepointPhase::Failed);
         status.completion_time = Some(Time(Timestamp::now()));
-        return done(&status, ConditionStatus::False, "SavepointFailed", error);
+        return done(
+            &status,
+            ConditionStatus::False,
+            Reason::SavepointFailed,
+            error,
+        );
     }
     status.phase = Some(SavepointPhase::Pending);
     let ready = Wanted::new(
         READY,
         ConditionStatus::False,
-        "SavepointRetrying",
+        Reason::SavepointRetrying,
         format!(
             "attempt {} of {} failed: {error}",
             status.failures,
@@ -52,7 +58,7 @@ pub fn failed_attempt(
 pub fn done(
     status: &SavepointStatus,
     ready: ConditionStatus,
-    reason: &str,
+    reason: Reason,
     message: String,
 ) -> Result<Outcome, Error> {
     outcome(

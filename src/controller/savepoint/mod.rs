@@ -7,6 +7,7 @@ pub mod dispose;
 pub mod flink;
 pub mod lifecycle;
 pub mod offsets;
+pub mod reason;
 pub mod validate;
 
 use std::future::Future;

@@ -11,6 +11,7 @@ use k8s_openapi::jiff::Timestamp;
 use kube::{Client, ResourceExt};
 
 use super::lifecycle::{done, ended, failed_attempt, outcome};
+use super::reason::Reason;
 use crate::api::pipeline::{EngineType, Pipeline};
 use crate::api::savepoint::{Savepoint, SavepointPhase};
 use crate::conditions::{ConditionStatus, READY};
@@ -36,7 +37,7 @@ pub async fn take(
         return done(
             &status,
             ConditionStatus::True,
-            "SavepointCompleted",
+            Reason::SavepointCompleted,
             message,
         );
     }
@@ -58,7 +59,7 @@ pub async fn take(
         return done(
             &status,
             ConditionStatus::True,
-            "SavepointCompleted",
+            Reason::SavepointCompleted,
             location,
         );
     }
@@ -68,7 +69,7 @@ pub async fn take(
         let ready = Wanted::new(
             READY,
             ConditionStatus::False,
-            "PipelineNotRunning",
+            Reason::PipelineNotRunning,
             format!("Pipeline `{name}` is not there, or is not a consumer pipeline"),
         );
         return outcome(&status, ready, Requeue::After(WAITING_RECHECK));
@@ -99,7 +100,7 @@ pub async fn take(
             done(
                 &status,
                 ConditionStatus::True,
-                "SavepointCompleted",
+                Reason::SavepointCompleted,
                 location,
             )
         }
