@@ -359,6 +359,10 @@ async fn the_operator_runs_in_cluster_and_survives_losing_its_leader() {
     );
     let new_leader = lease_holder(&leases).await.expect("a new leader");
     assert_ne!(new_leader, leader, "another replica took over");
+    // The killed leader's replacement starts while the webhook's
+    // configuration is gone: it serves its certificate all the same and
+    // becomes ready.
+    wait_for_rollout(testbed);
     assert_pods_logged_no_refusal(testbed);
 }
 

@@ -4,7 +4,10 @@
 //! write with the read's resourceVersion, so two replicas never both
 //! renew: the loser reads the winner's), and every replica makes sure the
 //! ValidatingWebhookConfiguration trusts the Secret's CA *before* it serves
-//! the Secret's certificate.
+//! the Secret's certificate. Without the configuration (deleted to turn
+//! admission off) no API server calls the webhook: the certificate is
+//! served all the same, so the replica is ready, and trusted again in the
+//! first round after the configuration is back.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -115,10 +118,13 @@ impl Keeper {
                 .ok_or_else(|| KeeperError::SecretMissing(self.settings.secret.clone()))?,
         };
         // Checked every round: an upgrade of the chart may have reset it.
-        if self.settings.certificates == CertificateSource::Operator {
-            let ca = self.key(&secret, "ca.crt")?;
-            self.trust(&ca).await?;
-        }
+        let trusted = match self.settings.certificates {
+            CertificateSource::Operator => {
+                let ca = self.key(&secret, "ca.crt")?;
+                self.trust(&ca).await?
+            }
+            CertificateSource::External => true,
+        };
         let pair = (self.key(&secret, "tls.crt")?, self.key(&secret, "tls.key")?);
         if served.as_ref() == Some(&pair) {
             return Ok(());
@@ -132,6 +138,9 @@ impl Keeper {
         let expiry = annotation_time(&secret, NOT_AFTER).map_or(0, |t| t.as_second());
         metrics.webhook_certificate_expiry.set(expiry);
         tracing::info!(secret = %self.settings.secret, not_after = %annotation(&secret, NOT_AFTER).unwrap_or("unknown"), "serving the webhook certificate");
+        if !trusted {
+            tracing::info!(configuration = %self.settings.configuration, "the webhook configuration does not exist: no API server calls the webhook until it is back");
+        }
         *served = Some(pair);
         Ok(())
     }
@@ -217,10 +226,13 @@ impl Keeper {
         }
     }
 
-    /// Makes every webhook of the configuration trust `ca`.
-    async fn trust(&self, ca: &ByteString) -> Result<(), KeeperError> {
+    /// Makes every webhook of the configuration trust `ca`; `false` when
+    /// there is no configuration to trust it.
+    async fn trust(&self, ca: &ByteString) -> Result<bool, KeeperError> {
         let name = &self.settings.configuration;
-        let configuration = self.configurations.get(name).await?;
+        let Some(configuration) = self.configurations.get_opt(name).await? else {
+            return Ok(false);
+        };
         let stale: Vec<String> = configuration
             .webhooks
             .unwrap_or_default()
@@ -229,7 +241,7 @@ impl Keeper {
             .map(|w| w.name)
             .collect();
         if stale.is_empty() {
-            return Ok(());
+            return Ok(true);
         }
         let webhooks: Vec<serde_json::Value> = stale
             .iter()
@@ -240,7 +252,7 @@ impl Keeper {
             .patch(name, &PatchParams::default(), &Patch::Strategic(&patch))
             .await?;
         tracing::info!(configuration = %name, webhooks = ?stale, "wrote the webhook CA bundle");
-        Ok(())
+        Ok(true)
     }
 }
 

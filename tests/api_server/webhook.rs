@@ -119,6 +119,50 @@ async fn the_webhook_certificate_is_renewed_and_always_trusted() {
     testbed.kubectl(&["delete", "validatingwebhookconfiguration", &configuration]);
 }
 
+/// A replica started while its ValidatingWebhookConfiguration does not
+/// exist (deleted to turn admission off) serves its certificate and is
+/// ready; once the configuration is back, it trusts the certificate.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_replica_is_ready_without_its_webhook_configuration_and_trusted_once_it_is_back() {
+    let testbed = Testbed::get();
+    let ns = testbed.namespace("webhook-absent").await;
+    let configuration = format!("{ns}-check");
+    let (mut operator, address) = start_webhook_operator(
+        testbed,
+        &testbed.kubeconfig,
+        (&ns, &configuration, "absent-tls"),
+        &["--webhook-certificate-validity", "60s"],
+    );
+    let started = std::time::Instant::now();
+    let mut readiness = None;
+    while started.elapsed() < Duration::from_secs(30) {
+        readiness = operator.http_get("/readyz");
+        if readiness.as_ref().is_some_and(|(status, _)| *status == 200) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert_eq!(
+        readiness.map(|(status, _)| status),
+        Some(200),
+        "ready without a webhook configuration"
+    );
+    register_webhook(testbed, &ns, &configuration);
+    let client = testbed.client().await;
+    let host = format!("renewal.{ns}.svc");
+    let answer = first_answer(
+        &client,
+        &configuration,
+        (&host, address),
+        &invalid_set_review(&ns),
+    )
+    .await;
+    assert_eq!(answer["response"]["allowed"], false, "{answer}");
+    operator.assert_log_clean();
+    assert!(operator.terminate(), "the operator stops cleanly");
+    testbed.kubectl(&["delete", "validatingwebhookconfiguration", &configuration]);
+}
+
 /// Registers a ValidatingWebhookConfiguration `configuration` for the
 /// Service `renewal` in `ns`. Its rule matches no group, so the API server
 /// never calls it: what is tested is the CA bundle it holds.
