@@ -7,7 +7,7 @@
 //! on the new cluster and to the consumer reading it, p50 and p99, and the
 //! routed move's steps before those.
 //!
-//!   kappa-switch-bench --blue HOST:PORT --green HOST:PORT [--flips 40]
+//!   kappa-switch-bench --blue HOST:PORT --green HOST:PORT [--flips 40] [--fetch-wait-ms 100]
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -19,7 +19,7 @@ use clap::Parser;
 use kappa_operator::api::kafka_cluster_set::ClusterRole;
 use kappa_operator::client::producer::ProducerSettings;
 use kappa_operator::client::{
-    Credentials, Discovery, DiscoverySource, RoutedConsumer, RoutedProducer,
+    Credentials, Discovery, DiscoverySource, ReadOptions, RoutedConsumer, RoutedProducer,
 };
 use kappa_operator::discovery::{
     ClusterState, DiscoveredCluster, DiscoveredStream, DiscoveryDocument, ReadSegment, Segment,
@@ -47,16 +47,35 @@ struct Cli {
     /// Moves per method.
     #[arg(long, default_value_t = 40)]
     flips: usize,
+    /// How long a broker may hold a fetch (`fetch.wait.max.ms`), for both
+    /// consumers; the routing client's default unless given.
+    #[arg(long)]
+    fetch_wait_ms: Option<u64>,
+}
+
+impl Cli {
+    fn fetch_wait(&self) -> Duration {
+        self.fetch_wait_ms
+            .map_or(ReadOptions::default().fetch_wait, Duration::from_millis)
+    }
 }
 
 type Result<T> = std::result::Result<T, Box<dyn std::error::Error + Send + Sync>>;
 
-/// When each side first touched each cluster after a mark: (time, cluster).
+/// When each side first touched each cluster after a mark: (time,
+/// cluster); and when it last touched each.
 #[derive(Default)]
-struct Switches(Mutex<Vec<(Instant, String)>>);
+struct Switches(
+    Mutex<Vec<(Instant, String)>>,
+    Mutex<BTreeMap<String, Instant>>,
+);
 
 impl Switches {
     fn note(&self, last: &mut Option<String>, cluster: &str) {
+        self.1
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .insert(cluster.to_string(), Instant::now());
         if last.as_deref() != Some(cluster) {
             *last = Some(cluster.to_string());
             let mut seen = self
@@ -84,6 +103,15 @@ impl Switches {
             tokio::time::sleep(Duration::from_millis(1)).await;
         }
         Err(format!("{cluster} not reached within 60 s").into())
+    }
+
+    /// When `cluster` was last touched.
+    fn last(&self, cluster: &str) -> Option<Instant> {
+        self.1
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .get(cluster)
+            .copied()
     }
 }
 
@@ -198,6 +226,8 @@ struct Steps {
     acknowledged: Vec<Duration>,
     /// The old cluster's end offsets were read and published.
     ends_published: Vec<Duration>,
+    /// The consumer read the old cluster's last record.
+    old_read: Vec<Duration>,
 }
 
 async fn routed(cli: &Cli, dir: &Path) -> Result<(Measured, Steps)> {
@@ -211,8 +241,18 @@ async fn routed(cli: &Cli, dir: &Path) -> Result<(Measured, Steps)> {
         config: BTreeMap::new(),
     };
     let producer = Arc::new(RoutedProducer::start(source(), settings).await?);
-    let mut consumer =
-        RoutedConsumer::start(source(), "events", "bench-routed", Credentials::default()).await?;
+    let options = ReadOptions {
+        fetch_wait: cli.fetch_wait(),
+        ..ReadOptions::default()
+    };
+    let mut consumer = RoutedConsumer::start_with(
+        source(),
+        "events",
+        "bench-routed",
+        Credentials::default(),
+        options,
+    )
+    .await?;
     let (writes, reads) = (Arc::new(Switches::default()), Arc::new(Switches::default()));
     let stop = Arc::new(AtomicBool::new(false));
     let writer = {
@@ -271,6 +311,10 @@ async fn routed(cli: &Cli, dir: &Path) -> Result<(Measured, Steps)> {
         measured
             .caught_up
             .push(reads.reached(to, decided).await? - decided);
+        let old_read = reads.last(from).ok_or("the old cluster was never read")?;
+        steps
+            .old_read
+            .push(old_read.saturating_duration_since(decided));
         tokio::time::sleep(Duration::from_millis(200)).await;
         (from, to) = (to, from);
     }
@@ -322,7 +366,10 @@ async fn restarted(cli: &Cli) -> Result<Measured> {
             .set("group.id", "bench-restarted")
             .set("enable.auto.commit", "false")
             // As the routed consumer fetches.
-            .set("fetch.wait.max.ms", "100")
+            .set(
+                "fetch.wait.max.ms",
+                cli.fetch_wait().as_millis().to_string(),
+            )
             .create()?;
         let mut list = TopicPartitionList::new();
         for (partition, offset) in &starts {
@@ -371,7 +418,11 @@ async fn main() -> Result<()> {
             p99 / q99
         );
     };
-    println!("\n{} moves each, p50 / p99:\n", cli.flips);
+    println!(
+        "\n{} moves each, fetches held up to {} ms, p50 / p99:\n",
+        cli.flips,
+        cli.fetch_wait().as_millis()
+    );
     println!("| from the decision to | routed client | restarted client | ratio |");
     println!("|---|---|---|---|");
     row(
@@ -400,7 +451,14 @@ async fn main() -> Result<()> {
             "the first record written on the new cluster",
             &mut routed.written,
         ),
-        ("the consumer read it", &mut routed.caught_up),
+        (
+            "the consumer read the old cluster's last record",
+            &mut steps.old_read,
+        ),
+        (
+            "the consumer read the new cluster's first",
+            &mut routed.caught_up,
+        ),
     ] {
         let (p50, p99) = (percentile(samples, 0.5), percentile(samples, 0.99));
         println!("| {name} | {p50:.1} / {p99:.1} ms |");

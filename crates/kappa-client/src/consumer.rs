@@ -70,6 +70,32 @@ struct Fetched {
 /// What a cluster's fetching thread hands over.
 type Polled = (String, rdkafka::error::KafkaResult<Fetched>);
 
+/// How long a broker may hold a fetch that finds no new record, by default:
+/// a partition that moves to a cluster joins the next fetch there, after the
+/// one in flight returns. Tansu 0.6 holds every fetch this long, records
+/// or not, so there it is also how old a record is when it is read.
+pub const FETCH_WAIT: Duration = Duration::from_millis(100);
+
+/// How a [`RoutedConsumer`] reads.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ReadOptions {
+    /// The share of the partitions it reads.
+    pub member: Member,
+    /// How long a broker may hold a fetch that finds no new record
+    /// (`fetch.wait.max.ms`): shorter follows a move sooner, at the price
+    /// of more fetches of an idle stream.
+    pub fetch_wait: Duration,
+}
+
+impl Default for ReadOptions {
+    fn default() -> Self {
+        Self {
+            member: Member::ALL,
+            fetch_wait: FETCH_WAIT,
+        }
+    }
+}
+
 /// How long the fetching thread waits for a record before it looks whether
 /// it should stop.
 const POLL_WAIT: Duration = Duration::from_millis(100);
@@ -196,8 +222,7 @@ pub struct RoutedConsumer {
     stream: String,
     group: String,
     credentials: Credentials,
-    /// The share of the partitions it reads.
-    member: Member,
+    options: ReadOptions,
     readers: BTreeMap<String, ClusterReader>,
     positions: Positions,
     partitions: BTreeSet<i32>,
@@ -240,11 +265,26 @@ impl RoutedConsumer {
     /// As [`Self::start`], reading only the partitions of `member`'s share,
     /// for one replica among several of the same group.
     pub async fn start_as(
-        mut discovery: Discovery,
+        discovery: Discovery,
         stream: &str,
         group: &str,
         credentials: Credentials,
         member: Member,
+    ) -> Result<Self, ClientError> {
+        let options = ReadOptions {
+            member,
+            ..ReadOptions::default()
+        };
+        Self::start_with(discovery, stream, group, credentials, options).await
+    }
+
+    /// As [`Self::start`], reading as `options` say.
+    pub async fn start_with(
+        mut discovery: Discovery,
+        stream: &str,
+        group: &str,
+        credentials: Credentials,
+        options: ReadOptions,
     ) -> Result<Self, ClientError> {
         let document = discovery.newer_than(i64::MIN).await?;
         let (sender, records) = mpsc::channel(FETCHED_AHEAD);
@@ -254,7 +294,7 @@ impl RoutedConsumer {
             stream: stream.to_string(),
             group: group.to_string(),
             credentials,
-            member,
+            options,
             readers: BTreeMap::new(),
             positions: Positions::new(),
             partitions: BTreeSet::new(),
@@ -321,9 +361,10 @@ impl RoutedConsumer {
                         // A fetch a broker leaves unanswered fails fast, and
                         // the other partitions of that broker go on.
                         ("socket.timeout.ms".to_string(), "5000".to_string()),
-                        // A partition that moves here joins the fetch after
-                        // the one in flight returns: keep that wait short.
-                        ("fetch.wait.max.ms".to_string(), "100".to_string()),
+                        (
+                            "fetch.wait.max.ms".to_string(),
+                            self.options.fetch_wait.as_millis().to_string(),
+                        ),
                     ]),
                 )?;
                 let fetcher = Fetcher::start(&config, &segment.cluster, &self.sender)?;
@@ -423,7 +464,7 @@ impl RoutedConsumer {
         let segments = self.stream_of(&self.document)?.read.clone();
         let mut wanted: BTreeMap<String, BTreeMap<i32, i64>> = BTreeMap::new();
         self.readings.clear();
-        let member = self.member;
+        let member = self.options.member;
         for partition in self.partitions.iter().filter(|p| member.reads(**p)) {
             let now = reading(&segments, &self.positions, *partition);
             if let Reading::Segment { cluster, from, .. } = &now {

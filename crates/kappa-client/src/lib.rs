@@ -17,7 +17,7 @@ pub mod producer;
 pub mod segments;
 pub mod watch;
 
-pub use consumer::{Record, RoutedConsumer};
+pub use consumer::{ReadOptions, Record, RoutedConsumer};
 pub use member::Member;
 pub use producer::{Delivery, RoutedProducer};
 pub use watch::{Discovery, DiscoverySource};
