@@ -255,6 +255,7 @@ async fn routed(cli: &Cli, dir: &Path) -> Result<(Measured, Steps)> {
     .await?;
     let (writes, reads) = (Arc::new(Switches::default()), Arc::new(Switches::default()));
     let stop = Arc::new(AtomicBool::new(false));
+    let started = Instant::now();
     let writer = {
         let (producer, writes, stop) = (producer.clone(), writes.clone(), stop.clone());
         tokio::spawn(async move {
@@ -288,7 +289,13 @@ async fn routed(cli: &Cli, dir: &Path) -> Result<(Measured, Steps)> {
     };
     let mut steps = Steps::default();
     let (mut from, mut to) = ("blue", "green");
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    // Moves start once a record was delivered, as the restarted client's
+    // first move does: an idempotent producer's first delivery waits for
+    // its producer id (about 500 ms on Tansu), which a move after it must
+    // wait for too, and which is a start, not a move.
+    writes.reached(from, started).await?;
+    reads.reached(from, started).await?;
+    tokio::time::sleep(Duration::from_millis(200)).await;
     for _ in 0..cli.flips {
         let decided = Instant::now();
         map.announce(to)?;

@@ -58,8 +58,12 @@ pub struct Record {
     pub timestamp: Option<i64>,
 }
 
-/// A cluster's partitions of the topic, with the group's committed offsets.
-type Loaded = rdkafka::error::KafkaResult<Vec<(i32, Offset)>>;
+/// A cluster's partitions of the topic, with the group's committed
+/// offsets, or why they could not be read.
+type Loaded = Result<Vec<(i32, Offset)>, String>;
+
+/// What a cluster's load hands over: the cluster and its result.
+type ClusterLoad = (String, Loaded);
 
 /// A record as fetched, with the [`EPOCH_HEADER`] its producer set.
 struct Fetched {
@@ -175,8 +179,8 @@ struct ClusterReader {
     failures: u32,
     /// Stalls in a row per partition, for how far back to fetch from.
     stalls: BTreeMap<i32, u32>,
-    /// Its partitions and committed offsets, being read.
-    loading: Option<tokio::task::JoinHandle<Loaded>>,
+    /// Whether its partitions and committed offsets are being read.
+    loading: bool,
     /// What it is assigned: partition -> when it last made progress
     /// (assigned, or a record read).
     assigned: BTreeMap<i32, Instant>,
@@ -215,6 +219,24 @@ impl ClusterReader {
     }
 }
 
+/// The partitions of `topic` on the cluster of `consumer`, with the group's
+/// committed offsets.
+fn load(consumer: &BaseConsumer, topic: &str) -> rdkafka::error::KafkaResult<Vec<(i32, Offset)>> {
+    let metadata = consumer.fetch_metadata(Some(topic), REQUEST_TIMEOUT)?;
+    let mut list = TopicPartitionList::new();
+    for found in metadata.topics().iter().filter(|t| t.error().is_none()) {
+        for partition in found.partitions() {
+            list.add_partition(topic, partition.id());
+        }
+    }
+    let committed = consumer.committed_offsets(list, REQUEST_TIMEOUT)?;
+    Ok(committed
+        .elements()
+        .iter()
+        .map(|e| (e.partition(), e.offset()))
+        .collect())
+}
+
 /// Reads one stream of one KafkaClusterSet.
 pub struct RoutedConsumer {
     discovery: Discovery,
@@ -237,6 +259,10 @@ pub struct RoutedConsumer {
     records: mpsc::Receiver<Polled>,
     /// The sending side, for new fetching threads.
     sender: mpsc::Sender<Polled>,
+    /// Clusters' partitions and committed offsets as they are read.
+    loads: mpsc::UnboundedReceiver<ClusterLoad>,
+    /// The sending side, for loads started.
+    load_sender: mpsc::UnboundedSender<ClusterLoad>,
 }
 
 async fn blocking<T: Send + 'static>(
@@ -288,6 +314,7 @@ impl RoutedConsumer {
     ) -> Result<Self, ClientError> {
         let document = discovery.newer_than(i64::MIN).await?;
         let (sender, records) = mpsc::channel(FETCHED_AHEAD);
+        let (load_sender, loads) = mpsc::unbounded_channel();
         let mut consumer = Self {
             discovery,
             document: document.clone(),
@@ -304,6 +331,8 @@ impl RoutedConsumer {
             periodic_commits: true,
             records,
             sender,
+            loads,
+            load_sender,
         };
         consumer.stream_of(&document)?;
         consumer.adopt(document).await?;
@@ -378,7 +407,7 @@ impl RoutedConsumer {
                         retry_at: None,
                         failures: 0,
                         stalls: BTreeMap::new(),
-                        loading: None,
+                        loading: false,
                         assigned: BTreeMap::new(),
                         uncommitted: BTreeMap::new(),
                     },
@@ -400,62 +429,51 @@ impl RoutedConsumer {
     }
 
     /// Starts reading, in the background, the partitions and committed
-    /// offsets of each cluster not yet loaded (and not waiting to retry).
+    /// offsets of each cluster not yet loaded (and not waiting to retry);
+    /// each result comes over `loads`.
     fn start_loads(&mut self) {
         let now = Instant::now();
-        for reader in self.readers.values_mut() {
-            if reader.loaded
-                || reader.loading.is_some()
-                || reader.retry_at.is_some_and(|at| at > now)
-            {
+        for (name, reader) in &mut self.readers {
+            if reader.loaded || reader.loading || reader.retry_at.is_some_and(|at| at > now) {
                 continue;
             }
+            reader.loading = true;
             let (consumer, topic) = (reader.fetcher.consumer.clone(), reader.topic.clone());
-            reader.loading = Some(tokio::task::spawn_blocking(move || {
-                let metadata = consumer.fetch_metadata(Some(&topic), REQUEST_TIMEOUT)?;
-                let mut list = TopicPartitionList::new();
-                for found in metadata.topics().iter().filter(|t| t.error().is_none()) {
-                    for partition in found.partitions() {
-                        list.add_partition(&topic, partition.id());
-                    }
-                }
-                let committed = consumer.committed_offsets(list, REQUEST_TIMEOUT)?;
-                Ok(committed
-                    .elements()
-                    .iter()
-                    .map(|e| (e.partition(), e.offset()))
-                    .collect())
-            }));
+            let (name, loads) = (name.clone(), self.load_sender.clone());
+            tokio::spawn(async move {
+                let loaded =
+                    match tokio::task::spawn_blocking(move || load(&consumer, &topic)).await {
+                        Ok(loaded) => loaded.map_err(|e| e.to_string()),
+                        Err(error) => Err(error.to_string()),
+                    };
+                // A consumer that is gone takes no result.
+                let _ = loads.send((name, loaded));
+            });
         }
     }
 
-    /// Takes the loads that have finished; whether any did.
-    async fn finish_loads(&mut self) -> bool {
-        let mut finished = false;
-        for (name, reader) in &mut self.readers {
-            let Some(loading) = reader.loading.take_if(|l| l.is_finished()) else {
-                continue;
-            };
-            finished = true;
-            match loading.await {
-                Ok(Ok(partitions)) => {
-                    for (partition, offset) in partitions {
-                        self.partitions.insert(partition);
-                        if let Offset::Offset(offset) = offset {
-                            let key = (name.clone(), partition);
-                            let known = self.positions.get(&key).copied().unwrap_or(offset);
-                            self.positions.insert(key, known.max(offset));
-                        }
+    /// Takes the result of loading cluster `name`.
+    fn finish_load(&mut self, name: &str, loaded: Loaded) {
+        let Some(reader) = self.readers.get_mut(name) else {
+            return;
+        };
+        reader.loading = false;
+        match loaded {
+            Ok(partitions) => {
+                for (partition, offset) in partitions {
+                    self.partitions.insert(partition);
+                    if let Offset::Offset(offset) = offset {
+                        let key = (name.to_string(), partition);
+                        let known = self.positions.get(&key).copied().unwrap_or(offset);
+                        self.positions.insert(key, known.max(offset));
                     }
-                    reader.loaded = true;
-                    reader.retry_at = None;
-                    reader.failures = 0;
                 }
-                Ok(Err(error)) => reader.retry_later(name, &error),
-                Err(error) => reader.retry_later(name, &error),
+                reader.loaded = true;
+                reader.retry_at = None;
+                reader.failures = 0;
             }
+            Err(error) => reader.retry_later(name, &error),
         }
-        finished
     }
 
     /// Assigns every partition of its share to the cluster of the segment
@@ -603,9 +621,6 @@ impl RoutedConsumer {
             if let Some(document) = newer {
                 self.adopt(document).await?;
             }
-            if self.finish_loads().await {
-                self.reassign()?;
-            }
             self.start_loads();
             if self.last_commit.elapsed() >= COMMIT_EVERY {
                 if self.periodic_commits {
@@ -615,12 +630,19 @@ impl RoutedConsumer {
                 }
                 self.unstall().await?;
             }
-            // A new document is taken as soon as it comes, not after the wait.
+            // A new document, and a cluster's partitions read, are taken as
+            // soon as they come, not after the wait: a partition whose old
+            // segment is read to its end waits for its new cluster's load.
             let epoch = self.document.epoch;
             let polled = tokio::select! {
                 polled = self.records.recv() => polled,
                 newer = self.discovery.newer_than(epoch) => {
                     newer?;
+                    continue;
+                }
+                Some((name, loaded)) = self.loads.recv() => {
+                    self.finish_load(&name, loaded);
+                    self.reassign()?;
                     continue;
                 }
                 () = tokio::time::sleep(POLL_WAIT) => continue,

@@ -295,6 +295,15 @@ impl RoutedProducer {
     }
 }
 
+/// How often a flush looks whether every record is delivered.
+const FLUSH_CHECK: Duration = Duration::from_millis(1);
+
+/// Waits until every record given to a producer is delivered or has
+/// failed (at most [`DELIVERY_TIMEOUT`]). The producers' own threads take
+/// the delivery reports; rdkafka's `flush` would wait for one in steps of
+/// up to 100 ms on its own thread, and when the report went to the
+/// producer's thread a whole step passed for nothing (seen as a move's
+/// acknowledgement taking 100 ms, one move in 40).
 async fn flush_all(shared: &Shared) {
     let producers: Vec<FutureProducer> = shared
         .producers
@@ -304,12 +313,17 @@ async fn flush_all(shared: &Shared) {
         .filter(|producer| producer.in_flight_count() > 0)
         .cloned()
         .collect();
+    let deadline = tokio::time::Instant::now() + DELIVERY_TIMEOUT;
     for producer in producers {
-        let flushed =
-            tokio::task::spawn_blocking(move || producer.flush(Timeout::After(DELIVERY_TIMEOUT)))
-                .await;
-        if let Ok(Err(error)) = flushed {
-            tracing::warn!(%error, "flushing a producer failed");
+        while producer.in_flight_count() > 0 {
+            if tokio::time::Instant::now() >= deadline {
+                tracing::warn!(
+                    in_flight = producer.in_flight_count(),
+                    "records still undelivered after {DELIVERY_TIMEOUT:?}; switching without them"
+                );
+                break;
+            }
+            tokio::time::sleep(FLUSH_CHECK).await;
         }
     }
 }
