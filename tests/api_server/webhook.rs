@@ -149,15 +149,7 @@ async fn a_replica_is_ready_without_its_webhook_configuration_and_trusted_once_i
     );
     register_webhook(testbed, &ns, &configuration);
     let client = testbed.client().await;
-    let host = format!("renewal.{ns}.svc");
-    let answer = first_answer(
-        &client,
-        &configuration,
-        (&host, address),
-        &invalid_set_review(&ns),
-    )
-    .await;
-    assert_eq!(answer["response"]["allowed"], false, "{answer}");
+    assert_refuses_an_invalid_set(&client, &configuration, &ns, address).await;
     operator.assert_log_clean();
     assert!(operator.terminate(), "the operator stops cleanly");
     testbed.kubectl(&["delete", "validatingwebhookconfiguration", &configuration]);
@@ -215,6 +207,21 @@ async fn first_answer(
     }
 }
 
+/// Waits for the webhook at `address`, serving Service `renewal` of `ns`,
+/// to answer over TLS trusted by `configuration`, and checks it refuses an
+/// invalid set.
+async fn assert_refuses_an_invalid_set(
+    client: &kube::Client,
+    configuration: &str,
+    ns: &str,
+    address: std::net::SocketAddr,
+) {
+    let host = format!("renewal.{ns}.svc");
+    let review = invalid_set_review(ns);
+    let answer = first_answer(client, configuration, (&host, address), &review).await;
+    assert_eq!(answer["response"]["allowed"], false, "{answer}");
+}
+
 /// A certificate written by someone else (as cert-manager writes it, with
 /// its CA injected into the configuration as cainjector does): the
 /// operator serves it and leaves the Secret and the CA bundle alone.
@@ -264,15 +271,7 @@ async fn a_certificate_from_an_external_issuer_is_served_as_written() {
         (&ns, &configuration, "issued-tls"),
         &["--webhook-certificates", "external"],
     );
-    let host = format!("renewal.{ns}.svc");
-    let answer = first_answer(
-        &client,
-        &configuration,
-        (&host, address),
-        &invalid_set_review(&ns),
-    )
-    .await;
-    assert_eq!(answer["response"]["allowed"], false, "{answer}");
+    assert_refuses_an_invalid_set(&client, &configuration, &ns, address).await;
     let after = secrets.get("issued-tls").await.expect("secret");
     assert_eq!(
         after.metadata.resource_version, written.metadata.resource_version,
