@@ -2,7 +2,8 @@
 //! A Pipeline is read by its own controller, by the Backfills that run it
 //! and by the Savepoints that snapshot it; each such kind is listed and
 //! watched once, kept in one cache, and every object the watch changes is
-//! handed to each controller that asked for it, after the cache has it.
+//! handed to each controller that asked for it, after the cache has it
+//! (after the whole list, when the watch lists).
 
 use std::future::Future;
 
@@ -11,6 +12,7 @@ use futures::{SinkExt, Stream, StreamExt};
 use kube::core::DeserializeGuard;
 use kube::runtime::reflector::{self, store::Writer, Store};
 use kube::runtime::{watcher, WatchStreamExt};
+
 use kube::ResourceExt;
 
 use super::{Kind, Shared};
@@ -25,11 +27,21 @@ use crate::shutdown::Shutdown;
 /// come: its queue removes duplicates).
 const WAITING: usize = 256;
 
+/// How long a controller may leave a change untaken before the watch says
+/// that it waits for it.
+const SLOW_TAKER: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// A controller's feed of changes, with the controller's name for the log.
+struct Subscriber<T> {
+    controller: &'static str,
+    sender: mpsc::Sender<T>,
+}
+
 /// The watch of one kind: its cache, and the controllers it feeds.
 pub struct Watch<K: Kind> {
     store: Store<DeserializeGuard<K>>,
     writer: Writer<DeserializeGuard<K>>,
-    subscribers: Vec<mpsc::Sender<DeserializeGuard<K>>>,
+    subscribers: Vec<Subscriber<DeserializeGuard<K>>>,
 }
 
 /// What one controller receives: each object the watch changed or deleted.
@@ -51,11 +63,12 @@ impl<K: Kind> Watch<K> {
         self.store.clone()
     }
 
-    /// A new feed of the objects the watch changes, for one controller; the
-    /// cache has each object before the feed yields it.
-    pub fn subscribe(&mut self) -> Changes<K> {
+    /// A new feed of the objects the watch changes, for the controller
+    /// named `controller`; the cache has each object before the feed
+    /// yields it.
+    pub fn subscribe(&mut self, controller: &'static str) -> Changes<K> {
         let (sender, receiver) = mpsc::channel(WAITING);
-        self.subscribers.push(sender);
+        self.subscribers.push(Subscriber { controller, sender });
         receiver.map(Ok).boxed()
     }
 
@@ -64,26 +77,68 @@ impl<K: Kind> Watch<K> {
     /// lists again after one (a 410 Gone included), as each controller's own
     /// watch did.
     fn run(self, shared: &Shared, shutdown: &Shutdown) -> impl Future<Output = ()> + Send {
-        let changes = watcher(
+        let events = watcher(
             shared.api::<DeserializeGuard<K>>(),
             watcher::Config::default(),
         )
         .default_backoff()
         .modify(|object: &mut DeserializeGuard<K>| object.managed_fields_mut().clear())
-        .reflect(self.writer)
-        .touched_objects()
-        .take_until(shutdown.signalled())
-        .boxed();
+        .take_until(shutdown.signalled());
+        let changes = settled(events, self.writer, self.store).boxed();
         fan_out(K::CONTROLLER, changes, self.subscribers)
     }
 }
 
+/// The objects to hand to controllers, from the watch's events, each once
+/// the cache has it: a changed or deleted object at once; on a list (the
+/// first, or again after the watch expired), every listed object once the
+/// cache holds the whole list. kube-runtime's reflector keeps a list's
+/// objects apart until the list is complete; a controller handed one
+/// before that would find it missing from the cache and drop it, and an
+/// object created while the watch listed again would wait for its next
+/// change.
+fn settled<T>(
+    events: impl Stream<Item = Result<watcher::Event<T>, watcher::Error>> + Send + 'static,
+    mut writer: Writer<T>,
+    store: Store<T>,
+) -> impl Stream<Item = Result<T, watcher::Error>> + Send
+where
+    T: kube::Resource + Clone + Send + Sync + 'static,
+    T::DynamicType: Eq + std::hash::Hash + Clone + Default + Send + Sync,
+{
+    events.flat_map(move |event| {
+        let objects: Box<dyn Iterator<Item = Result<T, watcher::Error>> + Send> = match event {
+            Err(error) => Box::new(std::iter::once(Err(error))),
+            Ok(event) => {
+                writer.apply_watcher_event(&event);
+                match event {
+                    watcher::Event::Apply(object) | watcher::Event::Delete(object) => {
+                        Box::new(std::iter::once(Ok(object)))
+                    }
+                    watcher::Event::InitDone => Box::new(
+                        store
+                            .state()
+                            .into_iter()
+                            .map(|object| Ok(T::clone(&object))),
+                    ),
+                    watcher::Event::Init | watcher::Event::InitApply(_) => {
+                        Box::new(std::iter::empty())
+                    }
+                }
+            }
+        };
+        futures::stream::iter(objects)
+    })
+}
+
 /// Hands each object of `changes` to every subscriber in turn, dropping
-/// those that stopped reading, until `changes` ends or none reads.
+/// those that stopped reading, until `changes` ends or none reads. A
+/// subscriber that leaves a change untaken for [`SLOW_TAKER`] holds up the
+/// others: the log names it.
 async fn fan_out<T: Clone>(
     kind: &'static str,
     mut changes: impl Stream<Item = Result<T, watcher::Error>> + Unpin,
-    mut subscribers: Vec<mpsc::Sender<T>>,
+    mut subscribers: Vec<Subscriber<T>>,
 ) {
     while let Some(change) = changes.next().await {
         let object = match change {
@@ -95,8 +150,23 @@ async fn fan_out<T: Clone>(
         };
         let mut delivered = Vec::with_capacity(subscribers.len());
         for mut subscriber in subscribers {
+            let mut sending = subscriber.sender.send(object.clone());
+            let sent = match tokio::time::timeout(SLOW_TAKER, &mut sending).await {
+                Ok(sent) => sent,
+                Err(_) => {
+                    tracing::warn!(watch = kind, controller = subscriber.controller, waited_s = SLOW_TAKER.as_secs(),
+                        "a controller has not taken the watch's changes; the watch and the other controllers wait for it");
+                    let sent = sending.await;
+                    tracing::info!(
+                        watch = kind,
+                        controller = subscriber.controller,
+                        "the controller took the watch's changes again"
+                    );
+                    sent
+                }
+            };
             // A controller that stopped has dropped its feed.
-            if subscriber.send(object.clone()).await.is_ok() {
+            if sent.is_ok() {
                 delivered.push(subscriber);
             }
         }
@@ -150,7 +220,11 @@ mod tests {
         let (second, second_feed) = mpsc::channel(WAITING);
         drop(second_feed);
         let changes = stream::iter([Ok(1), Err(watcher::Error::NoResourceVersion), Ok(2)]);
-        fan_out("test", changes, vec![first, second]).await;
+        let subscribers = [first, second].map(|sender| Subscriber {
+            controller: "test",
+            sender,
+        });
+        fan_out("test", changes, subscribers.into()).await;
         let mut received = Vec::new();
         while let Ok(change) = first_feed.try_recv() {
             received.push(change);
@@ -159,11 +233,56 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_listed_object_is_handed_on_once_the_cache_holds_the_whole_list() {
+        use k8s_openapi::api::core::v1::ConfigMap;
+        let map = |name: &str| ConfigMap {
+            metadata: kube::api::ObjectMeta {
+                name: Some(name.into()),
+                namespace: Some("ns".into()),
+                ..Default::default()
+            },
+            ..Default::default()
+        };
+        let (store, writer) = reflector::store();
+        let events = stream::iter([
+            Ok(watcher::Event::Init),
+            Ok(watcher::Event::InitApply(map("a"))),
+            Ok(watcher::Event::InitApply(map("b"))),
+            Ok(watcher::Event::InitDone),
+            Ok(watcher::Event::Apply(map("c"))),
+            // The watch expired; the list again finds `a` gone.
+            Ok(watcher::Event::Init),
+            Ok(watcher::Event::InitApply(map("b"))),
+            Ok(watcher::Event::InitApply(map("c"))),
+            Ok(watcher::Event::InitDone),
+        ]);
+        let mut handed = Vec::new();
+        let mut changes = std::pin::pin!(settled(events, writer, store.clone()));
+        while let Some(change) = changes.next().await {
+            let object = change.expect("an object");
+            let cached = store.get(&reflector::ObjectRef::from_obj(&object));
+            assert!(
+                cached.is_some(),
+                "{} handed on before the cache had it",
+                object.name_any()
+            );
+            handed.push(object.name_any());
+        }
+        handed[..2].sort();
+        handed[3..].sort();
+        assert_eq!(handed, ["a", "b", "c", "b", "c"]);
+    }
+
+    #[tokio::test]
     async fn the_watch_ends_once_no_controller_reads() {
-        let (only, feed) = mpsc::channel::<u32>(WAITING);
+        let (sender, feed) = mpsc::channel::<u32>(WAITING);
         drop(feed);
         // An endless watch: only the subscribers' absence can end it.
         let changes = stream::repeat_with(|| Ok(7));
+        let only = Subscriber {
+            controller: "test",
+            sender,
+        };
         fan_out("test", changes, vec![only]).await;
     }
 }

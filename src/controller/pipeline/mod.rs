@@ -385,10 +385,18 @@ pub fn run(
     watches: &mut Watches,
     shutdown: Shutdown,
 ) -> impl Future<Output = ()> {
-    let (reader, stream) = (watches.pipelines.store(), watches.pipelines.subscribe());
-    let (sets, sets_stream) = (watches.sets.store(), watches.sets.subscribe());
-    let (savepoints, savepoints_stream) =
-        (watches.savepoints.store(), watches.savepoints.subscribe());
+    let (reader, stream) = (
+        watches.pipelines.store(),
+        watches.pipelines.subscribe(Pipeline::CONTROLLER),
+    );
+    let (sets, sets_stream) = (
+        watches.sets.store(),
+        watches.sets.subscribe(Pipeline::CONTROLLER),
+    );
+    let (savepoints, savepoints_stream) = (
+        watches.savepoints.store(),
+        watches.savepoints.subscribe(Pipeline::CONTROLLER),
+    );
     let by_set = reader.clone();
     let by_savepoint = reader.clone();
     let managed = watcher::Config::default().labels("app.kubernetes.io/managed-by=kappa-operator");
