@@ -62,24 +62,25 @@ impl Cli {
 
 type Result<T> = std::result::Result<T, Box<dyn std::error::Error + Send + Sync>>;
 
-/// When each side first touched each cluster after a mark: (time,
-/// cluster); and when it last touched each.
+/// What one side touched and when.
 #[derive(Default)]
-struct Switches(
-    Mutex<Vec<(Instant, String)>>,
-    Mutex<BTreeMap<String, Instant>>,
-);
+struct Switches {
+    /// Each time it went on to another cluster: (time, cluster).
+    firsts: Mutex<Vec<(Instant, String)>>,
+    /// When it last touched each cluster.
+    lasts: Mutex<BTreeMap<String, Instant>>,
+}
 
 impl Switches {
     fn note(&self, last: &mut Option<String>, cluster: &str) {
-        self.1
+        self.lasts
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
             .insert(cluster.to_string(), Instant::now());
         if last.as_deref() != Some(cluster) {
             *last = Some(cluster.to_string());
             let mut seen = self
-                .0
+                .firsts
                 .lock()
                 .unwrap_or_else(std::sync::PoisonError::into_inner);
             seen.push((Instant::now(), cluster.to_string()));
@@ -91,7 +92,7 @@ impl Switches {
         let deadline = since + Duration::from_secs(60);
         while Instant::now() < deadline {
             let found = self
-                .0
+                .firsts
                 .lock()
                 .unwrap_or_else(std::sync::PoisonError::into_inner)
                 .iter()
@@ -107,7 +108,7 @@ impl Switches {
 
     /// When `cluster` was last touched.
     fn last(&self, cluster: &str) -> Option<Instant> {
-        self.1
+        self.lasts
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
             .get(cluster)

@@ -12,7 +12,6 @@ use futures::{SinkExt, Stream, StreamExt};
 use kube::core::DeserializeGuard;
 use kube::runtime::reflector::{self, store::Writer, Store};
 use kube::runtime::{watcher, WatchStreamExt};
-
 use kube::ResourceExt;
 
 use super::{Kind, Shared};
@@ -58,18 +57,16 @@ impl<K: Kind> Watch<K> {
         }
     }
 
-    /// The cache of every object of the kind in scope.
-    pub fn store(&self) -> Store<DeserializeGuard<K>> {
-        self.store.clone()
-    }
-
-    /// A new feed of the objects the watch changes, for the controller
-    /// named `controller`; the cache has each object before the feed
-    /// yields it.
-    pub fn subscribe(&mut self, controller: &'static str) -> Changes<K> {
+    /// For the controller named `controller`: the cache of every object of
+    /// the kind in scope, and a new feed of the objects the watch changes;
+    /// the cache has each object before the feed yields it.
+    pub fn subscribe(
+        &mut self,
+        controller: &'static str,
+    ) -> (Store<DeserializeGuard<K>>, Changes<K>) {
         let (sender, receiver) = mpsc::channel(WAITING);
         self.subscribers.push(Subscriber { controller, sender });
-        receiver.map(Ok).boxed()
+        (self.store.clone(), receiver.map(Ok).boxed())
     }
 
     /// Lists and watches the kind until the shutdown, or until no

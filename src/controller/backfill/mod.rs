@@ -103,22 +103,10 @@ pub fn run(
     watches: &mut Watches,
     shutdown: Shutdown,
 ) -> impl Future<Output = ()> {
-    let (reader, stream) = (
-        watches.backfills.store(),
-        watches.backfills.subscribe(Backfill::CONTROLLER),
-    );
-    let (pipelines, pipelines_stream) = (
-        watches.pipelines.store(),
-        watches.pipelines.subscribe(Backfill::CONTROLLER),
-    );
-    let (savepoints, savepoints_stream) = (
-        watches.savepoints.store(),
-        watches.savepoints.subscribe(Backfill::CONTROLLER),
-    );
-    let (sets, sets_stream) = (
-        watches.sets.store(),
-        watches.sets.subscribe(Backfill::CONTROLLER),
-    );
+    let (reader, stream) = watches.backfills.subscribe(Backfill::CONTROLLER);
+    let (pipelines, pipelines_stream) = watches.pipelines.subscribe(Backfill::CONTROLLER);
+    let (savepoints, savepoints_stream) = watches.savepoints.subscribe(Backfill::CONTROLLER);
+    let (sets, sets_stream) = watches.sets.subscribe(Backfill::CONTROLLER);
     let by_pipeline = reader.clone();
     let by_savepoint = reader.clone();
     let by_set = reader.clone();

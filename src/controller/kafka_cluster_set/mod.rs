@@ -55,14 +55,8 @@ pub fn run(
     watches: &mut Watches,
     shutdown: Shutdown,
 ) -> impl Future<Output = ()> {
-    let (reader, stream) = (
-        watches.sets.store(),
-        watches.sets.subscribe(KafkaClusterSet::CONTROLLER),
-    );
-    let (backfills, backfills_stream) = (
-        watches.backfills.store(),
-        watches.backfills.subscribe(KafkaClusterSet::CONTROLLER),
-    );
+    let (reader, stream) = watches.sets.subscribe(KafkaClusterSet::CONTROLLER);
+    let (backfills, backfills_stream) = watches.backfills.subscribe(KafkaClusterSet::CONTROLLER);
     let managed =
         || watcher::Config::default().labels("app.kubernetes.io/managed-by=kappa-operator");
     // A producer acknowledging an epoch moves a migration on.

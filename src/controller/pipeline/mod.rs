@@ -385,18 +385,9 @@ pub fn run(
     watches: &mut Watches,
     shutdown: Shutdown,
 ) -> impl Future<Output = ()> {
-    let (reader, stream) = (
-        watches.pipelines.store(),
-        watches.pipelines.subscribe(Pipeline::CONTROLLER),
-    );
-    let (sets, sets_stream) = (
-        watches.sets.store(),
-        watches.sets.subscribe(Pipeline::CONTROLLER),
-    );
-    let (savepoints, savepoints_stream) = (
-        watches.savepoints.store(),
-        watches.savepoints.subscribe(Pipeline::CONTROLLER),
-    );
+    let (reader, stream) = watches.pipelines.subscribe(Pipeline::CONTROLLER);
+    let (sets, sets_stream) = watches.sets.subscribe(Pipeline::CONTROLLER);
+    let (savepoints, savepoints_stream) = watches.savepoints.subscribe(Pipeline::CONTROLLER);
     let by_set = reader.clone();
     let by_savepoint = reader.clone();
     let managed = watcher::Config::default().labels("app.kubernetes.io/managed-by=kappa-operator");

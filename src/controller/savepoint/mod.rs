@@ -118,14 +118,8 @@ pub fn run(
     watches: &mut Watches,
     shutdown: Shutdown,
 ) -> impl Future<Output = ()> {
-    let (reader, stream) = (
-        watches.savepoints.store(),
-        watches.savepoints.subscribe(Savepoint::CONTROLLER),
-    );
-    let (pipelines, pipelines_stream) = (
-        watches.pipelines.store(),
-        watches.pipelines.subscribe(Savepoint::CONTROLLER),
-    );
+    let (reader, stream) = watches.savepoints.subscribe(Savepoint::CONTROLLER);
+    let (pipelines, pipelines_stream) = watches.pipelines.subscribe(Savepoint::CONTROLLER);
     let by_pipeline = reader.clone();
     let controller =
         Controller::for_stream(stream, reader).watches_stream(pipelines_stream, move |pipeline| {
