@@ -13,20 +13,21 @@
 //! partition count on every cluster and producers use the same partitioner
 //! (every [`super::RoutedProducer`] does).
 
+mod reader;
+
 use std::collections::{BTreeMap, BTreeSet};
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use tokio::sync::mpsc;
 
-use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
-use rdkafka::message::Headers;
-use rdkafka::{Message, Offset, TopicPartitionList};
+use rdkafka::consumer::{CommitMode, Consumer};
+use rdkafka::{Offset, TopicPartitionList};
 
 use super::segments::{reading, Positions, Reading};
 use super::{cluster, ClientError, Credentials, Discovery, Member};
-use crate::discovery::{DiscoveredStream, DiscoveryDocument, EPOCH_HEADER};
+use crate::discovery::{DiscoveredStream, DiscoveryDocument};
+use reader::{load, ClusterReader, Fetched, Fetcher, Polled, POLL_WAIT};
 
 /// How long a metadata or offset request may take.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
@@ -35,11 +36,6 @@ const COMMIT_EVERY: Duration = Duration::from_secs(1);
 /// How long a partition may read nothing before its cluster is asked
 /// whether there is more to read.
 const STALL_AFTER: Duration = Duration::from_secs(5);
-/// How long to wait before asking an unreachable cluster again; doubled
-/// after every failure up to [`RETRY_AT_MOST`].
-const RETRY_AFTER: Duration = Duration::from_secs(2);
-/// The longest wait between two attempts.
-const RETRY_AT_MOST: Duration = Duration::from_secs(60);
 
 /// One record read.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -64,15 +60,6 @@ type Loaded = Result<Vec<(i32, Offset)>, String>;
 
 /// What a cluster's load hands over: the cluster and its result.
 type ClusterLoad = (String, Loaded);
-
-/// A record as fetched, with the [`EPOCH_HEADER`] its producer set.
-struct Fetched {
-    record: Record,
-    epoch: Option<Vec<u8>>,
-}
-
-/// What a cluster's fetching thread hands over.
-type Polled = (String, rdkafka::error::KafkaResult<Fetched>);
 
 /// How long a broker may hold a fetch that finds no new record, by default:
 /// a partition that moves to a cluster joins the next fetch there, after the
@@ -100,142 +87,8 @@ impl Default for ReadOptions {
     }
 }
 
-/// How long the fetching thread waits for a record before it looks whether
-/// it should stop.
-const POLL_WAIT: Duration = Duration::from_millis(100);
 /// Records fetched and not yet taken, over all clusters.
 const FETCHED_AHEAD: usize = 1024;
-
-/// A librdkafka consumer of one cluster and the thread that fetches from
-/// it. librdkafka serves fetched records to an application that waits in
-/// its poll call; the thread does that wait, off the async runtime, and
-/// hands the records over a channel.
-struct Fetcher {
-    consumer: Arc<BaseConsumer>,
-    stop: Arc<AtomicBool>,
-}
-
-impl Fetcher {
-    fn start(
-        config: &rdkafka::ClientConfig,
-        cluster: &str,
-        records: &mpsc::Sender<Polled>,
-    ) -> Result<Self, ClientError> {
-        let consumer: Arc<BaseConsumer> = Arc::new(config.create()?);
-        let stop = Arc::new(AtomicBool::new(false));
-        let (fetching, stopped) = (consumer.clone(), stop.clone());
-        let (cluster, records) = (cluster.to_string(), records.clone());
-        std::thread::Builder::new()
-            .name(format!("fetch-{cluster}"))
-            .spawn(move || {
-                while !stopped.load(Ordering::Relaxed) {
-                    let polled = match fetching.poll(POLL_WAIT) {
-                        None => continue,
-                        Some(Err(error)) => Err(error),
-                        Some(Ok(message)) => Ok(Fetched {
-                            epoch: message
-                                .headers()
-                                .and_then(|h| h.iter().filter(|h| h.key == EPOCH_HEADER).last())
-                                .and_then(|h| h.value.map(<[u8]>::to_vec)),
-                            record: Record {
-                                cluster: cluster.clone(),
-                                partition: message.partition(),
-                                offset: message.offset(),
-                                key: message.key().map(<[u8]>::to_vec),
-                                payload: message.payload().map(<[u8]>::to_vec),
-                                timestamp: message.timestamp().to_millis(),
-                            },
-                        }),
-                    };
-                    if records.blocking_send((cluster.clone(), polled)).is_err() {
-                        break;
-                    }
-                }
-            })
-            .map_err(|e| ClientError::Malformed(format!("no thread to fetch with: {e}")))?;
-        Ok(Self { consumer, stop })
-    }
-}
-
-impl Drop for Fetcher {
-    fn drop(&mut self) {
-        // The thread lets go of the consumer, and librdkafka's close (which
-        // may wait for the broker) runs there, not on the async runtime.
-        self.stop.store(true, Ordering::Relaxed);
-    }
-}
-
-/// The reader of one cluster.
-struct ClusterReader {
-    /// How to connect, to replace a stalled consumer.
-    config: rdkafka::ClientConfig,
-    fetcher: Fetcher,
-    topic: String,
-    /// Partitions whose committed offsets are known.
-    loaded: bool,
-    /// When to ask again after a failure.
-    retry_at: Option<Instant>,
-    /// Failures in a row, for the backoff.
-    failures: u32,
-    /// Stalls in a row per partition, for how far back to fetch from.
-    stalls: BTreeMap<i32, u32>,
-    /// Whether its partitions and committed offsets are being read.
-    loading: bool,
-    /// What it is assigned: partition -> when it last made progress
-    /// (assigned, or a record read).
-    assigned: BTreeMap<i32, Instant>,
-    /// Positions not yet committed.
-    uncommitted: BTreeMap<i32, i64>,
-}
-
-impl ClusterReader {
-    /// Notes a failed attempt to reach the cluster; the next waits twice as long.
-    fn retry_later(&mut self, name: &str, error: &dyn std::fmt::Display) {
-        let wait = RETRY_AFTER
-            .saturating_mul(1 << self.failures.min(10))
-            .min(RETRY_AT_MOST);
-        self.failures += 1;
-        tracing::warn!(cluster = %name, %error, retry_in = ?wait, "cluster unreachable; retrying while the others are read");
-        self.retry_at = Some(Instant::now() + wait);
-    }
-
-    /// Stops fetching `leaving`, then fetches `coming` from the given offsets.
-    fn switch(&self, leaving: &[i32], coming: &[(i32, i64)]) -> Result<(), ClientError> {
-        if !leaving.is_empty() {
-            let mut list = TopicPartitionList::new();
-            for partition in leaving {
-                list.add_partition(&self.topic, *partition);
-            }
-            self.fetcher.consumer.incremental_unassign(&list)?;
-        }
-        if !coming.is_empty() {
-            let mut list = TopicPartitionList::new();
-            for (partition, from) in coming {
-                list.add_partition_offset(&self.topic, *partition, Offset::Offset(*from))?;
-            }
-            self.fetcher.consumer.incremental_assign(&list)?;
-        }
-        Ok(())
-    }
-}
-
-/// The partitions of `topic` on the cluster of `consumer`, with the group's
-/// committed offsets.
-fn load(consumer: &BaseConsumer, topic: &str) -> rdkafka::error::KafkaResult<Vec<(i32, Offset)>> {
-    let metadata = consumer.fetch_metadata(Some(topic), REQUEST_TIMEOUT)?;
-    let mut list = TopicPartitionList::new();
-    for found in metadata.topics().iter().filter(|t| t.error().is_none()) {
-        for partition in found.partitions() {
-            list.add_partition(topic, partition.id());
-        }
-    }
-    let committed = consumer.committed_offsets(list, REQUEST_TIMEOUT)?;
-    Ok(committed
-        .elements()
-        .iter()
-        .map(|e| (e.partition(), e.offset()))
-        .collect())
-}
 
 /// Reads one stream of one KafkaClusterSet.
 pub struct RoutedConsumer {
