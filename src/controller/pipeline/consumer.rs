@@ -22,6 +22,7 @@ use kube::runtime::reflector::Store;
 use kube::{Api, Client, ResourceExt};
 
 use super::lag_book::{LagBook, MEASURE_EVERY};
+use super::reason::Reason;
 use crate::api::pipeline::{
     ConsumerEngine, JobState, JobStatus, Pipeline, PipelinePhase, PipelineStatus,
 };
@@ -306,7 +307,7 @@ async fn restore(
         let ready = Wanted::new(
             READY,
             ConditionStatus::Unknown,
-            "RestoreSavepointNotReady",
+            Reason::RestoreSavepointNotReady,
             format!("waiting for Savepoint `{name}` to complete before restoring from it"),
         );
         return waiting(status, ready, Requeue::After(STOPPING_RECHECK));
@@ -317,7 +318,7 @@ async fn restore(
         let ready = Wanted::new(
             READY,
             ConditionStatus::Unknown,
-            "Restoring",
+            Reason::Phase(PipelinePhase::Restoring),
             format!("scaled to zero; waiting for {left} pod(s) to stop before committing the offsets of Savepoint `{name}`"),
         );
         return waiting(status, ready, Requeue::After(STOPPING_RECHECK));
@@ -331,7 +332,7 @@ async fn restore(
         let ready = Wanted::new(
             READY,
             ConditionStatus::False,
-            error.reason(),
+            Reason::Offsets(error.reason()),
             format!("restoring the offsets of Savepoint `{name}`: {error}"),
         );
         return waiting(status, ready, Requeue::Backoff);
@@ -401,7 +402,7 @@ async fn reshard(
     let ready = Wanted::new(
         READY,
         ConditionStatus::Unknown,
-        "Resharding",
+        Reason::Phase(PipelinePhase::Resharding),
         format!(
             "{mismatched} pod(s) read a share of the partitions for another replica count; waiting for them to stop before {} replica(s) split them",
             engine.replicas
@@ -505,22 +506,22 @@ pub async fn run(
     let (phase, ready_condition, requeue) = match (pipeline.spec.state, rolled_out) {
         (JobState::Suspended, true) => (
             PipelinePhase::Suspended,
-            Wanted::new(READY, ConditionStatus::True, "Suspended", format!("StatefulSet {name} is scaled to zero; its state is its groups' committed offsets")),
+            Wanted::new(READY, ConditionStatus::True, Reason::Phase(PipelinePhase::Suspended), format!("StatefulSet {name} is scaled to zero; its state is its groups' committed offsets")),
             Requeue::After(MEASURE_EVERY),
         ),
         (JobState::Running, true) => (
             PipelinePhase::Running,
-            Wanted::new(READY, ConditionStatus::True, "ReplicasReady", format!("StatefulSet {name}: {ready}/{wanted} replicas ready")),
+            Wanted::new(READY, ConditionStatus::True, Reason::ReplicasReady, format!("StatefulSet {name}: {ready}/{wanted} replicas ready")),
             Requeue::After(MEASURE_EVERY),
         ),
         (JobState::Suspended, false) if stopping > 0 => (
             PipelinePhase::Suspending,
-            Wanted::new(READY, ConditionStatus::Unknown, "PodsStopping", format!("StatefulSet {name} is scaled to zero; waiting for {stopping} pod(s) to stop")),
+            Wanted::new(READY, ConditionStatus::Unknown, Reason::PodsStopping, format!("StatefulSet {name} is scaled to zero; waiting for {stopping} pod(s) to stop")),
             Requeue::After(STOPPING_RECHECK),
         ),
         (_, false) => (
             PipelinePhase::Deploying,
-            Wanted::new(READY, ConditionStatus::Unknown, "RollingOut", format!("StatefulSet {name}: {ready}/{wanted} replicas ready, {updated} updated")),
+            Wanted::new(READY, ConditionStatus::Unknown, Reason::RollingOut, format!("StatefulSet {name}: {ready}/{wanted} replicas ready, {updated} updated")),
             Requeue::After(ROLLING_RECHECK),
         ),
     };

@@ -15,6 +15,7 @@ use kube::{Api, Client, ResourceExt};
 use sha2::{Digest, Sha256};
 
 use super::application::{self, Launch, Observed};
+use super::reason::Reason;
 use crate::api::pipeline::{
     FlinkEngine, FlinkMode, JobState, JobStatus, Pipeline, PipelinePhase, PipelineStatus,
     RestoreFrom, Transition, UpgradeMode,
@@ -95,7 +96,7 @@ pub async fn run(
                     let ready = Wanted::new(
                         READY,
                         ConditionStatus::False,
-                        "RestoreStateNotReady",
+                        Reason::RestoreStateNotReady,
                         message,
                     );
                     return outcome(&flink_job.status, ready, Requeue::Backoff);
@@ -146,7 +147,7 @@ pub async fn run(
                 let ready = Wanted::new(
                     READY,
                     ConditionStatus::Unknown,
-                    phase.as_str(),
+                    Reason::Phase(phase),
                     format!("job {id} is being stopped ({} mode)", mode_name(mode)),
                 );
                 return outcome(
@@ -189,7 +190,12 @@ impl FlinkJob<'_> {
             Some(_) => format!("job {id} is being launched on a Flink cluster of its own"),
             None => format!("job {id} is being submitted to {}", self.url),
         };
-        let ready = Wanted::new(READY, ConditionStatus::Unknown, "Deploying", message);
+        let ready = Wanted::new(
+            READY,
+            ConditionStatus::Unknown,
+            Reason::Phase(PipelinePhase::Deploying),
+            message,
+        );
         outcome(&self.status, ready, Requeue::After(Duration::from_secs(1)))
     }
 
@@ -314,7 +320,12 @@ impl FlinkJob<'_> {
         self.status.phase = Some(phase);
         outcome(
             &self.status,
-            Wanted::new(READY, ConditionStatus::Unknown, phase.as_str(), message),
+            Wanted::new(
+                READY,
+                ConditionStatus::Unknown,
+                Reason::Phase(phase),
+                message,
+            ),
             waiting,
         )
     }
@@ -411,7 +422,7 @@ impl FlinkJob<'_> {
         let ready = Wanted::new(
             READY,
             ConditionStatus::True,
-            "Suspended",
+            Reason::Phase(PipelinePhase::Suspended),
             format!("the job is stopped; it resumes from {state} when `state` is running"),
         );
         outcome(&self.status, ready, Requeue::OnChange)
@@ -456,7 +467,7 @@ impl FlinkJob<'_> {
             Err(error @ FlinkError::Unreachable { .. }) if self.cluster.is_some() => {
                 self.status.phase = Some(PipelinePhase::Deploying);
                 let why = format!("job {id}: its JobManager Service does not answer yet: {error}");
-                let ready = Wanted::new(READY, ConditionStatus::Unknown, "JobStarting", why);
+                let ready = Wanted::new(READY, ConditionStatus::Unknown, Reason::JobStarting, why);
                 return outcome(&self.status, ready, Requeue::Backoff);
             }
             Err(error) => return refused(&self.status, &error),
@@ -465,7 +476,7 @@ impl FlinkJob<'_> {
             ready = Wanted::new(
                 READY,
                 ConditionStatus::False,
-                "UpgradeFailed",
+                Reason::UpgradeFailed,
                 format!("{error}; {}", ready.message),
             );
         }
@@ -479,7 +490,7 @@ impl FlinkJob<'_> {
         let ready = Wanted::new(
             READY,
             ConditionStatus::Unknown,
-            "JobStarting",
+            Reason::JobStarting,
             format!("job {id}: {why}"),
         );
         outcome(&self.status, ready, Requeue::After(STARTING_RECHECK))
@@ -508,7 +519,7 @@ async fn follow(
             Wanted::new(
                 READY,
                 ConditionStatus::True,
-                "JobRunning",
+                Reason::JobRunning,
                 format!("job {id} is RUNNING on {url}"),
             ),
             Requeue::After(FOLLOW_EVERY),
@@ -524,7 +535,7 @@ async fn follow(
                 Wanted::new(
                     READY,
                     ConditionStatus::False,
-                    "JobFailed",
+                    Reason::JobFailed,
                     format!("job {id} is {state} on {url}: {why}"),
                 ),
                 Requeue::After(FOLLOW_EVERY),
@@ -538,7 +549,7 @@ async fn follow(
             Wanted::new(
                 READY,
                 ConditionStatus::False,
-                "JobStopped",
+                Reason::JobStopped,
                 format!("job {id} is {state} on {url}, stopped outside this Pipeline; change `restartNonce` to run it again"),
             ),
             Requeue::After(FOLLOW_EVERY),
@@ -548,7 +559,7 @@ async fn follow(
             Wanted::new(
                 READY,
                 ConditionStatus::Unknown,
-                "JobStarting",
+                Reason::JobStarting,
                 format!("job {id} is {state} on {url}; its tasks are being deployed"),
             ),
             Requeue::After(STARTING_RECHECK),
@@ -606,7 +617,7 @@ fn refused(status: &PipelineStatus, error: &FlinkError) -> Result<Outcome, Error
     let ready = Wanted::new(
         READY,
         ConditionStatus::False,
-        error.reason(),
+        Reason::Flink(error.reason()),
         error.to_string(),
     );
     outcome(status, ready, Requeue::Backoff)

@@ -7,6 +7,7 @@ pub mod application;
 pub mod consumer;
 pub mod flink_job;
 pub mod lag_book;
+mod reason;
 pub mod slo;
 pub mod snapshots;
 pub mod validate;
