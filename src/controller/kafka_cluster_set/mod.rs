@@ -5,6 +5,7 @@
 pub mod ephemeral;
 pub mod migration;
 pub mod publish;
+mod reason;
 pub mod retire;
 pub mod sync;
 pub mod validate;

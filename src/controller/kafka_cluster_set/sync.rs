@@ -14,6 +14,7 @@ use kube::ResourceExt;
 
 use super::migration::{self, Step};
 use super::publish;
+use super::reason::Reason;
 use super::retire::{self, Retirement};
 use super::{ephemeral, validate};
 use crate::api::backfill::Backfill;
@@ -38,8 +39,6 @@ const RESYNC: Duration = Duration::from_secs(300);
 /// How often a set whose clusters are starting looks again (their
 /// StatefulSets' changes also wake it).
 const STARTING_RECHECK: Duration = Duration::from_secs(10);
-/// Reason while clusters are being started.
-const STARTING: &str = "ClusterStarting";
 
 /// What the set controller talks to besides the API server.
 pub struct SetDeps {
@@ -70,7 +69,7 @@ impl Act<KafkaClusterSet> for SyncSet<'_> {
 
 /// A problem found while acting, reported as a condition reason.
 struct Problem {
-    reason: &'static str,
+    reason: Reason,
     message: String,
 }
 
@@ -110,7 +109,7 @@ async fn sync(shared: &Shared, deps: &SetDeps, set: &KafkaClusterSet) -> Result<
             conditions: vec![Wanted::new(
                 DEGRADED,
                 ConditionStatus::True,
-                "ImmutableClusterChanged",
+                Reason::ImmutableClusterChanged,
                 message,
             )],
             fields: fields(&current)?,
@@ -147,7 +146,7 @@ async fn sync(shared: &Shared, deps: &SetDeps, set: &KafkaClusterSet) -> Result<
                 status.message = Some(error.to_string());
                 status.streams = last_seen_streams(&current, name);
                 problems.push(Problem {
-                    reason: error.reason(),
+                    reason: Reason::Provider(error.reason()),
                     message: format!("cluster `{name}`: {error}"),
                 });
             }
@@ -182,7 +181,7 @@ async fn sync(shared: &Shared, deps: &SetDeps, set: &KafkaClusterSet) -> Result<
                 status.message = Some(error.to_string());
                 status.streams = last_seen_streams(&current, &name);
                 problems.push(Problem {
-                    reason: error.category(),
+                    reason: Reason::Kafka(error.category()),
                     message: format!("cluster `{name}`: {error}"),
                 });
             }
@@ -202,7 +201,7 @@ async fn sync(shared: &Shared, deps: &SetDeps, set: &KafkaClusterSet) -> Result<
             let observed = view.topics.get(&topic.name);
             if observed.is_none() && topic.replication as usize > view.brokers {
                 refusals.push(Problem {
-                    reason: "ReplicationImpossible",
+                    reason: Reason::ReplicationImpossible,
                     message: format!(
                         "spec.streams[{index}].replication: {} exceeds the {} broker(s) of cluster `{name}`",
                         topic.replication, view.brokers
@@ -211,7 +210,7 @@ async fn sync(shared: &Shared, deps: &SetDeps, set: &KafkaClusterSet) -> Result<
             }
             if let TopicPlan::RefuseShrink { actual } = plan(topic, observed) {
                 refusals.push(Problem {
-                    reason: "PartitionDecreaseRefused",
+                    reason: Reason::PartitionDecreaseRefused,
                     message: format!(
                         "spec.streams[{index}].partitions: topic `{}` on cluster `{name}` has {actual} partitions and Kafka cannot remove partitions; declare {actual} or more",
                         topic.name
@@ -265,7 +264,7 @@ async fn sync(shared: &Shared, deps: &SetDeps, set: &KafkaClusterSet) -> Result<
                 status.partitions = observed.map(|o| o.partitions);
                 status.message = Some(error.to_string());
                 problems.push(Problem {
-                    reason: error.category(),
+                    reason: Reason::Kafka(error.category()),
                     message: format!("cluster `{name}`: {error}"),
                 });
             }
@@ -383,7 +382,7 @@ async fn sync(shared: &Shared, deps: &SetDeps, set: &KafkaClusterSet) -> Result<
     if let Step::Blocked(error) = &step {
         let from = next.migration.as_ref().map_or("", |m| m.from.as_str());
         problems.push(Problem {
-            reason: error.category(),
+            reason: Reason::Kafka(error.category()),
             message: format!(
                 "recording the end offsets of the old write cluster `{from}`: {error}"
             ),
@@ -395,7 +394,7 @@ async fn sync(shared: &Shared, deps: &SetDeps, set: &KafkaClusterSet) -> Result<
             Wanted::new(
                 PROGRESSING,
                 ConditionStatus::True,
-                STARTING,
+                Reason::ClusterStarting,
                 starting.join("; "),
             ),
             step_requeue,
@@ -404,7 +403,7 @@ async fn sync(shared: &Shared, deps: &SetDeps, set: &KafkaClusterSet) -> Result<
             Wanted::new(
                 PROGRESSING,
                 ConditionStatus::True,
-                "RetiringCluster",
+                Reason::RetiringCluster,
                 retiring_waits.join("; "),
             ),
             Some(Requeue::After(STARTING_RECHECK)),
@@ -424,7 +423,7 @@ async fn sync(shared: &Shared, deps: &SetDeps, set: &KafkaClusterSet) -> Result<
         conditions.push(Wanted::new(
             READY,
             ConditionStatus::False,
-            STARTING,
+            Reason::ClusterStarting,
             starting.join("; "),
         ));
         Requeue::After(STARTING_RECHECK)
@@ -432,7 +431,7 @@ async fn sync(shared: &Shared, deps: &SetDeps, set: &KafkaClusterSet) -> Result<
         conditions.push(Wanted::new(
             READY,
             ConditionStatus::True,
-            "ClustersReady",
+            Reason::ClustersReady,
             format!(
                 "{} cluster(s) reachable, {} stream(s) on each, discovery epoch {}",
                 reachable.len(),
@@ -452,7 +451,7 @@ async fn sync(shared: &Shared, deps: &SetDeps, set: &KafkaClusterSet) -> Result<
         None => Wanted::new(
             DEGRADED,
             ConditionStatus::False,
-            "AsDeclared",
+            Reason::AsDeclared,
             "every cluster carries every stream as declared",
         ),
     });
@@ -472,7 +471,7 @@ fn progress(next: &KafkaClusterSetStatus, step: &Step) -> (Wanted, Option<Requeu
             Wanted::new(
                 PROGRESSING,
                 ConditionStatus::False,
-                "Settled",
+                Reason::Settled,
                 format!("producers write to `{write}`"),
             ),
             None,
@@ -487,7 +486,7 @@ fn progress(next: &KafkaClusterSetStatus, step: &Step) -> (Wanted, Option<Requeu
             Wanted::new(
                 PROGRESSING,
                 ConditionStatus::True,
-                "AwaitingProducers",
+                Reason::AwaitingProducers,
                 format!(
                     "{moving}: waiting for producer(s) {} to acknowledge",
                     migration.waiting_for.join(", ")
@@ -499,7 +498,7 @@ fn progress(next: &KafkaClusterSetStatus, step: &Step) -> (Wanted, Option<Requeu
             Wanted::new(
                 PROGRESSING,
                 ConditionStatus::True,
-                "MigrationAnnounced",
+                Reason::MigrationAnnounced,
                 format!("{moving}: announced"),
             ),
             Some(Requeue::After(Duration::from_secs(1))),
