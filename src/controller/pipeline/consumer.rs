@@ -44,8 +44,13 @@ pub const DISCOVERY_DIR: &str = "/etc/kappa/discovery";
 const RESTART_ANNOTATION: &str = "kappa.dev/restart-nonce";
 /// The volume that mounts it.
 const DISCOVERY_VOLUME: &str = "kappa-discovery";
-/// How often a StatefulSet that is rolling out is looked at (its changes also wake the pipeline).
-const ROLLING_RECHECK: Duration = Duration::from_secs(10);
+/// How often a StatefulSet that is rolling out is looked at besides its
+/// changes, which wake the pipeline (every pod that becomes ready or goes
+/// changes its status). A safety net only: every such pipeline looked at
+/// every 10 s kept the controller busy with a thousand of them whose pods
+/// could not start, and kube-runtime's queue then never got round to some
+/// other objects at all.
+const ROLLING_RECHECK: Duration = Duration::from_secs(60);
 /// How often a restore waiting for its Savepoint, or a pipeline waiting for
 /// its pods to stop, looks again.
 const STOPPING_RECHECK: Duration = Duration::from_secs(2);
