@@ -208,15 +208,45 @@ pub(super) fn as_wanted(condition: &Condition) -> Wanted {
     )
 }
 
-/// Fails naming each of `reasons` that the user guide `guide` (its text,
-/// read from `path`) has no table row for: a row starting with the reason
-/// in backquotes.
+/// `Display` and the conversion into a condition's reason (`String`) for a
+/// kind's enum of reasons, both spelled by its `as_str`, and a test that the
+/// user guide `$guide` has a row for each of its `ALL`.
+macro_rules! condition_reason {
+    ($reason:ty, $guide:literal) => {
+        impl std::fmt::Display for $reason {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str(self.as_str())
+            }
+        }
+
+        impl From<$reason> for String {
+            fn from(reason: $reason) -> Self {
+                reason.as_str().to_string()
+            }
+        }
+
+        #[cfg(test)]
+        #[test]
+        fn every_reason_is_documented_for_users() {
+            $crate::controller::status::assert_documented(
+                <$reason>::ALL.iter().map(|r| r.as_str()),
+                $guide,
+            );
+        }
+    };
+}
+pub(crate) use condition_reason;
+
+/// Fails naming each of `reasons` that the user guide at `path` has no
+/// table row for: a row starting with the reason in backquotes.
 #[cfg(test)]
-pub(crate) fn assert_documented<'a>(
-    reasons: impl IntoIterator<Item = &'a str>,
-    path: &str,
-    guide: &str,
-) {
+pub(crate) fn assert_documented<'a>(reasons: impl IntoIterator<Item = &'a str>, path: &str) {
+    let guide = match path {
+        "docs/backfill.md" => include_str!("../../docs/backfill.md"),
+        "docs/discovery.md" => include_str!("../../docs/discovery.md"),
+        "docs/pipelines.md" => include_str!("../../docs/pipelines.md"),
+        other => panic!("no user guide {other} to look in"),
+    };
     let missing: Vec<&str> = reasons
         .into_iter()
         .filter(|reason| !guide.contains(&format!("| `{reason}` |")))

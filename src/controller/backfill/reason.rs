@@ -2,8 +2,6 @@
 //! with what it means and what to do, in `docs/backfill.md` (a test holds
 //! the two together).
 
-use std::fmt;
-
 use crate::api::backfill::BackfillPhase;
 
 /// Why a Backfill's `Ready` (or `Degraded`) condition reads as it does.
@@ -125,24 +123,4 @@ impl Reason {
     }
 }
 
-impl fmt::Display for Reason {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::controller::status::assert_documented;
-
-    #[test]
-    fn every_reason_is_documented_for_users() {
-        let guide = include_str!("../../../docs/backfill.md");
-        assert_documented(
-            Reason::ALL.iter().map(|r| r.as_str()),
-            "docs/backfill.md",
-            guide,
-        );
-    }
-}
+crate::controller::status::condition_reason!(Reason, "docs/backfill.md");

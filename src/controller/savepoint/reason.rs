@@ -48,24 +48,4 @@ impl Reason {
     }
 }
 
-impl From<Reason> for String {
-    fn from(reason: Reason) -> Self {
-        reason.as_str().to_string()
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::controller::status::assert_documented;
-
-    #[test]
-    fn every_reason_is_documented_for_users() {
-        let guide = include_str!("../../../docs/pipelines.md");
-        assert_documented(
-            Reason::ALL.iter().map(|r| r.as_str()),
-            "docs/pipelines.md",
-            guide,
-        );
-    }
-}
+crate::controller::status::condition_reason!(Reason, "docs/pipelines.md");
