@@ -64,6 +64,36 @@ pub enum FlinkError {
 }
 
 impl FlinkError {
+    /// One error of each kind, for tests of what users are told.
+    #[cfg(test)]
+    pub(crate) fn examples() -> [Self; 6] {
+        let words = String::new;
+        [
+            Self::Unreachable {
+                url: words(),
+                message: words(),
+            },
+            Self::JarUnavailable {
+                url: words(),
+                message: words(),
+            },
+            Self::JarRefused {
+                url: words(),
+                message: words(),
+            },
+            Self::Refused {
+                call: words(),
+                status: 400,
+                message: words(),
+            },
+            Self::JobNotFound(words()),
+            Self::Unexpected {
+                call: words(),
+                message: words(),
+            },
+        ]
+    }
+
     /// A condition reason for this error.
     pub fn reason(&self) -> &'static str {
         match self {

@@ -94,6 +94,24 @@ pub enum KafkaError {
 }
 
 impl KafkaError {
+    /// One error of each kind, for tests of what users are told.
+    #[cfg(test)]
+    pub(crate) fn examples() -> [Self; 3] {
+        let words = String::new;
+        [
+            Self::Unreachable {
+                bootstrap: words(),
+                message: words(),
+            },
+            Self::Configuration(words()),
+            Self::Refused {
+                operation: "CreateTopics",
+                topic: words(),
+                message: words(),
+            },
+        ]
+    }
+
     /// A fixed name per variant, for metric labels and condition reasons.
     pub fn category(&self) -> &'static str {
         match self {

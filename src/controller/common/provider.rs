@@ -43,6 +43,19 @@ pub enum ProviderError {
 }
 
 impl ProviderError {
+    /// One error of each kind, for tests of what users are told.
+    #[cfg(test)]
+    pub(crate) fn examples() -> [Self; 5] {
+        let words = String::new;
+        [
+            Self::Unavailable("builtin"),
+            Self::SecretMissing(words()),
+            Self::Api(words()),
+            Self::Starting(words()),
+            Self::Gone(words()),
+        ]
+    }
+
     /// The condition reason.
     pub fn reason(&self) -> &'static str {
         match self {

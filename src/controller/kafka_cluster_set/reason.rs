@@ -81,27 +81,8 @@ mod tests {
 
     #[test]
     fn the_words_of_provider_and_kafka_errors_are_documented_for_users() {
-        let message = String::new();
-        let provider = [
-            ProviderError::Unavailable("builtin"),
-            ProviderError::SecretMissing(message.clone()),
-            ProviderError::Api(message.clone()),
-            ProviderError::Gone(message.clone()),
-        ]
-        .map(|e| Reason::Provider(e.reason()));
-        let kafka = [
-            KafkaError::Unreachable {
-                bootstrap: String::new(),
-                message: message.clone(),
-            },
-            KafkaError::Configuration(message.clone()),
-            KafkaError::Refused {
-                operation: "CreateTopics",
-                topic: String::new(),
-                message,
-            },
-        ]
-        .map(|e| Reason::Kafka(e.category()));
+        let provider = ProviderError::examples().map(|e| Reason::Provider(e.reason()));
+        let kafka = KafkaError::examples().map(|e| Reason::Kafka(e.category()));
         assert_documented(
             provider.iter().chain(&kafka).map(|r| r.as_str()),
             "docs/discovery.md",

@@ -91,51 +91,21 @@ mod tests {
     use crate::controller::common::provider::ProviderError;
     use crate::controller::status::assert_documented;
     use crate::flink::FlinkError;
+    use crate::kafka::KafkaError;
 
     #[test]
     fn the_words_of_flink_and_offset_errors_are_documented_for_users() {
-        let (url, message) = (String::new(), String::new());
-        let flink = [
-            FlinkError::Unreachable {
-                url: url.clone(),
-                message: message.clone(),
-            },
-            FlinkError::JarUnavailable {
-                url: url.clone(),
-                message: message.clone(),
-            },
-            FlinkError::JarRefused {
-                url,
-                message: message.clone(),
-            },
-            FlinkError::Refused {
-                call: String::new(),
-                status: 400,
-                message: message.clone(),
-            },
-            FlinkError::JobNotFound(String::new()),
-            FlinkError::Unexpected {
-                call: String::new(),
-                message: message.clone(),
-            },
-        ];
-        let provider = [
-            ProviderError::Unavailable("builtin"),
-            ProviderError::SecretMissing(message.clone()),
-            ProviderError::Api(message.clone()),
-            ProviderError::Starting(message.clone()),
-            ProviderError::Gone(message.clone()),
-        ];
         let offsets = [
-            OffsetsError::NoDiscovery(message.clone()),
+            OffsetsError::NoDiscovery(String::new()),
             OffsetsError::UnknownStream {
                 set: String::new(),
                 stream: String::new(),
             },
         ]
         .into_iter()
-        .chain(provider.into_iter().map(OffsetsError::Provider));
-        let reasons: Vec<Reason> = flink
+        .chain(ProviderError::examples().map(OffsetsError::Provider))
+        .chain(KafkaError::examples().map(OffsetsError::Kafka));
+        let reasons: Vec<Reason> = FlinkError::examples()
             .iter()
             .map(|e| Reason::Flink(e.reason()))
             .chain(offsets.map(|e| Reason::Offsets(e.reason())))
