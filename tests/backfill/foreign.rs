@@ -119,7 +119,13 @@ pub(super) async fn write_foreign_records(
         (pod.metadata.uid.clone(), restarts)
     };
     let written = life(&pods.get(&brokers[0]).await.expect("broker pod"));
-    while phase_of(client, ns, name).await == "Replaying" {
+    loop {
+        // One read of the Backfill per round: its phase, and whether it
+        // copied again.
+        let status = common::status(client, ns, "Backfill", name).await;
+        if status["phase"] != "Replaying" {
+            return true;
+        }
         match pods.get_opt(&brokers[0]).await.expect("broker pod") {
             Some(pod) if life(&pod) == written => {}
             other => {
@@ -133,9 +139,7 @@ pub(super) async fn write_foreign_records(
         }
         // Only a copy made again empties the topic; before the workers
         // finish, the records can only go with the broker's memory.
-        let copies = common::status(client, ns, "Backfill", name).await["replay"]["reruns"]
-            .as_i64()
-            .unwrap_or(0);
+        let copies = status["replay"]["reruns"].as_i64().unwrap_or(0);
         if copies == 0 && foreign_held(testbed, ns, &brokers[0]) == Some(0) {
             println!(
                 "{name}: broker {} no longer holds the foreign records, with no restart recorded",
@@ -145,7 +149,6 @@ pub(super) async fn write_foreign_records(
         }
         tokio::time::sleep(Duration::from_millis(1_000)).await;
     }
-    true
 }
 
 /// How many of the distinct foreign records partition 0 of `orders` starts
