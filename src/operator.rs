@@ -5,10 +5,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use kube::runtime::events::{Recorder, Reporter};
-
 use crate::allocator;
-use crate::controller::{self, Shared};
+use crate::controller::{self, Publisher, Shared};
 use crate::flink::jar::JarPolicy;
 use crate::flink::rest::RestFlink;
 use crate::flink::FlinkApi;
@@ -99,11 +97,10 @@ pub async fn run(settings: Settings) -> Result<(), RunError> {
         }
     });
 
-    let reporter = Reporter {
-        controller: "kappa-operator".into(),
-        instance: settings.lease.as_ref().map(|l| l.identity.clone()),
-    };
-    let recorder = Recorder::new(client.clone(), reporter);
+    let events = Publisher::new(
+        client.clone(),
+        settings.lease.as_ref().map(|l| l.identity.clone()),
+    );
     let scopes: Vec<Option<String>> = if settings.namespaces.is_empty() {
         vec![None]
     } else {
@@ -118,7 +115,7 @@ pub async fn run(settings: Settings) -> Result<(), RunError> {
         .map(|scope| {
             Arc::new(Shared::new(
                 client.clone(),
-                recorder.clone(),
+                events.clone(),
                 metrics.clone(),
                 scope,
                 settings.slo.clone(),

@@ -145,11 +145,7 @@ pub async fn reported<K: Kind>(
         action: "Delete".to_string(),
         secondary: None,
     };
-    if let Err(unpublished) = shared
-        .recorder
-        .publish(&event, &object.object_ref(&()))
-        .await
-    {
+    if let Err(unpublished) = shared.events.publish(&event, &object.object_ref(&())).await {
         tracing::warn!(name = object.name_any(), error = %unpublished, "could not publish an Event");
     }
     step

@@ -25,7 +25,6 @@ use futures::{FutureExt, Stream, StreamExt};
 use kube::api::{Patch, PatchParams};
 use kube::core::PartialObjectMeta;
 use kube::core::{DeserializeGuard, NamespaceResourceScope};
-use kube::runtime::events::Recorder;
 use kube::runtime::reflector::{ObjectRef, Store};
 use kube::runtime::utils::Backoff;
 use kube::runtime::{watcher, Controller, WatchStreamExt};
@@ -41,6 +40,7 @@ use crate::kafka::KafkaAdmin;
 use crate::metrics::{Metrics, Present};
 use crate::shutdown::Shutdown;
 use crate::slo::SloSettings;
+pub use events::Publisher;
 use watches::Watches;
 
 /// What every controller shares.
@@ -48,7 +48,7 @@ pub struct Shared {
     /// Client to the API server.
     pub client: Client,
     /// Publishes Events on the objects.
-    pub recorder: Recorder,
+    pub events: Publisher,
     /// The operator's metrics.
     pub metrics: Arc<Metrics>,
     /// Consecutive failures per object UID, for the error backoff.
@@ -68,7 +68,7 @@ impl Shared {
     /// Context for controllers watching `namespace`, or every namespace when `None`.
     pub fn new(
         client: Client,
-        recorder: Recorder,
+        events: Publisher,
         metrics: Arc<Metrics>,
         namespace: Option<String>,
         slo: SloSettings,
@@ -77,7 +77,7 @@ impl Shared {
     ) -> Self {
         Self {
             client,
-            recorder,
+            events,
             metrics,
             failures: Mutex::new(HashMap::new()),
             namespace,

@@ -508,7 +508,7 @@ mod tests {
         let mut pipeline = Pipeline::new("totals", spec);
         pipeline.metadata.namespace = Some("team".into());
         pipeline.metadata.uid = Some("uid-1".into());
-        let flink = pipeline.spec.engine.flink.clone().expect("flink");
+        let flink = *pipeline.spec.engine.flink.clone().expect("flink");
         (pipeline, flink)
     }
 
