@@ -6,6 +6,7 @@
 //! (after the whole list, when the watch lists).
 
 use std::future::Future;
+use std::sync::Arc;
 
 use futures::channel::mpsc;
 use futures::{SinkExt, Stream, StreamExt};
@@ -40,12 +41,12 @@ struct Subscriber<T> {
 pub struct Watch<K: Kind> {
     store: Store<DeserializeGuard<K>>,
     writer: Writer<DeserializeGuard<K>>,
-    subscribers: Vec<Subscriber<DeserializeGuard<K>>>,
+    subscribers: Vec<Subscriber<Arc<DeserializeGuard<K>>>>,
 }
 
-/// What one controller receives: each object the watch changed or deleted.
-pub type Changes<K> =
-    std::pin::Pin<Box<dyn Stream<Item = Result<DeserializeGuard<K>, watcher::Error>> + Send>>;
+/// What one controller receives: each object the watch changed or deleted,
+/// shared by every controller that receives it.
+pub type Changes<K> = std::pin::Pin<Box<dyn Stream<Item = Arc<DeserializeGuard<K>>> + Send>>;
 
 impl<K: Kind> Watch<K> {
     fn new() -> Self {
@@ -66,7 +67,7 @@ impl<K: Kind> Watch<K> {
     ) -> (Store<DeserializeGuard<K>>, Changes<K>) {
         let (sender, receiver) = mpsc::channel(WAITING);
         self.subscribers.push(Subscriber { controller, sender });
-        (self.store.clone(), receiver.map(Ok).boxed())
+        (self.store.clone(), receiver.boxed())
     }
 
     /// Lists and watches the kind until the shutdown, or until no
@@ -89,7 +90,8 @@ impl<K: Kind> Watch<K> {
 /// The objects to hand to controllers, from the watch's events, each once
 /// the cache has it: a changed or deleted object at once; on a list (the
 /// first, or again after the watch expired), every listed object once the
-/// cache holds the whole list. kube-runtime's reflector keeps a list's
+/// cache holds the whole list, as the cache holds it (a list of 10,000
+/// Pipelines is not copied again). kube-runtime's reflector keeps a list's
 /// objects apart until the list is complete; a controller handed one
 /// before that would find it missing from the cache and drop it, and an
 /// object created while the watch listed again would wait for its next
@@ -98,26 +100,21 @@ fn settled<T>(
     events: impl Stream<Item = Result<watcher::Event<T>, watcher::Error>> + Send + 'static,
     mut writer: Writer<T>,
     store: Store<T>,
-) -> impl Stream<Item = Result<T, watcher::Error>> + Send
+) -> impl Stream<Item = Result<Arc<T>, watcher::Error>> + Send
 where
     T: kube::Resource + Clone + Send + Sync + 'static,
     T::DynamicType: Eq + std::hash::Hash + Clone + Default + Send + Sync,
 {
     events.flat_map(move |event| {
-        let objects: Box<dyn Iterator<Item = Result<T, watcher::Error>> + Send> = match event {
+        let objects: Box<dyn Iterator<Item = Result<Arc<T>, watcher::Error>> + Send> = match event {
             Err(error) => Box::new(std::iter::once(Err(error))),
             Ok(event) => {
                 writer.apply_watcher_event(&event);
                 match event {
                     watcher::Event::Apply(object) | watcher::Event::Delete(object) => {
-                        Box::new(std::iter::once(Ok(object)))
+                        Box::new(std::iter::once(Ok(Arc::new(object))))
                     }
-                    watcher::Event::InitDone => Box::new(
-                        store
-                            .state()
-                            .into_iter()
-                            .map(|object| Ok(T::clone(&object))),
-                    ),
+                    watcher::Event::InitDone => Box::new(store.state().into_iter().map(Ok)),
                     watcher::Event::Init | watcher::Event::InitApply(_) => {
                         Box::new(std::iter::empty())
                     }

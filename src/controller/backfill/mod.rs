@@ -110,24 +110,24 @@ pub fn run(
     let by_pipeline = reader.clone();
     let by_savepoint = reader.clone();
     let by_set = reader.clone();
-    let controller = Controller::for_stream(stream, reader)
+    let controller = Controller::for_shared_stream(stream, reader)
         .owns_stream(watch_metadata::<Job>(
             &shared,
             watcher::Config::default().labels("app.kubernetes.io/managed-by=kappa-operator"),
         ))
-        .watches_stream(pipelines_stream, move |pipeline| {
-            referrers(&by_pipeline, &pipeline, |b: &Backfill, name| {
+        .watches_shared_stream(pipelines_stream, move |pipeline| {
+            referrers(&by_pipeline, &*pipeline, |b: &Backfill, name| {
                 b.spec.pipeline_ref == name
             })
         })
-        .watches_stream(savepoints_stream, move |savepoint| {
-            referrers(&by_savepoint, &savepoint, |b: &Backfill, name| {
+        .watches_shared_stream(savepoints_stream, move |savepoint| {
+            referrers(&by_savepoint, &*savepoint, |b: &Backfill, name| {
                 b.spec.start_state.savepoint.as_deref() == Some(name)
             })
         })
         // The set running a Backfill's clusters says when they are ready or retired.
-        .watches_stream(sets_stream, move |set| {
-            referrers(&by_set, &set, |b: &Backfill, name| {
+        .watches_shared_stream(sets_stream, move |set| {
+            referrers(&by_set, &*set, |b: &Backfill, name| {
                 b.status.as_ref().and_then(|s| s.cluster_set.as_deref()) == Some(name)
             })
         });

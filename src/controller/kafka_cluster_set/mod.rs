@@ -61,12 +61,12 @@ pub fn run(
     let managed =
         || watcher::Config::default().labels("app.kubernetes.io/managed-by=kappa-operator");
     // A producer acknowledging an epoch moves a migration on.
-    let controller = Controller::for_stream(stream, reader)
+    let controller = Controller::for_shared_stream(stream, reader)
         .owns_stream(watch_metadata::<ConfigMap>(&shared, managed()))
         .owns_stream(watch_metadata::<StatefulSet>(&shared, managed()))
         // A Backfill taking or releasing clusters changes the set's members.
-        .watches_stream(backfills_stream, |backfill| {
-            let backfill = backfill.0.ok()?;
+        .watches_shared_stream(backfills_stream, |backfill| {
+            let backfill = backfill.0.as_ref().ok()?;
             let set = backfill.status.as_ref()?.cluster_set.clone()?;
             Some(ObjectRef::new(&set).within(&backfill.namespace()?))
         })

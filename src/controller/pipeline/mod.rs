@@ -402,18 +402,18 @@ pub fn run(
     .reflect(rule_maps_writer)
     .touched_objects();
     let sampled = reader.clone();
-    let controller = Controller::for_stream(stream, reader)
+    let controller = Controller::for_shared_stream(stream, reader)
         .owns_stream(watch_metadata::<Deployment>(&shared, managed.clone()))
         .owns_stream(watch_metadata::<StatefulSet>(&shared, managed))
         .owns_stream(rule_maps_stream)
-        .watches_stream(sets_stream, move |set| {
-            referrers(&by_set, &set, |p: &Pipeline, name| {
+        .watches_shared_stream(sets_stream, move |set| {
+            referrers(&by_set, &*set, |p: &Pipeline, name| {
                 p.spec.cluster_set == name
             })
         })
-        .watches_stream(savepoints_stream, move |savepoint| {
+        .watches_shared_stream(savepoints_stream, move |savepoint| {
             // A pipeline restoring from it, and the pipeline it snapshots.
-            let mut wanted = referrers(&by_savepoint, &savepoint, |p: &Pipeline, name| {
+            let mut wanted = referrers(&by_savepoint, &*savepoint, |p: &Pipeline, name| {
                 p.spec
                     .restore_from
                     .as_ref()

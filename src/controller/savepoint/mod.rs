@@ -121,12 +121,14 @@ pub fn run(
     let (reader, stream) = watches.savepoints.subscribe(Savepoint::CONTROLLER);
     let (pipelines, pipelines_stream) = watches.pipelines.subscribe(Savepoint::CONTROLLER);
     let by_pipeline = reader.clone();
-    let controller =
-        Controller::for_stream(stream, reader).watches_stream(pipelines_stream, move |pipeline| {
-            referrers(&by_pipeline, &pipeline, |s: &Savepoint, name| {
+    let controller = Controller::for_shared_stream(stream, reader).watches_shared_stream(
+        pipelines_stream,
+        move |pipeline| {
+            referrers(&by_pipeline, &*pipeline, |s: &Savepoint, name| {
                 s.spec.pipeline_ref == name
             })
-        });
+        },
+    );
     let flink = shared.flink.clone();
     let admin = shared.kafka.clone();
     let ctx = Arc::new(Ctx {
