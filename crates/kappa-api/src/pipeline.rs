@@ -143,8 +143,9 @@ pub struct PipelineOutput {
     pub stream: String,
 }
 
-// Each section is boxed: with its pod template inline a Pipeline took
-// 5.5 KB in every cache and every copy, whichever engine it uses.
+// Each section, and the Flink section's optional pod template, is boxed:
+// with the pod templates inline a Pipeline took 5.5 KB in every cache and
+// every copy, whichever engine it uses and whether or not it sets one.
 /// What runs the job: set `type` and the section of the same name.
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
@@ -223,7 +224,7 @@ pub struct FlinkEngine {
     /// (environment, volume mounts, pull policy).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(schema_with = "super::schema::embedded_pod_template")]
-    pub pod_template: Option<PodTemplateSpec>,
+    pub pod_template: Option<Box<PodTemplateSpec>>,
 }
 
 fn default_flink_version() -> String {

@@ -274,7 +274,7 @@ fn pod(
     launch: &Launch,
     build: impl FnOnce(&mut Container),
 ) -> PodTemplateSpec {
-    let mut template = flink.pod_template.clone().unwrap_or_default();
+    let mut template = flink.pod_template.as_deref().cloned().unwrap_or_default();
     let metadata = template.metadata.get_or_insert_with(ObjectMeta::default);
     metadata
         .labels

@@ -1,9 +1,12 @@
 //! Prometheus metrics of the operator, with bounded label sets.
 
-use std::collections::{BTreeSet, HashMap};
-use std::sync::Mutex;
+mod problems;
+
+use std::collections::BTreeSet;
 
 use prometheus::core::Collector;
+
+use problems::ObjectProblems;
 use prometheus::{
     GaugeVec, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry,
     TextEncoder,
@@ -100,10 +103,7 @@ pub struct Metrics {
     /// 1 for a Backfill's current phase.
     pub backfill_phase: IntGaugeVec,
     /// 1 for each problem condition an object has, by type and reason.
-    pub object_problems: IntGaugeVec,
-    /// The problems each object's gauge series show, by (controller,
-    /// namespace, name), so a reconcile compares instead of scanning them.
-    problems: Mutex<HashMap<(String, String, String), Problems>>,
+    object_problems: ObjectProblems,
     /// Interval of each Pipeline's periodic savepoints.
     pub savepoint_interval: IntGaugeVec,
     /// When each running Backfill expects to finish, from its current rate.
@@ -301,13 +301,7 @@ impl Metrics {
             ),
             &["namespace", "pipeline", "objective"],
         )?;
-        let object_problems = IntGaugeVec::new(
-            Opts::new(
-                "kappa_object_problem",
-                "1 while an object has a problem condition (Ready False, Degraded True), by condition type and reason",
-            ),
-            &["controller", "namespace", "name", "condition", "reason"],
-        )?;
+        let object_problems = ObjectProblems::new()?;
         let savepoint_interval = IntGaugeVec::new(
             Opts::new(
                 "kappa_pipeline_savepoint_interval_seconds",
@@ -408,7 +402,6 @@ impl Metrics {
             backfill_bytes,
             backfill_phase,
             object_problems,
-            problems: Mutex::new(HashMap::new()),
             savepoint_interval,
             backfill_expected_end,
             slo_samples,
@@ -420,57 +413,17 @@ impl Metrics {
         })
     }
 
-    /// Sets the problem conditions (type, reason) of one object, removing
-    /// those it no longer has; an unchanged set touches nothing (this runs
-    /// at every reconcile).
+    /// Sets the problem conditions (type, reason) of one object; its
+    /// series show them from the next scrape on.
     pub fn set_problems(&self, controller: &str, namespace: &str, name: &str, problems: &Problems) {
-        let key = (
-            controller.to_string(),
-            namespace.to_string(),
-            name.to_string(),
-        );
-        let mut recorded = self
-            .problems
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner());
-        let before = recorded.get(&key).cloned().unwrap_or_default();
-        if &before == problems {
-            return;
-        }
-        for (condition, reason) in before.difference(problems) {
-            let _ = self
-                .object_problems
-                .remove_label_values(&[controller, namespace, name, condition, reason]);
-        }
-        for (condition, reason) in problems {
-            self.object_problems
-                .with_label_values(&[controller, namespace, name, condition, reason])
-                .set(1);
-        }
-        match problems.is_empty() {
-            true => recorded.remove(&key),
-            false => recorded.insert(key, problems.clone()),
-        };
+        self.object_problems
+            .set(controller, namespace, name, problems);
     }
 
     /// Removes the problem series of `controller`'s objects that
     /// `present` says are gone.
     pub fn forget_problems(&self, controller: &str, present: &Present) {
-        let mut recorded = self
-            .problems
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner());
-        recorded.retain(|(c, namespace, name), problems| {
-            let keep = c != controller || !present.gone(namespace, name);
-            if !keep {
-                for (condition, reason) in problems.iter() {
-                    let _ = self
-                        .object_problems
-                        .remove_label_values(&[c, namespace, name, condition, reason]);
-                }
-            }
-            keep
-        });
+        self.object_problems.forget(controller, present);
     }
 
     /// The Prometheus text exposition of every metric.
