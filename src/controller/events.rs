@@ -70,8 +70,10 @@ fn posted(
 ) -> PostedEvent {
     PostedEvent {
         metadata: ObjectMeta {
+            // The API server checks the prefix as a name that may end
+            // in a dash (not a dot).
             generate_name: Some(format!(
-                "{}.",
+                "{}-",
                 regarding.name.as_deref().unwrap_or(REPORTING_CONTROLLER)
             )),
             namespace: regarding.namespace.clone(),
@@ -179,7 +181,7 @@ mod tests {
         };
         let now = Timestamp::from_second(1_800_000_000).expect("a time");
         let posted = posted(&event, &regarding, "kappa-operator-0", now);
-        assert_eq!(posted.metadata.generate_name.as_deref(), Some("totals."));
+        assert_eq!(posted.metadata.generate_name.as_deref(), Some("totals-"));
         assert_eq!(posted.metadata.namespace.as_deref(), Some("team"));
         assert_eq!(posted.type_.as_deref(), Some("Warning"));
         assert_eq!(posted.reason.as_deref(), Some("JobFailed"));
