@@ -53,7 +53,8 @@ impl Present {
 
 /// Every metric the operator exports.
 pub struct Metrics {
-    collectors: Collectors,
+    /// Every metric, in the order it is rendered.
+    collectors: Vec<Box<dyn Collector>>,
     /// Reconciles started, per controller.
     pub reconciles: IntCounterVec,
     /// Reconciles failed, per controller and error category.
@@ -376,7 +377,7 @@ impl Metrics {
         collectors.register(&kafka_admin_errors)?;
         collectors.register(&kafka_admin_duration)?;
         Ok(Self {
-            collectors,
+            collectors: collectors.each,
             reconciles,
             reconcile_errors,
             reconcile_duration,
@@ -430,7 +431,7 @@ impl Metrics {
     pub fn render(&self) -> Result<String, prometheus::Error> {
         let encoder = TextEncoder::new();
         let mut text = String::new();
-        for collector in &self.collectors.each {
+        for collector in &self.collectors {
             let families: Vec<_> = collector
                 .collect()
                 .into_iter()
@@ -442,10 +443,11 @@ impl Metrics {
     }
 }
 
-/// The metrics, rendered one at a time: a registry's `gather` copies every
-/// series of every metric before the first is written, some 12 MB at
-/// 10,000 objects on each scrape. The registry still checks, once, that
-/// the metrics' names and labels are consistent.
+/// The metrics as they are registered, to be rendered one at a time: a
+/// registry's `gather` copies every series of every metric before the
+/// first is written, some 12 MB at 10,000 objects on each scrape. The
+/// registry only checks, while they are registered, that the metrics'
+/// names and labels are consistent; it is dropped after.
 #[derive(Default)]
 struct Collectors {
     registry: Registry,
