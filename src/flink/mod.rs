@@ -8,6 +8,8 @@ pub mod jar;
 mod job_state;
 pub mod rest;
 
+use std::collections::BTreeMap;
+
 use futures::future::BoxFuture;
 
 pub use job_state::FlinkJobState;
@@ -144,6 +146,29 @@ pub struct JobOverview {
     /// Whether every task of the job is running: a job is `RUNNING` before
     /// its tasks are deployed, and cannot take a savepoint until they are.
     pub all_tasks_running: bool,
+    /// How many of its subtasks are in each state (`SCHEDULED`: waiting for
+    /// a TaskManager's slot), states with none left out.
+    pub tasks: BTreeMap<String, u32>,
+}
+
+impl JobOverview {
+    /// The subtasks' states in words: `1 RUNNING, 2 SCHEDULED (waiting for
+    /// a TaskManager's slot)`.
+    pub fn tasks_words(&self) -> String {
+        let words: Vec<String> = self
+            .tasks
+            .iter()
+            .map(|(state, count)| match state.as_str() {
+                "SCHEDULED" => format!("{count} {state} (waiting for a TaskManager's slot)"),
+                _ => format!("{count} {state}"),
+            })
+            .collect();
+        if words.is_empty() {
+            "none reported yet".into()
+        } else {
+            words.join(", ")
+        }
+    }
 }
 
 /// Where an asynchronous savepoint operation stands.
@@ -265,6 +290,20 @@ pub fn flink_id(seed: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_jobs_tasks_are_counted_in_words() {
+        let overview = |tasks: &[(&str, u32)]| JobOverview {
+            state: FlinkJobState::Running,
+            all_tasks_running: false,
+            tasks: tasks.iter().map(|(s, n)| (s.to_string(), *n)).collect(),
+        };
+        assert_eq!(overview(&[]).tasks_words(), "none reported yet");
+        assert_eq!(
+            overview(&[("RUNNING", 1), ("SCHEDULED", 2)]).tasks_words(),
+            "1 RUNNING, 2 SCHEDULED (waiting for a TaskManager's slot)"
+        );
+    }
 
     #[test]
     fn a_stack_trace_becomes_its_first_line_and_deepest_cause() {

@@ -1,5 +1,6 @@
 //! [`FlinkApi`] over Flink's REST API (the JobManager's `rest.port`).
 
+use std::collections::BTreeMap;
 use std::time::Duration;
 
 use futures::future::BoxFuture;
@@ -83,6 +84,10 @@ struct Job {
 #[derive(Deserialize)]
 struct Vertex {
     status: String,
+    /// Its subtasks by state (`{"RUNNING": 1, ...}`), read leniently: only
+    /// for a condition's words.
+    #[serde(default)]
+    tasks: serde_json::Map<String, Value>,
 }
 
 #[derive(Deserialize)]
@@ -228,9 +233,17 @@ impl RestFlink {
             .await
             .map_err(|e| not_found_as_missing(e, job))?;
         let job: Job = parse(answer, "GET /jobs/{id}")?;
+        let mut tasks = BTreeMap::new();
+        for (state, count) in job.vertices.iter().flat_map(|v| &v.tasks) {
+            let count = count.as_u64().and_then(|c| u32::try_from(c).ok());
+            if let Some(count) = count.filter(|c| *c > 0) {
+                *tasks.entry(state.clone()).or_insert(0) += count;
+            }
+        }
         Ok(JobOverview {
             all_tasks_running: job.vertices.iter().all(|v| v.status == "RUNNING"),
             state: FlinkJobState::parse(&job.state),
+            tasks,
         })
     }
 

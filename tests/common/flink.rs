@@ -5,6 +5,7 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
+use k8s_openapi::api::core::v1::Pod;
 use kube::Client;
 use serde_json::{json, Value};
 
@@ -185,12 +186,48 @@ pub async fn redeployed(client: &Client, ns: &str, name: &str, old: &str, event:
         {
             return job;
         }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "{name} not {event} within {JOB_STARTS_WITHIN:?}: {status}"
-        );
+        if std::time::Instant::now() >= deadline {
+            let pods = pods_words(client, ns).await;
+            panic!("{name} not {event} within {JOB_STARTS_WITHIN:?}: {status}\npods: {pods}");
+        }
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
+}
+
+/// Each pod of `ns` with its phase and its containers' states, for a
+/// failure's message: why a job's tasks found no TaskManager.
+async fn pods_words(client: &Client, ns: &str) -> String {
+    let pods = kube::Api::<Pod>::namespaced(client.clone(), ns)
+        .list(&Default::default())
+        .await;
+    let Ok(pods) = pods else {
+        return format!("not listed: {pods:?}");
+    };
+    let words: Vec<String> = pods
+        .items
+        .iter()
+        .map(|pod| {
+            let status = pod.status.clone().unwrap_or_default();
+            let containers: Vec<String> = status
+                .container_statuses
+                .unwrap_or_default()
+                .iter()
+                .map(|c| {
+                    format!(
+                        "{} ready={} restarts={} {:?}",
+                        c.name, c.ready, c.restart_count, c.state
+                    )
+                })
+                .collect();
+            format!(
+                "{} {} [{}]",
+                pod.metadata.name.clone().unwrap_or_default(),
+                status.phase.unwrap_or_default(),
+                containers.join("; ")
+            )
+        })
+        .collect();
+    words.join("\n")
 }
 
 /// In `ns`: the set the tests' pipelines name and the session-mode Pipeline

@@ -560,7 +560,10 @@ async fn follow(
                 READY,
                 ConditionStatus::Unknown,
                 Reason::JobStarting,
-                format!("job {id} is {state} on {url}; its tasks are being deployed"),
+                format!(
+                    "job {id} is {state} on {url}; its tasks are being deployed: {}",
+                    overview.tasks_words()
+                ),
             ),
             Requeue::After(STARTING_RECHECK),
         ),
