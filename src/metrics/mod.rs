@@ -1,11 +1,14 @@
 //! Prometheus metrics of the operator, with bounded label sets.
 
+mod pipelines;
 mod problems;
+mod series;
 
 use std::collections::BTreeSet;
 
 use prometheus::core::Collector;
 
+pub use pipelines::PipelineGauges;
 use problems::ObjectProblems;
 use prometheus::{
     GaugeVec, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry,
@@ -79,22 +82,12 @@ pub struct Metrics {
     pub kafka_admin_errors: IntCounterVec,
     /// Kafka admin call latency, per operation.
     pub kafka_admin_duration: HistogramVec,
-    /// 1 while a Pipeline's job runs.
-    pub pipeline_running: IntGaugeVec,
-    /// Jobs each Pipeline has deployed.
-    pub pipeline_deployments: IntGaugeVec,
-    /// Restarts of each Pipeline's current job (Flink) or pods (consumer).
-    pub pipeline_restarts: IntGaugeVec,
-    /// When each Pipeline's newest savepoint completed.
-    pub last_savepoint: IntGaugeVec,
     /// Savepoint durations.
     pub savepoint_duration: HistogramVec,
     /// Failed savepoint attempts.
     pub savepoint_failures: IntCounterVec,
-    /// Records a Pipeline has not yet read, per input stream.
-    pub pipeline_lag: IntGaugeVec,
-    /// Age of the oldest record a Pipeline has not yet read, per input stream.
-    pub pipeline_lag_seconds: GaugeVec,
+    /// Each Pipeline's gauges: running, deployments, restarts, savepoints, lag.
+    pub pipelines: PipelineGauges,
     /// Records of a Backfill's range, and of them replayed so far.
     pub backfill_records: IntGaugeVec,
     /// Records per second of a Backfill's current phase (replay, then the job).
@@ -105,8 +98,6 @@ pub struct Metrics {
     pub backfill_phase: IntGaugeVec,
     /// 1 for each problem condition an object has, by type and reason.
     object_problems: ObjectProblems,
-    /// Interval of each Pipeline's periodic savepoints.
-    pub savepoint_interval: IntGaugeVec,
     /// When each running Backfill expects to finish, from its current rate.
     pub backfill_expected_end: IntGaugeVec,
     /// SLO samples taken, per Pipeline and objective.
@@ -206,34 +197,6 @@ impl Metrics {
             .buckets(vec![0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1.0, 5.0, 10.0]),
             &["operation"],
         )?;
-        let pipeline_running = IntGaugeVec::new(
-            Opts::new(
-                "kappa_pipeline_running",
-                "1 while a Pipeline's job runs with all its tasks, else 0",
-            ),
-            &["namespace", "pipeline"],
-        )?;
-        let pipeline_deployments = IntGaugeVec::new(
-            Opts::new(
-                "kappa_pipeline_deployments",
-                "Jobs a Pipeline has deployed: the first, then one per upgrade, restart or resumption",
-            ),
-            &["namespace", "pipeline"],
-        )?;
-        let pipeline_restarts = IntGaugeVec::new(
-            Opts::new(
-                "kappa_pipeline_restarts",
-                "Restarts of a Pipeline's current job as Flink counts them (numRestarts), or of its consumer pods' containers",
-            ),
-            &["namespace", "pipeline"],
-        )?;
-        let last_savepoint = IntGaugeVec::new(
-            Opts::new(
-                "kappa_pipeline_last_savepoint_timestamp_seconds",
-                "When a Pipeline's newest savepoint completed (its age is time() minus this)",
-            ),
-            &["namespace", "pipeline"],
-        )?;
         let savepoint_duration = HistogramVec::new(
             HistogramOpts::new(
                 "kappa_savepoint_duration_seconds",
@@ -248,20 +211,6 @@ impl Metrics {
                 "Failed savepoint attempts",
             ),
             &["namespace", "pipeline"],
-        )?;
-        let pipeline_lag = IntGaugeVec::new(
-            Opts::new(
-                "kappa_pipeline_lag_records",
-                "Records of an input stream a Pipeline has not yet read, over every cluster it is read from",
-            ),
-            &["namespace", "pipeline", "stream"],
-        )?;
-        let pipeline_lag_seconds = GaugeVec::new(
-            Opts::new(
-                "kappa_pipeline_lag_seconds",
-                "Seconds since the oldest record of an input stream a Pipeline has not yet read was written (0 when it has read everything)",
-            ),
-            &["namespace", "pipeline", "stream"],
         )?;
         let backfill_records = IntGaugeVec::new(
             Opts::new(
@@ -303,13 +252,6 @@ impl Metrics {
             &["namespace", "pipeline", "objective"],
         )?;
         let object_problems = ObjectProblems::new()?;
-        let savepoint_interval = IntGaugeVec::new(
-            Opts::new(
-                "kappa_pipeline_savepoint_interval_seconds",
-                "Interval of a Pipeline's periodic savepoints",
-            ),
-            &["namespace", "pipeline"],
-        )?;
         let backfill_expected_end = IntGaugeVec::new(
             Opts::new(
                 "kappa_backfill_expected_end_timestamp_seconds",
@@ -318,7 +260,6 @@ impl Metrics {
             &["namespace", "backfill"],
         )?;
         collectors.register(&object_problems)?;
-        collectors.register(&savepoint_interval)?;
         collectors.register(&backfill_expected_end)?;
         let slo_target = GaugeVec::new(
             Opts::new(
@@ -351,16 +292,12 @@ impl Metrics {
         collectors.register(&slo_budget_left)?;
         collectors.register(&slo_samples)?;
         collectors.register(&slo_good_samples)?;
+        let pipelines = PipelineGauges::new()?;
+        collectors.register(&pipelines)?;
         collectors.register(&backfill_records)?;
         collectors.register(&backfill_rate)?;
         collectors.register(&backfill_bytes)?;
         collectors.register(&backfill_phase)?;
-        collectors.register(&pipeline_lag)?;
-        collectors.register(&pipeline_lag_seconds)?;
-        collectors.register(&pipeline_running)?;
-        collectors.register(&pipeline_deployments)?;
-        collectors.register(&pipeline_restarts)?;
-        collectors.register(&last_savepoint)?;
         collectors.register(&savepoint_duration)?;
         collectors.register(&savepoint_failures)?;
         collectors.register(&reconciles)?;
@@ -390,20 +327,14 @@ impl Metrics {
             migrations_in_progress,
             kafka_admin_errors,
             kafka_admin_duration,
-            pipeline_running,
-            pipeline_deployments,
-            pipeline_restarts,
-            last_savepoint,
             savepoint_duration,
             savepoint_failures,
-            pipeline_lag,
-            pipeline_lag_seconds,
+            pipelines,
             backfill_records,
             backfill_rate,
             backfill_bytes,
             backfill_phase,
             object_problems,
-            savepoint_interval,
             backfill_expected_end,
             slo_samples,
             slo_good_samples,

@@ -9,12 +9,16 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
 use prometheus::core::{Collector, Desc};
-use prometheus::proto::{Gauge, LabelPair, Metric, MetricFamily, MetricType};
+use prometheus::proto::MetricFamily;
 
+use super::series::Family;
 use super::{Present, Problems};
 
-const NAME: &str = "kappa_object_problem";
-const HELP: &str = "1 while an object has a problem condition (Ready False, Degraded True), by condition type and reason";
+const FAMILY: Family = Family {
+    name: "kappa_object_problem",
+    help: "1 while an object has a problem condition (Ready False, Degraded True), by condition type and reason",
+    labels: &["controller", "namespace", "name", "condition", "reason"],
+};
 
 /// (controller, namespace, name) of an object.
 type Key = (String, String, String);
@@ -29,14 +33,8 @@ pub struct ObjectProblems {
 
 impl ObjectProblems {
     pub fn new() -> Result<Self, prometheus::Error> {
-        let labels = ["controller", "namespace", "name", "condition", "reason"];
         Ok(Self {
-            desc: Desc::new(
-                NAME.to_string(),
-                HELP.to_string(),
-                labels.map(String::from).to_vec(),
-                HashMap::new(),
-            )?,
+            desc: FAMILY.desc()?,
             recorded: Arc::default(),
         })
     }
@@ -69,13 +67,6 @@ impl ObjectProblems {
     }
 }
 
-fn pair(name: &str, value: &str) -> LabelPair {
-    let mut pair = LabelPair::default();
-    pair.set_name(name.to_string());
-    pair.set_value(value.to_string());
-    pair
-}
-
 impl Collector for ObjectProblems {
     fn desc(&self) -> Vec<&Desc> {
         vec![&self.desc]
@@ -86,26 +77,10 @@ impl Collector for ObjectProblems {
         let mut metrics = Vec::new();
         for ((controller, namespace, name), problems) in recorded.iter() {
             for (condition, reason) in problems {
-                let mut gauge = Gauge::default();
-                gauge.set_value(1.0);
-                let mut metric = Metric::default();
-                // In the names' order, as the text format is usually written.
-                metric.set_label(vec![
-                    pair("condition", condition),
-                    pair("controller", controller),
-                    pair("name", name),
-                    pair("namespace", namespace),
-                    pair("reason", reason),
-                ]);
-                metric.set_gauge(gauge);
-                metrics.push(metric);
+                let values = [controller, namespace, name, condition, reason].map(String::as_str);
+                metrics.push(FAMILY.gauge(&values, 1.0));
             }
         }
-        let mut family = MetricFamily::default();
-        family.set_name(NAME.to_string());
-        family.set_help(HELP.to_string());
-        family.set_field_type(MetricType::GAUGE);
-        family.set_metric(metrics);
-        vec![family]
+        vec![FAMILY.with(metrics)]
     }
 }

@@ -43,7 +43,7 @@ use crate::api::savepoint::Savepoint;
 use crate::error::Error;
 use crate::flink::FlinkApi;
 use crate::kafka::KafkaAdmin;
-use crate::metrics::{label_values, Metrics, Present};
+use crate::metrics::{Metrics, Present};
 use crate::shutdown::Shutdown;
 use crate::slo::budget::{Budgets, HttpPrometheus, PrometheusApi};
 use crate::slo::sli::{Observation, Observations, PipelineKey};
@@ -58,28 +58,7 @@ impl Kind for Pipeline {
         self.status.as_ref().map(|s| &s.common)
     }
     fn forget_metrics(metrics: &Metrics, present: &Present) {
-        let gone = |namespace: &String, name: &String| present.gone(namespace, name);
-        for [namespace, name] in label_values(&metrics.pipeline_running, ["namespace", "pipeline"])
-        {
-            if gone(&namespace, &name) {
-                let labels = [namespace.as_str(), name.as_str()];
-                // A series never set is simply not there to remove.
-                let _ = metrics.pipeline_running.remove_label_values(&labels);
-                let _ = metrics.pipeline_deployments.remove_label_values(&labels);
-                let _ = metrics.pipeline_restarts.remove_label_values(&labels);
-                let _ = metrics.last_savepoint.remove_label_values(&labels);
-                let _ = metrics.savepoint_interval.remove_label_values(&labels);
-            }
-        }
-        for [namespace, name, stream] in
-            label_values(&metrics.pipeline_lag, ["namespace", "pipeline", "stream"])
-        {
-            if gone(&namespace, &name) {
-                let labels = [namespace.as_str(), name.as_str(), stream.as_str()];
-                let _ = metrics.pipeline_lag.remove_label_values(&labels);
-                let _ = metrics.pipeline_lag_seconds.remove_label_values(&labels);
-            }
-        }
+        metrics.pipelines.forget(present);
     }
 }
 
@@ -256,57 +235,44 @@ fn record_metrics(shared: &Shared, pipeline: &Pipeline, found: &Found) {
         lag,
         last,
     } = *found;
-    let namespace = pipeline.namespace().unwrap_or_default();
-    let labels = [namespace.as_str(), &pipeline.name_any()];
-    let metrics = &shared.metrics;
-    metrics
-        .pipeline_running
-        .with_label_values(&labels)
-        .set(i64::from(running));
-    let job = outcome.fields.get("job");
-    let gauges = [
-        ("deployment", &metrics.pipeline_deployments),
-        ("restarts", &metrics.pipeline_restarts),
-    ];
-    for (field, gauge) in gauges {
-        if let Some(value) = job.and_then(|job| job.get(field)).and_then(|v| v.as_i64()) {
-            gauge.with_label_values(&labels).set(value);
-        }
-    }
-    for lag in lag.into_iter().flatten() {
-        let labels = [labels[0], labels[1], &lag.stream];
-        metrics
-            .pipeline_lag
-            .with_label_values(&labels)
-            .set(lag.records);
-        if let Some(seconds) = lag.seconds {
-            metrics
-                .pipeline_lag_seconds
-                .with_label_values(&labels)
-                .set(seconds);
-        }
-    }
+    let field = |name: &str| {
+        outcome
+            .fields
+            .get("job")
+            .and_then(|job| job.get(name))
+            .and_then(|v| v.as_i64())
+    };
     let interval = pipeline
         .spec
         .savepoints
         .as_ref()
         .and_then(|policy| policy.interval.as_ref())
         .and_then(crate::duration::SpecDuration::ok);
-    match interval {
-        Some(interval) => metrics
-            .savepoint_interval
-            .with_label_values(&labels)
-            .set(interval.as_secs() as i64),
-        None => {
-            let _ = metrics.savepoint_interval.remove_label_values(&labels);
-        }
-    }
-    if let Some(time) = last.and_then(|l| l.time.as_ref()) {
-        metrics
-            .last_savepoint
-            .with_label_values(&labels)
-            .set(time.0.as_second());
-    }
+    let namespace = pipeline.namespace().unwrap_or_default();
+    let name = pipeline.name_any();
+    shared
+        .metrics
+        .pipelines
+        .update(&namespace, &name, |reading| {
+            reading.running = running;
+            if let Some(deployments) = field("deployment") {
+                reading.deployments = Some(deployments);
+            }
+            if let Some(restarts) = field("restarts") {
+                reading.restarts = Some(restarts);
+            }
+            for lag in lag.into_iter().flatten() {
+                let stream = reading.lag.entry(lag.stream.clone()).or_default();
+                stream.records = lag.records;
+                if let Some(seconds) = lag.seconds {
+                    stream.seconds = Some(seconds);
+                }
+            }
+            reading.savepoint_interval = interval.map(|i| i.as_secs() as i64);
+            if let Some(time) = last.and_then(|l| l.time.as_ref()) {
+                reading.last_savepoint = Some(time.0.as_second());
+            }
+        });
 }
 
 /// How many history entries a pipeline keeps.
