@@ -11,7 +11,7 @@ use std::sync::Arc;
 use futures::channel::mpsc;
 use futures::{SinkExt, Stream, StreamExt};
 use kube::core::DeserializeGuard;
-use kube::runtime::reflector::{self, store::Writer, Store};
+use kube::runtime::reflector::{self, store::Writer, ObjectRef, Store};
 use kube::runtime::{watcher, WatchStreamExt};
 use kube::ResourceExt;
 
@@ -80,12 +80,23 @@ impl<K: Kind> Watch<K> {
             watcher::Config::default(),
         )
         .default_backoff()
-        .modify(|object: &mut DeserializeGuard<K>| object.managed_fields_mut().clear())
+        .modify(forget_unread)
         .take_until(shutdown.signalled());
         let changes = settled(events, self.writer, self.store).boxed();
         fan_out(K::CONTROLLER, changes, self.subscribers)
     }
 }
+
+/// What the operator never reads of a cached object, cleared before the
+/// cache keeps it: the managed fields, and the copy of the spec that
+/// `kubectl apply` keeps in an annotation (about as large as the object).
+fn forget_unread<K: Kind>(object: &mut DeserializeGuard<K>) {
+    object.managed_fields_mut().clear();
+    object.annotations_mut().remove(LAST_APPLIED);
+}
+
+/// The annotation in which `kubectl apply` keeps what it applied.
+const LAST_APPLIED: &str = "kubectl.kubernetes.io/last-applied-configuration";
 
 /// The objects to hand to controllers, from the watch's events, each once
 /// the cache has it: a changed or deleted object at once; on a list (the
@@ -111,7 +122,15 @@ where
             Ok(event) => {
                 writer.apply_watcher_event(&event);
                 match event {
-                    watcher::Event::Apply(object) | watcher::Event::Delete(object) => {
+                    // The cache's own copy: one copy of a changed object
+                    // lives, not two.
+                    watcher::Event::Apply(object) => {
+                        let cached = store.get(&ObjectRef::from_obj(&object));
+                        Box::new(std::iter::once(Ok(
+                            cached.unwrap_or_else(|| Arc::new(object))
+                        )))
+                    }
+                    watcher::Event::Delete(object) => {
                         Box::new(std::iter::once(Ok(Arc::new(object))))
                     }
                     watcher::Event::InitDone => Box::new(store.state().into_iter().map(Ok)),
@@ -227,7 +246,7 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn a_listed_object_is_handed_on_once_the_cache_holds_the_whole_list() {
+    async fn an_object_is_handed_on_as_the_cache_holds_it_once_it_holds_the_whole_list() {
         use k8s_openapi::api::core::v1::ConfigMap;
         let map = |name: &str| ConfigMap {
             metadata: kube::api::ObjectMeta {
@@ -255,9 +274,12 @@ mod tests {
         while let Some(change) = changes.next().await {
             let object = change.expect("an object");
             let cached = store.get(&reflector::ObjectRef::from_obj(&object));
+            let cached = cached.unwrap_or_else(|| {
+                panic!("{} handed on before the cache had it", object.name_any())
+            });
             assert!(
-                cached.is_some(),
-                "{} handed on before the cache had it",
+                Arc::ptr_eq(&cached, &object),
+                "{} handed on as the cache's own copy, not a second one",
                 object.name_any()
             );
             handed.push(object.name_any());
@@ -265,6 +287,30 @@ mod tests {
         handed[..2].sort();
         handed[3..].sort();
         assert_eq!(handed, ["a", "b", "c", "b", "c"]);
+    }
+
+    #[test]
+    fn what_the_operator_never_reads_is_not_cached() {
+        let mut pipeline: Pipeline = serde_json::from_value(serde_json::json!({
+            "apiVersion": "kappa.dev/v1alpha1",
+            "kind": "Pipeline",
+            "metadata": {
+                "name": "totals",
+                "annotations": {LAST_APPLIED: "{}", "team": "shop"},
+                "managedFields": [{"manager": "kubectl"}],
+            },
+            "spec": {
+                "clusterSet": "events",
+                "inputs": [{"stream": "orders"}],
+                "engine": {"type": "consumer", "consumer": {"template": {}}},
+            },
+        }))
+        .expect("a pipeline");
+        let mut guard = DeserializeGuard(Ok(pipeline.clone()));
+        forget_unread(&mut guard);
+        pipeline.metadata.managed_fields = Some(Vec::new());
+        pipeline.annotations_mut().remove(LAST_APPLIED);
+        assert_eq!(guard.0.expect("kept").metadata, pipeline.metadata);
     }
 
     #[tokio::test]
