@@ -347,7 +347,13 @@ impl Metrics {
 
     /// Sets the problem conditions (type, reason) of one object; its
     /// series show them from the next scrape on.
-    pub fn set_problems(&self, controller: &str, namespace: &str, name: &str, problems: &Problems) {
+    pub fn set_problems(
+        &self,
+        controller: &'static str,
+        namespace: &str,
+        name: &str,
+        problems: &Problems,
+    ) {
         self.object_problems
             .set(controller, namespace, name, problems);
     }

@@ -5,7 +5,7 @@
 //! of them failing, beside the record of each object's problems that the
 //! reconciles compare against anyway.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
 
 use prometheus::core::{Collector, Desc};
@@ -20,15 +20,16 @@ const FAMILY: Family = Family {
     labels: &["controller", "namespace", "name", "condition", "reason"],
 };
 
-/// (controller, namespace, name) of an object.
-type Key = (String, String, String);
+/// Problems by controller, then namespace, then object name (looked up
+/// without allocating a key).
+type Recorded = HashMap<&'static str, BTreeMap<String, BTreeMap<String, Problems>>>;
 
 /// Each object's problem conditions, as its last reconcile found them;
 /// clones share them.
 #[derive(Clone)]
 pub struct ObjectProblems {
     desc: Desc,
-    recorded: Arc<Mutex<HashMap<Key, Problems>>>,
+    recorded: Arc<Mutex<Recorded>>,
 }
 
 impl ObjectProblems {
@@ -39,31 +40,47 @@ impl ObjectProblems {
         })
     }
 
-    fn recorded(&self) -> std::sync::MutexGuard<'_, HashMap<Key, Problems>> {
+    fn recorded(&self) -> std::sync::MutexGuard<'_, Recorded> {
         self.recorded
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
     /// Records the problem conditions of one object; none removes it.
-    pub fn set(&self, controller: &str, namespace: &str, name: &str, problems: &Problems) {
+    pub fn set(&self, controller: &'static str, namespace: &str, name: &str, problems: &Problems) {
         let mut recorded = self.recorded();
-        let key = (
-            controller.to_string(),
-            namespace.to_string(),
-            name.to_string(),
-        );
+        let namespaces = recorded.entry(controller).or_default();
         if problems.is_empty() {
-            recorded.remove(&key);
-        } else if recorded.get(&key) != Some(problems) {
-            recorded.insert(key, problems.clone());
+            if let Some(names) = namespaces.get_mut(namespace) {
+                names.remove(name);
+                if names.is_empty() {
+                    namespaces.remove(namespace);
+                }
+            }
+            return;
+        }
+        let names = match namespaces.get_mut(namespace) {
+            Some(names) => names,
+            None => namespaces.entry(namespace.to_string()).or_default(),
+        };
+        match names.get_mut(name) {
+            Some(kept) if kept == problems => {}
+            Some(kept) => kept.clone_from(problems),
+            None => {
+                names.insert(name.to_string(), problems.clone());
+            }
         }
     }
 
     /// Forgets `controller`'s objects that `present` says are gone.
     pub fn forget(&self, controller: &str, present: &Present) {
-        self.recorded()
-            .retain(|(c, namespace, name), _| c != controller || !present.gone(namespace, name));
+        let mut recorded = self.recorded();
+        if let Some(namespaces) = recorded.get_mut(controller) {
+            for (namespace, names) in namespaces.iter_mut() {
+                names.retain(|name, _| !present.gone(namespace, name));
+            }
+            namespaces.retain(|_, names| !names.is_empty());
+        }
     }
 }
 
@@ -75,10 +92,14 @@ impl Collector for ObjectProblems {
     fn collect(&self) -> Vec<MetricFamily> {
         let recorded = self.recorded();
         let mut metrics = Vec::new();
-        for ((controller, namespace, name), problems) in recorded.iter() {
-            for (condition, reason) in problems {
-                let values = [controller, namespace, name, condition, reason].map(String::as_str);
-                metrics.push(FAMILY.gauge(&values, 1.0));
+        for (controller, namespaces) in recorded.iter() {
+            for (namespace, names) in namespaces {
+                for (name, problems) in names {
+                    for (condition, reason) in problems {
+                        let values = [controller, namespace.as_str(), name, condition, reason];
+                        metrics.push(FAMILY.gauge(&values, 1.0));
+                    }
+                }
             }
         }
         vec![FAMILY.with(metrics)]
