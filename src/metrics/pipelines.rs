@@ -9,7 +9,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use prometheus::core::{Collector, Desc};
 use prometheus::proto::{Metric, MetricFamily};
 
-use super::series::Family;
+use super::series::{ByObject, Family};
 use super::Present;
 
 const PIPELINE: &[&str] = &["namespace", "pipeline"];
@@ -112,15 +112,11 @@ pub struct PipelineReading {
     pub lag: BTreeMap<String, StreamReading>,
 }
 
-/// Readings by namespace, then pipeline name (looked up without
-/// allocating a key).
-type Readings = BTreeMap<String, BTreeMap<String, PipelineReading>>;
-
 /// Each pipeline's reading; clones share them.
 #[derive(Clone)]
 pub struct PipelineGauges {
     descs: Vec<Desc>,
-    readings: Arc<Mutex<Readings>>,
+    readings: Arc<Mutex<ByObject<PipelineReading>>>,
 }
 
 impl PipelineGauges {
@@ -134,7 +130,7 @@ impl PipelineGauges {
         })
     }
 
-    fn readings(&self) -> MutexGuard<'_, Readings> {
+    fn readings(&self) -> MutexGuard<'_, ByObject<PipelineReading>> {
         self.readings
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
@@ -143,24 +139,12 @@ impl PipelineGauges {
     /// Changes the reading of pipeline `namespace`/`name` (a new one
     /// starts with nothing found).
     pub fn update(&self, namespace: &str, name: &str, change: impl FnOnce(&mut PipelineReading)) {
-        let mut readings = self.readings();
-        let names = match readings.get_mut(namespace) {
-            Some(names) => names,
-            None => readings.entry(namespace.to_string()).or_default(),
-        };
-        match names.get_mut(name) {
-            Some(reading) => change(reading),
-            None => change(names.entry(name.to_string()).or_default()),
-        }
+        self.readings().change(namespace, name, change);
     }
 
     /// Forgets the pipelines that `present` says are gone.
     pub fn forget(&self, present: &Present) {
-        let mut readings = self.readings();
-        for (namespace, names) in readings.iter_mut() {
-            names.retain(|name, _| !present.gone(namespace, name));
-        }
-        readings.retain(|_, names| !names.is_empty());
+        self.readings().forget(present);
     }
 }
 
@@ -175,13 +159,11 @@ impl Collector for PipelineGauges {
             .iter()
             .map(|each| {
                 let mut metrics: Vec<Metric> = Vec::new();
-                for (namespace, names) in readings.iter() {
-                    for (name, reading) in names {
-                        for (stream, value) in (each.values)(reading) {
-                            let mut labels = vec![namespace.as_str(), name.as_str()];
-                            labels.extend(stream);
-                            metrics.push(each.family.gauge(&labels, value));
-                        }
+                for (namespace, name, reading) in readings.iter() {
+                    for (stream, value) in (each.values)(reading) {
+                        let mut labels = vec![namespace, name];
+                        labels.extend(stream);
+                        metrics.push(each.family.gauge(&labels, value));
                     }
                 }
                 each.family.with(metrics)

@@ -5,13 +5,13 @@
 //! of them failing, beside the record of each object's problems that the
 //! reconciles compare against anyway.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
 use prometheus::core::{Collector, Desc};
 use prometheus::proto::MetricFamily;
 
-use super::series::Family;
+use super::series::{ByObject, Family};
 use super::{Present, Problems};
 
 const FAMILY: Family = Family {
@@ -20,9 +20,8 @@ const FAMILY: Family = Family {
     labels: &["controller", "namespace", "name", "condition", "reason"],
 };
 
-/// Problems by controller, then namespace, then object name (looked up
-/// without allocating a key).
-type Recorded = HashMap<&'static str, BTreeMap<String, BTreeMap<String, Problems>>>;
+/// Each controller's objects' problems.
+type Recorded = HashMap<&'static str, ByObject<Problems>>;
 
 /// Each object's problem conditions, as its last reconcile found them;
 /// clones share them.
@@ -49,37 +48,22 @@ impl ObjectProblems {
     /// Records the problem conditions of one object; none removes it.
     pub fn set(&self, controller: &'static str, namespace: &str, name: &str, problems: &Problems) {
         let mut recorded = self.recorded();
-        let namespaces = recorded.entry(controller).or_default();
+        let objects = recorded.entry(controller).or_default();
         if problems.is_empty() {
-            if let Some(names) = namespaces.get_mut(namespace) {
-                names.remove(name);
-                if names.is_empty() {
-                    namespaces.remove(namespace);
+            objects.remove(namespace, name);
+        } else {
+            objects.change(namespace, name, |kept| {
+                if kept != problems {
+                    kept.clone_from(problems);
                 }
-            }
-            return;
-        }
-        let names = match namespaces.get_mut(namespace) {
-            Some(names) => names,
-            None => namespaces.entry(namespace.to_string()).or_default(),
-        };
-        match names.get_mut(name) {
-            Some(kept) if kept == problems => {}
-            Some(kept) => kept.clone_from(problems),
-            None => {
-                names.insert(name.to_string(), problems.clone());
-            }
+            });
         }
     }
 
     /// Forgets `controller`'s objects that `present` says are gone.
     pub fn forget(&self, controller: &str, present: &Present) {
-        let mut recorded = self.recorded();
-        if let Some(namespaces) = recorded.get_mut(controller) {
-            for (namespace, names) in namespaces.iter_mut() {
-                names.retain(|name, _| !present.gone(namespace, name));
-            }
-            namespaces.retain(|_, names| !names.is_empty());
+        if let Some(objects) = self.recorded().get_mut(controller) {
+            objects.forget(present);
         }
     }
 }
@@ -92,13 +76,11 @@ impl Collector for ObjectProblems {
     fn collect(&self) -> Vec<MetricFamily> {
         let recorded = self.recorded();
         let mut metrics = Vec::new();
-        for (controller, namespaces) in recorded.iter() {
-            for (namespace, names) in namespaces {
-                for (name, problems) in names {
-                    for (condition, reason) in problems {
-                        let values = [controller, namespace.as_str(), name, condition, reason];
-                        metrics.push(FAMILY.gauge(&values, 1.0));
-                    }
+        for (controller, objects) in recorded.iter() {
+            for (namespace, name, problems) in objects.iter() {
+                for (condition, reason) in problems {
+                    let values = [controller, namespace, name, condition, reason];
+                    metrics.push(FAMILY.gauge(&values, 1.0));
                 }
             }
         }
